@@ -1,0 +1,319 @@
+// shm: the shared-memory snapshot store of telemetryd.
+//
+// What it is
+// ----------
+// One writer process builds immutable snapshots (a flat key -> bytes table plus named
+// lists of keys) and publishes them; many reader processes look keys up in the current
+// snapshot without taking a lock or making a system call. Everything lives in POSIX
+// shared memory:
+//
+//   /NAME          the control segment: identity (magic, layout version, uid, start id),
+//                  the current generation, the buffer descriptors, the reader slot
+//                  table, and counters the supervisor can read without asking anyone.
+//   /NAME.I.SEQ    data buffer I (0 <= I < buffer_count), incarnation SEQ. A buffer
+//                  that is too small for a snapshot is replaced by a bigger incarnation.
+//
+// Guarantees
+// ----------
+// - A reader inside a read (between Reader::enter() and the guard's destruction) sees
+//   one complete snapshot: the writer never writes into a buffer that a live reader's
+//   slot still announces.
+// - Generations only grow, across writer restarts too: a new writer continues from the
+//   current generation.
+// - The writer never waits for ever: a dead reader's slot is cleared (by the supervisor
+//   when it reaps it, or by the writer when the slot's pid and start token no longer
+//   name a live process); a stopped reader makes the writer skip a publish after
+//   StoreOptions::reclaim_timeout, and the skip is counted.
+// - A snapshot is position independent and self-describing (offsets only, fixed-width
+//   little-endian fields, a checksum), so a buffer may be copied byte for byte to another
+//   machine and opened there with SnapshotView.
+// - A corrupt or truncated snapshot is reported as an error by SnapshotView, never read
+//   out of bounds.
+//
+// Not guaranteed
+// --------------
+// - Fairness or freshness for a reader: a reader that holds a guard keeps an old
+//   snapshot alive (and may make the writer skip publishes) for as long as it holds it.
+// - Several writers at once: Writer refuses to start while another live writer holds
+//   the store.
+// - Portability to big-endian machines: such a machine refuses the snapshot (magic
+//   mismatch) instead of misreading it.
+//
+// The protocol and its memory-ordering argument are in docs/architecture.md; the labels
+// [P1] .. [P5] in the code refer to it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shm {
+
+// Every failure of this library: a message that says what and where.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// ---------------------------------------------------------------------------------
+// Snapshot format
+// ---------------------------------------------------------------------------------
+
+// A snapshot's stable 64-bit hash of bytes (keys and the checksum use it). Part of the
+// format: changing it changes kFormatVersion.
+uint64_t hash_bytes(const void* data, size_t size, uint64_t seed = 0);
+
+// Collects records and lists, then lays them out into a buffer. Not thread-safe.
+// Keys are unique: adding a key twice keeps the last value. A list names keys that
+// must be added as records too (serialize_into() throws otherwise).
+class SnapshotBuilder {
+ public:
+  SnapshotBuilder();
+  ~SnapshotBuilder();
+  SnapshotBuilder(SnapshotBuilder&&) noexcept;
+  SnapshotBuilder& operator=(SnapshotBuilder&&) noexcept;
+
+  void add(std::string_view key, std::string_view value);
+  // A named list of record keys, in the order given (e.g. the series of one metric).
+  void add_list(std::string_view name, std::span<const std::string_view> keys);
+  void add_list(std::string_view name, const std::vector<std::string>& keys);
+
+  size_t record_count() const;
+  size_t list_count() const;
+  // Exact number of bytes serialize_into() writes.
+  size_t serialized_size() const;
+  // Writes the snapshot into out (out.size() >= serialized_size()). built_at is Unix
+  // time in nanoseconds.
+  void serialize_into(std::span<std::byte> out, uint64_t generation, uint64_t built_at_ns) const;
+  // Convenience for tests and replication: a fresh byte vector.
+  std::vector<std::byte> serialize(uint64_t generation, uint64_t built_at_ns) const;
+  void clear();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// One record of a snapshot: views into the snapshot's bytes.
+struct Record {
+  std::string_view key;
+  std::string_view value;
+};
+
+// Read-only, bounds-checked view of one serialized snapshot. Cheap to construct
+// (checks the header and table bounds: O(1)); verify() also checks the checksum and
+// every record (O(size)). All accessors stay inside the buffer whatever its contents.
+class SnapshotView {
+ public:
+  SnapshotView() = default;
+  // Throws shm::Error if the header is not a valid snapshot that fits in bytes.
+  explicit SnapshotView(std::span<const std::byte> bytes);
+  // Like the constructor, but returns the reason instead of throwing.
+  static std::optional<SnapshotView> open(std::span<const std::byte> bytes, std::string* why);
+
+  uint64_t generation() const;
+  uint64_t built_at_ns() const;
+  size_t size() const;  // bytes of the whole snapshot
+  size_t record_count() const;
+  size_t list_count() const;
+
+  // O(1) expected. nullopt when absent (or when the entry is corrupt).
+  std::optional<std::string_view> find(std::string_view key) const;
+  // Record i in the order they were added (0 <= i < record_count()).
+  std::optional<Record> record(size_t i) const;
+  // The records of a named list, in list order; empty when there is no such list.
+  std::vector<Record> list(std::string_view name) const;
+  // Names of all lists, in the order they were added.
+  std::vector<std::string_view> list_names() const;
+
+  // Full check: checksum over the body and the bounds of every entry.
+  bool verify(std::string* why = nullptr) const;
+  std::span<const std::byte> bytes() const { return bytes_; }
+
+ private:
+  std::span<const std::byte> bytes_;
+};
+
+// ---------------------------------------------------------------------------------
+// The store: control segment, buffers, publish / read / reclaim
+// ---------------------------------------------------------------------------------
+
+constexpr uint32_t kMaxBuffers = 8;
+constexpr uint32_t kMaxReaders = 256;
+constexpr uint32_t kMaxSources = 64;
+
+struct StoreOptions {
+  std::string name = "telemetryd";  // POSIX shm name, without the leading '/'
+  uint32_t buffer_count = 3;        // >= 2; a spare lets the writer step around a stopped reader
+  uint32_t reader_slots = 64;       // <= kMaxReaders
+  size_t initial_buffer_bytes = 1 << 20;
+  // How long publish() waits for a buffer that a live reader still holds before it
+  // skips this publish.
+  std::chrono::milliseconds reclaim_timeout{100};
+};
+
+// A snapshot of the store's counters, copied out of the control segment.
+struct ReaderInfo {
+  uint32_t slot = 0;
+  int32_t pid = 0;  // 0: free slot
+  uint64_t reading_generation = 0;  // 0: idle
+  uint64_t requests = 0;
+  uint64_t heartbeat_ns = 0;  // CLOCK_MONOTONIC of the reader's last event-loop tick
+};
+struct StoreInfo {
+  std::string name;
+  uint64_t start_id = 0;
+  int32_t creator_pid = 0;
+  uint32_t uid = 0;
+  int32_t writer_pid = 0;
+  uint64_t generation = 0;      // current; 0 before the first publish
+  uint32_t current_buffer = 0;
+  uint64_t built_at_ns = 0;     // of the current snapshot
+  uint64_t snapshot_bytes = 0;
+  uint64_t snapshot_records = 0;
+  uint32_t buffer_count = 0;
+  std::vector<uint64_t> buffer_capacity;
+  uint64_t publishes = 0;
+  uint64_t publish_skipped = 0;  // no free buffer within reclaim_timeout
+  uint64_t buffer_grows = 0;
+  uint64_t stale_slots_cleared = 0;
+  uint64_t last_publish_ns = 0;  // CLOCK_REALTIME of the last successful publish
+  uint64_t last_build_ns = 0;    // duration of the last serialize + publish
+  std::vector<ReaderInfo> readers;
+};
+
+// Per-source ingest status, written by the writer and read by anyone (seqlock).
+struct SourceStatus {
+  std::string url;
+  std::string format;       // "native", "otlp", "" before the first fetch
+  int32_t last_status = 0;  // HTTP status, 0 when no response
+  uint64_t last_fetch_ns = 0;   // CLOCK_REALTIME
+  uint64_t last_latency_us = 0;
+  uint64_t bytes = 0;           // total bytes fetched
+  uint64_t samples = 0;         // total samples accepted
+  uint64_t dropped = 0;         // total samples dropped (dedup, window, limits)
+  uint64_t errors = 0;          // total failed fetches or parses
+  std::string last_error;       // "" when the last fetch was good
+  uint64_t last_error_ns = 0;
+};
+
+class Store;
+
+// The publishing side. One per store at a time.
+class Writer {
+ public:
+  // Claims the store's writer role; throws if another live writer holds it.
+  explicit Writer(Store& store);
+  ~Writer();
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  // Builds generation current+1 into a buffer no reader uses, then makes it current.
+  // Returns the new generation, or 0 when the publish was skipped because every
+  // non-current buffer is held by a live reader past reclaim_timeout (counted).
+  uint64_t publish(const SnapshotBuilder& builder);
+  uint64_t generation() const;  // the last generation published by anyone
+
+  void set_source_status(uint32_t index, const SourceStatus& status);
+  void set_source_count(uint32_t n);
+
+ private:
+  Store& store_;
+};
+
+// The reading side: one per reader process, bound to one slot of the table.
+class Reader {
+ public:
+  // Claims slot `slot` for this process (pid + start token). Throws if the slot holds
+  // another live process.
+  Reader(Store& store, uint32_t slot);
+  ~Reader();  // releases the slot
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
+
+  // A read in progress: the snapshot stays valid and unchanged while the guard lives.
+  class Guard {
+   public:
+    Guard(Guard&& other) noexcept;
+    Guard& operator=(Guard&&) = delete;
+    ~Guard();
+    const SnapshotView& view() const { return view_; }
+    const SnapshotView* operator->() const { return &view_; }
+    uint64_t generation() const { return view_.generation(); }
+
+   private:
+    friend class Reader;
+    Guard(Reader* r, SnapshotView v) : reader_(r), view_(v) {}
+    Reader* reader_;
+    SnapshotView view_;
+  };
+
+  // Enters a read of the current snapshot. nullopt before the first publish. Takes no
+  // lock; makes no system call except to map a buffer the first time it is seen (or
+  // after it grew). Throws shm::Error if the current buffer is corrupt.
+  std::optional<Guard> enter();
+
+  // Counters kept in the slot (relaxed; read by the supervisor and the admin socket).
+  void count_requests(uint64_t n);
+  void heartbeat();  // stores CLOCK_MONOTONIC now
+  uint32_t slot() const { return slot_; }
+
+ private:
+  void leave();
+  struct Mapping;
+  Store& store_;
+  uint32_t slot_;
+  std::vector<std::unique_ptr<Mapping>> maps_;
+};
+
+// The control segment and the buffers. A process opens the store once (create() in
+// the supervisor, open() in the children) and keeps it for its life.
+class Store {
+ public:
+  // Creates the segments (mode 0600). Segments left under the same name by an earlier
+  // run whose creator is gone are removed first; a store whose creator is alive, or
+  // one with a wrong magic, layout version or owner, is refused with shm::Error.
+  static std::unique_ptr<Store> create(const StoreOptions& options);
+  // Opens an existing store; throws shm::Error on wrong magic, version or owner.
+  static std::unique_ptr<Store> open(const std::string& name);
+  // Unlinks the control segment and every buffer of the named store. Safe if absent.
+  static void remove(const std::string& name);
+
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  const std::string& name() const;
+  uint32_t reader_slots() const;
+  StoreInfo info() const;
+  std::vector<SourceStatus> sources() const;
+
+  // Supervisor: frees a reader slot whose process has exited (pid must match).
+  void clear_reader_slot(uint32_t slot, int32_t pid);
+  // Supervisor: frees the writer role of a writer that has exited.
+  void clear_writer(int32_t pid);
+
+  struct Control;  // the layout, in shm/layout.h
+  Control& control() const;
+
+ private:
+  friend class Writer;
+  friend class Reader;
+  struct Impl;
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Clock helpers shared by the components.
+uint64_t realtime_ns();
+uint64_t monotonic_ns();
+
+}  // namespace shm
