@@ -1,0 +1,290 @@
+// ingest: pulls telemetry from upstream sources, parses it, aggregates it per series
+// over a sliding window and renders the snapshot bodies the HTTP readers serve.
+//
+// Layers, each usable on its own:
+//
+//   Parser      body bytes -> samples (native JSON or OTLP/JSON metrics, simdjson).
+//               No sockets, no clock: tests feed it strings.
+//   Aggregator  samples of one source at one fetch time -> per-series window state;
+//               build() renders every body into a shm::SnapshotBuilder.
+//   Pipeline    the event-driven loop on a caller's libevent event_base: every interval
+//               fetches all sources at once (http://, file://, synthetic://), applies
+//               them, builds a snapshot and hands it to the caller (the writer process
+//               publishes it).
+//
+// Time is Unix nanoseconds (CLOCK_REALTIME) everywhere in this API; the Aggregator never
+// reads a clock itself, so every time-dependent rule is testable.
+//
+// The snapshot key conventions the HTTP readers rely on are at the end of this file.
+// Formats, limits, drop rules and the sketch are described in docs/ingest.md.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "shm/shm.h"
+
+struct event_base;
+
+namespace ingest {
+
+// ---------------------------------------------------------------------------------
+// Limits (documented in docs/ingest.md). A sample breaking one is rejected on its own.
+// ---------------------------------------------------------------------------------
+
+inline constexpr size_t kMaxMetricNameBytes = 255;   // 1..255 of [A-Za-z0-9_.:/-]
+inline constexpr size_t kMaxLabelNameBytes = 128;    // 1..128 of [A-Za-z0-9_.:/-]
+inline constexpr size_t kMaxLabelValueBytes = 1024;  // any valid UTF-8, escaped on output
+inline constexpr size_t kMaxLabels = 32;             // per sample, resource labels included
+inline constexpr int64_t kMaxFutureNs = 300'000'000'000;  // samples > 5 min ahead dropped
+inline constexpr std::string_view kDefaultSource = "synthetic://";
+
+// ---------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------
+
+// "500ms", "2s", "1m", "1h" or a bare number of seconds ("3", "0.5"). Throws
+// std::invalid_argument naming the text when it is not a non-negative duration.
+std::chrono::milliseconds parse_duration(std::string_view text);
+
+struct Config {
+  std::vector<std::string> sources;  // empty: {kDefaultSource}
+  std::chrono::milliseconds interval{2000};
+  std::chrono::milliseconds window{60000};
+  std::chrono::milliseconds stale_after{0};   // 0: 3 intervals
+  std::chrono::milliseconds expire_after{0};  // 0: the window
+  std::chrono::milliseconds source_timeout{1500};
+  size_t max_body_bytes = size_t{64} << 20;
+  size_t max_series_per_source = 1'000'000;
+  size_t max_series = 1'000'000;
+  size_t prom_series_limit = 10'000;  // per-series Prometheus gauges only below this
+
+  // The defaults filled in (sources, stale_after, expire_after) and every value
+  // checked. Throws std::invalid_argument with the offending setting's name.
+  Config resolved() const;
+};
+
+// ---------------------------------------------------------------------------------
+// Series keys
+// ---------------------------------------------------------------------------------
+
+struct Label {
+  std::string_view name;
+  std::string_view value;
+};
+
+// A series key taken apart, values unescaped.
+struct SeriesKey {
+  std::string metric;
+  std::vector<std::pair<std::string, std::string>> labels;  // sorted by name
+};
+
+// Canonical key `metric{k1="v1",k2="v2"}`: labels sorted by name, values escaped as in
+// the Prometheus text format (\\, \", \n); no labels gives just `metric`. Labels must
+// have distinct names (the parsers guarantee it).
+std::string make_series_key(std::string_view metric, std::span<const Label> labels);
+// The inverse; nullopt when key is not a canonical key.
+std::optional<SeriesKey> parse_series_key(std::string_view key);
+
+// ---------------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------------
+
+enum class Format { native, otlp };
+std::string_view format_name(Format format);  // "native", "otlp"
+
+// One sample as parsed: views into the Parser that produced it, valid until its next
+// parse. The series is metric + suffix with the union of labels and resource_labels
+// (a name present in both takes the labels' value).
+struct Sample {
+  std::string_view metric;
+  std::string_view suffix;  // "" or "_count" / "_sum" for OTLP histogram points
+  std::span<const Label> labels;
+  std::span<const Label> resource_labels;  // OTLP resource attributes; empty for native
+  double value = 0;                        // always finite
+  int64_t ts_ns = 0;                       // 0: no timestamp, the fetch time applies
+};
+
+struct ParseResult {
+  Format format = Format::native;
+  // false: the body was rejected as a whole (invalid JSON or UTF-8, truncation, wrong
+  // top-level shape) and samples() is empty. true: samples() holds every sound sample;
+  // `rejected` counts those refused one by one (bad type, name, value, label).
+  bool ok = false;
+  size_t rejected = 0;
+  std::string error;  // the whole-body error, or the first rejected sample's reason
+};
+
+// Reusable parser: keeps its buffers between bodies, so steady-state parsing does not
+// allocate. Not thread-safe; one per thread.
+class Parser {
+ public:
+  Parser();
+  ~Parser();
+  Parser(const Parser&) = delete;
+  Parser& operator=(const Parser&) = delete;
+
+  // content_type may be empty; the body decides when it does not name a format.
+  ParseResult parse(std::string_view body, std::string_view content_type = {});
+  // Same, without copying: body.data() must stay readable up to `capacity` bytes and
+  // capacity >= body.size() + padding() (what simdjson reads past the end).
+  ParseResult parse_padded(std::string_view body, size_t capacity,
+                           std::string_view content_type = {});
+  static size_t padding();
+
+  std::span<const Sample> samples() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------------
+// Aggregation
+// ---------------------------------------------------------------------------------
+
+// Why samples were dropped after parsing, per apply() call.
+struct ApplyStats {
+  uint64_t accepted = 0;
+  uint64_t duplicate = 0;  // ts not newer than the series' last accepted sample
+  uint64_t too_old = 0;    // older than the window
+  uint64_t too_new = 0;    // more than kMaxFutureNs ahead of the fetch time
+  uint64_t over_limit = 0; // would create a series past max_series(_per_source)
+  uint64_t dropped() const { return duplicate + too_old + too_new + over_limit; }
+};
+
+// Window aggregates of one series or one metric rollup. Non-finite results (a sum that
+// overflowed, say) render as null.
+struct Aggregate {
+  uint64_t count = 0;
+  double sum = 0, min = 0, max = 0;
+  double first = 0, last = 0;
+  int64_t first_ts_ns = 0, last_ts_ns = 0;
+  double p50 = 0, p90 = 0, p99 = 0;
+  double mean() const;
+  std::optional<double> rate() const;  // per second; nullopt with < 2 samples or dt 0
+};
+
+// Per-series sliding-window state for every source. Sources are named by a caller-chosen
+// id (the Pipeline gives each URL its own); series remember the source that created
+// them, for the per-source limit and for forget_source().
+class Aggregator {
+ public:
+  explicit Aggregator(const Config& config);  // config is resolved() here
+  ~Aggregator();
+  Aggregator(Aggregator&&) noexcept;
+  Aggregator& operator=(Aggregator&&) noexcept;
+
+  // Window, interval, staleness and limits change; series are kept. Buckets are
+  // re-sliced to the new interval lazily (old ones simply age out).
+  void reconfigure(const Config& config);
+
+  // Applies samples in order at fetch time now_ns (the ts of samples without one).
+  ApplyStats apply(uint32_t source, std::span<const Sample> samples, int64_t now_ns);
+  // Drops buckets older than the window and series unseen for expire_after.
+  void expire(int64_t now_ns);
+  // Removes every series the source created (the source left the configuration).
+  void forget_source(uint32_t source);
+
+  // Expires, then renders every record and list of the snapshot (see the key
+  // conventions below) into builder, which is cleared first.
+  void build(shm::SnapshotBuilder& builder, int64_t now_ns);
+
+  size_t series_count() const;
+  size_t series_count(uint32_t source) const;
+  // For tests and the admin socket: the window aggregate of one series / metric.
+  std::optional<Aggregate> series(std::string_view key) const;
+  std::optional<Aggregate> metric(std::string_view name) const;
+  // Approximate bytes of writer state (series, buckets, sketch bins, index).
+  size_t memory_bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------------
+// Pipeline
+// ---------------------------------------------------------------------------------
+
+// Receives every built snapshot and the status of each configured source, in the
+// configuration's order (index i is Config::sources[i]). Called on the event loop.
+using PublishFn =
+    std::function<void(const shm::SnapshotBuilder&, const std::vector<shm::SourceStatus>&)>;
+
+class Pipeline {
+ public:
+  // Resolves config (throws std::invalid_argument on a bad one). Does not fetch until
+  // start() or run_once(). base must outlive the Pipeline.
+  Pipeline(event_base* base, Config config, PublishFn publish);
+  ~Pipeline();
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  // Starts a tick now and then every interval, on base's loop. stop() cancels the
+  // timer and any fetch in flight; nothing is published after it.
+  void start();
+  void stop();
+
+  // Applies a new configuration (SIGHUP). Throws std::invalid_argument and keeps the
+  // old one when it is bad. Sources whose URL is unchanged keep their series and
+  // counters; removed sources' series go at once. A tick in flight completes first with
+  // the old source list.
+  void reconfigure(Config config);
+
+  // Runs one whole tick synchronously (fetch everything, apply, build, publish) by
+  // looping base until it is done. For tests and tools; not from a callback of base.
+  void run_once();
+
+  const Config& config() const;
+  std::vector<shm::SourceStatus> statuses() const;
+  const Aggregator& aggregator() const;
+  uint64_t ticks() const;          // completed ticks
+  uint64_t ticks_skipped() const;  // timer fired while a tick was still in flight
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------------
+// Snapshot key conventions (read by the HTTP readers)
+// ---------------------------------------------------------------------------------
+//
+//   record "s:" + series key  the series body:
+//       {"key":..,"metric":..,"labels":{..},"window_s":60,"count":..,"sum":..,"min":..,
+//        "max":..,"mean":..,"first":..,"last":..,"first_ts":..,"last_ts":..,"rate":..,
+//        "p50":..,"p90":..,"p99":..,"stale":false}
+//   record "m:" + metric      the rollup: {"metric":..,"window_s":..,<the aggregate
+//                             fields>,"series_count":N,"series":[keys...]}
+//   list   "m:" + metric      the "s:" record keys of that metric's series, sorted
+//   list   "series"           every "s:" record key, sorted
+//   record "metrics"          the /v1/metrics body {"metrics":[{"metric":..,"series_count":N},..]}
+//   record "prom"             Prometheus text 0.0.4 of the rollups (and of the series
+//                             when fewer than prom_series_limit); ends with a newline
+//                             so the server can append its own metrics.
+
+inline constexpr std::string_view kSeriesPrefix = "s:";
+inline constexpr std::string_view kMetricPrefix = "m:";
+inline constexpr std::string_view kSeriesList = "series";
+inline constexpr std::string_view kMetricsRecord = "metrics";
+inline constexpr std::string_view kPromRecord = "prom";
+
+inline std::string series_record_key(std::string_view series_key) {
+  return std::string(kSeriesPrefix).append(series_key);
+}
+inline std::string metric_record_key(std::string_view metric) {
+  return std::string(kMetricPrefix).append(metric);
+}
+
+}  // namespace ingest
