@@ -138,8 +138,15 @@ class SnapshotView {
   bool verify(std::string* why = nullptr) const;
   std::span<const std::byte> bytes() const { return bytes_; }
 
+  // Where the tables are, validated once by open().
+  struct Layout {
+    size_t record_dir = 0, record_index = 0, list_dir = 0, list_index = 0, body_end = 0;
+    uint32_t record_count = 0, record_buckets = 0, list_count = 0, list_buckets = 0;
+  };
+
  private:
   std::span<const std::byte> bytes_;
+  Layout layout_;
 };
 
 // ---------------------------------------------------------------------------------
@@ -149,6 +156,8 @@ class SnapshotView {
 constexpr uint32_t kMaxBuffers = 8;
 constexpr uint32_t kMaxReaders = 256;
 constexpr uint32_t kMaxSources = 64;
+constexpr uint32_t kServiceCounters = 64;  // Store::service_counter(): meaning set by server/
+constexpr uint32_t kReaderCounters = 32;   // Reader::counter(): meaning set by server/
 
 struct StoreOptions {
   std::string name = "telemetryd";  // POSIX shm name, without the leading '/'
@@ -264,6 +273,8 @@ class Reader {
   // Counters kept in the slot (relaxed; read by the supervisor and the admin socket).
   void count_requests(uint64_t n);
   void heartbeat();  // stores CLOCK_MONOTONIC now
+  // Per-reader counters in the slot, free for server/'s use (relaxed increments).
+  std::atomic<uint64_t>& counter(uint32_t i);
   uint32_t slot() const { return slot_; }
 
  private:
@@ -300,6 +311,11 @@ class Store {
   void clear_reader_slot(uint32_t slot, int32_t pid);
   // Supervisor: frees the writer role of a writer that has exited.
   void clear_writer(int32_t pid);
+
+  // Service-wide counters in the control segment, free for server/'s use.
+  std::atomic<uint64_t>& service_counter(uint32_t i) const;
+  // Counter i of reader slot `slot` (see Reader::counter).
+  uint64_t reader_counter(uint32_t slot, uint32_t i) const;
 
   struct Control;  // the layout, in shm/layout.h
   Control& control() const;

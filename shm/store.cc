@@ -1,0 +1,572 @@
+// shm/store.cc: the control segment, the data buffers, and the publish / read / reclaim
+// protocol between one Writer and many Readers. The protocol's proof sketch is in
+// docs/architecture.md; [Pn] labels mark the loads, stores and fences it talks about.
+#include <algorithm>
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <dirent.h>
+#include <fmt/format.h>
+#include <fstream>
+#include <random>
+#include <sys/stat.h>
+#include <thread>
+#include <time.h>
+#include <unistd.h>
+
+#include "shm/layout.h"
+
+namespace shm {
+
+namespace bip = boost::interprocess;
+
+uint64_t realtime_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
+uint64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
+
+// ---------------------------------------------------------------------------------
+// Process identity: (pid, start time in clock ticks since boot). The start time is
+// what tells a live reader from an unrelated process that was given its pid later.
+// ---------------------------------------------------------------------------------
+
+namespace {
+
+uint64_t process_start_token(int32_t pid) {
+  std::ifstream f(fmt::format("/proc/{}/stat", pid));
+  std::string stat;
+  if (!std::getline(f, stat)) return 0;
+  // Field 2 (comm) may hold spaces and parentheses: count fields after the last ')'.
+  size_t at = stat.rfind(')');
+  if (at == std::string::npos) return 0;
+  int field = 2;
+  for (size_t i = at + 1; i < stat.size(); ++i) {
+    if (stat[i] != ' ') continue;
+    if (++field == 22) return std::strtoull(stat.c_str() + i + 1, nullptr, 10);
+  }
+  return 0;
+}
+
+uint64_t self_start_token() {
+  static const uint64_t token = process_start_token(getpid());
+  return token;
+}
+
+// True while the process that registered (pid, token) still runs. A zombie counts as
+// alive (it still holds its pid) until its parent reaps it; the supervisor clears the
+// slot when it does.
+bool process_alive(int32_t pid, uint64_t token) {
+  if (pid <= 0) return false;
+  if (kill(pid, 0) != 0 && errno == ESRCH) return false;
+  uint64_t now = process_start_token(pid);
+  return now == 0 ? false : now == token;
+}
+
+std::string control_name(const std::string& name) { return "/" + name; }
+std::string buffer_name(const std::string& name, uint32_t index, uint64_t seq) {
+  return fmt::format("/{}.{}.{}", name, index, seq);
+}
+
+void check_name(const std::string& name) {
+  if (name.empty() || name.size() > 100 || name.find('/') != std::string::npos)
+    throw Error(fmt::format("invalid shm name '{}': 1-100 characters, no '/'", name));
+}
+
+size_t page_round(size_t n) {
+  size_t page = size_t(sysconf(_SC_PAGESIZE));
+  return (n + page - 1) / page * page;
+}
+
+// A mapped segment that owns its mapping.
+struct Segment {
+  bip::mapped_region region;
+  uint64_t seq = 0;
+  std::byte* data() const { return static_cast<std::byte*>(region.get_address()); }
+  size_t size() const { return region.get_size(); }
+};
+
+Segment create_segment(const std::string& path, size_t bytes) {
+  bip::shared_memory_object::remove(path.c_str());
+  bip::permissions perm(0600);
+  bip::shared_memory_object obj(bip::create_only, path.c_str(), bip::read_write, perm);
+  // shm_open's mode is filtered by the umask; set it explicitly so it is 0600 exactly.
+  fchmod(obj.get_mapping_handle().handle, 0600);
+  obj.truncate(bip::offset_t(bytes));
+  return Segment{bip::mapped_region(obj, bip::read_write), 0};
+}
+
+// Opens an existing segment, refusing one owned by another uid.
+Segment open_segment(const std::string& path, bip::mode_t mode) {
+  bip::shared_memory_object obj(bip::open_only, path.c_str(), mode);
+  struct stat st;
+  if (fstat(obj.get_mapping_handle().handle, &st) != 0)
+    throw Error(fmt::format("shm {}: fstat: {}", path, std::strerror(errno)));
+  if (st.st_uid != geteuid())
+    throw Error(fmt::format("shm {} is owned by uid {}, not by this process's uid {}: refusing it", path,
+                            st.st_uid, geteuid()));
+  if (size_t(st.st_size) < sizeof(SnapshotHeader))
+    throw Error(fmt::format("shm {} is too small ({} bytes)", path, st.st_size));
+  return Segment{bip::mapped_region(obj, mode), 0};
+}
+
+// Why a control segment cannot be used, or "" if it can.
+std::string identity_problem(const Store::Control& c, const std::string& path) {
+  if (c.magic != kControlMagic) return fmt::format("shm {} is not a telemetryd control segment (wrong magic)", path);
+  if (c.layout_version != kLayoutVersion)
+    return fmt::format("shm {} has layout version {}, this build uses {}; stop the service that made it, "
+                       "or remove it (rm /dev/shm{}*) if none runs",
+                       path, c.layout_version, kLayoutVersion, path);
+  if (c.uid != geteuid()) return fmt::format("shm {} was created by uid {}, not {}", path, c.uid, geteuid());
+  if (c.buffer_count < 2 || c.buffer_count > kMaxBuffers || c.reader_slots > kMaxReaders)
+    return fmt::format("shm {} has an invalid buffer or slot count", path);
+  return "";
+}
+
+void copy_text(char* dst, size_t cap, std::string_view src) {
+  size_t n = std::min(cap - 1, src.size());
+  std::memcpy(dst, src.data(), n);
+  dst[n] = '\0';
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------
+// Store
+// ---------------------------------------------------------------------------------
+
+struct Store::Impl {
+  std::string name;
+  Segment control;
+  Segment writer_maps[kMaxBuffers];  // this process's read-write mappings, when it writes
+  Control& c() const { return *reinterpret_cast<Control*>(control.data()); }
+};
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Store::~Store() = default;
+const std::string& Store::name() const { return impl_->name; }
+uint32_t Store::reader_slots() const { return impl_->c().reader_slots; }
+Store::Control& Store::control() const { return impl_->c(); }
+
+void Store::remove(const std::string& name) {
+  check_name(name);
+  // Every incarnation of every buffer: by listing /dev/shm, since a crashed writer may
+  // have left one the control segment no longer names.
+  std::string prefix = name + ".";
+  if (DIR* d = opendir("/dev/shm")) {
+    while (dirent* e = readdir(d)) {
+      std::string_view n = e->d_name;
+      if (n.starts_with(prefix) && n.find_first_not_of("0123456789.", prefix.size()) == std::string_view::npos)
+        bip::shared_memory_object::remove(("/" + std::string(n)).c_str());
+    }
+    closedir(d);
+  }
+  bip::shared_memory_object::remove(control_name(name).c_str());
+}
+
+std::unique_ptr<Store> Store::create(const StoreOptions& o) {
+  check_name(o.name);
+  if (o.buffer_count < 2 || o.buffer_count > kMaxBuffers)
+    throw Error(fmt::format("buffer_count must be 2..{}, not {}", kMaxBuffers, o.buffer_count));
+  if (o.reader_slots < 1 || o.reader_slots > kMaxReaders)
+    throw Error(fmt::format("reader_slots must be 1..{}, not {}", kMaxReaders, o.reader_slots));
+  const std::string path = control_name(o.name);
+
+  // An earlier run's segments: refuse foreign or live ones, clear stale ones.
+  try {
+    Segment old = open_segment(path, bip::read_only);
+    if (old.size() < sizeof(Control)) throw Error(fmt::format("shm {} is not a telemetryd control segment (too small)", path));
+    const Control& c = *reinterpret_cast<const Control*>(old.data());
+    if (std::string why = identity_problem(c, path); !why.empty()) throw Error(why);
+    if (process_alive(c.creator_pid, c.creator_start_token))
+      throw Error(fmt::format("shm {} is in use by a running telemetryd (pid {})", path, c.creator_pid));
+    Store::remove(o.name);
+  } catch (const bip::interprocess_exception&) {
+    // No such segment: the usual case.
+  }
+
+  auto impl = std::make_unique<Impl>();
+  impl->name = o.name;
+  impl->control = create_segment(path, page_round(sizeof(Control)));
+  Control& c = impl->c();  // zero-filled by ftruncate; atomics of zero bytes are valid zeros
+  c.magic = kControlMagic;
+  c.layout_version = kLayoutVersion;
+  c.uid = geteuid();
+  c.creator_pid = getpid();
+  c.creator_start_token = self_start_token();
+  c.start_id = std::random_device{}() | (uint64_t(std::random_device{}()) << 32);
+  c.buffer_count = o.buffer_count;
+  c.reader_slots = o.reader_slots;
+  c.reclaim_timeout_ms = uint64_t(o.reclaim_timeout.count());
+  copy_text(c.name, sizeof c.name, o.name);
+  size_t bytes = page_round(std::max<size_t>(o.initial_buffer_bytes, 4096));
+  for (uint32_t i = 0; i < o.buffer_count; ++i) {
+    impl->writer_maps[i] = create_segment(buffer_name(o.name, i, 1), bytes);
+    impl->writer_maps[i].seq = 1;
+    c.buffers[i].capacity.store(bytes, std::memory_order_relaxed);
+    c.buffers[i].seq.store(1, std::memory_order_relaxed);
+  }
+  // Other processes open the store only after this one forks them or after it is
+  // created; fork/exec and shm_open order these plain stores before their loads.
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+std::unique_ptr<Store> Store::open(const std::string& name) {
+  check_name(name);
+  const std::string path = control_name(name);
+  auto impl = std::make_unique<Impl>();
+  impl->name = name;
+  try {
+    impl->control = open_segment(path, bip::read_write);
+  } catch (const bip::interprocess_exception& e) {
+    throw Error(fmt::format("cannot open shm {}: {}", path, e.what()));
+  }
+  if (impl->control.size() < sizeof(Control))
+    throw Error(fmt::format("shm {} is not a telemetryd control segment (too small)", path));
+  if (std::string why = identity_problem(impl->c(), path); !why.empty()) throw Error(why);
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+StoreInfo Store::info() const {
+  const Control& c = impl_->c();
+  constexpr auto R = std::memory_order_relaxed;
+  StoreInfo s;
+  s.name = impl_->name;
+  s.start_id = c.start_id;
+  s.creator_pid = c.creator_pid;
+  s.uid = c.uid;
+  s.writer_pid = c.writer_pid.load(R);
+  uint64_t cur = c.current.load(std::memory_order_acquire);
+  s.generation = current_generation(cur);
+  s.current_buffer = current_buffer(cur);
+  s.buffer_count = c.buffer_count;
+  for (uint32_t i = 0; i < c.buffer_count; ++i) s.buffer_capacity.push_back(c.buffers[i].capacity.load(R));
+  if (cur != 0 && s.current_buffer < kMaxBuffers) {
+    const BufferDesc& d = c.buffers[s.current_buffer];
+    s.snapshot_bytes = d.size.load(R);
+    s.snapshot_records = d.records.load(R);
+    s.built_at_ns = d.built_at_ns.load(R);
+  }
+  s.publishes = c.publishes.load(R);
+  s.publish_skipped = c.publish_skipped.load(R);
+  s.buffer_grows = c.buffer_grows.load(R);
+  s.stale_slots_cleared = c.stale_slots_cleared.load(R);
+  s.last_publish_ns = c.last_publish_ns.load(R);
+  s.last_build_ns = c.last_build_ns.load(R);
+  for (uint32_t i = 0; i < c.reader_slots; ++i) {
+    const ReaderSlot& r = c.slots[i];
+    ReaderInfo ri;
+    ri.slot = i;
+    ri.pid = r.pid.load(R);
+    ri.reading_generation = current_generation(r.reading.load(R));
+    ri.requests = r.requests.load(R);
+    ri.heartbeat_ns = r.heartbeat_ns.load(R);
+    s.readers.push_back(ri);
+  }
+  return s;
+}
+
+std::vector<SourceStatus> Store::sources() const {
+  const Control& c = impl_->c();
+  uint32_t n = std::min(c.source_count.load(std::memory_order_acquire), kMaxSources);
+  std::vector<SourceStatus> out(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    const SourceSlot& s = c.sources[i];
+    SourceSlot copy;
+    for (int tries = 0; tries < 1000; ++tries) {
+      uint64_t before = s.seq.load(std::memory_order_acquire);
+      if (before & 1) continue;
+      std::memcpy(static_cast<void*>(&copy), static_cast<const void*>(&s), sizeof copy);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (s.seq.load(std::memory_order_relaxed) == before) break;
+    }
+    copy.url[kSourceUrlBytes - 1] = copy.format[sizeof copy.format - 1] = copy.last_error[kSourceErrorBytes - 1] = 0;
+    out[i] = SourceStatus{copy.url, copy.format, copy.last_status, copy.last_fetch_ns, copy.last_latency_us,
+                          copy.bytes, copy.samples, copy.dropped, copy.errors, copy.last_error, copy.last_error_ns};
+  }
+  return out;
+}
+
+void Store::clear_reader_slot(uint32_t slot, int32_t pid) {
+  if (slot >= reader_slots()) return;
+  ReaderSlot& s = impl_->c().slots[slot];
+  if (s.pid.load(std::memory_order_acquire) != pid) return;
+  s.reading.store(0, std::memory_order_release);  // [P5'] as if the dead reader had left
+  int32_t expected = pid;
+  if (s.pid.compare_exchange_strong(expected, 0, std::memory_order_acq_rel))
+    impl_->c().stale_slots_cleared.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Store::clear_writer(int32_t pid) {
+  int32_t expected = pid;
+  impl_->c().writer_pid.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
+}
+
+std::atomic<uint64_t>& Store::service_counter(uint32_t i) const {
+  if (i >= kServiceCounters) throw Error(fmt::format("service counter {} out of range", i));
+  return impl_->c().service[i];
+}
+
+uint64_t Store::reader_counter(uint32_t slot, uint32_t i) const {
+  if (slot >= reader_slots() || i >= kReaderCounters) return 0;
+  return impl_->c().slots[slot].counters[i].load(std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------------------------
+// Writer
+// ---------------------------------------------------------------------------------
+
+Writer::Writer(Store& store) : store_(store) {
+  Store::Control& c = store_.control();
+  int32_t owner = c.writer_pid.load(std::memory_order_acquire);
+  for (;;) {
+    if (owner == getpid()) break;
+    if (owner != 0 && process_alive(owner, c.writer_start_token.load(std::memory_order_relaxed)))
+      throw Error(fmt::format("shm /{} already has a live writer (pid {})", store_.name(), owner));
+    if (c.writer_pid.compare_exchange_weak(owner, getpid(), std::memory_order_acq_rel)) break;
+  }
+  c.writer_start_token.store(self_start_token(), std::memory_order_relaxed);
+}
+
+Writer::~Writer() { store_.clear_writer(getpid()); }
+
+uint64_t Writer::generation() const {
+  return current_generation(store_.control().current.load(std::memory_order_acquire));
+}
+
+namespace {
+
+// Whether reader slot s announces buffer b. A slot of a dead owner is cleared on the
+// way (the LMDB reader-table check, with the start token guarding against pid reuse).
+bool slot_holds(Store::Control& c, ReaderSlot& s, uint32_t b, bool check_liveness) {
+  // [P6b] acquire: pairs with the reader's release in leave() [P5], so the reader's
+  // loads from the buffer happen before our reuse of it.
+  uint64_t w = s.reading.load(std::memory_order_acquire);
+  if (w == 0 || current_buffer(w) != b) return false;
+  if (!check_liveness) return true;
+  int32_t pid = s.pid.load(std::memory_order_acquire);
+  if (process_alive(pid, s.start_token.load(std::memory_order_relaxed))) return true;
+  // Dead owner: release its announcement. The CAS fails if the slot moved on (a new
+  // owner, or the old one left), in which case we look again next round.
+  if (s.reading.compare_exchange_strong(w, 0, std::memory_order_acq_rel)) {
+    int32_t expected = pid;
+    if (pid != 0 && s.pid.compare_exchange_strong(expected, 0, std::memory_order_acq_rel))
+      c.stale_slots_cleared.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+// A buffer other than `current` that no live reader announces, or -1 once the
+// deadline passes with every candidate held.
+int acquire_free_buffer(Store::Control& c, uint32_t current, bool have_current) {
+  const uint64_t deadline = monotonic_ns() + c.reclaim_timeout_ms * 1000000;
+  for (uint32_t round = 0;; ++round) {
+    // [P6] Orders our earlier store of Control::current [P1] before the loads of the
+    // slots below. Paired with the reader's fence [P4] between its slot store [P3] and
+    // its re-check load: either the reader sees the new current word and retries, or we
+    // see its announcement and do not reuse the buffer it may read.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    bool check_liveness = round % 16 == 1;  // system calls only while held, and not every round
+    for (uint32_t k = 1; k <= c.buffer_count; ++k) {
+      uint32_t b = (current + k) % c.buffer_count;
+      if (have_current && b == current) continue;
+      bool held = false;
+      for (uint32_t i = 0; i < c.reader_slots && !held; ++i) held = slot_holds(c, c.slots[i], b, check_liveness);
+      if (!held) return int(b);
+    }
+    if (monotonic_ns() >= deadline) return -1;
+    if (round < 16) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+}
+
+}  // namespace
+
+uint64_t Writer::publish(const SnapshotBuilder& builder) {
+  Store::Control& c = store_.control();
+  if (c.writer_pid.load(std::memory_order_relaxed) != getpid())
+    throw Error(fmt::format("shm /{}: this process no longer holds the writer role", store_.name()));
+  const uint64_t t0 = monotonic_ns();
+  const uint64_t cur = c.current.load(std::memory_order_acquire);
+  const uint64_t generation = current_generation(cur) + 1;
+  int b = acquire_free_buffer(c, current_buffer(cur), cur != 0);
+  if (b < 0) {
+    c.publish_skipped.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+  BufferDesc& d = c.buffers[b];
+  Segment& seg = store_.impl_->writer_maps[b];
+  const size_t size = builder.serialized_size();
+
+  // Grow: a new, larger incarnation of buffer b. Nobody reads b now (acquire_free_buffer),
+  // readers that mapped the old incarnation see the new seq when b is current again,
+  // after [P1], and re-map. The old name is unlinked; its memory is freed when the last
+  // process unmaps it.
+  uint64_t seq = d.seq.load(std::memory_order_relaxed);
+  if (d.capacity.load(std::memory_order_relaxed) < size) {
+    size_t capacity = page_round(std::max(size + size / 4, 2 * d.capacity.load(std::memory_order_relaxed)));
+    Segment grown = create_segment(buffer_name(store_.name(), uint32_t(b), seq + 1), capacity);
+    bip::shared_memory_object::remove(buffer_name(store_.name(), uint32_t(b), seq).c_str());
+    seg = std::move(grown);
+    seg.seq = ++seq;
+    d.seq.store(seq, std::memory_order_relaxed);
+    d.capacity.store(capacity, std::memory_order_relaxed);
+    c.buffer_grows.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (seg.seq != seq) {  // first publish into b by this process, or another writer grew it
+    seg = open_segment(buffer_name(store_.name(), uint32_t(b), seq), bip::read_write);
+    seg.seq = seq;
+  }
+
+  const uint64_t built_at = realtime_ns();
+  builder.serialize_into(std::span(seg.data(), seg.size()), generation, built_at);
+  d.generation.store(generation, std::memory_order_relaxed);
+  d.size.store(size, std::memory_order_relaxed);
+  d.records.store(builder.record_count(), std::memory_order_relaxed);
+  d.built_at_ns.store(built_at, std::memory_order_relaxed);
+  // [P1] release: the snapshot bytes and the descriptor above happen before any
+  // reader's acquire load [P2] that observes this word.
+  c.current.store(pack_current(generation, uint32_t(b)), std::memory_order_release);
+
+  c.publishes.fetch_add(1, std::memory_order_relaxed);
+  c.last_publish_ns.store(realtime_ns(), std::memory_order_relaxed);
+  c.last_build_ns.store(monotonic_ns() - t0, std::memory_order_relaxed);
+  return generation;
+}
+
+void Writer::set_source_count(uint32_t n) {
+  store_.control().source_count.store(std::min(n, kMaxSources), std::memory_order_release);
+}
+
+void Writer::set_source_status(uint32_t index, const SourceStatus& st) {
+  if (index >= kMaxSources) return;
+  SourceSlot& s = store_.control().sources[index];
+  uint64_t seq = s.seq.load(std::memory_order_relaxed);
+  s.seq.store(seq + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  copy_text(s.url, sizeof s.url, st.url);
+  copy_text(s.format, sizeof s.format, st.format);
+  s.last_status = st.last_status;
+  s.last_fetch_ns = st.last_fetch_ns;
+  s.last_latency_us = st.last_latency_us;
+  s.bytes = st.bytes;
+  s.samples = st.samples;
+  s.dropped = st.dropped;
+  s.errors = st.errors;
+  copy_text(s.last_error, sizeof s.last_error, st.last_error);
+  s.last_error_ns = st.last_error_ns;
+  s.seq.store(seq + 2, std::memory_order_release);
+}
+
+// ---------------------------------------------------------------------------------
+// Reader
+// ---------------------------------------------------------------------------------
+
+struct Reader::Mapping {
+  Segment segment;
+};
+
+Reader::Reader(Store& store, uint32_t slot) : store_(store), slot_(slot), maps_(kMaxBuffers) {
+  if (slot >= store.reader_slots())
+    throw Error(fmt::format("reader slot {} out of range (store has {})", slot, store.reader_slots()));
+  ReaderSlot& s = store.control().slots[slot];
+  int32_t owner = s.pid.load(std::memory_order_acquire);
+  for (;;) {
+    if (owner != 0 && owner != getpid() && process_alive(owner, s.start_token.load(std::memory_order_relaxed)))
+      throw Error(fmt::format("reader slot {} is held by live pid {}", slot, owner));
+    if (s.pid.compare_exchange_weak(owner, getpid(), std::memory_order_acq_rel)) break;
+  }
+  s.start_token.store(self_start_token(), std::memory_order_relaxed);
+  s.reading.store(0, std::memory_order_release);
+  s.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
+}
+
+Reader::~Reader() {
+  ReaderSlot& s = store_.control().slots[slot_];
+  s.reading.store(0, std::memory_order_release);
+  int32_t self = getpid();
+  s.pid.compare_exchange_strong(self, 0, std::memory_order_acq_rel);
+}
+
+std::optional<Reader::Guard> Reader::enter() {
+  Store::Control& c = store_.control();
+  ReaderSlot& s = c.slots[slot_];
+  if (s.reading.load(std::memory_order_relaxed) != 0)
+    throw Error("Reader::enter() while a guard of this reader is alive");
+  // [P2] acquire: pairs with [P1]; everything the writer wrote into the buffer before
+  // publishing this word is visible to us.
+  uint64_t w = c.current.load(std::memory_order_acquire);
+  for (;;) {
+    if (w == 0) return std::nullopt;
+    s.reading.store(w, std::memory_order_relaxed);  // [P3] announce
+    // [P4] The announce must be visible before we re-check current: with [P6] on the
+    // writer's side, this rules out "writer missed our announce and we missed its
+    // publish", the one interleaving in which it could reuse the buffer under us.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    uint64_t again = c.current.load(std::memory_order_acquire);  // [P2'] re-check
+    if (again == w) break;
+    w = again;  // a publish came in between: announce the newer word instead
+  }
+  const uint32_t b = current_buffer(w);
+  try {
+    if (b >= c.buffer_count) throw Error(fmt::format("current names buffer {} of {}", b, c.buffer_count));
+    const uint64_t seq = c.buffers[b].seq.load(std::memory_order_relaxed);  // ordered by [P2]
+    std::unique_ptr<Mapping>& m = maps_[b];
+    if (!m || m->segment.seq != seq) {
+      // Rare: first sight of this buffer, or it grew. The only system calls of a read.
+      auto fresh = std::make_unique<Mapping>();
+      fresh->segment = open_segment(buffer_name(store_.name(), b, seq), bip::read_only);
+      fresh->segment.seq = seq;
+      m = std::move(fresh);
+    }
+    std::string why;
+    auto view = SnapshotView::open(std::span<const std::byte>(m->segment.data(), m->segment.size()), &why);
+    if (!view) throw Error(fmt::format("shm /{} buffer {}: {}", store_.name(), b, why));
+    if (view->generation() != current_generation(w))
+      throw Error(fmt::format("shm /{} buffer {}: holds generation {}, expected {}", store_.name(), b,
+                              view->generation(), current_generation(w)));
+    return Guard(this, *view);
+  } catch (...) {
+    leave();
+    throw;
+  }
+}
+
+void Reader::leave() {
+  // [P5] release: our loads from the buffer happen before the writer's acquire load
+  // [P6b] that sees 0 and lets it reuse the buffer.
+  store_.control().slots[slot_].reading.store(0, std::memory_order_release);
+}
+
+Reader::Guard::Guard(Guard&& other) noexcept : reader_(other.reader_), view_(other.view_) {
+  other.reader_ = nullptr;
+}
+Reader::Guard::~Guard() {
+  if (reader_) reader_->leave();
+}
+
+void Reader::count_requests(uint64_t n) {
+  // Only the owner writes its slot's counters: a plain load and store, no locked add.
+  auto& r = store_.control().slots[slot_].requests;
+  r.store(r.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+void Reader::heartbeat() {
+  store_.control().slots[slot_].heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
+}
+std::atomic<uint64_t>& Reader::counter(uint32_t i) {
+  if (i >= kReaderCounters) throw Error(fmt::format("reader counter {} out of range", i));
+  return store_.control().slots[slot_].counters[i];
+}
+
+}  // namespace shm
