@@ -1,0 +1,57 @@
+// server/service.h: what the telemetryd processes agree on: exit codes, and the meaning
+// of the free counters the shm control segment keeps for them (Store::service_counter
+// and the per-reader Reader::counter), so that the supervisor, the writer, the readers
+// and the admin socket read and write the same numbers.
+#pragma once
+
+#include <cstdint>
+
+namespace server {
+
+// Exit status of a child, read by the supervisor.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitFailure = 1,      // a crash-like failure: restart with backoff
+  kExitBadConfig = 2,    // can never work as configured: do not restart, stop the service
+};
+
+// Store::service_counter(i): service-wide, relaxed.
+enum ServiceCounter : uint32_t {
+  kRestartsWriter = 0,   // children restarted by the supervisor, per role
+  kRestartsReader = 1,
+  kStuckReadersKilled = 2,
+  kReloadRequests = 3,   // bumped by the supervisor when it asks the writer to reload
+  kReloadDone = 4,       // set by the writer to the request number it has handled
+  kReloadFailed = 5,     // set by the writer to the request number it rejected
+  kTicks = 6,            // ingest ticks completed by the writer
+  kSamplesAccepted = 7,
+  kSamplesDropped = 8,
+  kWorkers = 9,          // configured reader count
+  kStartedAtNs = 10,     // supervisor start, Unix ns
+  kLogLevel = 11,        // current log level (set log-level), read by every child
+  kWriterRequestedExit = 12,
+  kFirstFreeServiceCounter = 16,
+};
+
+// Reader::counter(i): per reader, relaxed; only the owning reader writes them.
+enum ReaderCounter : uint32_t {
+  kReqSeries = 0,        // requests by endpoint
+  kReqQuery = 1,
+  kReqMetricsList = 2,
+  kReqMetric = 3,
+  kReqSnapshot = 4,
+  kReqProm = 5,
+  kReqHealthz = 6,
+  kReqOther = 7,
+  kStatus2xx = 8,        // responses by status class / code
+  kStatus304 = 9,
+  kStatus404 = 10,
+  kStatus4xxOther = 11,
+  kStatus5xx = 12,
+  kConnectionsAccepted = 13,
+  kConnectionsOpen = 14,
+  kReaderStartedAtNs = 15,  // reader start, Unix ns
+  kFirstFreeReaderCounter = 16,
+};
+
+}  // namespace server
