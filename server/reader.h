@@ -1,0 +1,66 @@
+// server/reader.h: the reader process of telemetryd. A reader serves the HTTP read API
+// (docs: issue 4, section 3) from the current shm snapshot on a libevent loop, with its
+// own minimal HTTP/1.1 handling (server/http.h) instead of evhttp: evhttp allocates
+// several objects per request, and the reader's CPU per request is the point of the
+// project.
+//
+// The supervisor calls run_reader() in a forked child. Tests drive an HttpServer on an
+// event_base of their own.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "shm/shm.h"
+
+struct event_base;
+
+namespace server {
+
+struct ReaderOptions {
+  int listen_fd = -1;  // already bound+listening, non-blocking, shared by all readers (inherited across fork)
+  uint32_t slot = 0;   // this reader's shm slot
+  std::chrono::milliseconds idle_timeout{60000};     // keep-alive idle close
+  std::chrono::milliseconds request_timeout{10000};  // slow client: headers must arrive within this
+  std::chrono::milliseconds healthz_max_age{10000};  // /healthz 503 if the snapshot is older
+  std::chrono::milliseconds shutdown_grace{5000};    // SIGTERM: finish in-flight within this
+  std::chrono::milliseconds heartbeat_every{100};    // Reader::heartbeat() period
+  size_t max_header_bytes = 8192;                    // 431 beyond
+  size_t prom_series_limit = 10000;
+};
+
+// Runs the reader's event loop in this (forked) process until SIGTERM/SIGINT (graceful:
+// stop accepting, finish in-flight within shutdown_grace) and returns the process exit
+// code (server::kExitOk, or kExitFailure when the loop cannot run). Installs its own
+// signal handling on a fresh event_base. `store` is the opened shm store; the reader
+// claims options.slot in it for its lifetime.
+int run_reader(shm::Store& store, const ReaderOptions& options);
+
+// The HTTP server of one reader, on a caller's event_base (one thread: the base's).
+// run_reader() is a thin wrapper around it; tests drive it directly.
+class HttpServer {
+ public:
+  // Starts accepting on options.listen_fd at once. `reader` is this process's slot in
+  // the store; both must outlive the server. Throws std::runtime_error when the
+  // listening socket cannot be watched.
+  HttpServer(event_base* base, shm::Reader& reader, shm::Store& store, const ReaderOptions& options);
+  ~HttpServer();  // closes every connection
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Graceful stop: stop accepting, close idle keep-alive connections, let the others
+  // finish the response in flight, and break the loop of `base` once none is left or
+  // after options.shutdown_grace (whichever comes first).
+  void shutdown();
+
+  size_t open_connections() const;
+  uint64_t connections_accepted() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace server
