@@ -1,0 +1,535 @@
+// aggregator.cc: per-series sliding-window state and the snapshot build.
+//
+// Memory layout, chosen for 1,000,000 series:
+//  - series live in one vector; an open-addressing table of 32-bit indexes maps a key's
+//    hash to its series, so a sample costs one key render, one hash and (usually) one
+//    probe, with no allocation once the series exists;
+//  - a series keeps one Bucket (64 bytes) per interval that received samples and its
+//    sketch bins as 8-byte (key, count) pairs in one vector shared by its buckets, so a
+//    series polled once per interval costs ~72 bytes per interval of the window;
+//  - the key order is kept sorted incrementally (only series created since the last
+//    build are sorted), since sorting a million strings every tick would dominate.
+#include <algorithm>
+#include <cassert>
+#include <limits>
+#include <unordered_map>
+
+#include "ingest/ingest.h"
+#include "ingest/internal.h"
+#include "ingest/render.h"
+#include "ingest/sketch.h"
+
+namespace ingest {
+
+double Aggregate::mean() const { return count ? sum / static_cast<double>(count) : 0; }
+
+std::optional<double> Aggregate::rate() const {
+  if (count < 2 || last_ts_ns <= first_ts_ns) return std::nullopt;
+  double r = (last - first) / (static_cast<double>(last_ts_ns - first_ts_ns) / 1e9);
+  if (!std::isfinite(r)) return std::nullopt;
+  return r;
+}
+
+namespace {
+
+constexpr int64_t kNs = 1'000'000;  // per millisecond
+
+struct Bucket {
+  int64_t first_ts, last_ts;
+  double sum, min, max, first, last;
+  uint32_t count;
+  uint32_t bin_begin;  // this bucket's bins are [bin_begin, next bucket's bin_begin)
+};
+
+struct SeriesState {
+  std::string key;
+  uint64_t hash = 0;
+  uint32_t metric = 0;  // index into Impl::metric_names
+  uint32_t source = 0;
+  int64_t last_ts = std::numeric_limits<int64_t>::min();  // last accepted sample
+  int64_t last_seen = 0;  // fetch time of the last accepted sample
+  std::vector<Bucket> buckets;
+  std::vector<SketchBin> bins;
+};
+
+int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+uint64_t hash_key(std::string_view key) { return std::hash<std::string_view>{}(key); }
+
+}  // namespace
+
+struct Aggregator::Impl {
+  Config config;
+  int64_t interval_ns = 0, window_ns = 0, stale_ns = 0, expire_ns = 0;
+
+  std::vector<SeriesState> series;
+  std::vector<uint32_t> slots;  // series index + 1; 0 is empty
+  std::vector<std::string> metric_names;
+  std::unordered_map<std::string, uint32_t> metric_ids;
+  std::unordered_map<uint32_t, size_t> per_source;
+  std::vector<uint32_t> order;  // series indexes sorted by key
+  std::vector<uint32_t> fresh;  // created since order was last merged
+
+  // Scratch, kept to avoid allocating per sample or per series.
+  std::string key_buf;
+  std::vector<Label> merged;
+  std::vector<SketchBin> bin_scratch;
+
+  void set_config(const Config& c);
+  std::span<const Label> sorted_labels(const Sample& s);
+  uint32_t* find_slot(uint64_t hash, std::string_view key);
+  void grow_slots();
+  uint32_t create(uint64_t hash, const Sample& s, uint32_t source);
+  uint32_t metric_id(std::string_view metric, std::string_view suffix);
+  void add(SeriesState& st, int64_t ts, double value);
+  void trim(SeriesState& st, int64_t cutoff);
+  void compact(const std::vector<bool>& dead);
+  void merge_fresh();
+  Aggregate aggregate(const SeriesState& st);  // fills bin_scratch with its sorted bins
+};
+
+void Aggregator::Impl::set_config(const Config& c) {
+  config = c.resolved();
+  interval_ns = config.interval.count() * kNs;
+  window_ns = config.window.count() * kNs;
+  stale_ns = config.stale_after.count() * kNs;
+  expire_ns = config.expire_after.count() * kNs;
+}
+
+// Labels sorted by name, resource labels merged in (a point label wins a clash).
+// Samples usually arrive sorted and without resource labels: that path copies nothing.
+std::span<const Label> Aggregator::Impl::sorted_labels(const Sample& s) {
+  auto by_name = [](const Label& a, const Label& b) { return a.name < b.name; };
+  if (s.resource_labels.empty() && std::is_sorted(s.labels.begin(), s.labels.end(), by_name))
+    return s.labels;
+  merged.assign(s.labels.begin(), s.labels.end());
+  for (const Label& r : s.resource_labels) {
+    bool clash = false;
+    for (const Label& l : s.labels) clash |= l.name == r.name;
+    if (!clash) merged.push_back(r);
+  }
+  // Insertion sort: a handful of labels, usually almost in order.
+  for (size_t i = 1; i < merged.size(); ++i)
+    for (size_t j = i; j > 0 && by_name(merged[j], merged[j - 1]); --j)
+      std::swap(merged[j], merged[j - 1]);
+  return merged;
+}
+
+uint32_t* Aggregator::Impl::find_slot(uint64_t hash, std::string_view key) {
+  size_t mask = slots.size() - 1;
+  for (size_t i = hash & mask;; i = (i + 1) & mask) {
+    uint32_t s = slots[i];
+    if (s == 0) return &slots[i];
+    const SeriesState& st = series[s - 1];
+    if (st.hash == hash && st.key == key) return &slots[i];
+  }
+}
+
+void Aggregator::Impl::grow_slots() {
+  size_t size = std::max<size_t>(1024, slots.size());
+  while (size < series.size() * 2 + 2) size *= 2;
+  slots.assign(size, 0);
+  size_t mask = size - 1;
+  for (size_t n = 0; n < series.size(); ++n) {
+    size_t i = series[n].hash & mask;
+    while (slots[i]) i = (i + 1) & mask;
+    slots[i] = static_cast<uint32_t>(n + 1);
+  }
+}
+
+uint32_t Aggregator::Impl::metric_id(std::string_view metric, std::string_view suffix) {
+  std::string name;
+  name.reserve(metric.size() + suffix.size());
+  name.append(metric).append(suffix);
+  auto [it, inserted] = metric_ids.try_emplace(name, static_cast<uint32_t>(metric_names.size()));
+  if (inserted) metric_names.push_back(std::move(name));
+  return it->second;
+}
+
+uint32_t Aggregator::Impl::create(uint64_t hash, const Sample& s, uint32_t source) {
+  SeriesState st;
+  st.key = key_buf;
+  st.hash = hash;
+  st.metric = metric_id(s.metric, s.suffix);
+  st.source = source;
+  series.push_back(std::move(st));
+  auto index = static_cast<uint32_t>(series.size() - 1);
+  fresh.push_back(index);
+  ++per_source[source];
+  if (series.size() * 2 > slots.size()) grow_slots();
+  else *find_slot(hash, series.back().key) = index + 1;
+  return index;
+}
+
+void Aggregator::Impl::add(SeriesState& st, int64_t ts, double value) {
+  int64_t epoch = floor_div(ts, interval_ns);
+  if (st.buckets.empty() || floor_div(st.buckets.back().first_ts, interval_ns) != epoch) {
+    st.buckets.push_back(Bucket{ts, ts, 0, value, value, value, value, 0,
+                                static_cast<uint32_t>(st.bins.size())});
+  }
+  Bucket& b = st.buckets.back();
+  ++b.count;
+  b.sum += value;
+  b.min = std::min(b.min, value);
+  b.max = std::max(b.max, value);
+  b.last = value;
+  b.last_ts = ts;
+  int32_t key = QuantileSketch::key_of(value);
+  for (size_t i = b.bin_begin; i < st.bins.size(); ++i) {
+    if (st.bins[i].key == key) {
+      ++st.bins[i].count;
+      return;
+    }
+  }
+  st.bins.push_back(SketchBin{key, 1});
+}
+
+// Drops the buckets whose newest sample left the window: the window slides in steps of
+// one interval.
+void Aggregator::Impl::trim(SeriesState& st, int64_t cutoff) {
+  size_t n = 0;
+  while (n < st.buckets.size() && st.buckets[n].last_ts < cutoff) ++n;
+  if (n == 0) return;
+  uint32_t bins_gone =
+      n < st.buckets.size() ? st.buckets[n].bin_begin : static_cast<uint32_t>(st.bins.size());
+  st.buckets.erase(st.buckets.begin(), st.buckets.begin() + static_cast<ptrdiff_t>(n));
+  st.bins.erase(st.bins.begin(), st.bins.begin() + bins_gone);
+  for (Bucket& b : st.buckets) b.bin_begin -= bins_gone;
+}
+
+void Aggregator::Impl::compact(const std::vector<bool>& dead) {
+  std::vector<uint32_t> remap(series.size(), UINT32_MAX);
+  size_t kept = 0;
+  for (size_t i = 0; i < series.size(); ++i) {
+    if (dead[i]) {
+      if (--per_source[series[i].source] == 0) per_source.erase(series[i].source);
+      continue;
+    }
+    remap[i] = static_cast<uint32_t>(kept);
+    if (kept != i) series[kept] = std::move(series[i]);
+    ++kept;
+  }
+  series.resize(kept);
+  auto remap_list = [&remap](std::vector<uint32_t>& list) {
+    size_t out = 0;
+    for (uint32_t i : list)
+      if (remap[i] != UINT32_MAX) list[out++] = remap[i];
+    list.resize(out);
+  };
+  remap_list(order);  // keeps its sorted order
+  remap_list(fresh);
+  // Metric names of vanished series go too, so churning names cannot grow the table.
+  std::vector<std::string> old_names = std::move(metric_names);
+  metric_names.clear();
+  metric_ids.clear();
+  std::vector<uint32_t> metric_remap(old_names.size(), UINT32_MAX);
+  for (SeriesState& st : series) {
+    uint32_t& m = metric_remap[st.metric];
+    if (m == UINT32_MAX) {
+      m = static_cast<uint32_t>(metric_names.size());
+      metric_ids.emplace(old_names[st.metric], m);
+      metric_names.push_back(old_names[st.metric]);
+    }
+    st.metric = m;
+  }
+  slots.clear();
+  grow_slots();
+}
+
+void Aggregator::Impl::merge_fresh() {
+  if (fresh.empty()) return;
+  auto by_key = [this](uint32_t a, uint32_t b) { return series[a].key < series[b].key; };
+  std::sort(fresh.begin(), fresh.end(), by_key);
+  size_t middle = order.size();
+  order.insert(order.end(), fresh.begin(), fresh.end());
+  std::inplace_merge(order.begin(), order.begin() + static_cast<ptrdiff_t>(middle),
+                     order.end(), by_key);
+  fresh.clear();
+}
+
+Aggregate Aggregator::Impl::aggregate(const SeriesState& st) {
+  Aggregate a;
+  bin_scratch.clear();
+  if (st.buckets.empty()) return a;
+  const Bucket& front = st.buckets.front();
+  const Bucket& back = st.buckets.back();
+  a.min = front.min;
+  a.max = front.max;
+  for (const Bucket& b : st.buckets) {
+    a.count += b.count;
+    a.sum += b.sum;
+    a.min = std::min(a.min, b.min);
+    a.max = std::max(a.max, b.max);
+  }
+  a.first = front.first;
+  a.first_ts_ns = front.first_ts;
+  a.last = back.last;
+  a.last_ts_ns = back.last_ts;
+  bin_scratch.assign(st.bins.begin() + front.bin_begin, st.bins.end());
+  std::sort(bin_scratch.begin(), bin_scratch.end(),
+            [](const SketchBin& x, const SketchBin& y) { return x.key < y.key; });
+  size_t out = 0;
+  for (size_t i = 0; i < bin_scratch.size(); ++i) {
+    if (out && bin_scratch[out - 1].key == bin_scratch[i].key)
+      bin_scratch[out - 1].count += bin_scratch[i].count;
+    else
+      bin_scratch[out++] = bin_scratch[i];
+  }
+  bin_scratch.resize(out);
+  // Clamping to [min, max] keeps the 1% bound and never reports a value outside the data.
+  auto q = [&](double p) {
+    return std::clamp(quantile_of_sorted_bins(bin_scratch, a.count, p), a.min, a.max);
+  };
+  a.p50 = q(0.5);
+  a.p90 = q(0.9);
+  a.p99 = q(0.99);
+  return a;
+}
+
+// --- public ------------------------------------------------------------------------
+
+Aggregator::Aggregator(const Config& config) : impl_(std::make_unique<Impl>()) {
+  impl_->set_config(config);
+  impl_->grow_slots();
+}
+Aggregator::~Aggregator() = default;
+Aggregator::Aggregator(Aggregator&&) noexcept = default;
+Aggregator& Aggregator::operator=(Aggregator&&) noexcept = default;
+
+void Aggregator::reconfigure(const Config& config) { impl_->set_config(config); }
+
+ApplyStats Aggregator::apply(uint32_t source, std::span<const Sample> samples, int64_t now_ns) {
+  Impl& m = *impl_;
+  ApplyStats stats;
+  const int64_t oldest = now_ns - m.window_ns;
+  const int64_t newest = now_ns + kMaxFutureNs;
+  size_t source_series = m.per_source.count(source) ? m.per_source[source] : 0;
+  for (const Sample& s : samples) {
+    int64_t ts = s.ts_ns ? s.ts_ns : now_ns;
+    if (ts > newest) {
+      ++stats.too_new;
+      continue;
+    }
+    if (ts < oldest) {
+      ++stats.too_old;
+      continue;
+    }
+    m.key_buf.clear();
+    append_series_key(m.key_buf, s.metric, s.suffix, m.sorted_labels(s));
+    uint64_t hash = hash_key(m.key_buf);
+    uint32_t slot = *m.find_slot(hash, m.key_buf);
+    uint32_t index;
+    if (slot) {
+      index = slot - 1;
+    } else {
+      if (m.series.size() >= m.config.max_series ||
+          source_series >= m.config.max_series_per_source) {
+        ++stats.over_limit;
+        continue;
+      }
+      index = m.create(hash, s, source);
+      ++source_series;
+    }
+    SeriesState& st = m.series[index];
+    if (ts <= st.last_ts) {
+      ++stats.duplicate;
+      continue;
+    }
+    m.add(st, ts, s.value);
+    st.last_ts = ts;
+    st.last_seen = now_ns;
+    ++stats.accepted;
+  }
+  return stats;
+}
+
+void Aggregator::expire(int64_t now_ns) {
+  Impl& m = *impl_;
+  const int64_t cutoff = now_ns - m.window_ns;
+  std::vector<bool> dead;
+  for (size_t i = 0; i < m.series.size(); ++i) {
+    SeriesState& st = m.series[i];
+    m.trim(st, cutoff);
+    if (now_ns - st.last_seen >= m.expire_ns) {
+      if (dead.empty()) dead.resize(m.series.size(), false);
+      dead[i] = true;
+    }
+  }
+  if (!dead.empty()) m.compact(dead);
+}
+
+void Aggregator::forget_source(uint32_t source) {
+  Impl& m = *impl_;
+  std::vector<bool> dead(m.series.size(), false);
+  bool any = false;
+  for (size_t i = 0; i < m.series.size(); ++i)
+    if (m.series[i].source == source) dead[i] = any = true;
+  if (any) m.compact(dead);
+}
+
+void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
+  expire(now_ns);
+  Impl& m = *impl_;
+  m.merge_fresh();
+  builder.clear();
+  const double window_s = static_cast<double>(m.window_ns) / 1e9;
+
+  struct MetricState {
+    Aggregate agg;
+    QuantileSketch sketch;
+    std::vector<std::string_view> keys;         // series keys, sorted
+    std::vector<std::string_view> record_keys;  // "s:" + key, sorted
+  };
+  std::vector<MetricState> metrics(m.metric_names.size());
+  std::vector<Aggregate> series_aggs;
+  bool prom_series = m.series.size() < m.config.prom_series_limit;
+  if (prom_series) series_aggs.reserve(m.series.size());
+
+  // All "s:" keys in one buffer, so the lists can hold views without a string each.
+  size_t key_bytes = 0;
+  for (const SeriesState& st : m.series) key_bytes += kSeriesPrefix.size() + st.key.size();
+  std::string record_keys;
+  record_keys.reserve(key_bytes);
+  std::vector<std::string_view> all_records;
+  all_records.reserve(m.series.size());
+
+  std::string body;
+  for (uint32_t index : m.order) {
+    const SeriesState& st = m.series[index];
+    Aggregate a = m.aggregate(st);
+    size_t at = record_keys.size();
+    record_keys.append(kSeriesPrefix).append(st.key);
+    std::string_view record(record_keys.data() + at, record_keys.size() - at);
+    all_records.push_back(record);
+
+    body.clear();
+    const std::string& metric = m.metric_names[st.metric];
+    render_series(body, st.key, metric, a, window_s, now_ns - st.last_seen >= m.stale_ns);
+    builder.add(record, body);
+
+    MetricState& ms = metrics[st.metric];
+    ms.keys.push_back(st.key);
+    ms.record_keys.push_back(record);
+    if (a.count) {
+      Aggregate& r = ms.agg;
+      if (r.count == 0) {
+        r = a;
+      } else {
+        r.sum += a.sum;
+        r.min = std::min(r.min, a.min);
+        r.max = std::max(r.max, a.max);
+        if (a.first_ts_ns < r.first_ts_ns) r.first = a.first, r.first_ts_ns = a.first_ts_ns;
+        if (a.last_ts_ns > r.last_ts_ns) r.last = a.last, r.last_ts_ns = a.last_ts_ns;
+        r.count += a.count;
+      }
+      for (const SketchBin& b : m.bin_scratch) ms.sketch.add_key(b.key, b.count);
+    }
+    if (prom_series) series_aggs.push_back(a);
+  }
+  builder.add_list(kSeriesList, all_records);
+
+  std::vector<uint32_t> metric_order;
+  for (uint32_t i = 0; i < metrics.size(); ++i)
+    if (!metrics[i].keys.empty()) metric_order.push_back(i);
+  std::sort(metric_order.begin(), metric_order.end(),
+            [&](uint32_t a, uint32_t b) { return m.metric_names[a] < m.metric_names[b]; });
+
+  std::vector<MetricCount> counts;
+  std::vector<PromMetric> prom_metrics;
+  std::string name;
+  for (uint32_t i : metric_order) {
+    MetricState& ms = metrics[i];
+    Aggregate& r = ms.agg;
+    if (r.count) {
+      auto q = [&](double p) { return std::clamp(ms.sketch.quantile(p), r.min, r.max); };
+      r.p50 = q(0.5);
+      r.p90 = q(0.9);
+      r.p99 = q(0.99);
+    }
+    const std::string& metric = m.metric_names[i];
+    body.clear();
+    render_metric(body, metric, r, window_s, ms.keys);
+    name.assign(kMetricPrefix).append(metric);
+    builder.add(name, body);
+    builder.add_list(name, ms.record_keys);
+    counts.push_back({metric, ms.keys.size()});
+    prom_metrics.push_back({metric, ms.keys.size(), &r});
+  }
+  body.clear();
+  render_metrics(body, counts);
+  builder.add(kMetricsRecord, body);
+
+  std::vector<PromSeries> prom;
+  if (prom_series) {
+    prom.reserve(m.order.size());
+    for (size_t n = 0; n < m.order.size(); ++n) {
+      const SeriesState& st = m.series[m.order[n]];
+      prom.push_back({st.key, m.metric_names[st.metric], &series_aggs[n]});
+    }
+  }
+  body.clear();
+  render_prometheus(body, prom_metrics, prom);
+  builder.add(kPromRecord, body);
+}
+
+size_t Aggregator::series_count() const { return impl_->series.size(); }
+
+size_t Aggregator::series_count(uint32_t source) const {
+  auto it = impl_->per_source.find(source);
+  return it == impl_->per_source.end() ? 0 : it->second;
+}
+
+std::optional<Aggregate> Aggregator::series(std::string_view key) const {
+  uint32_t slot = *impl_->find_slot(hash_key(key), key);
+  if (!slot) return std::nullopt;
+  return impl_->aggregate(impl_->series[slot - 1]);
+}
+
+std::optional<Aggregate> Aggregator::metric(std::string_view name) const {
+  Impl& m = *impl_;
+  auto it = m.metric_ids.find(std::string(name));
+  if (it == m.metric_ids.end()) return std::nullopt;
+  Aggregate r;
+  QuantileSketch sketch;
+  bool any = false;
+  for (const SeriesState& st : m.series) {
+    if (st.metric != it->second) continue;
+    any = true;
+    Aggregate a = m.aggregate(st);
+    if (!a.count) continue;
+    if (!r.count) {
+      r = a;
+    } else {
+      r.sum += a.sum;
+      r.min = std::min(r.min, a.min);
+      r.max = std::max(r.max, a.max);
+      if (a.first_ts_ns < r.first_ts_ns) r.first = a.first, r.first_ts_ns = a.first_ts_ns;
+      if (a.last_ts_ns > r.last_ts_ns) r.last = a.last, r.last_ts_ns = a.last_ts_ns;
+      r.count += a.count;
+    }
+    for (const SketchBin& b : m.bin_scratch) sketch.add_key(b.key, b.count);
+  }
+  if (!any) return std::nullopt;
+  if (r.count) {
+    r.p50 = std::clamp(sketch.quantile(0.5), r.min, r.max);
+    r.p90 = std::clamp(sketch.quantile(0.9), r.min, r.max);
+    r.p99 = std::clamp(sketch.quantile(0.99), r.min, r.max);
+  }
+  return r;
+}
+
+size_t Aggregator::memory_bytes() const {
+  const Impl& m = *impl_;
+  size_t bytes = m.series.capacity() * sizeof(SeriesState) + m.slots.capacity() * 4 +
+                 (m.order.capacity() + m.fresh.capacity()) * 4;
+  for (const SeriesState& st : m.series) {
+    if (st.key.capacity() > 15) bytes += st.key.capacity() + 1;
+    bytes += st.buckets.capacity() * sizeof(Bucket) + st.bins.capacity() * sizeof(SketchBin);
+  }
+  return bytes;
+}
+
+}  // namespace ingest

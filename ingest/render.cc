@@ -1,0 +1,328 @@
+// render.cc: JSON and Prometheus text rendering of window aggregates.
+//
+// Numbers go through fmt's shortest round-trip formatting (Dragonbox), so a reader
+// parsing a body gets back exactly the double the writer computed; a non-finite result
+// (an overflowed sum, say) renders as null in JSON and is left out of Prometheus text.
+#include "ingest/render.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "ingest/internal.h"
+
+namespace ingest {
+
+void append_json_string(std::string& out, std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  size_t run = 0;  // copy unescaped stretches in one append
+  for (size_t i = 0; i < text.size(); ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(text.data() + run, i - run);
+    run = i + 1;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        out += "\\u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+    }
+  }
+  out.append(text.data() + run, text.size() - run);
+  out += '"';
+}
+
+void append_json_number(std::string& out, double value) {
+  if (!std::isfinite(value)) {
+    out += "null";
+    return;
+  }
+  char buf[32];
+  char* end = fmt::format_to(buf, "{}", value);
+  out.append(buf, end);
+}
+
+double ns_to_seconds(int64_t ns) {
+  // Whole seconds plus the fraction: the nearest double to the exact decimal, which a
+  // single ns / 1e9 would miss (ns does not fit a double's 53 bits).
+  int64_t whole = ns / 1'000'000'000;
+  int64_t frac = ns % 1'000'000'000;
+  return static_cast<double>(whole) + static_cast<double>(frac) / 1e9;
+}
+
+bool seconds_to_ns(double seconds, int64_t* ns) {
+  if (!(seconds > 0 && seconds < 1e11)) return false;
+  double whole = std::floor(seconds);
+  double frac = seconds - whole;  // exact: both are close doubles
+  *ns = static_cast<int64_t>(whole) * 1'000'000'000 + std::llround(frac * 1e9);
+  return true;
+}
+
+namespace {
+
+void append_optional(std::string& out, bool present, double value) {
+  if (present) append_json_number(out, value);
+  else out += "null";
+}
+
+void append_uint(std::string& out, uint64_t n) {
+  fmt::format_int text(n);
+  out.append(text.data(), text.size());
+}
+
+void render_aggregate(std::string& out, const Aggregate& a, double window_s) {
+  bool any = a.count > 0;
+  out += "\"window_s\":";
+  append_json_number(out, window_s);
+  out += ",\"count\":";
+  append_uint(out, a.count);
+  out += ",\"sum\":";
+  append_json_number(out, a.sum);
+  out += ",\"min\":";
+  append_optional(out, any, a.min);
+  out += ",\"max\":";
+  append_optional(out, any, a.max);
+  out += ",\"mean\":";
+  append_optional(out, any, a.mean());
+  out += ",\"first\":";
+  append_optional(out, any, a.first);
+  out += ",\"last\":";
+  append_optional(out, any, a.last);
+  out += ",\"first_ts\":";
+  append_optional(out, any, ns_to_seconds(a.first_ts_ns));
+  out += ",\"last_ts\":";
+  append_optional(out, any, ns_to_seconds(a.last_ts_ns));
+  out += ",\"rate\":";
+  std::optional<double> rate = a.rate();
+  append_optional(out, rate.has_value(), rate.value_or(0));
+  out += ",\"p50\":";
+  append_optional(out, any, a.p50);
+  out += ",\"p90\":";
+  append_optional(out, any, a.p90);
+  out += ",\"p99\":";
+  append_optional(out, any, a.p99);
+}
+
+// Calls fn(name, escaped_value) for each label of a canonical key; the value is still
+// in the key's Prometheus escaping (\\, \", \n).
+template <typename Fn>
+void for_each_key_label(std::string_view key, Fn&& fn) {
+  size_t brace = key.find('{');
+  if (brace == std::string_view::npos) return;
+  size_t i = brace + 1;
+  while (i < key.size() && key[i] != '}') {
+    size_t eq = key.find('=', i);
+    std::string_view name = key.substr(i, eq - i);
+    size_t start = eq + 2, j = start;
+    while (key[j] != '"') j += key[j] == '\\' ? 2 : 1;
+    fn(name, key.substr(start, j - start));
+    i = j + 1;
+    if (key[i] == ',') ++i;
+  }
+}
+
+// Prometheus-escaped text to a JSON string body: \\ \" \n are JSON escapes already;
+// other control characters still need escaping.
+void append_json_from_prom_escaped(std::string& out, std::string_view escaped) {
+  out += '"';
+  for (size_t i = 0; i < escaped.size(); ++i) {
+    char c = escaped[i];
+    if (c == '\\') {
+      out += c;
+      out += escaped[++i];
+      continue;
+    }
+    if (static_cast<unsigned char>(c) < 0x20) {
+      std::string one;
+      append_json_string(one, std::string_view(&c, 1));
+      out.append(one, 1, one.size() - 2);
+      continue;
+    }
+    out += c;
+  }
+  out += '"';
+}
+
+}  // namespace
+
+void render_series(std::string& out, std::string_view key, std::string_view metric,
+                   const Aggregate& a, double window_s, bool stale) {
+  out += "{\"key\":";
+  append_json_string(out, key);
+  out += ",\"metric\":";
+  append_json_string(out, metric);
+  out += ",\"labels\":{";
+  bool first = true;
+  for_each_key_label(key, [&](std::string_view name, std::string_view value) {
+    if (!first) out += ',';
+    first = false;
+    out += '"';
+    out.append(name);  // names are [A-Za-z0-9_.:/-]: nothing to escape
+    out += "\":";
+    append_json_from_prom_escaped(out, value);
+  });
+  out += "},";
+  render_aggregate(out, a, window_s);
+  out += stale ? ",\"stale\":true}" : ",\"stale\":false}";
+}
+
+void render_metric(std::string& out, std::string_view metric, const Aggregate& a,
+                   double window_s, std::span<const std::string_view> series_keys) {
+  out += "{\"metric\":";
+  append_json_string(out, metric);
+  out += ',';
+  render_aggregate(out, a, window_s);
+  out += ",\"series_count\":";
+  append_uint(out, series_keys.size());
+  out += ",\"series\":[";
+  for (size_t i = 0; i < series_keys.size(); ++i) {
+    if (i) out += ',';
+    append_json_string(out, series_keys[i]);
+  }
+  out += "]}";
+}
+
+void render_metrics(std::string& out, std::span<const MetricCount> metrics) {
+  out += "{\"metrics\":[";
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    if (i) out += ',';
+    out += "{\"metric\":";
+    append_json_string(out, metrics[i].metric);
+    out += ",\"series_count\":";
+    append_uint(out, metrics[i].series_count);
+    out += '}';
+  }
+  out += "]}";
+}
+
+// --- Prometheus --------------------------------------------------------------------
+
+namespace {
+
+// Label names must match [a-zA-Z_][a-zA-Z0-9_]*; ours may hold . : / -. A series label
+// called "metric" would clash with ours and gets the conventional "exported_" prefix.
+void append_prom_label_name(std::string& out, std::string_view name) {
+  if (name == "metric") {
+    out += "exported_metric";
+    return;
+  }
+  if (name[0] >= '0' && name[0] <= '9') out += '_';
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    out += ok ? c : '_';
+  }
+}
+
+void append_prom_value(std::string& out, std::string_view metric_label) {
+  append_escaped_label_value(out, metric_label);
+}
+
+struct Family {
+  const char* name;
+  const char* help;
+  // Writes the value; false when there is none (empty window, non-finite result).
+  bool (*value)(const Aggregate&, double* out);
+};
+
+bool finite(double v, double* out) {
+  *out = v;
+  return std::isfinite(v);
+}
+
+constexpr Family kFamilies[] = {
+    {"count", "Samples in the window.",
+     [](const Aggregate& a, double* v) { return finite(static_cast<double>(a.count), v); }},
+    {"sum", "Sum of the samples in the window.",
+     [](const Aggregate& a, double* v) { return finite(a.sum, v); }},
+    {"min", "Smallest sample in the window.",
+     [](const Aggregate& a, double* v) { return a.count && finite(a.min, v); }},
+    {"max", "Largest sample in the window.",
+     [](const Aggregate& a, double* v) { return a.count && finite(a.max, v); }},
+    {"mean", "Mean of the samples in the window.",
+     [](const Aggregate& a, double* v) { return a.count && finite(a.mean(), v); }},
+    {"last", "Latest sample in the window.",
+     [](const Aggregate& a, double* v) { return a.count && finite(a.last, v); }},
+    {"rate", "Per-second change from the first to the last sample of the window.",
+     [](const Aggregate& a, double* v) { return a.rate() && finite(*a.rate(), v); }},
+};
+
+void append_prom_number(std::string& out, double v) {
+  char buf[32];
+  char* end = fmt::format_to(buf, "{}", v);
+  out.append(buf, end);
+}
+
+}  // namespace
+
+void render_prometheus(std::string& out, std::span<const PromMetric> metrics,
+                       std::span<const PromSeries> series) {
+  out += "# HELP telemetry_metric_series Series of the metric in the window.\n"
+         "# TYPE telemetry_metric_series gauge\n";
+  for (const PromMetric& m : metrics) {
+    out += "telemetry_metric_series{metric=\"";
+    append_prom_value(out, m.metric);
+    out += "\"} ";
+    append_prom_number(out, static_cast<double>(m.series_count));
+    out += '\n';
+  }
+  for (const Family& f : kFamilies) {
+    fmt::format_to(std::back_inserter(out),
+                   "# HELP telemetry_metric_{0} {1}\n# TYPE telemetry_metric_{0} gauge\n",
+                   f.name, f.help);
+    for (const PromMetric& m : metrics) {
+      double v;
+      if (!f.value(*m.aggregate, &v)) continue;
+      fmt::format_to(std::back_inserter(out), "telemetry_metric_{}{{metric=\"", f.name);
+      append_prom_value(out, m.metric);
+      out += "\"} ";
+      append_prom_number(out, v);
+      out += '\n';
+    }
+  }
+  out += "# HELP telemetry_metric_quantile Quantiles of the window (1% relative accuracy).\n"
+         "# TYPE telemetry_metric_quantile gauge\n";
+  for (const PromMetric& m : metrics) {
+    const Aggregate& a = *m.aggregate;
+    if (!a.count) continue;
+    const std::pair<const char*, double> qs[] = {{"0.5", a.p50}, {"0.9", a.p90}, {"0.99", a.p99}};
+    for (auto [q, v] : qs) {
+      if (!std::isfinite(v)) continue;
+      out += "telemetry_metric_quantile{metric=\"";
+      append_prom_value(out, m.metric);
+      fmt::format_to(std::back_inserter(out), "\",quantile=\"{}\"}} ", q);
+      append_prom_number(out, v);
+      out += '\n';
+    }
+  }
+  if (series.empty()) return;
+  for (const Family& f : kFamilies) {
+    fmt::format_to(std::back_inserter(out),
+                   "# HELP telemetry_series_{0} {1}\n# TYPE telemetry_series_{0} gauge\n",
+                   f.name, f.help);
+    for (const PromSeries& s : series) {
+      double v;
+      if (!f.value(*s.aggregate, &v)) continue;
+      fmt::format_to(std::back_inserter(out), "telemetry_series_{}{{metric=\"", f.name);
+      append_prom_value(out, s.metric);
+      out += '"';
+      for_each_key_label(s.key, [&](std::string_view name, std::string_view value) {
+        out += ',';
+        append_prom_label_name(out, name);
+        out += "=\"";
+        out.append(value);  // already in Prometheus escaping
+        out += '"';
+      });
+      out += "} ";
+      append_prom_number(out, v);
+      out += '\n';
+    }
+  }
+}
+
+}  // namespace ingest

@@ -1,0 +1,81 @@
+// series_key.cc: the canonical series key `metric{k="v",...}` and its inverse.
+#include <algorithm>
+
+#include "ingest/ingest.h"
+#include "ingest/internal.h"
+
+namespace ingest {
+
+void append_escaped_label_value(std::string& out, std::string_view value) {
+  for (char c : value) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '"': out += "\\\""; break;
+      case '\n': out += "\\n"; break;
+      default: out += c;
+    }
+  }
+}
+
+void append_series_key(std::string& out, std::string_view metric, std::string_view suffix,
+                       std::span<const Label> sorted_labels) {
+  out.append(metric).append(suffix);
+  if (sorted_labels.empty()) return;
+  out += '{';
+  for (size_t i = 0; i < sorted_labels.size(); ++i) {
+    if (i) out += ',';
+    out.append(sorted_labels[i].name).append("=\"");
+    append_escaped_label_value(out, sorted_labels[i].value);
+    out += '"';
+  }
+  out += '}';
+}
+
+std::string make_series_key(std::string_view metric, std::span<const Label> labels) {
+  std::vector<Label> sorted(labels.begin(), labels.end());
+  std::sort(sorted.begin(), sorted.end(),
+            [](const Label& a, const Label& b) { return a.name < b.name; });
+  std::string key;
+  append_series_key(key, metric, "", sorted);
+  return key;
+}
+
+std::optional<SeriesKey> parse_series_key(std::string_view key) {
+  SeriesKey out;
+  size_t brace = key.find('{');
+  out.metric = std::string(key.substr(0, brace));
+  if (!valid_name(out.metric, kMaxMetricNameBytes + 16)) return std::nullopt;
+  if (brace == std::string_view::npos) return out;
+  if (key.back() != '}') return std::nullopt;
+  std::string_view rest = key.substr(brace + 1, key.size() - brace - 2);
+  while (!rest.empty()) {
+    size_t eq = rest.find("=\"");
+    if (eq == std::string_view::npos) return std::nullopt;
+    std::string name(rest.substr(0, eq));
+    if (!valid_name(name, kMaxLabelNameBytes)) return std::nullopt;
+    if (!out.labels.empty() && out.labels.back().first >= name) return std::nullopt;
+    std::string value;
+    size_t i = eq + 2;
+    for (;; ++i) {
+      if (i >= rest.size()) return std::nullopt;
+      char c = rest[i];
+      if (c == '"') break;
+      if (c != '\\') { value += c; continue; }
+      if (++i >= rest.size()) return std::nullopt;
+      char e = rest[i];
+      if (e == '\\') value += '\\';
+      else if (e == '"') value += '"';
+      else if (e == 'n') value += '\n';
+      else return std::nullopt;
+    }
+    out.labels.emplace_back(std::move(name), std::move(value));
+    rest = rest.substr(i + 1);
+    if (rest.empty()) break;
+    if (rest[0] != ',' || rest.size() == 1) return std::nullopt;
+    rest = rest.substr(1);
+  }
+  if (out.labels.empty()) return std::nullopt;  // `metric{}` is not canonical
+  return out;
+}
+
+}  // namespace ingest
