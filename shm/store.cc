@@ -40,13 +40,17 @@ uint64_t monotonic_ns() {
 
 namespace {
 
+// Start time of pid (clock ticks since boot), or 0 when no such process runs. A zombie
+// counts as gone: it can no longer read, and only its parent's wait() frees its pid.
 uint64_t process_start_token(int32_t pid) {
   std::ifstream f(fmt::format("/proc/{}/stat", pid));
   std::string stat;
   if (!std::getline(f, stat)) return 0;
   // Field 2 (comm) may hold spaces and parentheses: count fields after the last ')'.
   size_t at = stat.rfind(')');
-  if (at == std::string::npos) return 0;
+  if (at == std::string::npos || at + 2 >= stat.size()) return 0;
+  char state = stat[at + 2];  // field 3
+  if (state == 'Z' || state == 'X' || state == 'x') return 0;
   int field = 2;
   for (size_t i = at + 1; i < stat.size(); ++i) {
     if (stat[i] != ' ') continue;
@@ -55,14 +59,18 @@ uint64_t process_start_token(int32_t pid) {
   return 0;
 }
 
+// Cached per process: a forked child must not inherit its parent's token.
 uint64_t self_start_token() {
-  static const uint64_t token = process_start_token(getpid());
+  static thread_local int32_t cached_pid = 0;
+  static thread_local uint64_t token = 0;
+  if (cached_pid != getpid()) {
+    cached_pid = getpid();
+    token = process_start_token(cached_pid);
+  }
   return token;
 }
 
-// True while the process that registered (pid, token) still runs. A zombie counts as
-// alive (it still holds its pid) until its parent reaps it; the supervisor clears the
-// slot when it does.
+// True while the process that registered (pid, token) still runs.
 bool process_alive(int32_t pid, uint64_t token) {
   if (pid <= 0) return false;
   if (kill(pid, 0) != 0 && errno == ESRCH) return false;
@@ -164,7 +172,7 @@ void Store::remove(const std::string& name) {
     while (dirent* e = readdir(d)) {
       std::string_view n = e->d_name;
       if (n.starts_with(prefix) && n.find_first_not_of("0123456789.", prefix.size()) == std::string_view::npos)
-        bip::shared_memory_object::remove(("/" + std::string(n)).c_str());
+        bip::shared_memory_object::remove(fmt::format("/{}", n).c_str());
     }
     closedir(d);
   }

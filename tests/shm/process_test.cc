@@ -1,0 +1,250 @@
+// Multi-process tests of the publish / read / reclaim protocol: a stress run with forked
+// readers checking every snapshot they see, and the failure cases with real signals:
+// a reader SIGKILLed or SIGSTOPped inside a read, a writer killed mid-build.
+#include <catch2/catch.hpp>
+#include <csignal>
+#include <random>
+#include <thread>
+
+#include "shm/layout.h"
+#include "test_util.h"
+
+using namespace shm;
+using namespace shm_test;
+
+namespace {
+
+// A snapshot whose records check themselves: each value names the generation and
+// carries a hash of its key and generation, so a torn or mixed read cannot pass.
+SnapshotBuilder self_checking(uint64_t generation, int records) {
+  SnapshotBuilder b;
+  for (int i = 0; i < records; ++i) {
+    std::string key = fmt::format("r{}", i);
+    std::string seed = fmt::format("{}/{}", key, generation);
+    uint64_t h = hash_bytes(seed.data(), seed.size());
+    // Vary the length so records move around between generations.
+    b.add(key, fmt::format("{} {:016x} {}", generation, h, std::string(size_t((generation + i) % 37), '.')));
+  }
+  return b;
+}
+
+// 0 when every record of v is consistent with v's generation.
+int check_snapshot(const SnapshotView& v, int records, std::mt19937& rng, bool full) {
+  if (v.record_count() != size_t(records)) return 10;
+  for (int k = 0; k < (full ? records : 8); ++k) {
+    int i = full ? k : int(rng() % unsigned(records));
+    std::string key = fmt::format("r{}", i);
+    auto val = v.find(key);
+    if (!val) return 11;
+    std::string seed = fmt::format("{}/{}", key, v.generation());
+    uint64_t h = hash_bytes(seed.data(), seed.size());
+    std::string expect = fmt::format("{} {:016x} ", v.generation(), h);
+    if (val->substr(0, expect.size()) != expect) return 12;
+  }
+  if (full && !v.verify()) return 13;
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("stress: 4 readers, 10,000 generations, every read consistent and monotonic", "[process]") {
+  ScopedName n;
+  constexpr int kReaders = 4, kRecords = 64;
+  constexpr uint64_t kGenerations = 10000;
+  const uint32_t buffers = GENERATE(2u, 3u);  // two buffers: the tightest reuse
+  auto store = Store::create(options(n.name, buffers));
+  Writer writer(*store);
+  writer.publish(self_checking(1, kRecords));
+
+  std::vector<pid_t> readers;
+  for (int r = 0; r < kReaders; ++r) {
+    readers.push_back(spawn([&, r] {
+      auto s = Store::open(n.name);
+      Reader reader(*s, uint32_t(r));
+      std::mt19937 rng{unsigned(r)};
+      uint64_t last = 0, reads = 0;
+      const uint64_t deadline = monotonic_ns() + 120'000'000'000ull;  // bound, not a timing check
+      while (last < kGenerations && monotonic_ns() < deadline) {
+        auto g = reader.enter();
+        if (!g) return 20;
+        if (g->generation() < last) return 21;  // went backwards
+        last = g->generation();
+        if (int bad = check_snapshot(g->view(), kRecords, rng, reads % 64 == 0)) return bad;
+        ++reads;
+        // Four spinning readers on two cores would be preempted inside reads and make
+        // every publish wait out a time slice; real readers block on sockets instead.
+        if (reads % 4 == 0) usleep(20);
+      }
+      reader.count_requests(reads);
+      return last == kGenerations ? 0 : 22;
+    }));
+  }
+  uint64_t published = 1;
+  while (published < kGenerations) {
+    uint64_t g = writer.publish(self_checking(published + 1, kRecords));
+    if (g != 0) published = g;  // 0: skipped (all buffers held); try again
+  }
+  for (pid_t p : readers) CHECK(wait_child(p) == 0);
+  StoreInfo info = store->info();
+  CHECK(info.generation == kGenerations);
+  CHECK(info.publishes + 0 == kGenerations);
+}
+
+TEST_CASE("a reader SIGKILLed inside a read does not block the writer", "[process][failure]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name, 2));
+  Writer writer(*store);
+  writer.publish(snapshot_of(10, "one"));
+  Pipe inside;
+  pid_t child = spawn([&] {
+    auto s = Store::open(n.name);
+    Reader r(*s, 0);
+    auto g = r.enter();  // announces generation 1's buffer ...
+    inside.signal();
+    pause();             // ... and dies holding it
+    return 0;
+  });
+  REQUIRE(inside.wait());
+  CHECK(store->info().readers[0].reading_generation == 1);
+  kill(child, SIGKILL);
+  wait_child(child);
+
+  SECTION("the writer detects the dead owner itself (pid + start token)") {
+    // With two buffers, generation 3 needs the dead reader's buffer.
+    CHECK(writer.publish(snapshot_of(10, "two")) == 2);
+    CHECK(writer.publish(snapshot_of(10, "three")) == 3);
+    CHECK(store->info().stale_slots_cleared == 1);
+    CHECK(store->info().publish_skipped == 0);
+  }
+  SECTION("the supervisor clears the slot when it reaps the reader") {
+    store->clear_reader_slot(0, child);
+    CHECK(store->info().readers[0].pid == 0);
+    CHECK(writer.publish(snapshot_of(10, "two")) == 2);
+    CHECK(writer.publish(snapshot_of(10, "three")) == 3);
+  }
+  Reader fresh(*store, 0);
+  auto g = fresh.enter();
+  REQUIRE(g);
+  CHECK(*g->view().find("k1") == "three:1");
+}
+
+TEST_CASE("a reader SIGKILLed while the writer waits on it unblocks the writer", "[process][failure]") {
+  ScopedName n;
+  auto o = options(n.name, 2);
+  o.reclaim_timeout = std::chrono::milliseconds(20000);  // long: the kill must end the wait
+  auto store = Store::create(o);
+  Writer writer(*store);
+  writer.publish(snapshot_of(10, "one"));
+  Pipe inside;
+  pid_t child = spawn([&] {
+    auto s = Store::open(n.name);
+    Reader r(*s, 0);
+    auto g = r.enter();
+    inside.signal();
+    pause();
+    return 0;
+  });
+  REQUIRE(inside.wait());
+  writer.publish(snapshot_of(10, "two"));
+  // The reaper kills the child after a moment, while publish() below waits on it.
+  pid_t reaper = spawn([&] {
+    usleep(100000);
+    kill(child, SIGKILL);
+    return 0;
+  });
+  std::thread waiter([&] { wait_child(child); });  // reaps it so its pid stops existing
+  CHECK(writer.publish(snapshot_of(10, "three")) == 3);
+  waiter.join();
+  CHECK(wait_child(reaper) == 0);
+}
+
+TEST_CASE("a reader SIGSTOPped inside a read makes the writer skip, never deadlock", "[process][failure]") {
+  ScopedName n;
+  const uint32_t buffers = GENERATE(2u, 3u);
+  auto store = Store::create(options(n.name, buffers));
+  Writer writer(*store);
+  writer.publish(snapshot_of(10, "one"));
+  Pipe inside;
+  pid_t child = spawn([&] {
+    auto s = Store::open(n.name);
+    Reader r(*s, 0);
+    {
+      auto g = r.enter();
+      inside.signal();
+      raise(SIGSTOP);  // stopped inside the read
+    }
+    return 0;
+  });
+  REQUIRE(inside.wait());
+  int status;
+  REQUIRE(waitpid(child, &status, WUNTRACED) == child);
+  REQUIRE(WIFSTOPPED(status));
+
+  Reader other(*store, 1);
+  uint64_t published = 0, skipped = 0;
+  for (int i = 0; i < 6; ++i) {
+    uint64_t g = writer.publish(snapshot_of(10, fmt::format("n{}", i)));
+    if (g == 0) {
+      ++skipped;
+    } else {
+      published = g;
+    }
+    auto guard = other.enter();  // other readers keep reading the newest snapshot
+    REQUIRE(guard);
+    CHECK(guard->generation() == std::max<uint64_t>(published, 1));
+  }
+  if (buffers == 2) {
+    // Generation 2 went into the free buffer; every later one needs the held buffer.
+    CHECK(published == 2);
+    CHECK(skipped == 5);
+    CHECK(store->info().publish_skipped == 5);
+  } else {
+    CHECK(published == 7);  // the spare buffer steps around the stopped reader
+    CHECK(skipped == 0);
+  }
+  kill(child, SIGCONT);
+  CHECK(wait_child(child) == 0);
+  CHECK(writer.publish(snapshot_of(10, "after")) != 0);  // and publishes as soon as it can
+}
+
+TEST_CASE("a writer killed mid-build leaves the current snapshot intact", "[process][failure]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name, 2));
+  Pipe started;
+  // The writer publishes ever larger snapshots (growth, long builds) until it is killed.
+  pid_t writer_pid = spawn([&] {
+    auto s = Store::open(n.name);
+    Writer w(*s);
+    for (uint64_t g = 1;; ++g) {
+      w.publish(self_checking(g, int(2000 + (g % 7) * 3000)));
+      if (g == 3) started.signal();
+    }
+    return 0;
+  });
+  REQUIRE(started.wait());
+  usleep(20000 + unsigned(getpid() % 7) * 3000);
+  kill(writer_pid, SIGKILL);
+  wait_child(writer_pid);
+  store->clear_writer(writer_pid);
+
+  Reader reader(*store, 0);
+  uint64_t last;
+  {
+    auto g = reader.enter();
+    REQUIRE(g);
+    last = g->generation();
+    CHECK(last >= 3);
+    std::string why;
+    CHECK(g->view().verify(&why));
+    INFO(why);
+    std::mt19937 rng(1);
+    CHECK(check_snapshot(g->view(), int(g->view().record_count()), rng, true) == 0);
+  }
+  // A replacement writer continues above every generation published before.
+  Writer next(*store);
+  uint64_t g = next.publish(self_checking(0, 10));
+  CHECK(g == last + 1);
+  auto guard = reader.enter();
+  REQUIRE(guard);
+  CHECK(guard->generation() == g);
+}

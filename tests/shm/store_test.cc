@@ -1,0 +1,196 @@
+// Tests of the store in one process: segments, identity checks, publish and read,
+// buffer growth, and the reader slot table.
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+
+#include "shm/layout.h"
+#include "test_util.h"
+
+using namespace shm;
+using namespace shm_test;
+
+TEST_CASE("segments are created with mode 0600 and removed by remove()", "[store]") {
+  ScopedName n;
+  {
+    auto store = Store::create(options(n.name));
+    for (std::string path : {"/dev/shm/" + n.name, "/dev/shm/" + n.name + ".0.1", "/dev/shm/" + n.name + ".2.1"}) {
+      struct stat st;
+      REQUIRE(stat(path.c_str(), &st) == 0);
+      CHECK((st.st_mode & 0777) == 0600);
+      CHECK(st.st_uid == geteuid());
+    }
+  }
+  Store::remove(n.name);
+  struct stat st;
+  CHECK(stat(("/dev/shm/" + n.name).c_str(), &st) != 0);
+  CHECK(stat(("/dev/shm/" + n.name + ".0.1").c_str(), &st) != 0);
+}
+
+TEST_CASE("publish makes a snapshot current; readers see each generation", "[store]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name));
+  Writer writer(*store);
+  Reader reader(*store, 0);
+  CHECK_FALSE(reader.enter());  // nothing published yet
+  for (uint64_t g = 1; g <= 10; ++g) {
+    REQUIRE(writer.publish(snapshot_of(100, fmt::format("g{}", g))) == g);
+    auto guard = reader.enter();
+    REQUIRE(guard);
+    CHECK(guard->generation() == g);
+    CHECK(*guard->view().find("k7") == fmt::format("g{}:7", g));
+    CHECK(guard->view().verify());
+  }
+  StoreInfo info = store->info();
+  CHECK(info.generation == 10);
+  CHECK(info.publishes == 10);
+  CHECK(info.snapshot_records == 100);
+  CHECK(info.writer_pid == getpid());
+  CHECK(info.readers[0].pid == getpid());
+}
+
+TEST_CASE("a snapshot larger than its buffer grows the buffer; readers re-map", "[store]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name, 2));
+  Writer writer(*store);
+  Reader reader(*store, 0);
+  writer.publish(snapshot_of(10, "small"));
+  { auto g = reader.enter(); REQUIRE(g); CHECK(*g->view().find("k1") == "small:1"); }
+  // 20,000 records of ~20 bytes do not fit in 64 KiB.
+  for (int round = 0; round < 4; ++round) {
+    std::string tag = fmt::format("big{}-{}", round, std::string(size_t(round) * 40, 'x'));
+    uint64_t g = writer.publish(snapshot_of(20000 * (round + 1), tag));
+    REQUIRE(g != 0);
+    auto guard = reader.enter();
+    REQUIRE(guard);
+    CHECK(guard->generation() == g);
+    CHECK(guard->view().record_count() == size_t(20000 * (round + 1)));
+    CHECK(*guard->view().find("k19999") == tag + ":19999");
+    CHECK(guard->view().verify());
+  }
+  StoreInfo info = store->info();
+  CHECK(info.buffer_grows >= 2);
+  CHECK(info.publish_skipped == 0);
+}
+
+TEST_CASE("a second live writer is refused", "[store]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name));
+  Writer w(*store);
+  pid_t child = spawn([&] {
+    auto s = Store::open(n.name);
+    try {
+      Writer second(*s);
+    } catch (const Error& e) {
+      return std::string(e.what()).find("already has a live writer") != std::string::npos ? 0 : 2;
+    }
+    return 1;
+  });
+  CHECK(wait_child(child) == 0);
+}
+
+TEST_CASE("a reader slot held by a live process is refused; a dead owner's slot is taken over", "[store]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name));
+  Pipe ready, done;
+  pid_t child = spawn([&] {
+    auto s = Store::open(n.name);
+    Reader r(*s, 3);
+    ready.signal();
+    done.wait();
+    return 0;
+  });
+  REQUIRE(ready.wait());
+  CHECK_THROWS_WITH(Reader(*store, 3), Catch::Contains("held by live pid"));
+  kill(child, SIGKILL);
+  wait_child(child);
+  Reader mine(*store, 3);  // the owner is gone: no supervisor needed
+  CHECK(store->info().readers[3].pid == getpid());
+}
+
+TEST_CASE("a store whose creator still runs is refused; a stale one is replaced", "[store]") {
+  ScopedName n;
+  {
+    auto live = Store::create(options(n.name));
+    CHECK_THROWS_WITH(Store::create(options(n.name)), Catch::Contains("in use by a running telemetryd"));
+  }
+  // A creator that died without cleaning up leaves segments behind.
+  Pipe made;
+  uint64_t old_start_id = 0;
+  pid_t child = spawn([&] {
+    Store::remove(n.name);
+    auto s = Store::create(options(n.name));
+    Writer w(*s);
+    w.publish(snapshot_of(5, "old"));
+    made.signal();
+    _exit(0);  // no destructor, no remove: like a crash
+    return 0;
+  });
+  REQUIRE(made.wait());
+  REQUIRE(wait_child(child) == 0);
+  old_start_id = Store::open(n.name)->info().start_id;
+  auto store = Store::create(options(n.name));
+  StoreInfo info = store->info();
+  CHECK(info.start_id != old_start_id);
+  CHECK(info.generation == 0);
+  CHECK(info.creator_pid == getpid());
+}
+
+TEST_CASE("a segment with a wrong magic, version or owner is refused", "[store]") {
+  ScopedName n;
+  SECTION("wrong magic") {
+    int fd = shm_open(("/" + n.name).c_str(), O_CREAT | O_RDWR, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(ftruncate(fd, sizeof(Store::Control) + 4096) == 0);
+    close(fd);
+    CHECK_THROWS_WITH(Store::create(options(n.name)), Catch::Contains("wrong magic"));
+    CHECK_THROWS_WITH(Store::open(n.name), Catch::Contains("wrong magic"));
+  }
+  SECTION("wrong layout version") {
+    auto store = Store::create(options(n.name));
+    store->control().layout_version = kLayoutVersion + 1;
+    CHECK_THROWS_WITH(Store::open(n.name), Catch::Contains("layout version"));
+    CHECK_THROWS_WITH(Store::create(options(n.name)), Catch::Contains("layout version"));
+  }
+  SECTION("owned by another uid") {
+    if (geteuid() != 0) return;  // only root can give a segment away
+    auto store = Store::create(options(n.name));
+    REQUIRE(chown(("/dev/shm/" + n.name).c_str(), 12345, 12345) == 0);
+    CHECK_THROWS_WITH(Store::open(n.name), Catch::Contains("owned by uid 12345"));
+  }
+}
+
+TEST_CASE("store options are validated", "[store]") {
+  ScopedName n;
+  auto o = options(n.name);
+  o.buffer_count = 1;
+  CHECK_THROWS_WITH(Store::create(o), Catch::Contains("buffer_count"));
+  o = options(n.name);
+  o.reader_slots = 0;
+  CHECK_THROWS_AS(Store::create(o), Error);
+  o = options("bad/name");
+  CHECK_THROWS_WITH(Store::create(o), Catch::Contains("invalid shm name"));
+}
+
+TEST_CASE("source statuses round-trip through the control segment", "[store]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name));
+  Writer w(*store);
+  SourceStatus s;
+  s.url = "http://127.0.0.1:9/metrics";
+  s.format = "otlp";
+  s.last_status = 503;
+  s.errors = 4;
+  s.last_error = std::string(400, 'e');  // longer than the slot: truncated, not overflowed
+  w.set_source_status(0, s);
+  w.set_source_count(1);
+  auto got = store->sources();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].url == s.url);
+  CHECK(got[0].format == "otlp");
+  CHECK(got[0].last_status == 503);
+  CHECK(got[0].errors == 4);
+  CHECK(got[0].last_error == std::string(kSourceErrorBytes - 1, 'e'));
+}
