@@ -60,7 +60,10 @@ bool seconds_to_ns(double seconds, int64_t* ns) {
   if (!(seconds > 0 && seconds < 1e11)) return false;
   double whole = std::floor(seconds);
   double frac = seconds - whole;  // exact: both are close doubles
-  *ns = static_cast<int64_t>(whole) * 1'000'000'000 + std::llround(frac * 1e9);
+  // A double of today's Unix seconds resolves about 0.2 us, so digits past the
+  // microsecond are representation noise: rounding there gives 1732700000.123 back as
+  // ...123000000 ns, not ...122999907.
+  *ns = static_cast<int64_t>(whole) * 1'000'000'000 + std::llround(frac * 1e6) * 1000;
   return true;
 }
 
