@@ -1,1 +1,146 @@
+// render_test.cc: series keys, JSON escaping, number rendering and the Prometheus text.
 #include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+#include "ingest/ingest.h"
+#include "ingest/internal.h"
+#include "ingest/render.h"
+
+using namespace ingest;
+
+TEST_CASE("series keys are canonical and parse back") {
+  std::vector<Label> labels = {{"zone", "a\"b"}, {"host", "h\\1\nx"}, {"dc", ""}};
+  std::string key = make_series_key("cpu.temp", labels);
+  CHECK(key == "cpu.temp{dc=\"\",host=\"h\\\\1\\nx\",zone=\"a\\\"b\"}");
+  auto parsed = parse_series_key(key);
+  REQUIRE(parsed);
+  CHECK(parsed->metric == "cpu.temp");
+  REQUIRE(parsed->labels.size() == 3);
+  CHECK(parsed->labels[0] == std::pair<std::string, std::string>("dc", ""));
+  CHECK(parsed->labels[1].second == "h\\1\nx");
+  CHECK(parsed->labels[2].second == "a\"b");
+  CHECK(make_series_key("up", {}) == "up");
+  CHECK(parse_series_key("up")->labels.empty());
+  for (const char* bad : {"", "m{}", "m{a=\"1\"", "m{a=1}", "m{b=\"1\",a=\"2\"}", "m{a=\"x\\q\"}",
+                          "m{a=\"1\",}", "bad name{a=\"1\"}", "m{a=\"1\"}x"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_series_key(bad));
+  }
+}
+
+TEST_CASE("JSON strings escape quotes, backslashes and control characters") {
+  std::string out;
+  append_json_string(out, std::string_view("a\"b\\c\nd\te\x01\x1f\xc3\xa9", 13));
+  CHECK(out == "\"a\\\"b\\\\c\\nd\\te\\u0001\\u001f\xc3\xa9\"");
+}
+
+TEST_CASE("numbers render as the shortest round-trip text; non-finite as null") {
+  const double values[] = {0.1, 1.0 / 3, 71.5, 100, -0.0, 1e21, 5e-324,
+                           std::numeric_limits<double>::max(), 1732700000.123, -2.5e-7};
+  for (double v : values) {
+    std::string out;
+    append_json_number(out, v);
+    INFO(out);
+    CHECK(std::strtod(out.c_str(), nullptr) == v);
+    CHECK(out.find_first_of("ni") == std::string::npos);  // no nan / inf
+  }
+  std::string a, b;
+  append_json_number(a, 0.1);
+  CHECK(a == "0.1");
+  append_json_number(b, std::numeric_limits<double>::infinity());
+  append_json_number(b, std::nan(""));
+  CHECK(b == "nullnull");
+}
+
+TEST_CASE("timestamps convert between seconds and nanoseconds exactly") {
+  int64_t ns = 0;
+  REQUIRE(seconds_to_ns(1732700000.123, &ns));
+  CHECK(ns == 1732700000123000000);
+  CHECK(ns_to_seconds(ns) == 1732700000.123);
+  CHECK_FALSE(seconds_to_ns(-1, &ns));
+  CHECK_FALSE(seconds_to_ns(1e300, &ns));
+}
+
+TEST_CASE("series body: field order, labels, nulls for an empty window") {
+  Aggregate a;
+  a.count = 2;
+  a.sum = 3;
+  a.min = 1;
+  a.max = 2;
+  a.first = 1;
+  a.last = 2;
+  a.first_ts_ns = 1732700000'000000000;
+  a.last_ts_ns = 1732700002'500000000;
+  a.p50 = 1;
+  a.p90 = 2;
+  a.p99 = 2;
+  std::string key = make_series_key("m", std::vector<Label>{{"h", "a\"\tb"}});
+  std::string out;
+  render_series(out, key, "m", a, 60, false);
+  CHECK(out ==
+        "{\"key\":\"m{h=\\\"a\\\\\\\"\\tb\\\"}\",\"metric\":\"m\",\"labels\":{\"h\":\"a\\\"\\tb\"},"
+        "\"window_s\":60,\"count\":2,\"sum\":3,\"min\":1,\"max\":2,\"mean\":1.5,\"first\":1,"
+        "\"last\":2,\"first_ts\":1732700000,\"last_ts\":1732700002.5,\"rate\":0.4,\"p50\":1,"
+        "\"p90\":2,\"p99\":2,\"stale\":false}");
+  out.clear();
+  render_series(out, "m", "m", Aggregate{}, 0.5, true);
+  CHECK(out ==
+        "{\"key\":\"m\",\"metric\":\"m\",\"labels\":{},\"window_s\":0.5,\"count\":0,\"sum\":0,"
+        "\"min\":null,\"max\":null,\"mean\":null,\"first\":null,\"last\":null,\"first_ts\":null,"
+        "\"last_ts\":null,\"rate\":null,\"p50\":null,\"p90\":null,\"p99\":null,\"stale\":true}");
+}
+
+TEST_CASE("metric body and metrics list") {
+  Aggregate a;
+  a.count = 1;
+  a.sum = a.min = a.max = a.first = a.last = a.p50 = a.p90 = a.p99 = 7;
+  a.first_ts_ns = a.last_ts_ns = 1'000'000'000;
+  std::vector<std::string_view> keys = {"m{h=\"1\"}", "m{h=\"2\"}"};
+  std::string out;
+  render_metric(out, "m", a, 60, keys);
+  CHECK(out.rfind("{\"metric\":\"m\",\"window_s\":60,\"count\":1,", 0) == 0);
+  CHECK(out.find("\"rate\":null,") != std::string::npos);
+  CHECK(out.find(",\"series_count\":2,\"series\":[\"m{h=\\\"1\\\"}\",\"m{h=\\\"2\\\"}\"]}") !=
+        std::string::npos);
+  out.clear();
+  std::vector<MetricCount> counts = {{"a", 1}, {"b\"", 20}};
+  render_metrics(out, counts);
+  CHECK(out ==
+        "{\"metrics\":[{\"metric\":\"a\",\"series_count\":1},{\"metric\":\"b\\\"\",\"series_count\":20}]}");
+}
+
+TEST_CASE("Prometheus text: families, escaping, label names made valid") {
+  Aggregate a;
+  a.count = 2;
+  a.sum = 3;
+  a.min = 1;
+  a.max = 2;
+  a.first = 1;
+  a.last = 2;
+  a.first_ts_ns = 0;
+  a.last_ts_ns = 2'000'000'000;
+  a.p50 = 1;
+  a.p90 = a.p99 = 2;
+  Aggregate overflow = a;
+  overflow.sum = std::numeric_limits<double>::infinity();
+  std::vector<PromMetric> metrics = {{"cpu.temp", 1, &a}, {"big", 1, &overflow}};
+  std::string key = make_series_key(
+      "cpu.temp", std::vector<Label>{{"host.name", "x\"y"}, {"metric", "m"}, {"9a", "z"}});
+  std::vector<PromSeries> series = {{key, "cpu.temp", &a}};
+  std::string out;
+  render_prometheus(out, metrics, series);
+  CHECK(out.find("# TYPE telemetry_metric_count gauge\n") != std::string::npos);
+  CHECK(out.find("telemetry_metric_mean{metric=\"cpu.temp\"} 1.5\n") != std::string::npos);
+  CHECK(out.find("telemetry_metric_rate{metric=\"cpu.temp\"} 0.5\n") != std::string::npos);
+  CHECK(out.find("telemetry_metric_quantile{metric=\"cpu.temp\",quantile=\"0.99\"} 2\n") !=
+        std::string::npos);
+  CHECK(out.find("telemetry_metric_sum{metric=\"big\"}") == std::string::npos);  // inf left out
+  CHECK(out.find("telemetry_series_last{metric=\"cpu.temp\",_9a=\"z\",host_name=\"x\\\"y\","
+                 "exported_metric=\"m\"} 2\n") != std::string::npos);
+  CHECK(out.back() == '\n');
+  CHECK(out.find("nan") == std::string::npos);
+  CHECK(out.find("inf") == std::string::npos);
+}
