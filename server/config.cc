@@ -1,0 +1,262 @@
+// server/config.cc: the settings table shared by the TOML file and the command line,
+// and the checks that turn text into Options. toml++ and CLI11 do the parsing (quoting,
+// escapes, arrays, `--flag=value`, help text, error messages) that a hand-written parser
+// would get subtly wrong; this file only says what each setting means.
+#include "server/config.h"
+
+#include <charconv>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include "server/log.h"
+#include "shm/shm.h"
+
+namespace server {
+
+namespace {
+
+using Values = std::vector<std::string>;
+using ms = std::chrono::milliseconds;
+
+enum class Kind { value, list, flag };
+
+struct Setting {
+  const char* name;
+  Kind kind;
+  const char* help;
+  std::function<void(Options&, const Values&)> apply;
+};
+
+uint64_t parse_count(const std::string& name, const std::string& text, uint64_t min, uint64_t max) {
+  uint64_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || n < min || n > max)
+    throw std::invalid_argument(fmt::format("{}: '{}' is not a whole number in {}..{}", name, text, min, max));
+  return n;
+}
+
+ms parse_duration(const std::string& name, const std::string& text) {
+  try {
+    return ingest::parse_duration(text);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(fmt::format("{}: {}", name, e.what()));
+  }
+}
+
+bool parse_bool(const std::string& name, const std::string& text) {
+  if (text == "true" || text == "1" || text == "yes") return true;
+  if (text == "false" || text == "0" || text == "no") return false;
+  throw std::invalid_argument(fmt::format("{}: '{}' is not true or false", name, text));
+}
+
+// Helpers that build the `apply` of one setting.
+template <typename T>
+std::function<void(Options&, const Values&)> text(T Options::*field) {
+  return [field](Options& o, const Values& v) { o.*field = v.back(); };
+}
+std::function<void(Options&, const Values&)> duration(const char* name, ms Options::*field) {
+  return [name, field](Options& o, const Values& v) { o.*field = parse_duration(name, v.back()); };
+}
+std::function<void(Options&, const Values&)> ingest_duration(const char* name, ms ingest::Config::*field) {
+  return [name, field](Options& o, const Values& v) { o.ingest.*field = parse_duration(name, v.back()); };
+}
+std::function<void(Options&, const Values&)> ingest_count(const char* name, size_t ingest::Config::*field) {
+  return [name, field](Options& o, const Values& v) {
+    o.ingest.*field = parse_count(name, v.back(), 1, uint64_t(1) << 40);
+  };
+}
+
+const std::vector<Setting>& settings() {
+  static const std::vector<Setting> table = {
+      {"listen", Kind::value, "HTTP address HOST:PORT (default 127.0.0.1:8080)", text(&Options::listen)},
+      {"workers", Kind::value, "processes: 1 writer + N-1 HTTP readers (default: cores, at least 2)",
+       [](Options& o, const Values& v) { o.workers = uint32_t(parse_count("workers", v.back(), 2, shm::kMaxReaders)); }},
+      {"source", Kind::list, "upstream URL: http://, file:// or synthetic:// (repeatable; default synthetic://)",
+       [](Options& o, const Values& v) { o.ingest.sources = v; }},
+      {"interval", Kind::value, "fetch and publish every DURATION (default 2s)",
+       ingest_duration("interval", &ingest::Config::interval)},
+      {"window", Kind::value, "aggregation window (default 1m)", ingest_duration("window", &ingest::Config::window)},
+      {"source-timeout", Kind::value, "per-fetch timeout (default 1500ms)",
+       ingest_duration("source-timeout", &ingest::Config::source_timeout)},
+      {"stale-after", Kind::value, "a series is stale after DURATION without samples (default 3 intervals)",
+       ingest_duration("stale-after", &ingest::Config::stale_after)},
+      {"expire-after", Kind::value, "a series is dropped after DURATION without samples (default: the window)",
+       ingest_duration("expire-after", &ingest::Config::expire_after)},
+      {"max-body-bytes", Kind::value, "largest upstream body accepted",
+       ingest_count("max-body-bytes", &ingest::Config::max_body_bytes)},
+      {"max-series", Kind::value, "series limit over all sources", ingest_count("max-series", &ingest::Config::max_series)},
+      {"max-series-per-source", Kind::value, "series limit of one source",
+       ingest_count("max-series-per-source", &ingest::Config::max_series_per_source)},
+      {"prom-series-limit", Kind::value, "/metrics lists per-series gauges only below this many series",
+       ingest_count("prom-series-limit", &ingest::Config::prom_series_limit)},
+      {"admin-socket", Kind::value, "admin socket path (default $XDG_RUNTIME_DIR/telemetryd.sock or /tmp/telemetryd.sock)",
+       text(&Options::admin_socket)},
+      {"shm-name", Kind::value, "POSIX shared memory name (default telemetryd)", text(&Options::shm_name)},
+      {"log-file", Kind::value, "log to FILE instead of stderr (SIGUSR1 reopens it)", text(&Options::log_file)},
+      {"log-level", Kind::value, "debug, info, warn or error (default info)", text(&Options::log_level)},
+      {"pidfile", Kind::value, "write the supervisor's pid to FILE", text(&Options::pidfile)},
+      {"daemon", Kind::flag, "detach from the terminal (returns once the service is ready)",
+       [](Options& o, const Values& v) { o.daemon = parse_bool("daemon", v.back()); }},
+      {"stuck-timeout", Kind::value, "kill a reader whose loop has not ticked for DURATION (default 5s)",
+       duration("stuck-timeout", &Options::stuck_timeout)},
+      {"shutdown-timeout", Kind::value, "SIGKILL children still running DURATION after SIGTERM (default 10s)",
+       duration("shutdown-timeout", &Options::shutdown_timeout)},
+      {"restart-backoff-max", Kind::value, "longest wait before restarting a crashed child (default 30s)",
+       duration("restart-backoff-max", &Options::restart_backoff_max)},
+      {"crash-loop-limit", Kind::value, "restarts of one child within crash-loop-window before giving up (default 10)",
+       [](Options& o, const Values& v) { o.crash_loop_limit = uint32_t(parse_count("crash-loop-limit", v.back(), 1, 1000000)); }},
+      {"crash-loop-window", Kind::value, "see crash-loop-limit (default 1m)",
+       duration("crash-loop-window", &Options::crash_loop_window)},
+      {"idle-timeout", Kind::value, "close idle keep-alive connections after DURATION (default 1m)",
+       duration("idle-timeout", &Options::idle_timeout)},
+      {"request-timeout", Kind::value, "a request must arrive within DURATION (default 10s)",
+       duration("request-timeout", &Options::request_timeout)},
+      {"healthz-max-age", Kind::value, "/healthz fails when the snapshot is older (default 10s)",
+       duration("healthz-max-age", &Options::healthz_max_age)},
+      {"max-header-bytes", Kind::value, "largest request head accepted (default 8192)",
+       [](Options& o, const Values& v) { o.max_header_bytes = parse_count("max-header-bytes", v.back(), 256, 1 << 20); }},
+  };
+  return table;
+}
+
+const Setting* find_setting(std::string_view name) {
+  for (const Setting& s : settings())
+    if (name == s.name) return &s;
+  return nullptr;
+}
+
+// One TOML scalar as the text a flag would have carried.
+std::string scalar_text(const toml::node& node, const std::string& where) {
+  if (auto s = node.value_exact<std::string>()) return *s;
+  if (auto b = node.value_exact<bool>()) return *b ? "true" : "false";
+  if (auto i = node.value_exact<int64_t>()) return std::to_string(*i);
+  if (auto d = node.value_exact<double>()) return fmt::format("{}", *d);
+  throw std::invalid_argument(fmt::format("{}: expected a string, number or boolean", where));
+}
+
+void apply_file(Options& options, const std::string& path) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    throw std::invalid_argument(fmt::format("{}:{}:{}: {}", path, e.source().begin.line, e.source().begin.column,
+                                            e.description()));
+  }
+  for (const auto& [key, node] : table) {
+    std::string name(key.str());
+    std::string where = fmt::format("{}: {}", path, name);
+    const Setting* s = find_setting(name);
+    if (!s) throw std::invalid_argument(fmt::format("{}: unknown setting (see telemetryd --help)", where));
+    Values values;
+    if (const toml::array* list = node.as_array()) {
+      if (s->kind != Kind::list) throw std::invalid_argument(fmt::format("{}: takes one value, not a list", where));
+      for (const toml::node& item : *list) values.push_back(scalar_text(item, where));
+      if (values.empty()) continue;  // `source = []`: keep the default
+    } else {
+      values.push_back(scalar_text(node, where));
+    }
+    try {
+      s->apply(options, values);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(fmt::format("{}: {}", path, e.what()));
+    }
+  }
+}
+
+uint32_t default_workers() { return std::max(2u, std::thread::hardware_concurrency()); }
+
+void check(Options& o) {
+  parse_listen(o.listen);
+  if (o.workers == 0) o.workers = default_workers();
+  if (o.admin_socket.empty()) o.admin_socket = default_admin_socket();
+  if (o.admin_socket.size() >= 100)
+    throw std::invalid_argument(fmt::format("admin-socket: path too long ({} bytes, at most 99)", o.admin_socket.size()));
+  if (o.shm_name.empty() || o.shm_name.size() > 80 || o.shm_name.find('/') != std::string::npos)
+    throw std::invalid_argument(fmt::format("shm-name: '{}' must be 1-80 characters without '/'", o.shm_name));
+  if (!log::parse_level(o.log_level))
+    throw std::invalid_argument(fmt::format("log-level: '{}' is not debug, info, warn or error", o.log_level));
+  if (o.ingest.sources.size() > shm::kMaxSources)
+    throw std::invalid_argument(fmt::format("source: at most {} sources", shm::kMaxSources));
+  if (o.stuck_timeout < ms(100)) throw std::invalid_argument("stuck-timeout: must be at least 100ms");
+  o.ingest = o.ingest.resolved();  // throws std::invalid_argument naming the setting
+}
+
+}  // namespace
+
+std::pair<std::string, uint16_t> parse_listen(const std::string& text) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    throw std::invalid_argument(fmt::format("listen: '{}' is not HOST:PORT", text));
+  std::string host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  uint16_t port = uint16_t(parse_count("listen", text.substr(colon + 1), 0, 65535));
+  return {host, port};
+}
+
+CommandLine parse_command_line(int argc, char** argv) {
+  CommandLine out;
+  CLI::App app{"telemetryd: telemetry aggregation service (supervisor, ingest writer, HTTP readers)", "telemetryd"};
+  app.set_version_flag("--version", std::string("telemetryd ") + std::string(kVersion));
+  app.add_option("--config", out.config_file, "TOML file; its keys are the long flag names below")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--check-config", out.check_config, "validate the configuration and exit");
+  for (const Setting& s : settings()) {
+    std::string flag = std::string("--") + s.name;
+    std::string name = s.name;
+    auto remember = [&out, name](Values v) { out.overrides.push_back({name, std::move(v)}); };
+    switch (s.kind) {
+      case Kind::value:
+        app.add_option_function<std::string>(flag, [remember](const std::string& v) { remember({v}); }, s.help)
+            ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+        break;
+      case Kind::list:
+        app.add_option_function<Values>(flag, [remember](const Values& v) { remember(v); }, s.help);
+        break;
+      case Kind::flag:
+        app.add_flag_function(flag, [remember](int64_t) { remember({"true"}); }, s.help);
+        break;
+    }
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    out.exit_now = true;
+  } catch (const CLI::CallForVersion&) {
+    std::cout << "telemetryd " << kVersion << "\n";
+    out.exit_now = true;
+  } catch (const CLI::ParseError& e) {
+    throw std::invalid_argument(e.what());
+  }
+  return out;
+}
+
+Options load_options(const CommandLine& command_line) {
+  Options o;
+  o.config_file = command_line.config_file;
+  if (!o.config_file.empty()) apply_file(o, o.config_file);
+  for (const Override& v : command_line.overrides) find_setting(v.name)->apply(o, v.values);
+  check(o);
+  return o;
+}
+
+std::vector<std::string> restart_only_changes(const Options& a, const Options& b) {
+  std::vector<std::string> changed;
+  if (a.listen != b.listen) changed.push_back("listen");
+  if (a.workers != b.workers) changed.push_back("workers");
+  if (a.admin_socket != b.admin_socket) changed.push_back("admin-socket");
+  if (a.shm_name != b.shm_name) changed.push_back("shm-name");
+  if (a.pidfile != b.pidfile) changed.push_back("pidfile");
+  if (a.idle_timeout != b.idle_timeout || a.request_timeout != b.request_timeout ||
+      a.healthz_max_age != b.healthz_max_age || a.max_header_bytes != b.max_header_bytes)
+    changed.push_back("reader timeouts/limits");
+  return changed;
+}
+
+}  // namespace server

@@ -1,0 +1,93 @@
+// server/config.h: telemetryd's settings, from a TOML file (--config) and command-line
+// flags that override it. Every setting has one name: the long flag `--stuck-timeout`
+// is the file key `stuck-timeout`, so what an operator reads in --help is what they
+// write in the file. The table of settings is in config.cc; docs/operations.md lists it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ingest/ingest.h"
+
+namespace server {
+
+inline constexpr std::string_view kVersion = "0.1.0";
+
+struct Options {
+  std::string config_file;  // "" when none
+
+  // Processes and sockets (a change needs a restart).
+  std::string listen = "127.0.0.1:8080";
+  uint32_t workers = 0;  // 0 until resolved: the number of cores, at least 2
+  std::string admin_socket;  // "" until resolved: see default_admin_socket()
+  std::string shm_name = "telemetryd";
+  std::string pidfile;
+  bool daemon = false;
+
+  // Logging.
+  std::string log_file;
+  std::string log_level = "info";
+
+  // Ingest (reloadable).
+  ingest::Config ingest;
+
+  // Supervision.
+  std::chrono::milliseconds stuck_timeout{5000};
+  std::chrono::milliseconds shutdown_timeout{10000};  // SIGTERM -> SIGKILL of children
+  std::chrono::milliseconds restart_backoff_max{30000};
+  uint32_t crash_loop_limit = 10;  // restarts of one child within crash_loop_window
+  std::chrono::milliseconds crash_loop_window{60000};
+
+  // Readers (see server::ReaderOptions).
+  std::chrono::milliseconds idle_timeout{60000};
+  std::chrono::milliseconds request_timeout{10000};
+  std::chrono::milliseconds healthz_max_age{10000};
+  size_t max_header_bytes = 8192;
+
+  uint32_t readers() const { return workers - 1; }
+};
+
+// A setting given on the command line: reapplied over the file on every reload, so a
+// flag keeps winning after SIGHUP.
+struct Override {
+  std::string name;
+  std::vector<std::string> values;
+};
+
+// The outcome of parsing argv.
+struct CommandLine {
+  std::string config_file;
+  std::vector<Override> overrides;
+  bool check_config = false;
+  bool exit_now = false;  // --help / --version were printed
+  int exit_code = 0;      // when exit_now
+};
+
+// Parses argv with CLI11. Prints --help / --version itself (exit_now). Throws
+// std::invalid_argument with a one-line reason on a bad flag.
+CommandLine parse_command_line(int argc, char** argv);
+
+// Defaults, then the file, then the overrides; every value checked. Throws
+// std::invalid_argument naming the setting (and the file) on any problem.
+Options load_options(const CommandLine& command_line);
+
+// $XDG_RUNTIME_DIR/telemetryd.sock when XDG_RUNTIME_DIR is set, else /tmp/telemetryd.sock.
+// Inline: telemetryctl uses it without linking the configuration code.
+inline std::string default_admin_socket() {
+  const char* dir = std::getenv("XDG_RUNTIME_DIR");
+  if (dir && *dir) return std::string(dir) + "/telemetryd.sock";
+  return "/tmp/telemetryd.sock";
+}
+
+// "HOST:PORT" -> (host, port); throws std::invalid_argument.
+std::pair<std::string, uint16_t> parse_listen(const std::string& text);
+
+// Names of settings that differ between a and b but only take effect at a restart.
+std::vector<std::string> restart_only_changes(const Options& a, const Options& b);
+
+}  // namespace server

@@ -1,0 +1,142 @@
+// server/writer.cc: the writer process (see writer.h).
+#include "server/writer.h"
+
+#include <csignal>
+
+#include <event2/event.h>
+
+#include "ingest/ingest.h"
+#include "server/log.h"
+#include "server/service.h"
+
+namespace server {
+
+namespace {
+
+struct WriterProcess {
+  shm::Store& store;
+  const CommandLine& command_line;
+  event_base* base = nullptr;
+  std::unique_ptr<shm::Writer> writer;
+  std::unique_ptr<ingest::Pipeline> pipeline;
+  uint64_t last_generation = 0;
+
+  std::atomic<uint64_t>& counter(ServiceCounter c) { return store.service_counter(c); }
+
+  bool failed = false;
+
+  // Called by the pipeline on the loop: exceptions must not cross libevent's C frames.
+  void publish(const shm::SnapshotBuilder& builder, const std::vector<shm::SourceStatus>& statuses) {
+    try {
+      publish_or_throw(builder, statuses);
+    } catch (const std::exception& e) {
+      log::error("publish failed, exiting so that the supervisor starts a fresh writer: {}", e.what());
+      failed = true;
+      event_base_loopbreak(base);
+    }
+  }
+
+  void publish_or_throw(const shm::SnapshotBuilder& builder, const std::vector<shm::SourceStatus>& statuses) {
+    uint64_t generation = writer->publish(builder);
+    if (generation == 0) {
+      log::warn("publish skipped: every spare buffer is held by a reader (see show snapshot: publish_skipped)");
+    } else {
+      last_generation = generation;
+      log::debug("published generation {} ({} records, {} bytes)", generation, builder.record_count(),
+                 builder.serialized_size());
+    }
+    writer->set_source_count(uint32_t(statuses.size()));
+    uint64_t accepted = 0, dropped = 0;
+    for (uint32_t i = 0; i < statuses.size(); ++i) {
+      writer->set_source_status(i, statuses[i]);
+      accepted += statuses[i].samples;
+      dropped += statuses[i].dropped;
+    }
+    counter(kSamplesAccepted).store(accepted, std::memory_order_relaxed);
+    counter(kSamplesDropped).store(dropped, std::memory_order_relaxed);
+    counter(kTicks).fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // SIGHUP from the supervisor, which has already checked the file. We check again
+  // (the file may have changed since) and answer with the request number we saw.
+  void reload() {
+    uint64_t request = counter(kReloadRequests).load(std::memory_order_acquire);
+    try {
+      Options fresh = load_options(command_line);
+      pipeline->reconfigure(fresh.ingest);
+      counter(kReloadDone).store(request, std::memory_order_release);
+      log::info("reload {} applied: {} source(s), interval {}ms, window {}ms", request, fresh.ingest.sources.size(),
+                fresh.ingest.interval.count(), fresh.ingest.window.count());
+    } catch (const std::exception& e) {
+      counter(kReloadFailed).store(request, std::memory_order_release);
+      log::error("reload {} rejected, keeping the running configuration: {}", request, e.what());
+    }
+  }
+
+  static void on_signal(evutil_socket_t signal, short, void* arg) {
+    auto* self = static_cast<WriterProcess*>(arg);
+    switch (signal) {
+      case SIGHUP: self->reload(); break;
+      case SIGUSR1:
+        if (!log::reopen_file()) log::error("cannot reopen the log file; still writing to the old one");
+        break;
+      default:
+        log::info("signal {}: stopping after generation {}", signal, self->last_generation);
+        self->pipeline->stop();
+        event_base_loopexit(self->base, nullptr);
+    }
+  }
+};
+
+}  // namespace
+
+int run_writer(shm::Store& store, const CommandLine& command_line, const Options& options) {
+  WriterProcess w{store, command_line, nullptr, nullptr, nullptr, 0, false};
+  try {
+    w.writer = std::make_unique<shm::Writer>(store);
+  } catch (const shm::Error& e) {
+    log::error("cannot take the writer role: {}", e.what());
+    return kExitFailure;
+  }
+  w.base = event_base_new();
+  if (!w.base) {
+    log::error("event_base_new failed");
+    return kExitFailure;
+  }
+  try {
+    w.pipeline = std::make_unique<ingest::Pipeline>(
+        w.base, options.ingest,
+        [&w](const shm::SnapshotBuilder& b, const std::vector<shm::SourceStatus>& s) { w.publish(b, s); });
+  } catch (const std::invalid_argument& e) {
+    log::error("bad ingest configuration: {}", e.what());
+    return kExitBadConfig;
+  }
+  std::vector<event*> signals;
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) {
+    signals.push_back(evsignal_new(w.base, s, &WriterProcess::on_signal, &w));
+    event_add(signals.back(), nullptr);
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, s);
+  sigprocmask(SIG_UNBLOCK, &set, nullptr);  // a signal sent before this point arrives now
+
+  log::info("writer started: {} source(s), interval {}ms, window {}ms, continuing from generation {}",
+            options.ingest.sources.size(), options.ingest.interval.count(), options.ingest.window.count(),
+            w.writer->generation());
+  int code = kExitOk;
+  try {
+    w.pipeline->start();
+    event_base_dispatch(w.base);
+    if (w.failed) code = kExitFailure;
+  } catch (const std::exception& e) {
+    log::error("writer failed: {}", e.what());
+    code = kExitFailure;
+  }
+  w.pipeline.reset();
+  for (event* e : signals) event_free(e);
+  event_base_free(w.base);
+  return code;
+}
+
+}  // namespace server

@@ -1,0 +1,17 @@
+// server/writer.h: the writer process: the ingest pipeline on its own event loop,
+// publishing every snapshot it builds into the shm store.
+#pragma once
+
+#include "server/config.h"
+#include "shm/shm.h"
+
+namespace server {
+
+// Runs until SIGTERM/SIGINT. SIGHUP re-reads the configuration (file + command line)
+// and applies it to the pipeline, answering through the kReloadDone / kReloadFailed
+// service counters; SIGUSR1 reopens the log file. The handled signals must be blocked
+// on entry (the supervisor forks with them blocked); they are unblocked once the loop
+// can take them. Returns the process's exit code (server::ExitCode).
+int run_writer(shm::Store& store, const CommandLine& command_line, const Options& options);
+
+}  // namespace server
