@@ -196,8 +196,11 @@ struct Pipeline::Impl {
     s.connection = evhttp_connection_base_new(base, dns, s.host.c_str(),
                                               static_cast<uint16_t>(s.port));
     if (!s.connection) return fail(s, 0, "cannot create connection");
+    // evhttp's idle timeout only backs up the deadline below, which bounds the whole
+    // fetch and so reports every timeout the same way.
     timeval tv = to_timeval(config.source_timeout);
-    evhttp_connection_set_timeout_tv(s.connection, &tv);
+    timeval idle = to_timeval(config.source_timeout + std::chrono::seconds(1));
+    evhttp_connection_set_timeout_tv(s.connection, &idle);
     evhttp_connection_set_retries(s.connection, 0);
     evhttp_connection_set_max_body_size(s.connection,
                                         static_cast<ev_ssize_t>(config.max_body_bytes));
