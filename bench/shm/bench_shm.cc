@@ -1,6 +1,9 @@
 // bench_shm: the two figures the store promises.
 //   read:    enter a read, look up a random existing key among 1,000,000, leave (ns/op)
 //   publish: build and publish 1,000,000 records of about 200 bytes (s)
+//   dram:    one dependent random load in a buffer as large as the snapshot (ns): the
+//            floor under any lookup whose data is not in cache, measured in the same run
+//            so the lookup can be read as a number of memory round trips
 // Each figure is the median of several rounds; run on an otherwise idle machine.
 //   usage: bench_shm [keys=1000000] [rounds=7]
 #include <algorithm>
@@ -35,6 +38,22 @@ shm::SnapshotBuilder make_snapshot(size_t keys) {
     b.add(key_of(i), value);
   }
   return b;
+}
+
+// Pointer chase through a random cycle of cache lines: every load depends on the last.
+double dram_latency_ns(size_t bytes) {
+  size_t lines = bytes / 64;
+  std::vector<size_t> order(lines);
+  for (size_t i = 0; i < lines; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), std::mt19937_64(7));
+  std::vector<size_t> next(lines * 8);
+  for (size_t i = 0; i < lines; ++i) next[order[i] * 8] = order[(i + 1) % lines] * 8;
+  constexpr size_t kLoads = 4'000'000;
+  size_t at = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < kLoads; ++i) at = next[at];
+  double ns = seconds_since(t0) * 1e9 / kLoads;
+  return at == size_t(-1) ? 0 : ns;
 }
 
 }  // namespace
@@ -78,6 +97,9 @@ int main(int argc, char** argv) {
   }
   if (found != kLookups * size_t(rounds)) return fmt::print(stderr, "lookups missed\n"), 1;
 
+  std::vector<double> dram_ns;
+  for (int r = 0; r < 3; ++r) dram_ns.push_back(dram_latency_ns(store->info().snapshot_bytes));
+
   shm::StoreInfo info = store->info();
   fmt::print("keys                 {}\n", keys);
   fmt::print("snapshot bytes       {} ({:.1f} MiB)\n", info.snapshot_bytes, info.snapshot_bytes / 1048576.0);
@@ -85,6 +107,9 @@ int main(int argc, char** argv) {
   fmt::print("build+publish median {:.3f} s  (rounds: {})\n", median(publish_s), fmt::join(publish_s, " "));
   fmt::print("read median          {:.1f} ns/lookup (enter + find + leave; rounds: {:.1f})\n", median(read_ns),
              fmt::join(read_ns, " "));
+  fmt::print("dram random load      {:.1f} ns (same size as the snapshot; rounds: {:.1f})\n", median(dram_ns),
+             fmt::join(dram_ns, " "));
+  fmt::print("read / dram           {:.2f}\n", median(read_ns) / median(dram_ns));
   shm::Store::remove(name);
   return 0;
 }
