@@ -106,6 +106,7 @@ struct HttpServer::Impl {
   bool accept_paused = false;  // out of descriptors: retried on the next tick
   event tick_ev{};
   event grace_ev{};
+  bool grace_on = false;
   bool shutting_down = false;
 
   std::vector<Conn*> conns;
@@ -452,6 +453,7 @@ void HttpServer::Impl::begin_shutdown() {
   timeval tv{static_cast<time_t>(opt.shutdown_grace.count() / 1000),
              static_cast<suseconds_t>(opt.shutdown_grace.count() % 1000 * 1000)};
   evtimer_add(&grace_ev, &tv);
+  grace_on = true;
 }
 
 // =====================================================================================
@@ -840,7 +842,7 @@ HttpServer::~HttpServer() {
   if (s.accept_on) s.watch_listen(false);
   if (s.accept_epfd >= 0) ::close(s.accept_epfd);
   event_del(&s.tick_ev);
-  if (s.shutting_down) event_del(&s.grace_ev);
+  if (s.grace_on) event_del(&s.grace_ev);
 }
 
 void HttpServer::shutdown() { impl_->begin_shutdown(); }

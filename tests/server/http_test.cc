@@ -1,0 +1,774 @@
+// tests/server/http_test.cc: the reader's HTTP server (server/reader.h, server/http.h)
+// against a store this test creates and fills by hand with the snapshot key
+// conventions of ingest/ingest.h. The server runs on its own event_base in a thread
+// (or, for run_reader, in a forked child); the test talks to it over 127.0.0.1.
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <simdjson.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <csignal>
+#include <map>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ingest/ingest.h"
+#include "server/http.h"
+#include "server/reader.h"
+#include "server/service.h"
+#include "shm/shm.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// ---------------------------------------------------------------------------------
+// Known data
+// ---------------------------------------------------------------------------------
+
+const std::string kCpuEu = R"(cpu{host="a",region="eu"})";
+const std::string kCpuUs = R"(cpu{host="b",region="us"})";
+const std::string kMem = "mem";
+const std::string kOdd = R"(req{path="/a b,c=d",q="x\"y"})";  // space, comma, =, escaped quote
+
+std::string series_body(const std::string& key, int version = 1) {
+  std::string escaped;
+  server::http::append_json_escaped(escaped, key);
+  return R"({"key":")" + escaped + R"(","count":)" + std::to_string(version) + "}";
+}
+
+// A snapshot with the given series (plus the four fixed ones) in the conventions'
+// layout: "s:" records, "m:" rollups and lists, "series", "metrics", "prom".
+shm::SnapshotBuilder build_snapshot(size_t extra_series = 0, int version = 1) {
+  shm::SnapshotBuilder b;
+  std::map<std::string, std::vector<std::string>> by_metric;
+  std::vector<std::string> all;
+  auto add_series = [&](const std::string& metric, const std::string& key) {
+    b.add(ingest::series_record_key(key), series_body(key, version));
+    by_metric[metric].push_back(ingest::series_record_key(key));
+    all.push_back(ingest::series_record_key(key));
+  };
+  add_series("cpu", kCpuEu);
+  add_series("cpu", kCpuUs);
+  add_series("mem", kMem);
+  add_series("req", kOdd);
+  for (size_t i = 0; i < extra_series; ++i)
+    add_series("bulk", "bulk{i=\"" + std::to_string(i) + "\",pad=\"" + std::string(200, 'x') + "\"}");
+  std::string metrics = R"({"metrics":[)";
+  for (auto& [metric, keys] : by_metric) {
+    std::sort(keys.begin(), keys.end());
+    b.add(ingest::metric_record_key(metric),
+          R"({"metric":")" + metric + R"(","series_count":)" + std::to_string(keys.size()) + "}");
+    b.add_list(ingest::metric_record_key(metric), keys);
+    if (metrics.back() != '[') metrics += ',';
+    metrics += R"({"metric":")" + metric + R"(","series_count":)" + std::to_string(keys.size()) + "}";
+  }
+  metrics += "]}";
+  b.add(ingest::kMetricsRecord, metrics);
+  std::sort(all.begin(), all.end());
+  b.add_list(ingest::kSeriesList, all);
+  b.add(ingest::kPromRecord, "# TYPE cpu_mean gauge\ncpu_mean 1\n");
+  return b;
+}
+
+std::string url_encode(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------
+// A store plus a server on its own thread
+// ---------------------------------------------------------------------------------
+
+std::string unique_name() {
+  static int n = 0;
+  return "tdhttp-" + std::to_string(getpid()) + "-" + std::to_string(++n);
+}
+
+int listen_loopback(uint16_t* port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(listen(fd, 512) == 0);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+struct Fixture {
+  explicit Fixture(server::ReaderOptions opt = {}, bool publish = true, size_t extra_series = 0) {
+    name = unique_name();
+    shm::StoreOptions so;
+    so.name = name;
+    so.reader_slots = 4;
+    store = shm::Store::create(so);
+    writer = std::make_unique<shm::Writer>(*store);
+    if (publish) generation = writer->publish(build_snapshot(extra_series));
+    listen_fd = listen_loopback(&port);
+    opt.listen_fd = listen_fd;
+    opt.slot = 1;
+    options = opt;
+    REQUIRE(pipe(stop_pipe) == 0);
+    thread = std::thread([this] { serve(); });
+    while (!ready.load()) std::this_thread::sleep_for(1ms);
+  }
+  ~Fixture() {
+    stop();
+    close(listen_fd);
+    writer.reset();
+    store.reset();
+    shm::Store::remove(name);
+  }
+  void stop() {
+    if (!thread.joinable()) return;
+    char b = 1;
+    (void)!write(stop_pipe[1], &b, 1);
+    thread.join();
+    close(stop_pipe[0]);
+    close(stop_pipe[1]);
+  }
+  void serve() {
+    shm::Reader reader(*store, options.slot);
+    event_base* base = event_base_new();
+    {
+      server::HttpServer server(base, reader, *store, options);
+      srv = &server;
+      event* stop_ev = event_new(
+          base, stop_pipe[0], EV_READ, [](evutil_socket_t, short, void* s) { static_cast<server::HttpServer*>(s)->shutdown(); },
+          &server);
+      event_add(stop_ev, nullptr);
+      ready = true;
+      event_base_dispatch(base);
+      event_free(stop_ev);
+      srv = nullptr;
+    }
+    event_base_free(base);
+  }
+  uint64_t counter(uint32_t i) const { return store->reader_counter(options.slot, i); }
+
+  std::string name;
+  std::unique_ptr<shm::Store> store;
+  std::unique_ptr<shm::Writer> writer;
+  uint64_t generation = 0;
+  int listen_fd = -1;
+  uint16_t port = 0;
+  server::ReaderOptions options;
+  int stop_pipe[2] = {-1, -1};
+  std::atomic<bool> ready{false};
+  server::HttpServer* srv = nullptr;
+  std::thread thread;
+};
+
+// ---------------------------------------------------------------------------------
+// A tiny blocking HTTP client
+// ---------------------------------------------------------------------------------
+
+struct Response {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+  std::string header(const std::string& n) const {
+    auto it = headers.find(n);
+    return it == headers.end() ? "" : it->second;
+  }
+};
+
+int connect_to(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  timeval tv{10, 0};  // generous: a hung server fails the test instead of hanging it
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+void send_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    REQUIRE(n > 0);
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+// Reads more bytes into buf; false on EOF, error or timeout.
+bool fill(int fd, std::string& buf) {
+  char tmp[65536];
+  ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+  if (n <= 0) return false;
+  buf.append(tmp, static_cast<size_t>(n));
+  return true;
+}
+
+// One response from fd; `buf` keeps bytes of the next (pipelined) response.
+std::optional<Response> read_response(int fd, std::string& buf, bool head_request = false) {
+  size_t end;
+  while ((end = buf.find("\r\n\r\n")) == std::string::npos)
+    if (!fill(fd, buf)) return std::nullopt;
+  Response r;
+  std::string head = buf.substr(0, end + 2);
+  buf.erase(0, end + 4);
+  r.status = std::stoi(head.substr(9, 3));
+  for (size_t pos = head.find("\r\n") + 2; pos < head.size();) {
+    size_t eol = head.find("\r\n", pos);
+    std::string line = head.substr(pos, eol - pos);
+    size_t colon = line.find(':');
+    std::string name = line.substr(0, colon);
+    for (auto& ch : name) ch = static_cast<char>(tolower(ch));
+    r.headers[name] = line.substr(colon + 2);
+    pos = eol + 2;
+  }
+  if (head_request || r.status == 304) return r;
+  if (r.header("transfer-encoding") == "chunked") {
+    for (;;) {
+      size_t eol;
+      while ((eol = buf.find("\r\n")) == std::string::npos)
+        if (!fill(fd, buf)) return std::nullopt;
+      size_t size = std::stoul(buf.substr(0, eol), nullptr, 16);
+      while (buf.size() < eol + 2 + size + 2)
+        if (!fill(fd, buf)) return std::nullopt;
+      r.body.append(buf, eol + 2, size);
+      buf.erase(0, eol + 2 + size + 2);
+      if (size == 0) return r;
+    }
+  }
+  if (r.headers.count("content-length")) {
+    size_t len = std::stoul(r.header("content-length"));
+    while (buf.size() < len)
+      if (!fill(fd, buf)) return std::nullopt;
+    r.body = buf.substr(0, len);
+    buf.erase(0, len);
+    return r;
+  }
+  while (fill(fd, buf)) {
+  }  // close-delimited
+  r.body = std::move(buf);
+  buf.clear();
+  return r;
+}
+
+// True when the server closes fd (EOF or reset) within the receive timeout.
+bool closed_by_server(int fd) {
+  char tmp[4096];
+  for (int i = 0; i < 1000; ++i) {
+    ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+    if (n == 0) return true;
+    if (n < 0) return errno == ECONNRESET;
+  }
+  return false;
+}
+
+Response get(uint16_t port, const std::string& target, const std::string& extra_headers = "") {
+  int fd = connect_to(port);
+  send_all(fd, "GET " + target + " HTTP/1.1\r\nHost: t\r\n" + extra_headers + "\r\n");
+  std::string buf;
+  auto r = read_response(fd, buf);
+  close(fd);
+  REQUIRE(r);
+  return *r;
+}
+
+size_t json_series_count(const std::string& body, uint64_t* generation = nullptr) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc = parser.parse(body);
+  if (generation) *generation = uint64_t(doc["generation"]);
+  return simdjson::dom::array(doc["series"]).size();
+}
+
+}  // namespace
+
+// =====================================================================================
+// Parser unit tests
+// =====================================================================================
+
+TEST_CASE("parse_request: a keep-alive GET, parsed in place", "[http]") {
+  using namespace server::http;
+  Request r;
+  std::string in = "GET /v1/series/a%7Bb%7D?x=1 HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"abc\"\r\n\r\nGET /";
+  REQUIRE(parse_request(in, 8192, r) == Parse::complete);
+  CHECK(r.method == Method::get);
+  CHECK(r.path == "/v1/series/a%7Bb%7D");
+  CHECK(r.query == "x=1");
+  CHECK(r.keep_alive);
+  CHECK(r.if_none_match == "\"abc\"");
+  CHECK(in.substr(r.head_bytes) == "GET /");
+  CHECK(parse_request(in.substr(r.head_bytes), 8192, r) == Parse::incomplete);
+}
+
+TEST_CASE("parse_request: versions, Connection, bodies and malformed input", "[http]") {
+  using namespace server::http;
+  Request r;
+  REQUIRE(parse_request("GET / HTTP/1.0\r\n\r\n", 8192, r) == Parse::complete);
+  CHECK_FALSE(r.keep_alive);
+  REQUIRE(parse_request("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", 8192, r) == Parse::complete);
+  CHECK(r.keep_alive);
+  REQUIRE(parse_request("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", 8192, r) == Parse::complete);
+  CHECK_FALSE(r.keep_alive);
+  REQUIRE(parse_request("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n", 8192, r) == Parse::complete);
+  CHECK(r.has_body);
+  REQUIRE(parse_request("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", 8192, r) == Parse::complete);
+  CHECK_FALSE(r.has_body);
+  REQUIRE(parse_request("GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n", 8192, r) == Parse::complete);
+  CHECK(r.has_body);
+  CHECK(parse_request("GET / HTTP/1.1\r\n\r\n", 8192, r) == Parse::bad_request);  // no Host
+  CHECK(parse_request("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 8192, r) ==
+        Parse::bad_request);
+  CHECK(parse_request("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 8192, r) == Parse::bad_request);
+  CHECK(parse_request("GET / HTTP/1.1\r\nHost : a\r\n\r\n", 8192, r) == Parse::bad_request);
+  CHECK(parse_request("GET / HTTP/2.0\r\n\r\n", 8192, r) == Parse::bad_version);
+  CHECK(parse_request("hello\r\n", 8192, r) == Parse::bad_request);
+  CHECK(parse_request("GET nope HTTP/1.1\r\n", 8192, r) == Parse::bad_request);
+  CHECK(parse_request("hello\n", 8192, r) == Parse::bad_request);
+  CHECK(parse_request("GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(9000, 'a'), 8192, r) ==
+        Parse::header_too_large);
+  CHECK(parse_request("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 8192, r) == Parse::complete);
+  CHECK(parse_request("POST /x HTTP/1.1\r\nHost: a\r\n\r\n", 8192, r) == Parse::complete);
+  CHECK(r.method == Method::other);
+}
+
+TEST_CASE("percent decoding and entity tags", "[http]") {
+  using namespace server::http;
+  std::string out;
+  CHECK(percent_decode_append("a%7Bb%3D%22c%22%7D+d", out, false));
+  CHECK(out == "a{b=\"c\"}+d");
+  out.clear();
+  CHECK(percent_decode_append("a+b%2B", out, true));
+  CHECK(out == "a b+");
+  CHECK_FALSE(percent_decode_append("%7", out, false));
+  CHECK_FALSE(percent_decode_append("%zz", out, false));
+  CHECK(etag_matches("\"a\", W/\"b\"", "\"b\""));
+  CHECK(etag_matches("*", "\"b\""));
+  CHECK_FALSE(etag_matches("\"a\"", "\"b\""));
+}
+
+// =====================================================================================
+// Endpoints
+// =====================================================================================
+
+TEST_CASE("GET /v1/series: body, headers, encoded keys, 404", "[server]") {
+  Fixture f;
+  const std::string gen = std::to_string(f.generation);
+
+  Response r = get(f.port, "/v1/series/" + url_encode(kCpuEu));
+  CHECK(r.status == 200);
+  CHECK(r.body == series_body(kCpuEu));
+  CHECK(r.header("content-type") == "application/json");
+  CHECK(r.header("x-snapshot-generation") == gen);
+  CHECK(r.header("etag").size() == 18);
+  CHECK(r.header("content-length") == std::to_string(r.body.size()));
+
+  // Braces, quotes, '=' and ',' raw in the path are accepted too; '"' must be encoded
+  // by any sane client, but the parser does not insist.
+  CHECK(get(f.port, "/v1/series/cpu{host=%22b%22,region=%22us%22}").body == series_body(kCpuUs));
+  CHECK(get(f.port, "/v1/series/mem").body == series_body(kMem));
+  CHECK(get(f.port, "/v1/series/" + url_encode(kOdd)).body == series_body(kOdd));
+
+  Response missing = get(f.port, "/v1/series/" + url_encode("cpu{host=\"zzz\"}"));
+  CHECK(missing.status == 404);
+  CHECK(missing.body == R"({"error":"no such series"})");
+  CHECK(missing.header("x-snapshot-generation") == gen);
+  CHECK(get(f.port, "/v1/series/%zz").status == 400);
+
+  CHECK(f.counter(server::kReqSeries) == 6);
+  CHECK(f.counter(server::kStatus2xx) == 4);
+  CHECK(f.counter(server::kStatus404) == 1);
+  CHECK(f.counter(server::kConnectionsAccepted) == 6);
+}
+
+TEST_CASE("ETag and If-None-Match", "[server]") {
+  Fixture f;
+  const std::string target = "/v1/series/" + url_encode(kCpuEu);
+  Response r = get(f.port, target);
+  const std::string etag = r.header("etag");
+  REQUIRE(!etag.empty());
+
+  Response not_modified = get(f.port, target, "If-None-Match: " + etag + "\r\n");
+  CHECK(not_modified.status == 304);
+  CHECK(not_modified.body.empty());
+  CHECK(not_modified.header("etag") == etag);
+  CHECK(get(f.port, target, "If-None-Match: \"0000000000000000\"\r\n").status == 200);
+
+  // Same body in a newer generation: same tag. A changed body: a new tag.
+  f.writer->publish(build_snapshot(0, 1));
+  CHECK(get(f.port, target, "If-None-Match: " + etag + "\r\n").status == 304);
+  f.writer->publish(build_snapshot(0, 2));
+  Response changed = get(f.port, target, "If-None-Match: " + etag + "\r\n");
+  CHECK(changed.status == 200);
+  CHECK(changed.header("etag") != etag);
+  CHECK(changed.body == series_body(kCpuEu, 2));
+
+  Response metric = get(f.port, "/v1/metrics/cpu");
+  CHECK(get(f.port, "/v1/metrics/cpu", "If-None-Match: " + metric.header("etag") + "\r\n").status == 304);
+  CHECK(f.counter(server::kStatus304) == 3);
+}
+
+TEST_CASE("GET /v1/query filters by labels", "[server]") {
+  Fixture f;
+  Response all = get(f.port, "/v1/query?metric=cpu");
+  CHECK(all.status == 200);
+  CHECK(all.header("content-type") == "application/json");
+  CHECK(all.body == "{\"series\":[" + series_body(kCpuEu) + "," + series_body(kCpuUs) + "]}");
+  CHECK(get(f.port, "/v1/query?metric=cpu&region=eu").body == "{\"series\":[" + series_body(kCpuEu) + "]}");
+  CHECK(get(f.port, "/v1/query?region=us&metric=cpu&host=b").body == "{\"series\":[" + series_body(kCpuUs) + "]}");
+  CHECK(get(f.port, "/v1/query?metric=cpu&region=eu&host=b").body == "{\"series\":[]}");
+  CHECK(get(f.port, "/v1/query?metric=req&path=" + url_encode("/a b,c=d")).body ==
+        "{\"series\":[" + series_body(kOdd) + "]}");
+  CHECK(get(f.port, "/v1/query?metric=req&q=" + url_encode("x\"y")).body == "{\"series\":[" + series_body(kOdd) + "]}");
+  CHECK(get(f.port, "/v1/query?metric=nothing").body == "{\"series\":[]}");
+  Response bad = get(f.port, "/v1/query?region=eu");
+  CHECK(bad.status == 400);
+  CHECK(bad.body.find("metric") != std::string::npos);
+}
+
+TEST_CASE("GET /v1/metrics and /v1/metrics/{name}", "[server]") {
+  Fixture f;
+  Response list = get(f.port, "/v1/metrics");
+  CHECK(list.status == 200);
+  CHECK(list.body ==
+        R"({"metrics":[{"metric":"cpu","series_count":2},{"metric":"mem","series_count":1},{"metric":"req","series_count":1}]})");
+  Response cpu = get(f.port, "/v1/metrics/cpu");
+  CHECK(cpu.status == 200);
+  CHECK(cpu.body == R"({"metric":"cpu","series_count":2})");
+  CHECK(!cpu.header("etag").empty());
+  CHECK(get(f.port, "/v1/metrics/none").status == 404);
+}
+
+TEST_CASE("GET /healthz", "[server]") {
+  {
+    Fixture f;
+    Response r = get(f.port, "/healthz");
+    CHECK(r.status == 200);
+    CHECK(r.body.starts_with(R"({"status":"ok","generation":)" + std::to_string(f.generation) + R"(,"age_s":)"));
+  }
+  {
+    server::ReaderOptions o;
+    o.healthz_max_age = 0ms;  // every snapshot is too old
+    Fixture f(o);
+    Response r = get(f.port, "/healthz");
+    CHECK(r.status == 503);
+    CHECK(r.body.starts_with(R"({"status":"stale")"));
+  }
+  {
+    Fixture f({}, /*publish=*/false);
+    CHECK(get(f.port, "/healthz").status == 503);
+    Response r = get(f.port, "/v1/series/mem");
+    CHECK(r.status == 503);
+    CHECK(r.header("x-snapshot-generation") == "0");
+  }
+}
+
+TEST_CASE("GET /metrics: the snapshot's text plus the service's own metrics", "[server]") {
+  Fixture f;
+  get(f.port, "/v1/series/mem");
+  get(f.port, "/v1/series/nothing");
+  shm::SourceStatus s;
+  s.url = "file:///tmp/a\"b";
+  s.samples = 42;
+  s.errors = 3;
+  f.writer->set_source_count(1);
+  f.writer->set_source_status(0, s);
+  f.store->service_counter(server::kRestartsReader).store(5);
+
+  Response r = get(f.port, "/metrics");
+  CHECK(r.status == 200);
+  CHECK(r.header("content-type").starts_with("text/plain; version=0.0.4"));
+  CHECK(r.body.starts_with("# TYPE cpu_mean gauge\ncpu_mean 1\n"));
+  CHECK(r.body.find("telemetryd_http_requests_total{endpoint=\"series\"} 2\n") != std::string::npos);
+  CHECK(r.body.find("telemetryd_http_requests_total{endpoint=\"prometheus\"} 1\n") != std::string::npos);
+  CHECK(r.body.find("telemetryd_http_responses_total{status=\"404\"} 1\n") != std::string::npos);
+  CHECK(r.body.find("telemetryd_snapshot_generation " + std::to_string(f.generation) + "\n") != std::string::npos);
+  CHECK(r.body.find("telemetryd_snapshot_age_seconds ") != std::string::npos);
+  CHECK(r.body.find("telemetryd_source_samples_total{source=\"file:///tmp/a\\\"b\"} 42\n") != std::string::npos);
+  CHECK(r.body.find("telemetryd_source_errors_total{source=\"file:///tmp/a\\\"b\"} 3\n") != std::string::npos);
+  CHECK(r.body.find("telemetryd_restarts_total{role=\"reader\"} 5\n") != std::string::npos);
+  CHECK(r.body.back() == '\n');
+}
+
+TEST_CASE("GET /v1/snapshot streams a large snapshot as one JSON document", "[server]") {
+  Fixture f({}, true, 20000);
+  Response r = get(f.port, "/v1/snapshot");
+  CHECK(r.status == 200);
+  CHECK(r.header("transfer-encoding") == "chunked");
+  uint64_t generation = 0;
+  CHECK(json_series_count(r.body, &generation) == 20004);
+  CHECK(generation == f.generation);
+
+  // HTTP/1.0: no chunked encoding, the body ends with the connection.
+  int fd = connect_to(f.port);
+  send_all(fd, "GET /v1/snapshot HTTP/1.0\r\n\r\n");
+  std::string buf;
+  auto old = read_response(fd, buf);
+  close(fd);
+  REQUIRE(old);
+  CHECK(old->header("transfer-encoding").empty());
+  CHECK(json_series_count(old->body) == 20004);
+}
+
+TEST_CASE("pipelined requests are answered in order on one connection", "[server]") {
+  Fixture f({}, true, 3000);
+  int fd = connect_to(f.port);
+  std::string reqs;
+  const std::vector<std::string> targets = {"/v1/series/mem", "/v1/snapshot", "/v1/series/" + url_encode(kCpuUs),
+                                            "/nope", "/v1/metrics/cpu"};
+  for (const auto& t : targets) reqs += "GET " + t + " HTTP/1.1\r\nHost: t\r\n\r\n";
+  for (int i = 0; i < 100; ++i) reqs += "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n";
+  send_all(fd, reqs);
+  std::string buf;
+  auto a = read_response(fd, buf), b = read_response(fd, buf), c = read_response(fd, buf), d = read_response(fd, buf),
+       e = read_response(fd, buf);
+  REQUIRE((a && b && c && d && e));
+  CHECK(a->body == series_body(kMem));
+  CHECK(json_series_count(b->body) == 3004);
+  CHECK(c->body == series_body(kCpuUs));
+  CHECK(d->status == 404);
+  CHECK(e->body == R"({"metric":"cpu","series_count":2})");
+  for (int i = 0; i < 100; ++i) {
+    auto r = read_response(fd, buf);
+    REQUIRE(r);
+    CHECK(r->body == series_body(kMem));
+  }
+  close(fd);
+}
+
+TEST_CASE("HTTP/1.0 with and without keep-alive; HEAD", "[server]") {
+  Fixture f;
+  int fd = connect_to(f.port);
+  send_all(fd, "GET /v1/series/mem HTTP/1.0\r\n\r\n");
+  std::string buf;
+  auto r = read_response(fd, buf);
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->header("connection") == "close");
+  CHECK(closed_by_server(fd));
+  close(fd);
+
+  fd = connect_to(f.port);
+  buf.clear();
+  for (int i = 0; i < 2; ++i) {
+    send_all(fd, "GET /v1/series/mem HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    r = read_response(fd, buf);
+    REQUIRE(r);
+    CHECK(r->header("connection") == "keep-alive");
+    CHECK(r->body == series_body(kMem));
+  }
+  send_all(fd, "HEAD /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+  r = read_response(fd, buf, /*head_request=*/true);
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->header("content-length") == std::to_string(series_body(kMem).size()));
+  send_all(fd, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");  // HEAD sent no body
+  r = read_response(fd, buf);
+  REQUIRE(r);
+  CHECK(r->body == series_body(kMem));
+  close(fd);
+}
+
+TEST_CASE("errors: 404 keeps the connection; 405, 400, 431, 413 close only theirs", "[server]") {
+  Fixture f;
+  int bystander = connect_to(f.port);
+  std::string bystander_buf;
+  auto bystander_ok = [&] {
+    send_all(bystander, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+    auto r = read_response(bystander, bystander_buf);
+    return r && r->status == 200;
+  };
+  REQUIRE(bystander_ok());
+
+  {
+    int fd = connect_to(f.port);
+    std::string buf;
+    send_all(fd, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+    auto r = read_response(fd, buf);
+    REQUIRE(r);
+    CHECK(r->status == 404);
+    CHECK(r->header("content-type") == "application/json");
+    r = read_response(fd, buf);
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    close(fd);
+  }
+  {
+    int fd = connect_to(f.port);
+    std::string buf;
+    send_all(fd, "DELETE /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+    auto r = read_response(fd, buf);
+    REQUIRE(r);
+    CHECK(r->status == 405);
+    CHECK(r->header("allow") == "GET, HEAD");
+    close(fd);
+  }
+  struct Case {
+    std::string request;
+    int status;
+  };
+  const std::vector<Case> cases = {
+      {"BLAH\r\n\r\n", 400},
+      {"GET /v1/series/mem HTTP/1.1\r\n\r\n", 400},  // no Host
+      {"GET /v1/series/mem HTTP/1.1\r\nHost: t\r\nX-Big: " + std::string(10000, 'a') + "\r\n\r\n", 431},
+      {"GET /v1/series/mem HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", 413},
+      {"GET /v1/series/mem HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 413},
+      {"POST /v1/series/mem HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", 413},
+  };
+  for (const auto& c : cases) {
+    INFO(c.request.substr(0, 60));
+    int fd = connect_to(f.port);
+    std::string buf;
+    send_all(fd, c.request);
+    auto r = read_response(fd, buf);
+    REQUIRE(r);
+    CHECK(r->status == c.status);
+    CHECK(r->header("connection") == "close");
+    CHECK(r->body.starts_with("{\"error\":"));
+    CHECK(closed_by_server(fd));
+    close(fd);
+    CHECK(bystander_ok());
+  }
+  close(bystander);
+}
+
+TEST_CASE("idle and slow clients time out", "[server]") {
+  server::ReaderOptions o;
+  o.idle_timeout = 200ms;
+  o.request_timeout = 300ms;
+  o.heartbeat_every = 20ms;
+  Fixture f(o);
+
+  int idle = connect_to(f.port);
+  std::string buf;
+  send_all(idle, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+  REQUIRE(read_response(idle, buf));
+  CHECK(closed_by_server(idle));  // within the 10 s receive timeout
+  close(idle);
+
+  int silent = connect_to(f.port);  // never sends a byte
+  CHECK(closed_by_server(silent));
+  close(silent);
+
+  int slow = connect_to(f.port);
+  send_all(slow, "GET /v1/series/mem HTTP/1.1\r\nHo");  // and then nothing
+  buf.clear();
+  auto r = read_response(slow, buf);
+  REQUIRE(r);
+  CHECK(r->status == 408);
+  CHECK(closed_by_server(slow));
+  close(slow);
+}
+
+TEST_CASE("a client that never reads does not stall the others", "[server]") {
+  server::ReaderOptions o;
+  o.idle_timeout = 2000ms;
+  o.heartbeat_every = 20ms;
+  Fixture f(o, true, 20000);
+
+  int hog = connect_to(f.port);
+  int small = 4096;
+  setsockopt(hog, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  std::string reqs;
+  for (int i = 0; i < 20; ++i) reqs += "GET /v1/snapshot HTTP/1.1\r\nHost: t\r\n\r\n";
+  send_all(hog, reqs);  // ~100 MB of answers that nobody reads
+
+  for (int i = 0; i < 50; ++i) {
+    Response r = get(f.port, "/v1/series/mem");
+    REQUIRE(r.status == 200);
+  }
+  Response whole = get(f.port, "/v1/snapshot");
+  CHECK(json_series_count(whole.body) == 20004);
+  CHECK(closed_by_server(hog));  // the stalled one is dropped after idle_timeout
+  close(hog);
+}
+
+TEST_CASE("a snapshot stream cut by a new generation ends in a truncated transfer", "[server]") {
+  Fixture f({}, true, 20000);
+  int fd = connect_to(f.port);
+  int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  send_all(fd, "GET /v1/snapshot HTTP/1.1\r\nHost: t\r\n\r\n");
+  std::string buf;
+  REQUIRE(fill(fd, buf));  // the stream has started
+  f.writer->publish(build_snapshot(20000, 2));
+  f.writer->publish(build_snapshot(20000, 3));
+  auto r = read_response(fd, buf);
+  CHECK_FALSE(r);  // no terminating chunk: the client knows it is incomplete
+  close(fd);
+  CHECK(get(f.port, "/v1/series/mem").body == series_body(kMem, 3));
+}
+
+TEST_CASE("shutdown: idle connections close, the loop ends", "[server]") {
+  Fixture f;
+  int fd = connect_to(f.port);
+  std::string buf;
+  send_all(fd, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+  REQUIRE(read_response(fd, buf));
+  f.stop();  // joins the server thread: the loop must end on its own
+  CHECK(closed_by_server(fd));
+  close(fd);
+}
+
+TEST_CASE("run_reader in a forked child: serves, then exits 0 on SIGTERM", "[server]") {
+  const std::string name = unique_name();
+  shm::StoreOptions so;
+  so.name = name;
+  so.reader_slots = 4;
+  auto store = shm::Store::create(so);
+  auto writer = std::make_unique<shm::Writer>(*store);
+  writer->publish(build_snapshot());
+  uint16_t port = 0;
+  int lfd = listen_loopback(&port);
+
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int rc = server::kExitFailure;
+    try {
+      auto child_store = shm::Store::open(name);
+      server::ReaderOptions o;
+      o.listen_fd = lfd;
+      o.slot = 2;
+      rc = server::run_reader(*child_store, o);
+    } catch (...) {
+    }
+    _exit(rc);
+  }
+  Response r = get(port, "/v1/series/mem");
+  CHECK(r.status == 200);
+  CHECK(store->reader_counter(2, server::kReqSeries) == 1);
+  CHECK(store->reader_counter(2, server::kReaderStartedAtNs) > 0);
+  kill(pid, SIGTERM);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  INFO("wait status " << status);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == server::kExitOk);
+  close(lfd);
+  writer.reset();
+  store.reset();
+  shm::Store::remove(name);
+}
