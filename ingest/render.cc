@@ -5,36 +5,52 @@
 // (an overflowed sum, say) renders as null in JSON and is left out of Prometheus text.
 #include "ingest/render.h"
 
+#include <array>
+#include <cstring>
 #include <cmath>
 
+#include <fmt/compile.h>
 #include <fmt/format.h>
 
 #include "ingest/internal.h"
 
 namespace ingest {
 
+namespace {
+
+// 1 for the bytes a JSON string must escape: control characters, '"' and '\\'.
+constexpr auto kJsonEscape = [] {
+  std::array<uint8_t, 256> t{};
+  for (int c = 0; c < 0x20; ++c) t[c] = 1;
+  t['"'] = t['\\'] = 1;
+  return t;
+}();
+
+}  // namespace
+
 void append_json_string(std::string& out, std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
   out += '"';
-  size_t run = 0;  // copy unescaped stretches in one append
-  for (size_t i = 0; i < text.size(); ++i) {
-    auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(text.data() + run, i - run);
-    run = i + 1;
+  const char* p = text.data();
+  const char* end = p + text.size();
+  while (p < end) {
+    const char* run = p;  // copy unescaped stretches in one append
+    while (p < end && !kJsonEscape[static_cast<unsigned char>(*p)]) ++p;
+    out.append(run, p);
+    if (p == end) break;
+    auto c = static_cast<unsigned char>(*p++);
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
-      default:
-        out += "\\u00";
-        out += kHex[c >> 4];
-        out += kHex[c & 15];
+      default: {
+        const char u[6] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]};
+        out.append(u, 6);
+      }
     }
   }
-  out.append(text.data() + run, text.size() - run);
   out += '"';
 }
 
@@ -44,7 +60,8 @@ void append_json_number(std::string& out, double value) {
     return;
   }
   char buf[32];
-  char* end = fmt::format_to(buf, "{}", value);
+  // Compiled format: no format-string parsing per number, only Dragonbox.
+  char* end = fmt::format_to(buf, FMT_COMPILE("{}"), value);
   out.append(buf, end);
 }
 
@@ -69,17 +86,36 @@ bool seconds_to_ns(double seconds, int64_t* ns) {
 
 namespace {
 
-void append_optional(std::string& out, bool present, double value) {
-  if (present) append_json_number(out, value);
-  else out += "null";
-}
-
 void append_uint(std::string& out, uint64_t n) {
   fmt::format_int text(n);
   out.append(text.data(), text.size());
 }
 
+// Remembers the last number rendered: within one aggregate, min, max, first, last and
+// the quantiles are often the same double, and formatting is most of the build's cost.
+struct NumberCache {
+  double value = 0;
+  char text[32];
+  size_t size = 0;
+  void append(std::string& out, double v) {
+    if (size == 0 || std::memcmp(&v, &value, sizeof v) != 0) {
+      if (!std::isfinite(v)) {
+        out += "null";
+        return;
+      }
+      size = static_cast<size_t>(fmt::format_to(text, FMT_COMPILE("{}"), v) - text);
+      value = v;
+    }
+    out.append(text, size);
+  }
+};
+
 void render_aggregate(std::string& out, const Aggregate& a, double window_s) {
+  NumberCache cache;
+  auto append_optional = [&](std::string& o, bool present, double v) {
+    if (present) cache.append(o, v);
+    else o += "null";
+  };
   bool any = a.count > 0;
   out += "\"window_s\":";
   append_json_number(out, window_s);
@@ -257,7 +293,7 @@ constexpr Family kFamilies[] = {
 
 void append_prom_number(std::string& out, double v) {
   char buf[32];
-  char* end = fmt::format_to(buf, "{}", v);
+  char* end = fmt::format_to(buf, FMT_COMPILE("{}"), v);
   out.append(buf, end);
 }
 

@@ -7,13 +7,16 @@
 namespace ingest {
 
 void append_escaped_label_value(std::string& out, std::string_view value) {
-  for (char c : value) {
-    switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '"': out += "\\\""; break;
-      case '\n': out += "\\n"; break;
-      default: out += c;
-    }
+  const char* p = value.data();
+  const char* end = p + value.size();
+  while (p < end) {
+    const char* run = p;  // values rarely need escaping: append whole stretches
+    while (p < end && *p != '\\' && *p != '"' && *p != '\n') ++p;
+    out.append(run, p);
+    if (p == end) break;
+    char c = *p++;
+    out += '\\';
+    out += c == '\n' ? 'n' : c;
   }
 }
 

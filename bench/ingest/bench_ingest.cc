@@ -1,1 +1,213 @@
-int main() { return 0; }
+// bench_ingest: ingest throughput and snapshot build cost.
+//
+//   parse + aggregate, native and OTLP/JSON: samples/s and MB/s on one core, steady state
+//     (series exist; every fetch carries new timestamps, as a live upstream would)
+//   snapshot build: Aggregator::build + SnapshotBuilder::serialize_into for N series
+//   memory: writer state per series (1 sample, and a full window) and snapshot bytes
+//
+// Usage: bench_ingest [series=100000] [repeats=5] [all|parse|build]. Every figure is
+// the median of the repeats.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "ingest/ingest.h"
+
+using namespace ingest;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr int64_t kSec = 1'000'000'000;
+constexpr int64_t kT0 = 1'732'700'000 * kSec;
+constexpr const char* kMetrics[] = {"cpu.usage_percent", "mem.used_bytes", "http.latency_ms",
+                                    "disk.io_ops_total", "temperature_celsius"};
+constexpr const char* kDcs[] = {"eu-west", "us-east", "ap-south"};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// One fetch body of `series` samples at fetch `tick` (2 s apart), padded for simdjson.
+std::string native_body(size_t series, int tick) {
+  std::string out = "{\"samples\":[";
+  double ts = static_cast<double>(kT0 / kSec) + 2.0 * tick + 0.25;
+  for (size_t i = 0; i < series; ++i) {
+    if (i) out += ',';
+    fmt::format_to(std::back_inserter(out),
+                   "{{\"metric\":\"{}\",\"labels\":{{\"host\":\"host-{:06}\",\"dc\":\"{}\"}},"
+                   "\"value\":{},\"ts\":{}}}",
+                   kMetrics[i % 5], i / 5, kDcs[(i / 5) % 3], 40.0 + (i % 97) * 0.37 + tick,
+                   ts);
+  }
+  out += "]}";
+  return out;
+}
+
+std::string otlp_body(size_t series, int tick) {
+  std::string out = "{\"resourceMetrics\":[";
+  int64_t ts = kT0 + tick * 2 * kSec + kSec / 4;
+  size_t hosts = (series + 4) / 5;
+  for (size_t h = 0; h < hosts; ++h) {
+    if (h) out += ',';
+    fmt::format_to(std::back_inserter(out),
+                   "{{\"resource\":{{\"attributes\":[{{\"key\":\"host\",\"value\":{{"
+                   "\"stringValue\":\"host-{:06}\"}}}},{{\"key\":\"dc\",\"value\":{{"
+                   "\"stringValue\":\"{}\"}}}}]}},\"scopeMetrics\":[{{\"metrics\":[",
+                   h, kDcs[h % 3]);
+    for (size_t m = 0; m < 5 && h * 5 + m < series; ++m) {
+      if (m) out += ',';
+      fmt::format_to(std::back_inserter(out),
+                     "{{\"name\":\"{}\",\"gauge\":{{\"dataPoints\":[{{\"asDouble\":{},"
+                     "\"timeUnixNano\":\"{}\"}}]}}}}",
+                     kMetrics[m], 40.0 + ((h * 5 + m) % 97) * 0.37 + tick, ts);
+    }
+    out += "]}]}";
+  }
+  out += "]}";
+  return out;
+}
+
+struct Throughput {
+  double parse_sps, parse_mbps, total_sps, total_mbps;
+};
+
+// Steady state: warm-up fetches create the series and fill the window (10 intervals of
+// 2 s), so the timed fetches see what a long-running writer sees: every series exists,
+// the oldest bucket leaves as a new one starts.
+Throughput run_throughput(size_t series, std::string (*make)(size_t, int)) {
+  constexpr int kWarm = 11, kTimed = 4;
+  Config config;
+  config.interval = std::chrono::milliseconds(2000);
+  config.window = std::chrono::milliseconds(20'000);
+  Parser parser;
+  Aggregator agg(config);
+  shm::SnapshotBuilder builder;
+  size_t bytes = 0;
+  double parse_s = 0, total_s = 0;
+  for (int t = 0; t < kWarm + kTimed; ++t) {
+    std::string body = make(series, t);
+    body.reserve(body.size() + Parser::padding());
+    int64_t now = kT0 + static_cast<int64_t>(t) * 2 * kSec + kSec;
+    auto start = Clock::now();
+    ParseResult r = parser.parse_padded(body, body.capacity());
+    double p = seconds_since(start);
+    ApplyStats st = agg.apply(0, parser.samples(), now);
+    double total = seconds_since(start);
+    if (!r.ok || st.accepted != series) {
+      fmt::print(stderr, "bench: {} of {} samples accepted ({})\n", st.accepted, series, r.error);
+      std::exit(1);
+    }
+    if (t == kWarm - 1) agg.expire(now);  // trims the window as build() would
+    if (t < kWarm) continue;
+    parse_s += p;
+    total_s += total;
+    bytes += body.size();
+  }
+  double samples = static_cast<double>(series * kTimed);
+  return {samples / parse_s, static_cast<double>(bytes) / 1e6 / parse_s, samples / total_s,
+          static_cast<double>(bytes) / 1e6 / total_s};
+}
+
+void bench_format(const char* name, size_t series, int repeats,
+                  std::string (*make)(size_t, int)) {
+  std::vector<double> ps, pm, ts, tm;
+  for (int r = 0; r < repeats; ++r) {
+    Throughput t = run_throughput(series, make);
+    ps.push_back(t.parse_sps);
+    pm.push_back(t.parse_mbps);
+    ts.push_back(t.total_sps);
+    tm.push_back(t.total_mbps);
+  }
+  double sample_bytes = static_cast<double>(make(series, 1).size()) / static_cast<double>(series);
+  fmt::print("{:<7} {:>8} series {:>6.1f} B/sample  parse {:>6.2f} M samples/s {:>6.0f} MB/s"
+             "   parse+aggregate {:>6.2f} M samples/s {:>6.0f} MB/s\n",
+             name, series, sample_bytes, median(ps) / 1e6, median(pm), median(ts) / 1e6,
+             median(tm));
+}
+
+// Builds an Aggregator holding `series` series with `intervals` samples each, 2 s apart.
+Aggregator populate(size_t series, int intervals) {
+  Config config;
+  config.window = std::chrono::milliseconds(60'000);
+  config.max_series = config.max_series_per_source = series;
+  Aggregator agg(config);
+  std::vector<std::string> hosts;
+  for (size_t h = 0; h < (series + 4) / 5; ++h) hosts.push_back(fmt::format("host-{:06}", h));
+  std::vector<Label> labels(2 * hosts.size());
+  for (size_t h = 0; h < hosts.size(); ++h) {
+    labels[2 * h] = {"dc", kDcs[h % 3]};
+    labels[2 * h + 1] = {"host", hosts[h]};
+  }
+  std::vector<Sample> samples(series);
+  for (int t = 0; t < intervals; ++t) {
+    int64_t now = kT0 + t * 2 * kSec;
+    for (size_t i = 0; i < series; ++i) {
+      samples[i].metric = kMetrics[i % 5];
+      samples[i].labels = std::span<const Label>(&labels[2 * (i / 5)], 2);
+      samples[i].value = 40.0 + (i % 97) * 0.37 + t;
+      samples[i].ts_ns = now;
+    }
+    agg.apply(0, samples, now);
+  }
+  return agg;
+}
+
+void bench_build(size_t series, int intervals, int repeats) {
+  Aggregator agg = populate(series, intervals);
+  int64_t now = kT0 + (intervals - 1) * 2 * kSec;
+  shm::SnapshotBuilder builder;
+  std::vector<std::byte> buffer;
+  std::vector<double> build_s, serialize_s;
+  size_t bytes = 0;
+  for (int r = 0; r < repeats; ++r) {
+    auto start = Clock::now();
+    agg.build(builder, now);
+    build_s.push_back(seconds_since(start));
+    bytes = builder.serialized_size();
+    if (buffer.size() < bytes) buffer.resize(bytes);
+    start = Clock::now();
+    builder.serialize_into(std::span<std::byte>(buffer.data(), bytes), 1, 0);
+    serialize_s.push_back(seconds_since(start));
+  }
+  double per = static_cast<double>(series);
+  fmt::print("build   {:>8} series x {:>2} intervals  build {:>7.1f} ms  serialize {:>6.1f} ms"
+             "  total {:>7.1f} ms   state {:>5.0f} B/series  snapshot {:>4.0f} B/series\n",
+             series, intervals, median(build_s) * 1e3, median(serialize_s) * 1e3,
+             (median(build_s) + median(serialize_s)) * 1e3,
+             static_cast<double>(agg.memory_bytes()) / per, static_cast<double>(bytes) / per);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  size_t series = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 100'000;
+  int repeats = argc > 2 ? std::atoi(argv[2]) : 5;
+  if (series == 0 || repeats <= 0) {
+    fmt::print(stderr, "usage: bench_ingest [series>0] [repeats>0]\n");
+    return 2;
+  }
+  std::string only = argc > 3 ? argv[3] : "all";
+  if (only == "all" || only == "parse") {
+    bench_format("native", 10'000, repeats, native_body);
+    bench_format("native", series, repeats, native_body);
+    bench_format("otlp", 10'000, repeats, otlp_body);
+    bench_format("otlp", series, repeats, otlp_body);
+  }
+  if (only == "all" || only == "build") {
+    bench_build(series, 1, repeats);
+    bench_build(series, 30, repeats);
+    bench_build(10 * series, 1, repeats);
+  }
+  return 0;
+}
