@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# tests/ops/init_script_test.sh BUILD_DIR [TELEMETRYD TELEMETRYCTL]
+# Installs BUILD_DIR into a temporary prefix (cmake --install) and drives the installed
+# LSB init script: start, status, reload, a rejected reload, status, stop, stop again.
+# Everything is private to this run: a free 127.0.0.1 port, a temporary runtime and log
+# directory, a unique shm name and admin socket. As root the service runs as `nobody`
+# (the dedicated-user path). Bounded waits; cleans up on any exit.
+set -euo pipefail
+BUILD=${1:?usage: init_script_test.sh BUILD_DIR}
+
+command -v start-stop-daemon >/dev/null || { echo "SKIP: no start-stop-daemon"; exit 77; }
+
+TMP=$(mktemp -d /tmp/tdops.XXXXXX)
+chmod 0755 "$TMP"  # the service user must reach the runtime directory
+SHM="tdops$$"
+PREFIX="$TMP/prefix"
+INIT="$PREFIX/etc/init.d/telemetryd"
+export TELEMETRYD_DEFAULTS="$TMP/default"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# Alive and not a zombie (the reaper of an orphan may be slow, or absent in a container).
+alive() { [ -r "/proc/$1/stat" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -d' ' -f1)" != Z ]; }
+
+cleanup() {
+  local rc=$? pid
+  if [ -f "$TMP/run/telemetryd.pid" ]; then
+    pid=$(cat "$TMP/run/telemetryd.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && alive "$pid"; then
+      echo "cleanup: killing leftover telemetryd session $pid" >&2
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
+      kill -KILL -- "-$pid" 2>/dev/null || true  # start-stop-daemon --background: own session
+    fi
+  fi
+  if [ "$rc" -ne 0 ] && [ -f "$TMP/log/telemetryd.log" ]; then
+    echo "--- telemetryd log (tail) ---" >&2; tail -n 30 "$TMP/log/telemetryd.log" >&2
+  fi
+  rm -f /dev/shm/"$SHM"* 2>/dev/null || true
+  rm -rf "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+echo "== install into $PREFIX"
+cmake --install "$BUILD" --prefix "$PREFIX" >/dev/null
+for f in bin/telemetryd bin/telemetryctl etc/telemetryd/telemetryd.conf etc/init.d/telemetryd \
+         lib/systemd/system/telemetryd.service; do
+  [ -e "$PREFIX/$f" ] || fail "not installed: $f"
+done
+[ -x "$INIT" ] || fail "init script not executable"
+grep -q "DAEMON:=$PREFIX/bin/telemetryd" "$INIT" || fail "init script not rewritten to the prefix"
+grep -q "ExecStart=$PREFIX/bin/telemetryd" "$PREFIX/lib/systemd/system/telemetryd.service" || fail "unit not rewritten"
+"$PREFIX/bin/telemetryd" --check-config --config "$PREFIX/etc/telemetryd/telemetryd.conf" >/dev/null \
+  || fail "installed default config rejected"
+
+CONF="$PREFIX/etc/telemetryd/telemetryd.conf"
+cat >>"$CONF" <<CONF
+source = ["synthetic://?hosts=20&metrics=5&seed=3"]
+interval = "200ms"
+CONF
+
+USER_LINE=""
+if [ "$(id -u)" -eq 0 ] && id nobody >/dev/null 2>&1; then USER_LINE="TELEMETRYD_USER=nobody"; fi
+cat >"$TELEMETRYD_DEFAULTS" <<DEF
+RUNDIR=$TMP/run
+LOGDIR=$TMP/log
+$USER_LINE
+TELEMETRYD_OPTS="--listen 127.0.0.1:$PORT --shm-name $SHM --workers 2 --shutdown-timeout 5s"
+READY_TIMEOUT=20
+STOP_TIMEOUT=15
+DEF
+echo "port $PORT, shm $SHM, ${USER_LINE:-running as $(id -un)}"
+
+http_code() { curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$PORT$1" || true; }
+
+echo "== start"
+"$INIT" start || fail "start failed"
+[ -s "$TMP/run/telemetryd.pid" ] || fail "no pidfile"
+PID=$(cat "$TMP/run/telemetryd.pid")
+[ -S "$TMP/run/telemetryd.sock" ] || fail "no admin socket"
+# --notify-await returned: READY=1 means readers listen and a snapshot is published.
+[ "$(http_code /healthz)" = 200 ] || fail "/healthz not 200 right after start"
+[ "$(http_code /v1/metrics)" = 200 ] || fail "/v1/metrics not 200"
+if [ -n "$USER_LINE" ]; then
+  [ "$(stat -c %U "/proc/$PID")" = nobody ] || fail "supervisor not running as nobody"
+fi
+echo "== start again (already running: ok, same pid)"
+"$INIT" start || fail "second start failed"
+[ "$(cat "$TMP/run/telemetryd.pid")" = "$PID" ] || fail "pid changed"
+
+echo "== status"
+"$INIT" status | tee "$TMP/status1" || fail "status not 0 while running"
+grep -q "generation" "$TMP/status1" || fail "status did not show the admin info"
+
+echo "== reload (log-level debug)"
+echo 'log-level = "debug"' >>"$CONF"
+"$INIT" reload || fail "reload failed"
+ok=""
+for _ in $(seq 50); do
+  grep -q "reload" "$TMP/log/telemetryd.log" 2>/dev/null && { ok=1; break; }
+  sleep 0.1
+done
+[ -n "$ok" ] || fail "no reload in the log"
+grep -i "reload" "$TMP/log/telemetryd.log" | tail -n 2
+
+echo "== reload with a broken config: refused, service keeps running"
+cp "$CONF" "$TMP/conf.good"
+echo 'interval = "soon"' >>"$CONF"
+if "$INIT" reload; then fail "reload of a broken config reported success"; fi
+cp "$TMP/conf.good" "$CONF"
+[ "$(cat "$TMP/run/telemetryd.pid")" = "$PID" ] || fail "pid changed after reload"
+
+echo "== status after reload"
+"$INIT" status >/dev/null || fail "status not 0 after reload"
+[ "$(http_code /healthz)" = 200 ] || fail "/healthz not 200 after reload"
+
+echo "== stop"
+"$INIT" stop || fail "stop failed"
+alive "$PID" && fail "supervisor $PID still alive after stop"
+[ -e "$TMP/run/telemetryd.pid" ] && fail "pidfile left behind"
+ls /dev/shm/"$SHM"* >/dev/null 2>&1 && fail "shm segments left behind: $(ls /dev/shm/"$SHM"*)"
+[ "$(http_code /healthz)" = 000 ] || fail "port still answering after stop"
+
+echo "== stop again (not running: ok), status 3"
+"$INIT" stop || fail "second stop failed"
+set +e; "$INIT" status >/dev/null; rc=$?; set -e
+[ "$rc" -eq 3 ] || fail "status after stop: $rc, want 3"
+echo "PASS"
