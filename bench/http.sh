@@ -8,7 +8,9 @@
 #   telemetryd-1r  telemetryd --workers 2 (1 writer + 1 reader)
 #   nginx-static   nginx, as many workers as telemetryd-2r readers, the bodies as files
 #   nginx-return   nginx answering `return 200` with one body from memory (CPU reference)
-#   python-dict    one Uvicorn asyncio worker, bodies in a dict swapped every 2 s
+#   python-dict    one Uvicorn asyncio worker (uvloop + httptools: its fastest Debian setup),
+#                  bodies in a dict swapped every 2 s
+#   python-pure    the same on the standard asyncio loop and the pure-Python h11 parser
 # For every server and connection count, RUNS runs of DURATION s: requests/s, p50/p99/
 # p99.9 latency, non-2xx, socket errors, and the server's CPU time per request
 # (utime+stime from /proc/PID/stat of all its processes, before/after each run; for
@@ -22,12 +24,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
 . scripts/deps.sh
-ensure_packages wrk nginx-light python3-uvicorn nghttp2-client gnuplot-nox
+ensure_packages wrk nginx-light python3-uvicorn python3-uvloop python3-httptools nghttp2-client gnuplot-nox
 
 CONNS=${CONNS:-"16 64 256"}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
-SERVERS=${SERVERS:-"telemetryd-2r telemetryd-1r nginx-static nginx-return python-dict"}
+SERVERS=${SERVERS:-"telemetryd-2r telemetryd-1r nginx-static nginx-return python-dict python-pure"}
 WRK_CPU=${WRK_CPU:-0}
 SRV_CPU=${SRV_CPU:-1}
 BUILD=${BUILD:-build-bench}
@@ -114,9 +116,12 @@ start_server() {  # $1 = name; sets SRV_PID and URL_CHECK
     nginx-static|nginx-return)
       local conf; conf=$(nginx_conf "${1#nginx-}")
       taskset -c "$SRV_CPU" nginx -c "$conf" -e "$(dirname "$conf")/error.log" & SRV_PID=$! ;;
-    python-dict)
+    python-dict|python-pure)
+      local loop=uvloop http=httptools
+      [ "$1" = python-pure ] && loop=asyncio http=h11
       BODIES="$DUMP/bodies.json" INTERVAL=2 taskset -c "$SRV_CPU" $PY -m uvicorn --app-dir bench/peers \
-        dict_server:app --host 127.0.0.1 --port "$PORT" --workers 1 --no-access-log --log-level warning &
+        dict_server:app --host 127.0.0.1 --port "$PORT" --workers 1 --loop $loop --http $http \
+        --no-access-log --log-level warning &
       SRV_PID=$! ;;
   esac
   wait_http "http://127.0.0.1:$PORT$FIRST_KEY"
@@ -215,7 +220,7 @@ if [ "$PLOT" = 1 ]; then
   $PY - "$OUT/summary.txt" "$OUT/plot.dat" <<'PYEOF'
 import sys
 rows = [l.split() for l in open(sys.argv[1]).read().splitlines()[1:]]
-servers = ["telemetryd-2r", "nginx-static", "python-dict", "telemetryd-1r", "nginx-return"]
+servers = ["telemetryd-2r", "nginx-static", "python-dict", "telemetryd-1r", "nginx-return", "python-pure"]
 conns = sorted({int(r[1]) for r in rows})
 with open(sys.argv[2], "w") as f:
     f.write("# conns " + " ".join(servers) + "\n")

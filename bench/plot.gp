@@ -13,6 +13,7 @@ set key bottom right
 set datafile missing "NaN"
 plot datafile using 1:2 with linespoints lw 2 title "telemetryd (2 readers)", \
      datafile using 1:3 with linespoints lw 2 title "nginx static (2 workers)", \
-     datafile using 1:4 with linespoints lw 2 title "Python asyncio dict (1 worker)", \
+     datafile using 1:4 with linespoints lw 2 title "Python uvloop+httptools dict (1 worker)", \
      datafile using 1:5 with linespoints dt 2 title "telemetryd (1 reader)", \
-     datafile using 1:6 with linespoints dt 2 title "nginx return 200 (memory)"
+     datafile using 1:6 with linespoints dt 2 title "nginx return 200 (memory)", \
+     datafile using 1:7 with linespoints dt 3 title "Python asyncio + h11 (1 worker)"

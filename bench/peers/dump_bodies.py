@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/peers/dump_bodies.py URL OUTDIR: fetch every series body from a running telemetryd.
+"""bench/peers/dump_bodies.py URL OUTDIR [--keys-only]: fetch every series body from a running telemetryd.
 
 Writes, for the wrk peers:
   OUTDIR/keys.txt            one URL path per line: /v1/series/<percent-encoded key>
@@ -17,6 +17,7 @@ import urllib.parse
 
 def main():
     url, out = sys.argv[1], sys.argv[2]
+    keys_only = "--keys-only" in sys.argv[3:]
     u = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
 
@@ -32,6 +33,12 @@ def main():
     keys = []
     for m in metrics:
         keys += json.loads(get("/v1/metrics/" + urllib.parse.quote(m, safe="")))["series"]
+    if keys_only:  # keys.txt only (bench/soak.sh)
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "keys.txt"), "w") as kf:
+            kf.writelines("/v1/series/" + urllib.parse.quote(k, safe="") + "\n" for k in keys)
+        print(f"{len(keys)} keys from {len(metrics)} metrics")
+        return
     www = os.path.join(out, "www", "v1", "series")
     os.makedirs(www, exist_ok=True)
     bodies = {}
