@@ -36,7 +36,7 @@ void append_json_number(std::string& out, double value);
 double ns_to_seconds(int64_t ns);
 
 // Seconds (a JSON number) to nanoseconds, exact for the decimal digits a double keeps.
-// False when out of the range 0 < seconds < 1e11.
+// False when out of the range 0 < seconds < 9e9 (what int64 nanoseconds can hold).
 bool seconds_to_ns(double seconds, int64_t* ns);
 
 }  // namespace ingest

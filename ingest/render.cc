@@ -74,7 +74,7 @@ double ns_to_seconds(int64_t ns) {
 }
 
 bool seconds_to_ns(double seconds, int64_t* ns) {
-  if (!(seconds > 0 && seconds < 1e11)) return false;
+  if (!(seconds > 0 && seconds < 9e9)) return false;  // int64 ns end in 2262
   double whole = std::floor(seconds);
   double frac = seconds - whole;  // exact: both are close doubles
   // A double of today's Unix seconds resolves about 0.2 us, so digits past the

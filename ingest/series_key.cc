@@ -63,6 +63,7 @@ std::optional<SeriesKey> parse_series_key(std::string_view key) {
       if (i >= rest.size()) return std::nullopt;
       char c = rest[i];
       if (c == '"') break;
+      if (c == '\n') return std::nullopt;  // canonical keys escape it
       if (c != '\\') { value += c; continue; }
       if (++i >= rest.size()) return std::nullopt;
       char e = rest[i];

@@ -25,7 +25,8 @@ TEST_CASE("series keys are canonical and parse back") {
   CHECK(make_series_key("up", {}) == "up");
   CHECK(parse_series_key("up")->labels.empty());
   for (const char* bad : {"", "m{}", "m{a=\"1\"", "m{a=1}", "m{b=\"1\",a=\"2\"}", "m{a=\"x\\q\"}",
-                          "m{a=\"1\",}", "bad name{a=\"1\"}", "m{a=\"1\"}x"}) {
+                          "m{a=\"1\",}", "bad name{a=\"1\"}", "m{a=\"1\"}x",
+                          "m{a=\"raw\nnewline\"}"}) {
     INFO(bad);
     CHECK_FALSE(parse_series_key(bad));
   }
@@ -62,6 +63,8 @@ TEST_CASE("timestamps convert between seconds and nanoseconds exactly") {
   CHECK(ns_to_seconds(ns) == 1732700000.123);
   CHECK_FALSE(seconds_to_ns(-1, &ns));
   CHECK_FALSE(seconds_to_ns(1e300, &ns));
+  CHECK_FALSE(seconds_to_ns(17327080200, &ns));  // past int64 nanoseconds (found by fuzzing)
+  REQUIRE(seconds_to_ns(8.9e9, &ns));
 }
 
 TEST_CASE("series body: field order, labels, nulls for an empty window") {
