@@ -149,7 +149,7 @@ TEST_CASE("polling an unchanged body twice never double counts") {
   CHECK(agg.series("up")->count == 2);
 }
 
-TEST_CASE("samples too old, too far in the future, or out of order are dropped") {
+TEST_CASE("samples too old / too far in the future / or out of order are dropped") {
   Aggregator agg(small_config());
   Batch b;
   b.add("m", {}, 1, kT0 - 11 * kSec);             // older than the 10 s window
@@ -165,7 +165,7 @@ TEST_CASE("samples too old, too far in the future, or out of order are dropped")
   CHECK(st.dropped() == 3);
 }
 
-TEST_CASE("the window slides: old buckets leave, then the series expires") {
+TEST_CASE("the window slides: old buckets leave / then the series expires") {
   Config c = small_config();  // window 10 s, expire 10 s, stale 3 s
   Aggregator agg(c);
   for (int i = 0; i < 5; ++i) {
@@ -246,7 +246,7 @@ TEST_CASE("negative values and zeros aggregate correctly") {
   CHECK(a->sum == -5);
 }
 
-TEST_CASE("build: records, lists and bodies follow the key conventions") {
+TEST_CASE("build: records / lists and bodies follow the key conventions") {
   Aggregator agg(small_config());
   Parser parser;
   REQUIRE(parser.parse(read_file(data_path("good/native.json"))).ok);
@@ -328,7 +328,7 @@ TEST_CASE("a bad body after a good one keeps the earlier data") {
   CHECK(agg.series("up")->count == 1);
 }
 
-TEST_CASE("many series: index growth, sorted build order, compaction") {
+TEST_CASE("many series: index growth / sorted build order / compaction") {
   Aggregator agg(small_config());
   std::vector<std::string> names;
   for (int i = 0; i < 5000; ++i) names.push_back(fmt::format("m{}", (i * 7919) % 5000));

@@ -23,7 +23,7 @@ std::string labels_of(const Sample& s) {
 
 }  // namespace
 
-TEST_CASE("native object form with labels, ts and defaults") {
+TEST_CASE("native object form with labels / ts and defaults") {
   Parser p;
   ParseResult r = p.parse(read_file(data_path("good/native.json")));
   REQUIRE(r.ok);
@@ -39,7 +39,7 @@ TEST_CASE("native object form with labels, ts and defaults") {
   CHECK(labels_of(s[2]) == "up");
 }
 
-TEST_CASE("native bare array form; null ts means the fetch time") {
+TEST_CASE("native bare array form - null ts means the fetch time") {
   Parser p;
   ParseResult r = p.parse(read_file(data_path("good/native_array.json")));
   REQUIRE(r.ok);
@@ -58,7 +58,7 @@ TEST_CASE("escaped strings in names and label values") {
   CHECK(labels_of(p.samples()[0]) == "a.b{k=\"q\\\"uo\\\\te\\nnl\xc3\xa9\"}");
 }
 
-TEST_CASE("OTLP/JSON gauge, sum, histogram, attributes, resource after metrics") {
+TEST_CASE("OTLP/JSON gauge / sum / histogram / attributes / resource after metrics") {
   Parser p;
   ParseResult r = p.parse(read_file(data_path("good/otlp.json")), "application/json");
   REQUIRE(r.ok);

@@ -162,7 +162,7 @@ const shm::SourceStatus& status_of(const Published& p, const std::string& url) {
 
 }  // namespace
 
-TEST_CASE("one tick fetches every source; bad ones fail alone and within the timeout") {
+TEST_CASE("one tick fetches every source - bad ones fail alone and within the timeout") {
   Base b;
   auto upstream = std::make_unique<Upstream>(b.base);
   Config c;
@@ -225,7 +225,7 @@ TEST_CASE("one tick fetches every source; bad ones fail alone and within the tim
   CHECK(view.list(kSeriesList).size() == pipeline.aggregator().series_count());
 }
 
-TEST_CASE("a failing source keeps its earlier data; recovery counts again") {
+TEST_CASE("a failing source keeps its earlier data - recovery counts again") {
   Base b;
   Upstream upstream(b.base);
   Config c;
@@ -247,7 +247,7 @@ TEST_CASE("a failing source keeps its earlier data; recovery counts again") {
   CHECK(pub.statuses[0].errors == 1);  // a total, kept
 }
 
-TEST_CASE("start() ticks on the interval; stop() ends it") {
+TEST_CASE("start() ticks on the interval - stop() ends it") {
   Base b;
   Config c;
   c.interval = std::chrono::milliseconds(20);
@@ -265,7 +265,7 @@ TEST_CASE("start() ticks on the interval; stop() ends it") {
   CHECK(pub.count == after);
 }
 
-TEST_CASE("reconfigure keeps unchanged sources, drops removed ones, rejects bad configs") {
+TEST_CASE("reconfigure keeps unchanged sources / drops removed ones / rejects bad configs") {
   Base b;
   Config c = small_config();
   const std::string file = "file://" + data_path("good/native.json");

@@ -32,13 +32,13 @@ TEST_CASE("series keys are canonical and parse back") {
   }
 }
 
-TEST_CASE("JSON strings escape quotes, backslashes and control characters") {
+TEST_CASE("JSON strings escape quotes / backslashes and control characters") {
   std::string out;
   append_json_string(out, std::string_view("a\"b\\c\nd\te\x01\x1f\xc3\xa9", 13));
   CHECK(out == "\"a\\\"b\\\\c\\nd\\te\\u0001\\u001f\xc3\xa9\"");
 }
 
-TEST_CASE("numbers render as the shortest round-trip text; non-finite as null") {
+TEST_CASE("numbers render as the shortest round-trip text - non-finite as null") {
   const double values[] = {0.1, 1.0 / 3, 71.5, 100, -0.0, 1e21, 5e-324,
                            std::numeric_limits<double>::max(), 1732700000.123, -2.5e-7};
   for (double v : values) {
@@ -67,7 +67,7 @@ TEST_CASE("timestamps convert between seconds and nanoseconds exactly") {
   REQUIRE(seconds_to_ns(8.9e9, &ns));
 }
 
-TEST_CASE("series body: field order, labels, nulls for an empty window") {
+TEST_CASE("series body: field order / labels / nulls for an empty window") {
   Aggregate a;
   a.count = 2;
   a.sum = 3;
@@ -115,7 +115,7 @@ TEST_CASE("metric body and metrics list") {
         "{\"metrics\":[{\"metric\":\"a\",\"series_count\":1},{\"metric\":\"b\\\"\",\"series_count\":20}]}");
 }
 
-TEST_CASE("Prometheus text: families, escaping, label names made valid") {
+TEST_CASE("Prometheus text: families / escaping / label names made valid") {
   Aggregate a;
   a.count = 2;
   a.sum = 3;
