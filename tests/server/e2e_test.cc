@@ -112,7 +112,7 @@ TEST_CASE("endpoints serve the known data of a file:// and an http:// source", "
   CHECK(svc.stop() == 0);
 }
 
-TEST_CASE("every admin command, and telemetryctl's exit codes", "[e2e][admin]") {
+TEST_CASE("every admin command and telemetryctl exit codes", "[e2e][admin]") {
   TempDir data;
   write_file(data.file("a.json"), native_body(71.5));
   Service svc(fast_flags(data.file("a.json")));
@@ -289,7 +289,7 @@ TEST_CASE("a reader SIGKILLed under concurrent requests is replaced within 1s", 
   CHECK(svc.stop() == 0);
 }
 
-TEST_CASE("the writer SIGKILLed: readers keep answering, a new writer publishes newer generations", "[e2e][kill]") {
+TEST_CASE("the writer SIGKILLed: readers keep answering and a new writer publishes newer generations", "[e2e][kill]") {
   TempDir data;
   write_file(data.file("a.json"), native_body(71.5));
   Service svc(fast_flags(data.file("a.json")));
@@ -306,7 +306,7 @@ TEST_CASE("the writer SIGKILLed: readers keep answering, a new writer publishes 
   CHECK(svc.stop() == 0);
 }
 
-TEST_CASE("a stopped (stuck) reader is killed and replaced", "[e2e][kill]") {
+TEST_CASE("a stopped reader is killed by the stuck check and replaced", "[e2e][kill]") {
   Service svc({"--interval", "200ms", "--workers", "2", "--stuck-timeout", "500ms"});
   auto readers = svc.reader_pids();
   REQUIRE(readers.size() == 1);
@@ -317,7 +317,7 @@ TEST_CASE("a stopped (stuck) reader is killed and replaced", "[e2e][kill]") {
   CHECK(svc.stop() == 0);
 }
 
-TEST_CASE("malformed HTTP gets 400 / 431 and does not disturb other clients", "[e2e][http]") {
+TEST_CASE("malformed HTTP gets 400 or 431 and does not disturb other clients", "[e2e][http]") {
   Service svc({"--interval", "200ms", "--workers", "2"});
   CHECK(http_raw(svc.port(), "GARBAGE\r\n\r\n").rfind("HTTP/1.1 400", 0) == 0);
   CHECK(http_raw(svc.port(), "GET / HTTP/9.9\r\n\r\n").rfind("HTTP/1.1 ", 0) == 0);
@@ -327,7 +327,7 @@ TEST_CASE("malformed HTTP gets 400 / 431 and does not disturb other clients", "[
   CHECK(svc.stop() == 0);
 }
 
-TEST_CASE("--daemon returns once ready, sd_notify gets READY=1", "[e2e][daemon]") {
+TEST_CASE("daemon mode returns once ready and sd_notify gets READY=1", "[e2e][daemon]") {
   TempDir dir;
   // NOTIFY_SOCKET: a datagram socket of ours.
   std::string notify_path = dir.file("notify.sock");
