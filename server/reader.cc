@@ -17,7 +17,6 @@
 #include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -36,6 +35,7 @@
 #include "ingest/ingest.h"
 #include "server/http.h"
 #include "server/service.h"
+#include "shm/layout.h"  // the slot table: peers' pid and heartbeat, for accept balancing
 
 namespace server {
 namespace {
@@ -49,6 +49,8 @@ constexpr size_t kSnapshotBatchBytes = 256 * 1024;  // /v1/snapshot bytes render
 constexpr int kSnapshotBatchesPerCall = 4;        // then yield to the other connections
 constexpr int kAcceptBatch = 16;                  // accepts per wakeup: leaves some for peers
 constexpr uint64_t kMaxLingerMs = 2000;           // drain a closing client's input this long
+constexpr uint64_t kAcceptSlack = 1;              // connections above the least-loaded peer
+constexpr timeval kStepAside{0, 1000};            // how long a loaded reader leaves the accept set
 
 enum class Endpoint { series, query, metrics_list, metric, snapshot, prom, healthz, other };
 
@@ -100,10 +102,10 @@ struct HttpServer::Impl {
   shm::Store& store;
   ReaderOptions opt;
 
-  int accept_epfd = -1;
   event accept_ev{};
   bool accept_on = false;
   bool accept_paused = false;  // out of descriptors: retried on the next tick
+  event step_aside_ev{};       // re-joins the accept set after stepping aside
   event tick_ev{};
   event grace_ev{};
   bool grace_on = false;
@@ -132,6 +134,7 @@ struct HttpServer::Impl {
   static void on_tick(evutil_socket_t, short, void* arg);
   static void on_grace(evutil_socket_t, short, void* arg);
   void accept_some();
+  bool should_step_aside() const;
   void close_conn(Conn& c);
   void read_conn(Conn& c);
   bool flush(Conn& c);  // false: the connection was closed
@@ -199,14 +202,21 @@ void HttpServer::Impl::start() {
   ctr[kConnectionsOpen]->store(0, std::memory_order_relaxed);
   refresh_clock();
 
-  // Accept distribution: readers share one listening socket. libevent 2.1 cannot ask
-  // for EPOLLEXCLUSIVE, so the listen fd sits in a private epoll set with it, and the
-  // loop watches that set's fd. See docs/performance.md for the measured split.
-  accept_epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (accept_epfd < 0) throw std::runtime_error(std::string("reader: epoll_create1: ") + std::strerror(errno));
-  event_assign(&accept_ev, base, accept_epfd, EV_READ | EV_PERSIST, &Impl::on_accept, this);
+  // Accept distribution: every reader watches the shared listening socket (plain
+  // level-triggered epoll, so all are woken) and should_step_aside() balances. libevent
+  // 2.1 cannot ask for EPOLLEXCLUSIVE; a private epoll set holding the socket with it
+  // was tried and measured: alone it gave one reader 65 of 65 connections under wrk.
+  // With the step-aside rule it split evenly too, but an exclusive wakeup taken by a
+  // reader that steps aside is not handed on (it re-joins after 1 ms and may step aside
+  // again), so a queued connection could wait for the next arrival: dropped. Readers
+  // are few and connections long-lived, so waking them all is cheap.
+  event_assign(&accept_ev, base, opt.listen_fd, EV_READ | EV_PERSIST, &Impl::on_accept, this);
   watch_listen(true);
 
+  evtimer_assign(&step_aside_ev, base, [](evutil_socket_t, short, void* arg) {
+    auto* s = static_cast<Impl*>(arg);
+    if (!s->shutting_down && !s->accept_paused) s->watch_listen(true);
+  }, this);
   event_assign(&tick_ev, base, -1, EV_PERSIST, &Impl::on_tick, this);
   timeval tv{static_cast<time_t>(opt.heartbeat_every.count() / 1000),
              static_cast<suseconds_t>(opt.heartbeat_every.count() % 1000 * 1000)};
@@ -217,18 +227,7 @@ void HttpServer::Impl::start() {
 
 void HttpServer::Impl::watch_listen(bool on) {
   if (on == accept_on) return;
-  if (on) {
-    epoll_event e{};
-    e.events = EPOLLIN | EPOLLEXCLUSIVE;
-    if (epoll_ctl(accept_epfd, EPOLL_CTL_ADD, opt.listen_fd, &e) != 0)
-      throw std::runtime_error(std::string("reader: cannot watch the listening socket: ") + std::strerror(errno));
-    event_add(&accept_ev, nullptr);
-  } else {
-    // Leave the exclusive wait queue too: a wakeup given to a reader that does not
-    // accept would not be passed on to the others.
-    epoll_ctl(accept_epfd, EPOLL_CTL_DEL, opt.listen_fd, nullptr);
-    event_del(&accept_ev);
-  }
+  if (on ? event_add(&accept_ev, nullptr) : event_del(&accept_ev)) throw std::runtime_error("reader: cannot watch the listening socket");
   accept_on = on;
 }
 
@@ -249,10 +248,13 @@ void HttpServer::Impl::refresh_clock() {
 void HttpServer::Impl::on_accept(evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->accept_some(); }
 
 void HttpServer::Impl::accept_some() {
-  epoll_event drained[1];
-  epoll_wait(accept_epfd, drained, 1, 0);  // consume the readiness of the private set
   now_ms = monotonic_ms();
   for (int i = 0; i < kAcceptBatch; ++i) {
+    if (should_step_aside()) {
+      watch_listen(false);
+      evtimer_add(&step_aside_ev, &kStepAside);
+      return;
+    }
     int fd = accept4(opt.listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -280,6 +282,27 @@ void HttpServer::Impl::accept_some() {
     bump(kConnectionsAccepted);
     ctr[kConnectionsOpen]->store(conns.size(), std::memory_order_relaxed);
   }
+}
+
+// Accept balancing. The kernel wakes whichever reader's wait it finds first, and a
+// reader that is running accepts before a sleeping one gets the CPU, so without help
+// one reader takes nearly every connection (measured: 65 of 65, docs/performance.md).
+// A reader holding more than kAcceptSlack connections above a live peer therefore
+// leaves the accept set for kStepAside and lets that peer be woken. "Live" means a
+// heartbeat within a few periods, so a stuck or dead peer never makes us refuse work.
+bool HttpServer::Impl::should_step_aside() const {
+  const uint64_t mine = conns.size();
+  if (mine <= kAcceptSlack) return false;
+  const uint64_t now = shm::monotonic_ns();
+  const uint64_t fresh = std::max<uint64_t>(4 * opt.heartbeat_every.count(), 500) * 1'000'000;
+  const auto& slots = store.control().slots;
+  for (uint32_t s = 0; s < store.reader_slots(); ++s) {
+    if (s == opt.slot || slots[s].pid.load(std::memory_order_relaxed) == 0) continue;
+    const uint64_t beat = slots[s].heartbeat_ns.load(std::memory_order_relaxed);
+    if (beat == 0 || now - std::min(now, beat) > fresh) continue;
+    if (store.reader_counter(s, kConnectionsOpen) + kAcceptSlack < mine) return true;
+  }
+  return false;
 }
 
 void HttpServer::Impl::close_conn(Conn& c) {
@@ -840,8 +863,8 @@ HttpServer::~HttpServer() {
   Impl& s = *impl_;
   while (!s.conns.empty()) s.close_conn(*s.conns.back());
   if (s.accept_on) s.watch_listen(false);
-  if (s.accept_epfd >= 0) ::close(s.accept_epfd);
   event_del(&s.tick_ev);
+  event_del(&s.step_aside_ev);
   if (s.grace_on) event_del(&s.grace_ev);
 }
 

@@ -20,7 +20,7 @@ WRKOUT=/tmp/http_micro_wrk.$$.out
 taskset -c 1 "$BIN" --series 100000 --readers "$READERS" --port "$PORT" --keys "$KEYS" >"$OUT" &
 MAIN=$!
 i=0
-until grep -q READY "$OUT"; do
+until grep -q READY "$OUT" 2>/dev/null; do
   i=$((i + 1)); [ $i -lt 600 ] || { echo "http_micro did not start" >&2; kill $MAIN; exit 1; }
   sleep 0.1
 done
@@ -37,7 +37,7 @@ wait $MAIN || true
 HZ=$(getconf CLK_TCK)
 REQ=$(sed -n 's/.*RESULT requests=\([0-9]*\).*/\1/p' "$WRKOUT")
 grep -E "Requests/sec|RESULT" "$WRKOUT"
-echo "readers=$READERS connections=$CONNS seconds=$SECS reader_cpu_s=$(echo "scale=2; ($t1 - $t0) / $HZ" | bc)" \
+echo "readers=$READERS connections=$CONNS seconds=$SECS requests=$REQ reader_cpu_s=$(echo "scale=2; ($t1 - $t0) / $HZ" | bc)" \
   "cpu_us_per_request=$(echo "scale=2; ($t1 - $t0) * 1000000 / $HZ / $REQ" | bc)"
 grep '^reader ' "$OUT"
 rm -f "$KEYS" "$OUT" "$WRKOUT"

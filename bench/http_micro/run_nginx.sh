@@ -17,7 +17,7 @@ KEYS=$DIR/keys.txt
 # The key list and a body of the real shape, without serving anything.
 "$BIN" --series 100000 --readers 0 --port "$PORT" --keys "$KEYS" --sample-body "$DIR/body.json" >"$DIR/gen.out" &
 GEN=$!
-until grep -q READY "$DIR/gen.out"; do sleep 0.1; done
+until grep -q READY "$DIR/gen.out" 2>/dev/null; do sleep 0.1; done
 kill -TERM $GEN; wait $GEN || true
 
 cat >"$DIR/nginx.conf" <<CONF
@@ -51,6 +51,6 @@ wait $MAIN || true
 HZ=$(getconf CLK_TCK)
 REQ=$(sed -n 's/.*RESULT requests=\([0-9]*\).*/\1/p' "$DIR/wrk.out")
 grep -E "Requests/sec|RESULT" "$DIR/wrk.out"
-echo "nginx connections=$CONNS seconds=$SECS cpu_s=$(echo "scale=2; ($t1 - $t0) / $HZ" | bc)" \
+echo "nginx connections=$CONNS seconds=$SECS requests=$REQ cpu_s=$(echo "scale=2; ($t1 - $t0) / $HZ" | bc)" \
   "cpu_us_per_request=$(echo "scale=2; ($t1 - $t0) * 1000000 / $HZ / $REQ" | bc)"
 rm -rf "$DIR"

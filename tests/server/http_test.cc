@@ -772,3 +772,48 @@ TEST_CASE("run_reader in a forked child: serves, then exits 0 on SIGTERM", "[ser
   store.reset();
   shm::Store::remove(name);
 }
+
+TEST_CASE("two readers on one listening socket share the connections", "[server]") {
+  Fixture f;  // reader in slot 1
+  server::ReaderOptions o = f.options;
+  o.slot = 2;
+  int stop2[2];
+  REQUIRE(pipe(stop2) == 0);
+  std::atomic<bool> ready2{false};
+  std::thread second([&] {
+    shm::Reader reader(*f.store, o.slot);
+    event_base* base = event_base_new();
+    {
+      server::HttpServer server(base, reader, *f.store, o);
+      event* stop_ev = event_new(
+          base, stop2[0], EV_READ, [](evutil_socket_t, short, void* s) { static_cast<server::HttpServer*>(s)->shutdown(); },
+          &server);
+      event_add(stop_ev, nullptr);
+      ready2 = true;
+      event_base_dispatch(base);
+      event_free(stop_ev);
+    }
+    event_base_free(base);
+  });
+  while (!ready2.load()) std::this_thread::sleep_for(1ms);
+
+  std::vector<int> fds;
+  for (int i = 0; i < 20; ++i) {
+    int fd = connect_to(f.port);
+    send_all(fd, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::string buf;
+    REQUIRE(read_response(fd, buf));  // accepted and answered before the next connects
+    fds.push_back(fd);
+  }
+  const uint64_t one = f.store->reader_counter(1, server::kConnectionsAccepted);
+  const uint64_t two = f.store->reader_counter(2, server::kConnectionsAccepted);
+  CHECK(one + two == 20);
+  CHECK(one >= 8);
+  CHECK(two >= 8);
+  for (int fd : fds) close(fd);
+  char b = 1;
+  (void)!write(stop2[1], &b, 1);
+  second.join();
+  close(stop2[0]);
+  close(stop2[1]);
+}
