@@ -64,6 +64,37 @@ int64_t floor_div(int64_t a, int64_t b) {
 
 uint64_t hash_key(std::string_view key) { return std::hash<std::string_view>{}(key); }
 
+// Folds a series' aggregate into its metric rollup: first / last are the earliest /
+// latest samples of any series. Quantiles are set by set_quantiles() from the merged
+// sketch.
+void fold(Aggregate& rollup, const Aggregate& a) {
+  if (a.count == 0) return;
+  if (rollup.count == 0) {
+    rollup = a;
+    return;
+  }
+  rollup.count += a.count;
+  rollup.sum += a.sum;
+  rollup.min = std::min(rollup.min, a.min);
+  rollup.max = std::max(rollup.max, a.max);
+  if (a.first_ts_ns < rollup.first_ts_ns) {
+    rollup.first = a.first;
+    rollup.first_ts_ns = a.first_ts_ns;
+  }
+  if (a.last_ts_ns > rollup.last_ts_ns) {
+    rollup.last = a.last;
+    rollup.last_ts_ns = a.last_ts_ns;
+  }
+}
+
+// Clamping to [min, max] keeps the 1% bound and never reports a value outside the data.
+void set_quantiles(Aggregate& a, const QuantileSketch& sketch) {
+  if (a.count == 0) return;
+  a.p50 = std::clamp(sketch.quantile(0.5), a.min, a.max);
+  a.p90 = std::clamp(sketch.quantile(0.9), a.min, a.max);
+  a.p99 = std::clamp(sketch.quantile(0.99), a.min, a.max);
+}
+
 }  // namespace
 
 struct Aggregator::Impl {
@@ -287,7 +318,7 @@ Aggregate Aggregator::Impl::aggregate(const SeriesState& st) {
       bin_scratch[out++] = bin_scratch[i];
   }
   bin_scratch.resize(out);
-  // Clamping to [min, max] keeps the 1% bound and never reports a value outside the data.
+  // Clamped like set_quantiles().
   auto q = [&](double p) {
     return std::clamp(quantile_of_sorted_bins(bin_scratch, a.count, p), a.min, a.max);
   };
@@ -444,20 +475,8 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
     MetricState& ms = metrics[st.metric];
     ms.keys.push_back(st.key);
     ms.record_keys.push_back(record);
-    if (a.count) {
-      Aggregate& r = ms.agg;
-      if (r.count == 0) {
-        r = a;
-      } else {
-        r.sum += a.sum;
-        r.min = std::min(r.min, a.min);
-        r.max = std::max(r.max, a.max);
-        if (a.first_ts_ns < r.first_ts_ns) r.first = a.first, r.first_ts_ns = a.first_ts_ns;
-        if (a.last_ts_ns > r.last_ts_ns) r.last = a.last, r.last_ts_ns = a.last_ts_ns;
-        r.count += a.count;
-      }
-      for (const SketchBin& b : m.bin_scratch) ms.sketch.add_key(b.key, b.count);
-    }
+    fold(ms.agg, a);
+    for (const SketchBin& b : m.bin_scratch) ms.sketch.add_key(b.key, b.count);
     if (prom_series) series_aggs.push_back(a);
   }
   builder.add_list(kSeriesList, all_records);
@@ -474,12 +493,7 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   for (uint32_t i : metric_order) {
     MetricState& ms = metrics[i];
     Aggregate& r = ms.agg;
-    if (r.count) {
-      auto q = [&](double p) { return std::clamp(ms.sketch.quantile(p), r.min, r.max); };
-      r.p50 = q(0.5);
-      r.p90 = q(0.9);
-      r.p99 = q(0.99);
-    }
+    set_quantiles(r, ms.sketch);
     const std::string& metric = m.metric_names[i];
     body.clear();
     render_metric(body, metric, r, window_s, ms.keys);
@@ -529,26 +543,11 @@ std::optional<Aggregate> Aggregator::metric(std::string_view name) const {
   for (const SeriesState& st : m.series) {
     if (st.metric != it->second) continue;
     any = true;
-    Aggregate a = m.aggregate(st);
-    if (!a.count) continue;
-    if (!r.count) {
-      r = a;
-    } else {
-      r.sum += a.sum;
-      r.min = std::min(r.min, a.min);
-      r.max = std::max(r.max, a.max);
-      if (a.first_ts_ns < r.first_ts_ns) r.first = a.first, r.first_ts_ns = a.first_ts_ns;
-      if (a.last_ts_ns > r.last_ts_ns) r.last = a.last, r.last_ts_ns = a.last_ts_ns;
-      r.count += a.count;
-    }
+    fold(r, m.aggregate(st));
     for (const SketchBin& b : m.bin_scratch) sketch.add_key(b.key, b.count);
   }
   if (!any) return std::nullopt;
-  if (r.count) {
-    r.p50 = std::clamp(sketch.quantile(0.5), r.min, r.max);
-    r.p90 = std::clamp(sketch.quantile(0.9), r.min, r.max);
-    r.p99 = std::clamp(sketch.quantile(0.99), r.min, r.max);
-  }
+  set_quantiles(r, sketch);
   return r;
 }
 

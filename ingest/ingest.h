@@ -177,7 +177,8 @@ struct Aggregate {
 
 // Per-series sliding-window state for every source. Sources are named by a caller-chosen
 // id (the Pipeline gives each URL its own); series remember the source that created
-// them, for the per-source limit and for forget_source().
+// them, for the per-source limit and for forget_source(). Not thread-safe, not even
+// the const queries (they share scratch buffers): one thread owns an Aggregator.
 class Aggregator {
  public:
   explicit Aggregator(const Config& config);  // config is resolved() here
@@ -218,7 +219,9 @@ class Aggregator {
 // ---------------------------------------------------------------------------------
 
 // Receives every built snapshot and the status of each configured source, in the
-// configuration's order (index i is Config::sources[i]). Called on the event loop.
+// configuration's order (index i is Config::sources[i]). Called on the event loop,
+// inside a libevent callback: it must not throw (handle publish errors inside it). It
+// may call Pipeline::reconfigure().
 using PublishFn =
     std::function<void(const shm::SnapshotBuilder&, const std::vector<shm::SourceStatus>&)>;
 

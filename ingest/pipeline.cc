@@ -401,6 +401,11 @@ void Pipeline::stop() {
   impl_->running = false;
   event_del(impl_->timer);
   impl_->cancel_fetches();
+  if (impl_->deferred) {  // a reload that waited for the cancelled tick
+    Config c = std::move(*impl_->deferred);
+    impl_->deferred.reset();
+    impl_->apply_config(c);
+  }
 }
 
 void Pipeline::reconfigure(Config config) {
