@@ -7,6 +7,7 @@ set xlabel "connections"
 set ylabel "requests/s (median of runs)"
 set logscale x 2
 set xtics (16, 64, 256)
+set xrange [12:340]
 set yrange [0:*]
 set grid
 set key bottom right
