@@ -437,7 +437,13 @@ void HttpServer::Impl::sweep() {
     if (c.lingering) {
       if (now_ms >= c.linger_deadline_ms) close_conn(c);
     } else if (c.pending() > 0 || c.stream) {
-      if (now_ms - c.last_active_ms >= idle) close_conn(c);  // the client stopped reading
+      if (now_ms - c.last_active_ms >= idle) {
+        // The client stopped reading: reset instead of closing, or the kernel would keep
+        // trickling the unsent socket buffer to it long after we forgot the connection.
+        linger abort{1, 0};
+        setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+        close_conn(c);
+      }
     } else if (c.in_len > 0) {
       if (now_ms - c.request_started_ms >= request) {
         Request none;
