@@ -115,6 +115,11 @@ struct Aggregator::Impl {
   std::string key_buf;
   std::vector<Label> merged;
   std::vector<SketchBin> bin_scratch;
+  // Kept across builds: at a million series these are tens of megabytes that would
+  // otherwise be allocated and page-faulted again at every tick.
+  std::string record_keys;
+  std::vector<std::string_view> all_records;
+  std::string body;
 
   void set_config(const Config& c);
   std::span<const Label> sorted_labels(const Sample& s);
@@ -453,12 +458,14 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   // All "s:" keys in one buffer, so the lists can hold views without a string each.
   size_t key_bytes = 0;
   for (const SeriesState& st : m.series) key_bytes += kSeriesPrefix.size() + st.key.size();
-  std::string record_keys;
+  std::string& record_keys = m.record_keys;
+  record_keys.clear();
   record_keys.reserve(key_bytes);
-  std::vector<std::string_view> all_records;
+  std::vector<std::string_view>& all_records = m.all_records;
+  all_records.clear();
   all_records.reserve(m.series.size());
 
-  std::string body;
+  std::string& body = m.body;
   for (uint32_t index : m.order) {
     const SeriesState& st = m.series[index];
     Aggregate a = m.aggregate(st);
