@@ -302,13 +302,29 @@ std::vector<SourceStatus> Store::sources() const {
   return out;
 }
 
+namespace {
+
+// ReaderSlot::pid while the slot changes hands. Whoever claims a slot or clears a dead
+// owner's first moves pid to kSlotBusy with a CAS from the value it judged, so that no
+// one else can claim or clear the slot in between. Without it, clearing a dead owner's
+// `reading` could erase the announcement of a new owner that claimed the slot after
+// the clearer looked at pid (a counterexample the spin model found).
+constexpr int32_t kSlotBusy = -1;
+
+// Frees slot s if its owner is still `pid` (known dead). True if this call freed it.
+bool free_dead_slot(ReaderSlot& s, int32_t pid) {
+  int32_t expected = pid;
+  if (pid <= 0 || !s.pid.compare_exchange_strong(expected, kSlotBusy, std::memory_order_acq_rel)) return false;
+  s.reading.store(0, std::memory_order_release);  // [P5'] as if the dead reader had left
+  s.pid.store(0, std::memory_order_release);
+  return true;
+}
+
+}  // namespace
+
 void Store::clear_reader_slot(uint32_t slot, int32_t pid) {
   if (slot >= reader_slots()) return;
-  ReaderSlot& s = impl_->c().slots[slot];
-  if (s.pid.load(std::memory_order_acquire) != pid) return;
-  s.reading.store(0, std::memory_order_release);  // [P5'] as if the dead reader had left
-  int32_t expected = pid;
-  if (s.pid.compare_exchange_strong(expected, 0, std::memory_order_acq_rel))
+  if (free_dead_slot(impl_->c().slots[slot], pid))
     impl_->c().stale_slots_cleared.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -332,15 +348,18 @@ uint64_t Store::reader_counter(uint32_t slot, uint32_t i) const {
 // ---------------------------------------------------------------------------------
 
 Writer::Writer(Store& store) : store_(store) {
+  // The same hand-over as a reader slot's: pid goes through kSlotBusy so that the
+  // start token stored here is the one any later acquire of writer_pid sees.
   Store::Control& c = store_.control();
   int32_t owner = c.writer_pid.load(std::memory_order_acquire);
   for (;;) {
-    if (owner == getpid()) break;
-    if (owner != 0 && process_alive(owner, c.writer_start_token.load(std::memory_order_relaxed)))
+    if (owner == kSlotBusy || (owner != 0 && owner != getpid() &&
+                               process_alive(owner, c.writer_start_token.load(std::memory_order_relaxed))))
       throw Error(fmt::format("shm /{} already has a live writer (pid {})", store_.name(), owner));
-    if (c.writer_pid.compare_exchange_weak(owner, getpid(), std::memory_order_acq_rel)) break;
+    if (c.writer_pid.compare_exchange_weak(owner, kSlotBusy, std::memory_order_acq_rel)) break;
   }
   c.writer_start_token.store(self_start_token(), std::memory_order_relaxed);
+  c.writer_pid.store(getpid(), std::memory_order_release);
 }
 
 Writer::~Writer() { store_.clear_writer(getpid()); }
@@ -359,17 +378,14 @@ bool slot_holds(Store::Control& c, ReaderSlot& s, uint32_t b, bool check_livenes
   uint64_t w = s.reading.load(std::memory_order_acquire);
   if (w == 0 || current_buffer(w) != b) return false;
   if (!check_liveness) return true;
+  // acquire: pairs with the release store of pid in Reader::Reader, so start_token is
+  // the one its owner stored.
   int32_t pid = s.pid.load(std::memory_order_acquire);
+  if (pid == 0 || pid == kSlotBusy) return true;  // changing hands: look again next round
   if (process_alive(pid, s.start_token.load(std::memory_order_relaxed))) return true;
-  // Dead owner: release its announcement. The CAS fails if the slot moved on (a new
-  // owner, or the old one left), in which case we look again next round.
-  if (s.reading.compare_exchange_strong(w, 0, std::memory_order_acq_rel)) {
-    int32_t expected = pid;
-    if (pid != 0 && s.pid.compare_exchange_strong(expected, 0, std::memory_order_acq_rel))
-      c.stale_slots_cleared.fetch_add(1, std::memory_order_relaxed);
-    return false;
-  }
-  return true;
+  if (!free_dead_slot(s, pid)) return true;  // someone else got there first: look again
+  c.stale_slots_cleared.fetch_add(1, std::memory_order_relaxed);
+  return false;
 }
 
 // A buffer other than `current` that no live reader announces, or -1 once the
@@ -382,7 +398,10 @@ int acquire_free_buffer(Store::Control& c, uint32_t current, bool have_current) 
     // its re-check load: either the reader sees the new current word and retries, or we
     // see its announcement and do not reuse the buffer it may read.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    bool check_liveness = round % 16 == 1;  // system calls only while held, and not every round
+    // Liveness costs system calls: only while held, not every round, and always on the
+    // last round, so that a dead reader never makes a publish skip.
+    const bool last_round = monotonic_ns() >= deadline;
+    const bool check_liveness = round % 16 == 1 || last_round;
     for (uint32_t k = 1; k <= c.buffer_count; ++k) {
       uint32_t b = (current + k) % c.buffer_count;
       if (have_current && b == current) continue;
@@ -390,7 +409,7 @@ int acquire_free_buffer(Store::Control& c, uint32_t current, bool have_current) 
       for (uint32_t i = 0; i < c.reader_slots && !held; ++i) held = slot_holds(c, c.slots[i], b, check_liveness);
       if (!held) return int(b);
     }
-    if (monotonic_ns() >= deadline) return -1;
+    if (last_round) return -1;
     if (round < 16) {
       std::this_thread::yield();
     } else {
@@ -490,14 +509,23 @@ Reader::Reader(Store& store, uint32_t slot) : store_(store), slot_(slot), maps_(
     throw Error(fmt::format("reader slot {} out of range (store has {})", slot, store.reader_slots()));
   ReaderSlot& s = store.control().slots[slot];
   int32_t owner = s.pid.load(std::memory_order_acquire);
-  for (;;) {
+  for (int busy_rounds = 0;;) {
+    if (owner == kSlotBusy) {  // another process is claiming or clearing it: brief
+      if (++busy_rounds > 100000) throw Error(fmt::format("reader slot {} stays busy", slot));
+      std::this_thread::yield();
+      owner = s.pid.load(std::memory_order_acquire);
+      continue;
+    }
     if (owner != 0 && owner != getpid() && process_alive(owner, s.start_token.load(std::memory_order_relaxed)))
       throw Error(fmt::format("reader slot {} is held by live pid {}", slot, owner));
-    if (s.pid.compare_exchange_weak(owner, getpid(), std::memory_order_acq_rel)) break;
+    if (s.pid.compare_exchange_weak(owner, kSlotBusy, std::memory_order_acq_rel)) break;
   }
+  // The slot is ours; a dead previous owner's announcement goes with it.
   s.start_token.store(self_start_token(), std::memory_order_relaxed);
-  s.reading.store(0, std::memory_order_release);
+  s.reading.store(0, std::memory_order_relaxed);
   s.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
+  // release: whoever acquires this pid sees the token above with it.
+  s.pid.store(getpid(), std::memory_order_release);
 }
 
 Reader::~Reader() {

@@ -128,6 +128,30 @@ TEST_CASE("a reader SIGKILLed inside a read does not block the writer", "[proces
   CHECK(*g->view().find("k1") == "three:1");
 }
 
+TEST_CASE("a dead reader never makes a publish skip, even with no reclaim wait", "[process][failure]") {
+  ScopedName n;
+  auto o = options(n.name, 2);
+  o.reclaim_timeout = std::chrono::milliseconds(0);  // the writer gives up at once ...
+  auto store = Store::create(o);
+  Writer writer(*store);
+  writer.publish(snapshot_of(10, "one"));
+  Pipe inside;
+  pid_t child = spawn([&] {
+    auto s = Store::open(n.name);
+    Reader r(*s, 0);
+    auto g = r.enter();
+    inside.signal();
+    pause();
+    return 0;
+  });
+  REQUIRE(inside.wait());
+  kill(child, SIGKILL);
+  wait_child(child);
+  CHECK(writer.publish(snapshot_of(10, "two")) == 2);
+  CHECK(writer.publish(snapshot_of(10, "three")) == 3);  // ... but checks liveness first
+  CHECK(store->info().publish_skipped == 0);
+}
+
 TEST_CASE("a reader SIGKILLed while the writer waits on it unblocks the writer", "[process][failure]") {
   ScopedName n;
   auto o = options(n.name, 2);
