@@ -125,7 +125,10 @@ void sd_notify(const std::string& state) {
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return;
   socklen_t alen = socklen_t(offsetof(sockaddr_un, sun_path) + len);
-  if (sendto(fd, state.data(), state.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr), alen) < 0)
+  // start-stop-daemon --notify-await listens only until READY=1: a socket gone by
+  // STOPPING=1 is expected, anything else is worth a line.
+  if (sendto(fd, state.data(), state.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr), alen) < 0 &&
+      errno != ENOENT && errno != ECONNREFUSED)
     log::warn("sd_notify {}: {}", path, std::strerror(errno));
   close(fd);
 }
