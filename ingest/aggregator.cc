@@ -45,6 +45,7 @@ struct Bucket {
   uint32_t count;
   uint32_t bin_begin;  // this bucket's bins are [bin_begin, next bucket's bin_begin)
 };
+static_assert(sizeof(Bucket) == 64, "the memory figures in docs/ assume 64-byte buckets");
 
 struct SeriesState {
   std::string key;

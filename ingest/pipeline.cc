@@ -57,6 +57,7 @@ struct Source {
   std::string url;
   Kind kind = Kind::file;
   std::string host, target, path;  // http: host and request target; file: path
+  std::string host_header;         // host, with the port unless it is 80
   int port = 80;
   std::unique_ptr<SyntheticSource> synthetic;
   evhttp_connection* connection = nullptr;
@@ -95,6 +96,7 @@ std::unique_ptr<Source> make_source(const std::string& url) {
     const char* path = evhttp_uri_get_path(uri);
     const char* query = evhttp_uri_get_query(uri);
     s->target = path && *path ? path : "/";
+    s->host_header = s->port == 80 ? s->host : fmt::format("{}:{}", s->host, s->port);
     if (query) s->target.append("?").append(query);
     evhttp_uri_free(uri);
   } else {
@@ -211,7 +213,7 @@ struct Pipeline::Impl {
     f->request = evhttp_request_new(&Impl::on_response, f);
     evhttp_request_set_error_cb(f->request, &Impl::on_request_error);
     evkeyvalq* headers = evhttp_request_get_output_headers(f->request);
-    evhttp_add_header(headers, "Host", s.host.c_str());
+    evhttp_add_header(headers, "Host", s.host_header.c_str());
     evhttp_add_header(headers, "Accept", "application/json");
     evhttp_add_header(headers, "User-Agent", "telemetryd");
     evhttp_add_header(headers, "Connection", "close");

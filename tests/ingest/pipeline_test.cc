@@ -55,6 +55,8 @@ class Upstream {
   std::string native_body = R"({"samples":[{"metric":"up","labels":{"src":"http"},"value":1}]})";
   std::string otlp_body = read_file(data_path("good/otlp.json"));
   int hits = 0;
+  std::string last_host;
+  int port() const { return port_; }
 
  private:
   static void handle(evhttp_request* req, void* arg) {
@@ -62,6 +64,8 @@ class Upstream {
     ++self->hits;
     std::string_view path = evhttp_request_get_uri(req);
     evbuffer* out = evbuffer_new();
+    const char* host = evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
+    self->last_host = host ? host : "";
     if (path == "/native") {
       evbuffer_add(out, self->native_body.data(), self->native_body.size());
       evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
@@ -191,6 +195,7 @@ TEST_CASE("one tick fetches every source - bad ones fail alone and within the ti
   CHECK(native.errors == 0);
   CHECK(native.last_error.empty());
   CHECK(native.bytes == upstream->native_body.size());
+  CHECK(upstream->last_host == fmt::format("127.0.0.1:{}", upstream->port()));
 
   // The test files' timestamps are from 2024: older than the window, so dropped.
   const auto& otlp = status_of(pub, upstream->url("/otlp"));
