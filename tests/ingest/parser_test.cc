@@ -196,3 +196,28 @@ TEST_CASE("Config::resolved fills defaults and rejects bad settings") {
   dup.sources = {"file:///a", "file:///a"};
   CHECK_THROWS_AS(dup.resolved(), std::invalid_argument);
 }
+
+TEST_CASE("OTLP: a bad resource attribute rejects that resource's points only") {
+  Parser p;
+  ParseResult r = p.parse(R"({"resourceMetrics":[
+    {"resource":{"attributes":[{"key":"bad key","value":{"stringValue":"x"}}]},
+     "scopeMetrics":[{"metrics":[{"name":"a","gauge":{"dataPoints":[{"asDouble":1},{"asDouble":2}]}}]}]},
+    {"scopeMetrics":[{"metrics":[{"name":"b","histogram":{"dataPoints":[{"count":3}]}}]}]}]})");
+  REQUIRE(r.ok);
+  CHECK(r.rejected == 2);
+  CHECK(r.error.find("resource") != std::string::npos);
+  REQUIRE(p.samples().size() == 1);  // a histogram point without sum: only _count
+  CHECK(p.samples()[0].metric == "b");
+  CHECK(p.samples()[0].suffix == "_count");
+  CHECK(p.samples()[0].value == 3);
+}
+
+TEST_CASE("OTLP: points flagged as having no recorded value are skipped") {
+  Parser p;
+  ParseResult r = p.parse(R"({"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g",
+    "gauge":{"dataPoints":[{"flags":1},{"asDouble":5,"flags":0}]}}]}]}]})");
+  REQUIRE(r.ok);
+  CHECK(r.rejected == 0);
+  REQUIRE(p.samples().size() == 1);
+  CHECK(p.samples()[0].value == 5);
+}
