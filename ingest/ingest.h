@@ -134,7 +134,8 @@ class Parser {
   Parser(const Parser&) = delete;
   Parser& operator=(const Parser&) = delete;
 
-  // content_type may be empty; the body decides when it does not name a format.
+  // The body's shape decides the format; content_type (may be empty) is only used to
+  // refuse protobuf bodies with a clear error and to label a broken OTLP body as such.
   ParseResult parse(std::string_view body, std::string_view content_type = {});
   // Same, without copying: body.data() must stay readable up to `capacity` bytes and
   // capacity >= body.size() + padding() (what simdjson reads past the end).
