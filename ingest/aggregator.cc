@@ -118,9 +118,10 @@ struct Aggregator::Impl {
   std::vector<SketchBin> bin_scratch;
   // Kept across builds: at a million series these are tens of megabytes that would
   // otherwise be allocated and page-faulted again at every tick.
-  std::string record_keys;
-  std::vector<std::string_view> all_records;
+  std::vector<uint32_t> all_records;  // scratch of build(), kept for its capacity
+  std::string record_key;
   std::string body;
+  size_t last_build_bytes = 0;        // key + value bytes of the last build
 
   void set_config(const Config& c);
   std::span<const Label> sorted_labels(const Sample& s);
@@ -448,46 +449,40 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   struct MetricState {
     Aggregate agg;
     QuantileSketch sketch;
-    std::vector<std::string_view> keys;         // series keys, sorted
-    std::vector<std::string_view> record_keys;  // "s:" + key, sorted
+    std::vector<std::string_view> keys;  // series keys, sorted
+    std::vector<uint32_t> records;       // their "s:" records' ids, same order
   };
   std::vector<MetricState> metrics(m.metric_names.size());
   std::vector<Aggregate> series_aggs;
   bool prom_series = m.series.size() < m.config.prom_series_limit;
   if (prom_series) series_aggs.reserve(m.series.size());
 
-  // All "s:" keys in one buffer, so the lists can hold views without a string each.
-  size_t key_bytes = 0;
-  for (const SeriesState& st : m.series) key_bytes += kSeriesPrefix.size() + st.key.size();
-  std::string& record_keys = m.record_keys;
-  record_keys.clear();
-  record_keys.reserve(key_bytes);
-  std::vector<std::string_view>& all_records = m.all_records;
+  // Sized from the last build, so a steady writer does not regrow the builder.
+  builder.reserve(m.series.size() + m.metric_names.size() + 2, m.last_build_bytes);
+  std::vector<uint32_t>& all_records = m.all_records;
   all_records.clear();
   all_records.reserve(m.series.size());
 
   std::string& body = m.body;
+  std::string& record = m.record_key;
   for (uint32_t index : m.order) {
     const SeriesState& st = m.series[index];
     Aggregate a = m.aggregate(st);
-    size_t at = record_keys.size();
-    record_keys.append(kSeriesPrefix).append(st.key);
-    std::string_view record(record_keys.data() + at, record_keys.size() - at);
-    all_records.push_back(record);
-
+    record.assign(kSeriesPrefix).append(st.key);
     body.clear();
     const std::string& metric = m.metric_names[st.metric];
     render_series(body, st.key, metric, a, window_s, now_ns - st.last_seen >= m.stale_ns);
-    builder.add(record, body);
+    uint32_t id = builder.add(record, body);
+    all_records.push_back(id);
 
     MetricState& ms = metrics[st.metric];
     ms.keys.push_back(st.key);
-    ms.record_keys.push_back(record);
+    ms.records.push_back(id);
     fold(ms.agg, a);
     for (const SketchBin& b : m.bin_scratch) ms.sketch.add_key(b.key, b.count);
     if (prom_series) series_aggs.push_back(a);
   }
-  builder.add_list(kSeriesList, all_records);
+  builder.add_list(kSeriesList, std::span<const uint32_t>(all_records));
 
   std::vector<uint32_t> metric_order;
   for (uint32_t i = 0; i < metrics.size(); ++i)
@@ -507,7 +502,7 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
     render_metric(body, metric, r, window_s, ms.keys);
     name.assign(kMetricPrefix).append(metric);
     builder.add(name, body);
-    builder.add_list(name, ms.record_keys);
+    builder.add_list(name, std::span<const uint32_t>(ms.records));
     counts.push_back({metric, ms.keys.size()});
     prom_metrics.push_back({metric, ms.keys.size(), &r});
   }
@@ -526,6 +521,7 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   body.clear();
   render_prometheus(body, prom_metrics, prom);
   builder.add(kPromRecord, body);
+  m.last_build_bytes = builder.serialized_size();
 }
 
 size_t Aggregator::series_count() const { return impl_->series.size(); }

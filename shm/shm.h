@@ -81,10 +81,16 @@ class SnapshotBuilder {
   SnapshotBuilder(SnapshotBuilder&&) noexcept;
   SnapshotBuilder& operator=(SnapshotBuilder&&) noexcept;
 
-  void add(std::string_view key, std::string_view value);
-  // A named list of record keys, in the order given (e.g. the series of one metric).
+  // Returns the record's id (its index in insertion order), which add_list() accepts.
+  uint32_t add(std::string_view key, std::string_view value);
+  // A named list of records, in the order given (e.g. the series of one metric). By id
+  // is the fast form; by key looks each key up and throws if it is not a record.
+  void add_list(std::string_view name, std::span<const uint32_t> records);
   void add_list(std::string_view name, std::span<const std::string_view> keys);
   void add_list(std::string_view name, const std::vector<std::string>& keys);
+  // Room for this many records and key + value bytes, so that a build of known size
+  // does not regrow its buffers. clear() keeps the capacity.
+  void reserve(size_t records, size_t bytes);
 
   size_t record_count() const;
   size_t list_count() const;

@@ -163,9 +163,9 @@ SnapshotBuilder::~SnapshotBuilder() = default;
 SnapshotBuilder::SnapshotBuilder(SnapshotBuilder&&) noexcept = default;
 SnapshotBuilder& SnapshotBuilder::operator=(SnapshotBuilder&&) noexcept = default;
 
-void SnapshotBuilder::add(std::string_view key, std::string_view value) {
+uint32_t SnapshotBuilder::add(std::string_view key, std::string_view value) {
   Impl& m = *impl_;
-  if (key.size() > UINT32_MAX || value.size() > UINT32_MAX)
+  if (key.size() > UINT32_MAX || value.size() > UINT32_MAX || m.entries.size() >= UINT32_MAX / 2)
     throw Error(fmt::format("snapshot record too large: key {} bytes, value {} bytes", key.size(),
                             value.size()));
   if ((m.entries.size() + 1) * 2 > m.table.size()) m.grow_table();
@@ -188,17 +188,14 @@ void SnapshotBuilder::add(std::string_view key, std::string_view value) {
     e.value_len = static_cast<uint32_t>(value.size());
   }
   m.arena.append(value);
+  return m.table[slot] - 1;
 }
 
-void SnapshotBuilder::add_list(std::string_view name, std::span<const std::string_view> keys) {
+void SnapshotBuilder::add_list(std::string_view name, std::span<const uint32_t> records) {
   Impl& m = *impl_;
-  Impl::List list{hash_bytes(name.data(), name.size()), std::string(name), {}};
-  list.entries.reserve(keys.size());
-  for (std::string_view k : keys) {
-    auto e = m.find(k);
-    if (!e) throw Error(fmt::format("snapshot list '{}' names key '{}' that is not a record", name, k));
-    list.entries.push_back(*e);
-  }
+  for (uint32_t r : records)
+    if (r >= m.entries.size()) throw Error(fmt::format("snapshot list '{}' names record {} of {}", name, r, m.entries.size()));
+  Impl::List list{hash_bytes(name.data(), name.size()), std::string(name), {records.begin(), records.end()}};
   for (Impl::List& l : m.lists) {
     if (l.hash == list.hash && l.name == name) {
       l = std::move(list);
@@ -208,9 +205,27 @@ void SnapshotBuilder::add_list(std::string_view name, std::span<const std::strin
   m.lists.push_back(std::move(list));
 }
 
+void SnapshotBuilder::add_list(std::string_view name, std::span<const std::string_view> keys) {
+  std::vector<uint32_t> records;
+  records.reserve(keys.size());
+  for (std::string_view k : keys) {
+    auto e = impl_->find(k);
+    if (!e) throw Error(fmt::format("snapshot list '{}' names key '{}' that is not a record", name, k));
+    records.push_back(*e);
+  }
+  add_list(name, std::span<const uint32_t>(records));
+}
+
 void SnapshotBuilder::add_list(std::string_view name, const std::vector<std::string>& keys) {
   std::vector<std::string_view> views(keys.begin(), keys.end());
   add_list(name, std::span<const std::string_view>(views));
+}
+
+void SnapshotBuilder::reserve(size_t records, size_t bytes) {
+  Impl& m = *impl_;
+  m.entries.reserve(records);
+  m.arena.reserve(bytes);
+  while (m.table.size() < records * 2) m.grow_table();
 }
 
 size_t SnapshotBuilder::record_count() const { return impl_->entries.size(); }
@@ -310,7 +325,16 @@ std::vector<std::byte> SnapshotBuilder::serialize(uint64_t generation, uint64_t 
   return out;
 }
 
-void SnapshotBuilder::clear() { *impl_ = Impl{}; }
+void SnapshotBuilder::clear() {
+  // Keep every buffer's capacity: the writer builds a snapshot of about the same size
+  // every interval.
+  Impl& m = *impl_;
+  m.arena.clear();
+  m.entries.clear();
+  std::fill(m.table.begin(), m.table.end(), 0);
+  m.lists.clear();
+  m.record_bytes = 0;
+}
 
 // ---------------------------------------------------------------------------------
 // SnapshotView. Every field read from the buffer is treated as hostile: offsets and
