@@ -284,6 +284,10 @@ inline constexpr std::string_view kSeriesList = "series";
 inline constexpr std::string_view kMetricsRecord = "metrics";
 inline constexpr std::string_view kPromRecord = "prom";
 
+// Appends text as a quoted JSON string, escaped (the bodies' escaping, for anyone who
+// renders JSON around them).
+void append_json_string(std::string& out, std::string_view text);
+
 inline std::string series_record_key(std::string_view series_key) {
   return std::string(kSeriesPrefix).append(series_key);
 }

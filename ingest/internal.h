@@ -28,8 +28,7 @@ void append_escaped_label_value(std::string& out, std::string_view value);
 void append_series_key(std::string& out, std::string_view metric, std::string_view suffix,
                        std::span<const Label> sorted_labels);
 
-// JSON output.
-void append_json_string(std::string& out, std::string_view text);
+// JSON output (append_json_string is public, in ingest.h).
 // Shortest text that parses back to the same double; `null` when not finite.
 void append_json_number(std::string& out, double value);
 // Unix seconds from nanoseconds, as the double closest to the exact decimal value.

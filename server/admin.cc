@@ -2,6 +2,8 @@
 // reply), its permission checks, and the text / JSON renderings of a Report.
 #include "server/admin.h"
 
+#include "ingest/ingest.h"
+
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -33,22 +35,9 @@ Report& Report::add_list(std::string name, std::vector<Report> items) {
   return *this;
 }
 
-std::string json_escape(std::string_view text) {
+std::string json_string(std::string_view text) {
   std::string out;
-  out.reserve(text.size() + 2);
-  for (char ch : text) {
-    unsigned char c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-        else out += ch;
-    }
-  }
+  ingest::append_json_string(out, text);
   return out;
 }
 
@@ -76,7 +65,7 @@ std::string scalar_text(const Report::Scalar& v) {
 }
 
 std::string scalar_json(const Report::Scalar& v) {
-  if (auto s = std::get_if<std::string>(&v)) return fmt::format("\"{}\"", json_escape(*s));
+  if (auto s = std::get_if<std::string>(&v)) return json_string(*s);
   if (auto d = std::get_if<double>(&v)) return std::isfinite(*d) ? fmt::format("{}", *d) : "null";
   return scalar_text(v);
 }
@@ -103,7 +92,7 @@ std::string Report::json() const {
   for (size_t k = 0; k < fields_.size(); ++k) {
     const Field& f = fields_[k];
     if (k) out += ",";
-    out += fmt::format("\"{}\":", json_escape(f.name));
+    out += json_string(f.name) + ":";
     if (!f.is_list) {
       out += scalar_json(f.scalar);
       continue;
@@ -129,7 +118,7 @@ std::string Command::line() const {
 }
 
 std::string error_reply(const Command& command, std::string_view reason) {
-  if (command.json) return fmt::format("{{\"error\":\"{}\"}}", json_escape(reason));
+  if (command.json) return fmt::format("{{\"error\":{}}}", json_string(reason));
   return fmt::format("Error: {}", reason);
 }
 

@@ -49,7 +49,7 @@ class Report {
   std::vector<Field> fields_;
 };
 
-std::string json_escape(std::string_view text);
+std::string json_string(std::string_view text);  // quoted and escaped
 
 // A parsed command: its words, minus a trailing `json`.
 struct Command {

@@ -196,22 +196,6 @@ void append_uint(std::string& out, uint64_t v) {
   out.append(buf, p);
 }
 
-void append_json_escaped(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      out += "\\u00";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-}
-
 void append_prom_label_value(std::string& out, std::string_view s) {
   for (char c : s) {
     if (c == '\\') out += "\\\\";

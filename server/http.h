@@ -52,9 +52,6 @@ std::string_view reason_phrase(int status);
 // Appends `v` in decimal.
 void append_uint(std::string& out, uint64_t v);
 
-// Appends `s` as the contents of a JSON string (no quotes added).
-void append_json_escaped(std::string& out, std::string_view s);
-
 // Appends `s` escaped as a Prometheus label value (\\, \", \n).
 void append_prom_label_value(std::string& out, std::string_view s);
 

@@ -631,9 +631,9 @@ void HttpServer::Impl::respond(Conn& c, const Request& req, int status, uint64_t
 
 void HttpServer::Impl::respond_json_error(Conn& c, const Request& req, int status, uint64_t generation,
                                           std::string_view msg, std::string_view extra) {
-  body.assign(R"({"error":")");
-  http::append_json_escaped(body, msg);
-  body.append("\"}");
+  body.assign(R"({"error":)");
+  ingest::append_json_string(body, msg);
+  body.append("}");
   respond(c, req, status, generation, "application/json", body, {}, extra);
 }
 

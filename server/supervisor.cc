@@ -993,7 +993,7 @@ std::string Supervisor::show_series(const Command& c, const std::string& key) {
   auto body = guard->view().find(ingest::series_record_key(key));
   if (!body) return error_reply(c, fmt::format("no series '{}' in generation {}", key, guard->generation()));
   if (c.json)
-    return fmt::format("{{\"key\":\"{}\",\"generation\":{},\"series\":{}}}", json_escape(key), guard->generation(), *body);
+    return fmt::format("{{\"key\":{},\"generation\":{},\"series\":{}}}", json_string(key), guard->generation(), *body);
   return Report().add("key", key).add("generation", guard->generation()).add("series", std::string(*body)).text();
 }
 

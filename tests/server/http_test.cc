@@ -42,9 +42,9 @@ const std::string kMem = "mem";
 const std::string kOdd = R"(req{path="/a b,c=d",q="x\"y"})";  // space, comma, =, escaped quote
 
 std::string series_body(const std::string& key, int version = 1) {
-  std::string escaped;
-  server::http::append_json_escaped(escaped, key);
-  return R"({"key":")" + escaped + R"(","count":)" + std::to_string(version) + "}";
+  std::string quoted;
+  ingest::append_json_string(quoted, key);
+  return R"({"key":)" + quoted + R"(,"count":)" + std::to_string(version) + "}";
 }
 
 // A snapshot with the given series (plus the four fixed ones) in the conventions'
