@@ -11,22 +11,32 @@ trap 'rm -rf "$work"' EXIT
 jobs="${SPIN_JOBS:-2}"
 
 # name | expect (pass/fail) | spin -D options | gcc options | pan options
+# COLLAPSE: state compression (the 3-reader runs need 10-11 M states; without it they come
+# near the 3 GB limit).  RUN_READERS=2: only slots 0 and 1 have a reader process.
 checks=$(cat <<'LIST'
-safety_reader_death|pass|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=1 -DWDEATHS=0 -DGROWS=0|-DSAFETY -DNOCLAIM|
-safety_writer_death|pass|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=0 -DWDEATHS=1 -DGROWS=0|-DSAFETY -DNOCLAIM|
-FULL safety_growth|pass|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=0 -DWDEATHS=0 -DGROWS=1|-DSAFETY -DNOCLAIM|
-FULL safety_3buffers_stop|pass|-DNB=3 -DMAXG=3 -DREADS=1 -DRDEATHS=0 -DWDEATHS=0 -DGROWS=0 -DRSTOPS=1|-DSAFETY -DNOCLAIM|
-FULL progress_publish_or_skip|pass|-DNB=3 -DMAXG=3 -DREADS=1 -DRDEATHS=1 -DWDEATHS=0 -DGROWS=0 -DRSTOPS=2 -DSKIP_IS_PROGRESS|-DNP|-l
-FULL progress_publish_spare|pass|-DNB=3 -DMAXG=3 -DREADS=1 -DRDEATHS=1 -DWDEATHS=0 -DGROWS=0 -DRSTOPS=1|-DNP|-l
+safety_reader_death|pass|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=1 -DWDEATHS=0 -DGROWS=0|-DSAFETY -DNOCLAIM -DCOLLAPSE|
+safety_writer_death|pass|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=0 -DWDEATHS=1 -DGROWS=0|-DSAFETY -DNOCLAIM -DCOLLAPSE|
+safety_respawn_early|pass|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=1 -DWDEATHS=0 -DGROWS=0 -DRESPAWN_EARLY -DRUN_READERS=2|-DSAFETY -DNOCLAIM -DCOLLAPSE|
+progress_publish_or_skip|pass|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=1 -DWDEATHS=0 -DGROWS=0 -DRSTOPS=1 -DRUN_READERS=2 -DSKIP_IS_PROGRESS|-DNP -DCOLLAPSE|-l
+FULL safety_growth|pass|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=0 -DWDEATHS=0 -DGROWS=1|-DSAFETY -DNOCLAIM -DCOLLAPSE|
+FULL safety_3buffers_stop|pass|-DNB=3 -DMAXG=3 -DREADS=1 -DRDEATHS=0 -DWDEATHS=0 -DGROWS=0 -DRSTOPS=1|-DSAFETY -DNOCLAIM -DCOLLAPSE|
+FULL progress_publish_or_skip_3buffers|pass|-DNB=3 -DMAXG=3 -DREADS=1 -DRDEATHS=1 -DWDEATHS=0 -DGROWS=0 -DRSTOPS=1 -DRUN_READERS=2 -DSKIP_IS_PROGRESS|-DNP -DCOLLAPSE|-l
+FULL progress_dead_reader_fair|pass|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=1 -DWDEATHS=0 -DGROWS=0 -DRSTOPS=0 -DRUN_READERS=2|-DNP -DCOLLAPSE -DNFAIR=3|-l -f
 bug_no_recheck|fail|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=0 -DWDEATHS=0 -DGROWS=0 -DNO_RECHECK|-DSAFETY -DNOCLAIM|
 bug_no_reuse_wait|fail|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=0 -DWDEATHS=0 -DGROWS=0 -DNO_REUSE_WAIT|-DSAFETY -DNOCLAIM|
 bug_no_fence_p4|fail|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=0 -DWDEATHS=0 -DGROWS=0 -DNO_FENCE_P4|-DSAFETY -DNOCLAIM|
 bug_no_fence_p6|fail|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=0 -DWDEATHS=0 -DGROWS=0 -DNO_FENCE_P6|-DSAFETY -DNOCLAIM|
 bug_no_remap|fail|-DNB=2 -DMAXG=3 -DREADS=2 -DRDEATHS=0 -DWDEATHS=0 -DGROWS=2 -DNO_REMAP|-DSAFETY -DNOCLAIM|
-bug_respawn_before_clear|fail|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=1 -DWDEATHS=0 -DGROWS=0 -DRESPAWN_EARLY|-DSAFETY -DNOCLAIM|
+bug_old_clear|fail|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=1 -DWDEATHS=0 -DGROWS=0 -DRESPAWN_EARLY -DOLD_CLEAR -DRUN_READERS=2|-DSAFETY -DNOCLAIM|
+open_writer_busy_forever|fail|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=0 -DWDEATHS=1 -DGROWS=0 -DRUN_READERS=1 -DCHECK_HANDOVER|-DSAFETY -DNOCLAIM|
+open_slot_busy_forever|fail|-DNB=2 -DMAXG=3 -DREADS=1 -DRDEATHS=2 -DWDEATHS=0 -DGROWS=0 -DRUN_READERS=1 -DRESPAWN_READERS -DCHECK_HANDOVER|-DSAFETY -DNOCLAIM|
 LIST
 )
-# Checks marked FULL take minutes each (or do not complete in 3 GB): SPIN_FULL=1 runs them.
+# Checks marked FULL take longer: SPIN_FULL=1 runs them too.
+# open_*: OPEN FINDINGS in shm/store.cc (76d122b), not bug variants of the model: a process
+# killed between its CAS of pid to kSlotBusy and its final pid store leaves the pid busy for
+# good (-DCHECK_HANDOVER turns that into an error). They are expected to fail while the
+# code has the problem; once the code is fixed (and the model with it), flip them to pass.
 if [ "${SPIN_FULL:-0}" = 1 ]; then checks=$(printf '%s\n' "$checks" | sed 's/^FULL //')
 else checks=$(printf '%s\n' "$checks" | grep -v '^FULL '); fi
 

@@ -30,11 +30,24 @@
  *   -DNO_FENCE_P4     no seq_cst fence between the announce [P3] and the re-check [P2']
  *   -DNO_FENCE_P6     no seq_cst fence before the writer's slot scan
  *   -DNO_REMAP        Reader::enter keeps an old mapping after the buffer grew
- *   -DRESPAWN_EARLY   the supervisor restarts a reader on the slot before it clears it
- *                     (an environment-contract check of Store::clear_reader_slot)
+ *   -DOLD_CLEAR       with -DRESPAWN_EARLY: clear_reader_slot and slot_holds free a dead
+ *                     owner's slot as before 76d122b (load pid, store/CAS reading 0, CAS pid),
+ *                     not through kSlotBusy: the clear erases a replacement's announcement
+ *
+ * Options that are not bugs:
+ *   -DRESPAWN_EARLY   the supervisor starts a replacement reader on the slot before it
+ *                     clears the dead one's (the race 76d122b fixed: must pass)
+ *   -DRESPAWN_READERS the supervisor starts a replacement after clearing
+ *   -DCHECK_HANDOVER  a claim that finds the pid kSlotBusy for good (its claimer or clearer
+ *                     died inside the hand-over) is an assertion failure instead of a
+ *                     refusal: an open liveness finding, see docs/architecture.md
+ *   -DSKIP_IS_PROGRESS  a counted skip is a progress step (for pan -l)
  */
 
 #define NR 3          /* reader slots, one reader process each (the model spells out 3) */
+#ifndef RUN_READERS
+#define RUN_READERS NR /* reader processes started (slots 0 .. RUN_READERS-1; the rest stay free) */
+#endif
 #ifndef NB
 #define NB 3          /* Control::buffer_count (the default of StoreOptions) */
 #endif
@@ -60,6 +73,8 @@
 #define ROUNDS 2      /* scan rounds at most before the reclaim deadline passes (round 1 checks liveness) */
 #endif
 
+#define BUSY 255      /* kSlotBusy (-1): ReaderSlot::pid / Control::writer_pid while changing hands */
+
 /* Control::current: pack_current(generation, buffer); the code shifts by 8, the model by 2 */
 #define WORD(g, b)  ((g) * 4 + (b))
 #define GEN(w)      ((w) / 4)
@@ -77,7 +92,7 @@ bit  publish_skipped;         /* Control::publish_skipped, saturated at 1 */
 byte seq[NB];                 /* BufferDesc::seq: incarnation of buffer b */
 byte generation[NB];          /* BufferDesc::generation */
 byte bstate[NB];              /* abstract: EMPTY / WRITING / READABLE */
-byte slot_pid[NR];                 /* ReaderSlot::pid (+ start_token): 0 = free */
+byte slot_pid[NR];            /* ReaderSlot::pid (+ start_token): 0 = free, BUSY = kSlotBusy */
 byte reading[NR];             /* ReaderSlot::reading, as visible in memory */
 
 /* ---------------- memory system: one-entry store buffers ---------------- */
@@ -86,7 +101,7 @@ bool rsb_full[NR]; byte rsb_val[NR];  /* reader r: pending store of reading[r] *
 
 /* ---------------- processes (the kernel's view) ---------------- */
 byte rpid_cur[NR];      /* pid of the live incarnation of reader r */
-bool ralive[NR];        /* that process exists (a zombie counts, as in process_alive) */
+bool ralive[NR];        /* that process exists (not yet reaped; process_alive also needs !rzombie) */
 bool rkill[NR], rstop[NR], rzombie[NR], rrespawn[NR];
 byte wpid_cur;
 bool walive, wkill, wzombie, wrespawn;
@@ -100,9 +115,11 @@ bool killer_done;
 byte growths;           /* buffer growths so far (bounded by GROWS) */
 
 #define RPID(r, inc)   (1 + (r) + NR * (inc))
-#define RALIVE(p)      ((p) != 0 && rpid_cur[((p) - 1) % NR] == (p) && ralive[((p) - 1) % NR])
+/* process_alive(pid, start_token): a zombie counts as gone (process_start_token reads 'Z') */
+#define RALIVE(p)      ((p) != 0 && (p) != BUSY && rpid_cur[((p) - 1) % NR] == (p) && \
+                        ralive[((p) - 1) % NR] && !rzombie[((p) - 1) % NR])
 #define WPID(inc)      (100 + (inc))
-#define WALIVE(p)      ((p) != 0 && wpid_cur == (p) && walive)
+#define WALIVE(p)      ((p) != 0 && (p) != BUSY && wpid_cur == (p) && walive && !wzombie)
 
 /* store through the store buffer (a full buffer drains first) */
 #define STORE_R(r, v)  atomic { if :: rsb_full[r] -> reading[r] = rsb_val[r] :: else fi; \
@@ -133,15 +150,39 @@ proctype Reader(byte r) {
   byte inc = 0;
 restart:
   me = RPID(r, inc);
+  /* Reader::Reader: claim the slot through kSlotBusy. A pid busy for good (its claimer or
+     clearer died inside the hand-over) blocks here: the code throws "stays busy". */
+#ifndef CHECK_HANDOVER
+end_claim:
+#endif
   {
-    /* Reader::Reader: claim the slot (load pid, CAS), start_token, reading = 0 (release) */
-    atomic { owner = slot_pid[r]; assert(owner == 0 || owner == me || !RALIVE(owner));
-             slot_pid[r] = me; owner = 0 };
-    atomic { reading[r] = 0 };                        /* (release; see P5 below) */
+    if
+    :: inc == 0 ->
+       /* First start: pid 0, reading 0. Nobody else acts on a slot with pid 0 and reading 0
+          (slot_holds looks at pid only when reading != 0; clears need a dead pid), so the
+          steps below are invisible to others here and run as one (a state-space reduction). */
+       atomic { assert(slot_pid[r] == 0 && reading[r] == 0 && !rsb_full[r]); slot_pid[r] = me }
+    :: else ->
+    do
+    :: /* pid load (acquire); wait while kSlotBusy */
+       atomic { slot_pid[r] != BUSY -> owner = slot_pid[r] };
+       assert(owner == 0 || owner == me || !RALIVE(owner));   /* environment: no live owner */
+       atomic {                                       /* CAS pid owner -> kSlotBusy (acq_rel) */
+         if
+         :: slot_pid[r] == owner -> slot_pid[r] = BUSY; owner = 0; break
+         :: else -> owner = 0                         /* changed under us: look again */
+         fi
+       }
+    od;
+    STORE_R(r, 0);                                    /* start_token; reading.store(0, relaxed) */
+    atomic { FLUSH_R(r); slot_pid[r] = me }           /* pid.store(getpid(), release) */
+    fi;
     do
     :: nreads >= READS -> break
     :: nreads < READS ->
-       /* Reader::enter(). Before the first publish it returns nullopt: the model waits. */
+       /* Reader::enter(). Before the first publish it returns nullopt: the model waits (an
+          end state: a reader that keeps getting nullopt is not stuck). */
+end_nopub:
        atomic { current != 0 -> w = current };        /* [P2] acquire */
        do
        :: STORE_R(r, w);                              /* [P3] announce (relaxed) */
@@ -217,32 +258,64 @@ end_stopped:
   }; \
   if \
   :: w != 0 -> \
-     atomic { p = slot_pid[i]; if :: RALIVE(p) -> held = true; w = 0; p = 0 :: else fi };  /* pid, start_token; process_alive */ \
+     OWNER_CHECK(i) \
      if \
-     :: w != 0 -> \
-        atomic {                                       /* dead owner: CAS reading w -> 0 */ \
-          if \
-          :: reading[i] == w -> reading[i] = 0 \
-          :: else -> held = true; p = 0                /* the slot moved on: next round */ \
-          fi; \
-          w = 0 \
-        }; \
-        atomic { if :: p != 0 && slot_pid[i] == p -> slot_pid[i] = 0 :: else fi; p = 0 }  /* CAS pid */ \
+     :: w != 0 -> FREE_DEAD(i) \
      :: else \
      fi \
   :: else \
   fi
 
+#ifndef OLD_CLEAR
+/* pid (acquire), 0 or kSlotBusy: held; start_token, process_alive: live owner: held */
+#define OWNER_CHECK(i) \
+     atomic { p = slot_pid[i]; if :: p == 0 || p == BUSY || RALIVE(p) -> held = true; w = 0; p = 0 \
+                                  :: else fi };
+/* free_dead_slot(s, pid): CAS pid -> kSlotBusy, reading = 0, pid = 0; fails: held */
+#define FREE_DEAD(i) \
+        atomic { if :: slot_pid[i] == p -> slot_pid[i] = BUSY \
+                    :: else -> held = true; p = 0 fi; w = 0 }; \
+        if \
+        :: p != 0 -> \
+           atomic { reading[i] = 0 };                   /* [P5'] release */ \
+           atomic { slot_pid[i] = 0; p = 0 }            /* pid.store(0, release) */ \
+        :: else \
+        fi
+#else
+/* before 76d122b: pid, process_alive; CAS reading w -> 0, CAS pid p -> 0 */
+#define OWNER_CHECK(i) \
+     atomic { p = slot_pid[i]; if :: RALIVE(p) -> held = true; w = 0; p = 0 :: else fi };
+#define FREE_DEAD(i) \
+        atomic { if :: reading[i] == w -> reading[i] = 0 \
+                    :: else -> held = true; p = 0 fi; w = 0 }; \
+        atomic { if :: p != 0 && slot_pid[i] == p -> slot_pid[i] = 0 :: else fi; p = 0 }
+#endif
+
 proctype Writer() {
   byte me, owner, cur, g, b, k, round, w, p;
-  bool held, liveness;
+  bool held, liveness, last;
   byte inc = 0;
 restart:
   me = WPID(inc);
   {
-    /* Writer::Writer: claim the writer role (load writer_pid, liveness, CAS) */
-    atomic { owner = writer_pid; assert(owner == 0 || owner == me || !WALIVE(owner));
-             writer_pid = me; owner = 0 };
+    /* Writer::Writer: claim the writer role through kSlotBusy */
+    do
+    :: atomic {
+         owner = writer_pid;                          /* writer_pid.load(acquire) */
+         assert(owner == 0 || owner == me || owner == BUSY || !WALIVE(owner));  /* environment */
+         if
+         :: owner == BUSY -> owner = 0; goto wrefused /* "already has a live writer (pid -1)" */
+         :: else
+         fi
+       };
+       atomic {                                       /* CAS writer_pid owner -> kSlotBusy */
+         if
+         :: writer_pid == owner -> writer_pid = BUSY; owner = 0; break
+         :: else -> owner = 0                         /* changed under us: look again */
+         fi
+       }
+    od;
+    atomic { writer_pid = me };                       /* writer_start_token; writer_pid.store(release) */
     do
     :: /* Writer::publish() */
        atomic {
@@ -256,11 +329,20 @@ restart:
        /* acquire_free_buffer(c, current_buffer(cur), cur != 0) */
        do
        :: /* one round */
+          /* [P6] seq_cst fence; last_round = monotonic_ns() >= deadline: time passes, the
+             deadline may have passed at any round, and has after ROUNDS rounds at the latest;
+             check_liveness = round % 16 == 1 || last_round */
+          atomic {
 #ifndef NO_FENCE_P6
-          atomic { FLUSH_W; liveness = (round == 1); k = 1 };   /* [P6] seq_cst fence */
-#else
-          atomic { liveness = (round == 1); k = 1 };            /* round % 16 == 1 */
+            FLUSH_W;
 #endif
+            if
+            :: round + 1 >= ROUNDS -> last = true
+            :: round + 1 < ROUNDS -> last = true
+            :: round + 1 < ROUNDS -> last = false
+            fi;
+            liveness = (round == 1 || last); k = 1
+          };
           do
           :: atomic { k > NB -> k = 0; break }
           :: atomic { k <= NB && cur != 0 && (BUF(cur) + k) % NB == BUF(cur) -> k++ }
@@ -273,18 +355,16 @@ restart:
 #endif
              atomic {
                if
-               :: !held -> k = 0; liveness = false; round = 0; goto found
+               :: !held -> k = 0; liveness = false; last = false; round = 0; goto found
                :: else -> k++; held = false; b = 0
                fi
              }
           od;
-          /* if (monotonic_ns() >= deadline) return -1. Time passes: after ROUNDS rounds at the
-             latest, and after any round if the writer was descheduled long enough. */
+          /* if (last_round) return -1 */
           atomic {
             if
-            :: round + 1 >= ROUNDS -> goto skipped
-            :: round + 1 < ROUNDS -> round++
-            :: round + 1 < ROUNDS -> goto skipped
+            :: last -> goto skipped
+            :: else -> round++
             fi
           }
        od;
@@ -293,7 +373,7 @@ skipped:
 progress_skipped:
 #endif
        atomic { publish_skipped = 1; wpub = false;       /* publish_skipped.fetch_add; return 0 */
-                round = 0; liveness = false; cur = 0; g = 0 };
+                round = 0; liveness = false; last = false; cur = 0; g = 0 };
        goto next;
 found:
        /* grow if needed: a new incarnation, BufferDesc::seq + 1 (relaxed) */
@@ -320,11 +400,18 @@ progress_published:
 next:  skip
     od;
 end_idle:
-    false                                             /* done: the model publishes MAXG generations */
+    false;                                            /* done: the model publishes MAXG generations */
+wrefused:
+#ifdef CHECK_HANDOVER
+    assert(false);                                    /* writer_pid stays kSlotBusy for good */
+#endif
+end_wrefused:
+    false                                             /* Writer::Writer threw; no writer from now on */
   } unless {
     wkill ->
     atomic { FLUSH_W; wpub = false; wzombie = true;
-             cur = 0; g = 0; b = 0; k = 0; round = 0; w = 0; p = 0; held = false; liveness = false };
+             cur = 0; g = 0; b = 0; k = 0; round = 0; w = 0; p = 0; held = false; liveness = false;
+             last = false; owner = 0 };
 end_wdead:
     atomic { wrespawn -> wrespawn = false; wkill = false; inc++ };
     goto restart
@@ -344,16 +431,33 @@ end_wdead:
 #endif
 byte rpid_inc[NR];
 
+#ifndef OLD_CLEAR
+/* Store::clear_reader_slot(r, p) = free_dead_slot: CAS pid p -> kSlotBusy, [P5'] reading = 0
+   (release), pid = 0 (release) */
+#define CLEAR_READER_SLOT(r) \
+     atomic { if :: slot_pid[r] == p -> slot_pid[r] = BUSY :: else -> p = 0 fi }; \
+     if \
+     :: p != 0 -> \
+        reading[r] = 0; \
+        atomic { slot_pid[r] = 0; p = 0 } \
+     :: else \
+     fi
+#else
+/* before 76d122b: load pid; if p: reading = 0 [P5']; CAS pid p -> 0 */
+#define CLEAR_READER_SLOT(r) \
+     if \
+     :: slot_pid[r] == p -> \
+        reading[r] = 0; \
+        atomic { if :: slot_pid[r] == p -> slot_pid[r] = 0 :: else fi } \
+     :: else \
+     fi; \
+     p = 0
+#endif
+
 #define REAP_READER(r) \
   :: atomic { rzombie[r] -> rzombie[r] = false; ralive[r] = false; p = rpid_cur[r]; \
               rpid_inc[r]++; EARLY(r) }; \
-     /* Store::clear_reader_slot(r, p) */ \
-     if \
-     :: slot_pid[r] == p -> \
-        reading[r] = 0;                                  /* [P5'] */ \
-        atomic { if :: slot_pid[r] == p -> slot_pid[r] = 0 :: else fi }  /* CAS pid p -> 0 */ \
-     :: else \
-     fi; \
+     CLEAR_READER_SLOT(r); \
      RESPAWN(r)
 
 active proctype Supervisor() {
@@ -395,19 +499,25 @@ init {
   byte b;
   atomic {
     for (b : 0 .. NB - 1) { seq[b] = 1 };            /* Store::create: incarnation 1 */
-    for (b : 0 .. NR - 1) { rpid_cur[b] = RPID(b, 0); ralive[b] = true };
+    for (b : 0 .. RUN_READERS - 1) { rpid_cur[b] = RPID(b, 0); ralive[b] = true };
     wpid_cur = WPID(0); walive = true;
     run Writer();
-    for (b : 0 .. NR - 1) { run Reader(b) }
+    for (b : 0 .. RUN_READERS - 1) { run Reader(b) }
   }
 }
 
-/* (3) is checked as non-progress cycles (pan -l, compiled with -DNP): every other process
-   is finite (bounded reads, deaths, stops), so an infinite run that passes no progress label
-   is the writer waiting for ever.  progress_published marks a publish; with
-   -DSKIP_IS_PROGRESS a counted skip counts too (stopped readers may hold every spare buffer).
-   The LTL formulas below state the same under weak fairness (pan -a -f -N name); they are
-   correct but too slow for run.sh at these sizes. */
+/* (3) Each publish attempt is bounded by construction (at most ROUNDS rounds of at most NB
+   candidates and NR slots, no blocking statement inside publish: a writer blocked there would
+   be an invalid end state of the safety runs), as the code's loop is by its deadline.  What is
+   checked is that no infinite run avoids the progress labels (pan -l, compiled with -DNP):
+   every other process is finite (bounded reads, deaths, stops), so such a run is the writer
+   retrying for ever.  progress_published marks a publish; with -DSKIP_IS_PROGRESS a counted
+   skip counts too (publish-or-skip: run.sh progress_publish_or_skip*).  Without
+   SKIP_IS_PROGRESS, pan -l finds an unfair cycle (a live reader never scheduled to leave its
+   read makes every attempt skip, as a reader slower than the reclaim timeout does); with weak
+   fairness (pan -l -f, run.sh progress_dead_reader_fair) a dead reader alone never keeps the
+   writer from publishing.  The LTL formulas below are kept for pan -a -f -N name; run.sh
+   does not run them. */
 /* (3) the writer never waits for ever: every publish() call ends (publishes or skips) */
 ltl publish_ends { [] (wpub -> <> !wpub) }
 /* (3') with a spare buffer (stopped readers <= NB - 2) and dead readers reaped, the writer
