@@ -2,6 +2,7 @@
 // protocol between one Writer and many Readers. The protocol's proof sketch is in
 // docs/architecture.md; [Pn] labels mark the loads, stores and fences it talks about.
 #include <algorithm>
+#include <cstdlib>
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 #include <cerrno>
@@ -304,17 +305,24 @@ std::vector<SourceStatus> Store::sources() const {
 
 namespace {
 
-// ReaderSlot::pid while the slot changes hands. Whoever claims a slot or clears a dead
-// owner's first moves pid to kSlotBusy with a CAS from the value it judged, so that no
-// one else can claim or clear the slot in between. Without it, clearing a dead owner's
-// `reading` could erase the announcement of a new owner that claimed the slot after
-// the clearer looked at pid (a counterexample the spin model found).
-constexpr int32_t kSlotBusy = -1;
+// ReaderSlot::pid (and Control::writer_pid) is 0 when free, the owner's pid when owned,
+// and -P while process P moves it from one state to another (claims it, or frees a dead
+// owner's). Every change first CASes pid from the value the changer judged to its own
+// -P, so no one else can claim or clear the slot in between: without that, clearing a
+// dead owner's `reading` could erase the announcement of a new owner that claimed the
+// slot after the clearer looked (a counterexample the spin model found). Naming the
+// holder lets anyone finish the job if the holder dies inside it (another spin finding:
+// an anonymous busy mark left behind by a killed process blocked the slot for good).
+// Both kinds of change end in the same state when their holder dies, free, because a
+// slot is only claimed from free or from a dead owner.
+int32_t busy_mark() { return -getpid(); }
+bool busy_holder_alive(int32_t pid) { return process_start_token(-pid) != 0; }
 
-// Frees slot s if its owner is still `pid` (known dead). True if this call freed it.
+// Frees slot s if its pid is still `pid`: a dead owner (> 0) or the busy mark of a dead
+// holder (< 0). True if this call freed it.
 bool free_dead_slot(ReaderSlot& s, int32_t pid) {
   int32_t expected = pid;
-  if (pid <= 0 || !s.pid.compare_exchange_strong(expected, kSlotBusy, std::memory_order_acq_rel)) return false;
+  if (pid == 0 || !s.pid.compare_exchange_strong(expected, busy_mark(), std::memory_order_acq_rel)) return false;
   s.reading.store(0, std::memory_order_release);  // [P5'] as if the dead reader had left
   s.pid.store(0, std::memory_order_release);
   return true;
@@ -323,13 +331,18 @@ bool free_dead_slot(ReaderSlot& s, int32_t pid) {
 }  // namespace
 
 void Store::clear_reader_slot(uint32_t slot, int32_t pid) {
-  if (slot >= reader_slots()) return;
-  if (free_dead_slot(impl_->c().slots[slot], pid))
+  if (slot >= reader_slots() || pid <= 0) return;
+  // The reaped process either owned the slot, or died while claiming or freeing it.
+  ReaderSlot& s = impl_->c().slots[slot];
+  if (free_dead_slot(s, pid) || free_dead_slot(s, -pid))
     impl_->c().stale_slots_cleared.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Store::clear_writer(int32_t pid) {
+  if (pid <= 0) return;
   int32_t expected = pid;
+  if (impl_->c().writer_pid.compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) return;
+  expected = -pid;  // died while claiming the role
   impl_->c().writer_pid.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
 }
 
@@ -348,15 +361,16 @@ uint64_t Store::reader_counter(uint32_t slot, uint32_t i) const {
 // ---------------------------------------------------------------------------------
 
 Writer::Writer(Store& store) : store_(store) {
-  // The same hand-over as a reader slot's: pid goes through kSlotBusy so that the
-  // start token stored here is the one any later acquire of writer_pid sees.
+  // The same hand-over as a reader slot's (see busy_mark): pid goes through -getpid()
+  // so that the start token stored here is the one any later acquire of writer_pid sees.
   Store::Control& c = store_.control();
   int32_t owner = c.writer_pid.load(std::memory_order_acquire);
   for (;;) {
-    if (owner == kSlotBusy || (owner != 0 && owner != getpid() &&
-                               process_alive(owner, c.writer_start_token.load(std::memory_order_relaxed))))
-      throw Error(fmt::format("shm /{} already has a live writer (pid {})", store_.name(), owner));
-    if (c.writer_pid.compare_exchange_weak(owner, kSlotBusy, std::memory_order_acq_rel)) break;
+    bool live = owner > 0 ? owner != getpid() &&
+                                process_alive(owner, c.writer_start_token.load(std::memory_order_relaxed))
+                          : owner < 0 && busy_holder_alive(owner);
+    if (live) throw Error(fmt::format("shm /{} already has a live writer (pid {})", store_.name(), std::abs(owner)));
+    if (c.writer_pid.compare_exchange_weak(owner, busy_mark(), std::memory_order_acq_rel)) break;
   }
   c.writer_start_token.store(self_start_token(), std::memory_order_relaxed);
   c.writer_pid.store(getpid(), std::memory_order_release);
@@ -381,8 +395,9 @@ bool slot_holds(Store::Control& c, ReaderSlot& s, uint32_t b, bool check_livenes
   // acquire: pairs with the release store of pid in Reader::Reader, so start_token is
   // the one its owner stored.
   int32_t pid = s.pid.load(std::memory_order_acquire);
-  if (pid == 0 || pid == kSlotBusy) return true;  // changing hands: look again next round
-  if (process_alive(pid, s.start_token.load(std::memory_order_relaxed))) return true;
+  if (pid == 0) return true;  // its owner just left: look again next round
+  bool alive = pid > 0 ? process_alive(pid, s.start_token.load(std::memory_order_relaxed)) : busy_holder_alive(pid);
+  if (alive) return true;
   if (!free_dead_slot(s, pid)) return true;  // someone else got there first: look again
   c.stale_slots_cleared.fetch_add(1, std::memory_order_relaxed);
   return false;
@@ -510,15 +525,15 @@ Reader::Reader(Store& store, uint32_t slot) : store_(store), slot_(slot), maps_(
   ReaderSlot& s = store.control().slots[slot];
   int32_t owner = s.pid.load(std::memory_order_acquire);
   for (int busy_rounds = 0;;) {
-    if (owner == kSlotBusy) {  // another process is claiming or clearing it: brief
-      if (++busy_rounds > 100000) throw Error(fmt::format("reader slot {} stays busy", slot));
+    if (owner < 0 && busy_holder_alive(owner)) {  // another process is mid hand-over: brief
+      if (++busy_rounds > 100000) throw Error(fmt::format("reader slot {} stays busy (pid {})", slot, -owner));
       std::this_thread::yield();
       owner = s.pid.load(std::memory_order_acquire);
       continue;
     }
-    if (owner != 0 && owner != getpid() && process_alive(owner, s.start_token.load(std::memory_order_relaxed)))
+    if (owner > 0 && owner != getpid() && process_alive(owner, s.start_token.load(std::memory_order_relaxed)))
       throw Error(fmt::format("reader slot {} is held by live pid {}", slot, owner));
-    if (s.pid.compare_exchange_weak(owner, kSlotBusy, std::memory_order_acq_rel)) break;
+    if (s.pid.compare_exchange_weak(owner, busy_mark(), std::memory_order_acq_rel)) break;
   }
   // The slot is ours; a dead previous owner's announcement goes with it.
   s.start_token.store(self_start_token(), std::memory_order_relaxed);

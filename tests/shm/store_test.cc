@@ -194,3 +194,46 @@ TEST_CASE("source statuses round-trip through the control segment", "[store]") {
   CHECK(got[0].errors == 4);
   CHECK(got[0].last_error == std::string(kSourceErrorBytes - 1, 'e'));
 }
+
+TEST_CASE("a process killed in the middle of a hand-over does not block the slot or the role", "[store][failure]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name, 2));
+  // A child marks slot 2 and the writer role busy, as Reader::Reader and Writer::Writer
+  // do between their CAS and their final store, and dies there.
+  Pipe marked;
+  pid_t child = spawn([&] {
+    auto s = Store::open(n.name);
+    s->control().slots[2].pid.store(-getpid());
+    s->control().slots[2].reading.store(pack_current(1, 0));
+    s->control().writer_pid.store(-getpid());
+    marked.signal();
+    pause();
+    return 0;
+  });
+  REQUIRE(marked.wait());
+  CHECK_THROWS_WITH(Writer(*store), Catch::Contains("already has a live writer"));  // holder alive
+  kill(child, SIGKILL);
+  REQUIRE(wait_child(child) == 128 + SIGKILL);
+
+  Writer writer(*store);  // the holder is dead: the role is taken over
+  // The slot's stale announcement names buffer 0; both buffers get used without a skip.
+  for (int g = 1; g <= 4; ++g) CHECK(writer.publish(snapshot_of(5, fmt::format("g{}", g))) == uint64_t(g));
+  CHECK(store->info().publish_skipped == 0);
+  CHECK(store->info().readers[2].pid == 0);
+  Reader reader(*store, 2);
+  CHECK(reader.enter()->generation() == 4);
+}
+
+TEST_CASE("the supervisor clears a slot its reaped child left busy", "[store][failure]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name, 2));
+  pid_t child = spawn([&] {
+    auto s = Store::open(n.name);
+    s->control().slots[1].pid.store(-getpid());
+    return 0;
+  });
+  REQUIRE(wait_child(child) == 0);
+  store->clear_reader_slot(1, child);
+  CHECK(store->info().readers[1].pid == 0);
+  CHECK(store->info().stale_slots_cleared == 1);
+}
