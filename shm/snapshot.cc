@@ -106,35 +106,42 @@ struct SnapshotBuilder::Impl {
 
   std::string arena;             // keys and values, back to back
   std::vector<Entry> entries;    // insertion order
-  std::vector<uint32_t> table;   // entry index + 1, 0 = empty; dedups keys as they come
+  // Dedups keys as they come: open addressing over (high 32 bits of the hash << 32 |
+  // entry index + 1), 0 = empty. The tag rejects other keys without touching `entries`,
+  // so an add costs one random access, not two.
+  std::vector<uint64_t> table;
   std::vector<List> lists;
   size_t record_bytes = 0;       // records section, as serialized
 
   std::string_view key_of(const Entry& e) const { return {arena.data() + e.key_at, e.key_len}; }
+  static uint64_t slot_of(uint64_t hash, size_t entry) { return (hash >> 32 << 32) | (entry + 1); }
+  static uint32_t entry_of(uint64_t slot) { return static_cast<uint32_t>(slot) - 1; }
 
-  // Index of the entry with this key, or where it would go (with found = false).
+  // Index of the table slot holding this key, or where it would go (found = false).
   size_t probe(std::string_view key, uint64_t h, bool& found) const {
     size_t mask = table.size() - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
-      uint32_t t = table[i];
+      uint64_t t = table[i];
       if (t == 0) {
         found = false;
         return i;
       }
-      const Entry& e = entries[t - 1];
-      if (e.hash == h && key_of(e) == key) {
-        found = true;
-        return i;
+      if (t >> 32 == h >> 32) {
+        const Entry& e = entries[entry_of(t)];
+        if (e.hash == h && key_of(e) == key) {
+          found = true;
+          return i;
+        }
       }
     }
   }
   void grow_table() {
-    std::vector<uint32_t> old(table.size() ? table.size() * 2 : 1024, 0);
+    std::vector<uint64_t> old(table.size() ? table.size() * 2 : 1024, 0);
     old.swap(table);
     size_t mask = table.size() - 1;
-    for (uint32_t t : old) {
+    for (uint64_t t : old) {
       if (t == 0) continue;
-      size_t i = entries[t - 1].hash & mask;
+      size_t i = entries[entry_of(t)].hash & mask;
       while (table[i] != 0) i = (i + 1) & mask;
       table[i] = t;
     }
@@ -144,7 +151,7 @@ struct SnapshotBuilder::Impl {
     bool found;
     size_t i = probe(key, hash_bytes(key.data(), key.size()), found);
     if (!found) return std::nullopt;
-    return table[i] - 1;
+    return entry_of(table[i]);
   }
 
   size_t lists_bytes() const {
@@ -176,19 +183,19 @@ uint32_t SnapshotBuilder::add(std::string_view key, std::string_view value) {
   if (!found) {
     m.entries.push_back({h, m.arena.size(), value_at, static_cast<uint32_t>(key.size()),
                          static_cast<uint32_t>(value.size())});
-    m.table[slot] = static_cast<uint32_t>(m.entries.size());
+    m.table[slot] = Impl::slot_of(h, m.entries.size() - 1);
     m.arena.append(key);
     m.record_bytes += align8(sizeof(RecordHeader) + key.size() + value.size());
   } else {
     // Last value wins; the old value's bytes stay in the arena until clear().
-    Impl::Entry& e = m.entries[m.table[slot] - 1];
+    Impl::Entry& e = m.entries[Impl::entry_of(m.table[slot])];
     m.record_bytes -= align8(sizeof(RecordHeader) + e.key_len + e.value_len);
     m.record_bytes += align8(sizeof(RecordHeader) + e.key_len + value.size());
     e.value_at = value_at;
     e.value_len = static_cast<uint32_t>(value.size());
   }
   m.arena.append(value);
-  return m.table[slot] - 1;
+  return Impl::entry_of(m.table[slot]);
 }
 
 void SnapshotBuilder::add_list(std::string_view name, std::span<const uint32_t> records) {
