@@ -110,6 +110,7 @@ struct HttpServer::Impl {
   event grace_ev{};
   bool grace_on = false;
   bool shutting_down = false;
+  bool more_pipelined = false;  // draining: another request follows the one being answered
 
   std::vector<Conn*> conns;
   uint64_t accepted = 0;
@@ -188,8 +189,11 @@ struct HttpServer::Impl::Conn {
   size_t pending() const { return out.size() - out_off; }
 };
 
+// While draining, the last request the client has already sent is answered with
+// `Connection: close`; the ones pipelined before it keep the connection, so everything
+// in flight gets a response rather than being dropped behind the close.
 bool HttpServer::Impl::keep_alive(const Conn& c, const Request& req) const {
-  return req.keep_alive && !shutting_down && !c.close_after_flush;
+  return req.keep_alive && (!shutting_down || more_pipelined) && !c.close_after_flush;
 }
 
 // =====================================================================================
@@ -464,16 +468,21 @@ void HttpServer::Impl::on_grace(evutil_socket_t, short, void* arg) {
   event_base_loopexit(static_cast<Impl*>(arg)->base, nullptr);
 }
 
+// Drain. Closing an idle keep-alive connection races with the client's next request on
+// it: a request sent just as we close gets a reset or EOF instead of a response, and
+// clients such as wrk count that as a failure. So nothing is closed here: we only stop
+// accepting (the peers on the shared socket take new connections) and every connection
+// stays open until it gets its next response, which carries `Connection: close`
+// (keep_alive() says no while shutting_down) and ends in the usual lingering close.
+// The loop ends when the last connection is gone; a connection that sent nothing for
+// the whole shutdown_grace is closed by the grace timer (the destructor closes it),
+// which keeps the stop bounded. No earlier "quiet period" cut: a client that sends every
+// few seconds would meet the same race at the end of that period instead.
 void HttpServer::Impl::begin_shutdown() {
   if (shutting_down) return;
   shutting_down = true;
   watch_listen(false);
   accept_paused = false;
-  // Idle keep-alive connections go now; the others finish their response and close.
-  for (size_t i = conns.size(); i-- > 0;) {
-    Conn& c = *conns[i];
-    if (!c.lingering && c.in_len == 0 && c.pending() == 0 && !c.stream) close_conn(c);
-  }
   if (conns.empty()) {
     event_base_loopexit(base, nullptr);
     return;
@@ -530,7 +539,13 @@ void HttpServer::Impl::process_input(Conn& c) {
       off = c.in_len;
       break;
     }
+    if (shutting_down) {
+      Request next;
+      more_pipelined = http::parse_request(std::string_view(c.in.data() + off, c.in_len - off), opt.max_header_bytes,
+                                           next) != Parse::incomplete;
+    }
     handle(c, req, guard ? &guard->view() : nullptr, store_failed);
+    more_pipelined = false;
   }
   if (served) reader.count_requests(served);
   // Keep the unparsed tail (a partial request) at the front of the buffer.

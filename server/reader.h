@@ -32,7 +32,7 @@ struct ReaderOptions {
 };
 
 // Runs the reader's event loop in this (forked) process until SIGTERM/SIGINT (graceful:
-// stop accepting, finish in-flight within shutdown_grace) and returns the process exit
+// HttpServer::shutdown's drain, bounded by shutdown_grace) and returns the process exit
 // code (server::kExitOk, or kExitFailure when the loop cannot run). Installs its own
 // signal handling on a fresh event_base. `store` is the opened shm store; the reader
 // claims options.slot in it for its lifetime.
@@ -50,9 +50,11 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Graceful stop: stop accepting, close idle keep-alive connections, let the others
-  // finish the response in flight, and break the loop of `base` once none is left or
-  // after options.shutdown_grace (whichever comes first).
+  // Graceful stop (drain): stop accepting, keep every open connection, answer each
+  // one's next request (and any pipelined before it) with `Connection: close` and then
+  // close it, and break the loop of `base` once none is left or after
+  // options.shutdown_grace (whichever comes first); connections still idle then are
+  // closed by the destructor.
   void shutdown();
 
   size_t open_connections() const;

@@ -195,6 +195,52 @@ std::string http_raw(uint16_t port, const std::string& bytes) {
   return out;
 }
 
+KeepAliveClient::~KeepAliveClient() {
+  if (fd_ >= 0) close(fd_);
+}
+
+KeepAliveClient::Outcome KeepAliveClient::get(const std::string& target, int* status) {
+  if (status) *status = 0;
+  if (fd_ < 0) {
+    int err = 0;
+    fd_ = connect_tcp(port_, &err);
+    if (fd_ < 0) return Outcome::refused;
+  }
+  auto fail = [&] {
+    close(fd_);
+    fd_ = -1;
+    return Outcome::failed;
+  };
+  if (!send_all(fd_, "GET " + target + " HTTP/1.1\r\nHost: localhost\r\n\r\n")) return fail();
+  // Head, then Content-Length bytes of body; 10s per read bounds a hung server.
+  std::string raw;
+  size_t head_end = std::string::npos, need = std::string::npos;
+  char buf[16384];
+  while (need == std::string::npos || raw.size() < need) {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, 10000) <= 0) return fail();
+    ssize_t n = read(fd_, buf, sizeof buf);
+    if (n <= 0) return fail();  // EOF or reset before the whole response: failed
+    raw.append(buf, size_t(n));
+    if (head_end == std::string::npos && (head_end = raw.find("\r\n\r\n")) != std::string::npos) {
+      HttpResponse head = parse_response(raw.substr(0, head_end + 4));
+      auto it = head.headers.find("content-length");
+      if (head.headers.empty() || it == head.headers.end()) return fail();  // every answer here has a length
+      need = head_end + 4 + std::stoul(it->second);
+    }
+  }
+  HttpResponse r = parse_response(raw);
+  if (status) *status = r.status;
+  if (r.status == 0) return fail();
+  auto conn = r.headers.find("connection");
+  if (conn != r.headers.end() && conn->second == "close") {
+    close(fd_);
+    fd_ = -1;
+    return Outcome::close;
+  }
+  return Outcome::ok;
+}
+
 std::string url_encode(const std::string& text) {
   static const char hex[] = "0123456789ABCDEF";
   std::string out;

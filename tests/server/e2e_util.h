@@ -57,6 +57,26 @@ HttpResponse http_get(uint16_t port, const std::string& target, const std::strin
 std::string http_raw(uint16_t port, const std::string& bytes);
 std::string url_encode(const std::string& text);
 
+// A client that keeps one connection and reuses it, the way wrk and curl do: it
+// reconnects only after a response that said `Connection: close` (or before the first
+// request). A request counts as failed when it was sent and no complete response came
+// back (reset, EOF, cut short): exactly what a draining server must never cause.
+class KeepAliveClient {
+ public:
+  enum class Outcome { ok, close, refused, failed };  // close: answered with Connection: close
+  explicit KeepAliveClient(uint16_t port) : port_(port) {}
+  ~KeepAliveClient();
+  KeepAliveClient(const KeepAliveClient&) = delete;
+  KeepAliveClient& operator=(const KeepAliveClient&) = delete;
+  // One GET; `status` gets the response status (0 without one).
+  Outcome get(const std::string& target, int* status = nullptr);
+  bool connected() const { return fd_ >= 0; }
+
+ private:
+  uint16_t port_;
+  int fd_ = -1;
+};
+
 // A local upstream serving one body at every path.
 class Upstream {
  public:

@@ -723,13 +723,56 @@ TEST_CASE("a snapshot stream cut by a new generation ends in a truncated transfe
   CHECK(get(f.port, "/v1/series/mem").body == series_body(kMem, 3));
 }
 
-TEST_CASE("shutdown: idle connections close, the loop ends", "[server]") {
-  Fixture f;
+TEST_CASE("shutdown drains: open connections get their next answer with Connection: close", "[server]") {
+  server::ReaderOptions o;
+  o.shutdown_grace = 20s;  // long: the loop must end because every connection closed
+  Fixture f(o);
+  int a = connect_to(f.port), b = connect_to(f.port);
+  std::string abuf, bbuf;
+  for (int fd : {a, b}) send_all(fd, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+  REQUIRE(read_response(a, abuf));
+  REQUIRE(read_response(b, bbuf));
+  char one = 1;
+  (void)!write(f.stop_pipe[1], &one, 1);  // shutdown() on the server's thread, no join
+
+  // Idle when the drain began, `a` stays open: its next request is answered (not
+  // reset) and says Connection: close. Until the server thread sees the stop, the
+  // answers are keep-alive ones, hence the bounded loop.
+  bool told_to_close = false;
+  for (int i = 0; i < 1000 && !told_to_close; ++i) {
+    send_all(a, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+    auto r = read_response(a, abuf);
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    told_to_close = r->header("connection") == "close";
+    if (!told_to_close) std::this_thread::sleep_for(1ms);
+  }
+  CHECK(told_to_close);
+  CHECK(closed_by_server(a));
+
+  // Requests already pipelined are all answered; only the last one closes.
+  send_all(b, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\nGET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+  auto first = read_response(b, bbuf);
+  auto second = read_response(b, bbuf);
+  REQUIRE(first);
+  REQUIRE(second);
+  CHECK(first->header("connection").empty());
+  CHECK(second->header("connection") == "close");
+  CHECK(closed_by_server(b));
+  f.stop();  // joins: the loop ended with the last connection, well before the grace
+  close(a);
+  close(b);
+}
+
+TEST_CASE("shutdown: a connection idle for the whole grace is closed, the loop ends", "[server]") {
+  server::ReaderOptions o;
+  o.shutdown_grace = 300ms;
+  Fixture f(o);
   int fd = connect_to(f.port);
   std::string buf;
   send_all(fd, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
   REQUIRE(read_response(fd, buf));
-  f.stop();  // joins the server thread: the loop must end on its own
+  f.stop();  // joins the server thread: the grace timer must end the loop
   CHECK(closed_by_server(fd));
   close(fd);
 }
