@@ -11,6 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
+#include "ingest/ingest.h"
 #include "server/config.h"
 #include "server/log.h"
 #include "server/service.h"
@@ -78,6 +81,18 @@ int main(int argc, char** argv) {
     return kExitBadConfig;
   }
   if (command_line.check_config) {
+    // The settings were checked above; each source URL is checked where the writer
+    // checks it, by making (not starting) its pipeline. A service started with a bad URL
+    // still reports it, through its writer exiting 2.
+    event_base* base = event_base_new();
+    try {
+      ingest::Pipeline probe(base, options.ingest, [](const shm::SnapshotBuilder&, const std::vector<shm::SourceStatus>&) {});
+    } catch (const std::invalid_argument& e) {
+      event_base_free(base);
+      std::cerr << "telemetryd: " << e.what() << "\n";
+      return kExitBadConfig;
+    }
+    event_base_free(base);
     std::cout << "configuration ok: listen " << options.listen << ", " << options.workers << " workers, "
               << options.ingest.sources.size() << " source(s)\n";
     return kExitOk;

@@ -48,6 +48,14 @@ TEST_CASE("bad flags and files exit non-zero with a one-line reason", "[e2e]") {
   r = run({telemetryd_bin(), "--no-such-flag"});
   CHECK(r.status == 2);
 
+  // Source URLs are checked as the writer would check them.
+  r = run({telemetryd_bin(), "--source", "ftp://127.0.0.1/m.json", "--check-config"});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("unsupported source") != std::string::npos);
+  r = run({telemetryd_bin(), "--source", "file://relative/m.json", "--check-config"});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("absolute path") != std::string::npos);
+
   write_file(dir.file("bad.toml"), "listen = \"127.0.0.1:1\"\nnot_a_setting = 3\n");
   r = run({telemetryd_bin(), "--config", dir.file("bad.toml"), "--check-config"});
   CHECK(r.status == 2);
@@ -331,8 +339,9 @@ TEST_CASE("the writer in a crash loop: restarted up to the limit, then the servi
 }
 
 TEST_CASE("a writer that exits 2 (bad configuration) is not restarted: the service stops", "[e2e][kill]") {
-  // ftp:// passes the supervisor's checks (it validates the settings, not each source
-  // URL) but the writer's pipeline rejects it: run_writer exits kExitBadConfig.
+  // ftp:// passes the supervisor's start-up checks (it validates the settings; each
+  // source URL is checked by --check-config and by the writer) and the writer's pipeline
+  // rejects it: run_writer exits kExitBadConfig.
   Service svc({"--source", "ftp://127.0.0.1/metrics.json", "--interval", "200ms", "--workers", "2",
                "--restart-backoff-max", "200ms"},
               false);
