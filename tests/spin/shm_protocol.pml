@@ -32,15 +32,22 @@
  *   -DNO_REMAP        Reader::enter keeps an old mapping after the buffer grew
  *   -DOLD_CLEAR       with -DRESPAWN_EARLY: clear_reader_slot and slot_holds free a dead
  *                     owner's slot as before 76d122b (load pid, store/CAS reading 0, CAS pid),
- *                     not through kSlotBusy: the clear erases a replacement's announcement
+ *                     not through the busy mark: the clear erases a replacement's announcement
+ *   -DANON_BUSY       with -DCHECK_HANDOVER: the anonymous busy mark of 76d122b (kSlotBusy = -1)
+ *                     instead of -P: a busy pid is taken as live (claims wait or throw,
+ *                     slot_holds: held), clear_reader_slot and clear_writer only CAS from the
+ *                     reaped pid: a process killed inside a hand-over blocks it for good
  *
  * Options that are not bugs:
  *   -DRESPAWN_EARLY   the supervisor starts a replacement reader on the slot before it
  *                     clears the dead one's (the race 76d122b fixed: must pass)
  *   -DRESPAWN_READERS the supervisor starts a replacement after clearing
- *   -DCHECK_HANDOVER  a claim that finds the pid kSlotBusy for good (its claimer or clearer
- *                     died inside the hand-over) is an assertion failure instead of a
- *                     refusal: an open liveness finding, see docs/architecture.md
+ *   -DNO_CLEAR_BUSY   clear_reader_slot and clear_writer leave a reaped process's busy mark
+ *                     alone (no CAS from -pid): the claims must still take it over (a check
+ *                     that this path works on its own, not a bug)
+ *   -DCHECK_HANDOVER  a claim that never gets past a busy pid (its holder died inside the
+ *                     hand-over and nobody finishes it) is an error instead of a refusal: the
+ *                     writer's refusal asserts, a reader waiting for good is an invalid end state
  *   -DSKIP_IS_PROGRESS  a counted skip is a progress step (for pan -l)
  */
 
@@ -73,7 +80,18 @@
 #define ROUNDS 2      /* scan rounds at most before the reclaim deadline passes (round 1 checks liveness) */
 #endif
 
-#define BUSY 255      /* kSlotBusy (-1): ReaderSlot::pid / Control::writer_pid while changing hands */
+/* ReaderSlot::pid / Control::writer_pid: 0 free, > 0 the owner's id, < 0 busy: -P while
+   process P changes hands (busy_mark() = -getpid()). Ids are unique (pid and start token
+   folded): readers RPID (1..), the supervisor SPID, writers WPID (100..). */
+#define SPID 99       /* the supervisor (never dies in the model) */
+#ifdef ANON_BUSY
+#define ANON (-1)     /* kSlotBusy of 76d122b: names nobody (never read as a holder here) */
+#define MARK(q)       ANON
+#define BUSY_LIVE(v)  ((v) == ANON)                       /* taken to be live, always */
+#else
+#define MARK(q)       (-(q))                              /* busy_mark() */
+#define BUSY_LIVE(v)  ((v) < 0 && HOLDER_ALIVE(-(v)))     /* v < 0 && busy_holder_alive(v) */
+#endif
 
 /* Control::current: pack_current(generation, buffer); the code shifts by 8, the model by 2 */
 #define WORD(g, b)  ((g) * 4 + (b))
@@ -87,12 +105,12 @@
 
 /* ---------------- shared state: names as in shm/layout.h ---------------- */
 byte current;                 /* Control::current, as visible in memory */
-byte writer_pid;              /* Control::writer_pid (pid + start token folded: unique id) */
+short writer_pid;             /* Control::writer_pid (pid + start token folded: unique id; < 0 busy) */
 bit  publish_skipped;         /* Control::publish_skipped, saturated at 1 */
 byte seq[NB];                 /* BufferDesc::seq: incarnation of buffer b */
 byte generation[NB];          /* BufferDesc::generation */
 byte bstate[NB];              /* abstract: EMPTY / WRITING / READABLE */
-byte slot_pid[NR];            /* ReaderSlot::pid (+ start_token): 0 = free, BUSY = kSlotBusy */
+short slot_pid[NR];           /* ReaderSlot::pid (+ start_token): 0 free, > 0 owner, < 0 busy */
 byte reading[NR];             /* ReaderSlot::reading, as visible in memory */
 
 /* ---------------- memory system: one-entry store buffers ---------------- */
@@ -116,10 +134,12 @@ byte growths;           /* buffer growths so far (bounded by GROWS) */
 
 #define RPID(r, inc)   (1 + (r) + NR * (inc))
 /* process_alive(pid, start_token): a zombie counts as gone (process_start_token reads 'Z') */
-#define RALIVE(p)      ((p) != 0 && (p) != BUSY && rpid_cur[((p) - 1) % NR] == (p) && \
+#define RALIVE(p)      ((p) > 0 && (p) < SPID && rpid_cur[((p) - 1) % NR] == (p) && \
                         ralive[((p) - 1) % NR] && !rzombie[((p) - 1) % NR])
 #define WPID(inc)      (100 + (inc))
-#define WALIVE(p)      ((p) != 0 && (p) != BUSY && wpid_cur == (p) && walive && !wzombie)
+#define WALIVE(p)      ((p) >= 100 && wpid_cur == (p) && walive && !wzombie)
+/* busy_holder_alive: process_start_token(holder) != 0 (no token: a zombie is dead) */
+#define HOLDER_ALIVE(q) ((q) == SPID || RALIVE(q) || WALIVE(q))
 
 /* store through the store buffer (a full buffer drains first) */
 #define STORE_R(r, v)  atomic { if :: rsb_full[r] -> reading[r] = rsb_val[r] :: else fi; \
@@ -145,13 +165,15 @@ end:
 /* ============================== Reader ============================== */
 /* Locals are reset once dead so that equal situations are equal states. */
 proctype Reader(byte r) {
-  byte me, owner, w, again, b, s, nreads;
+  byte me, w, again, b, s, nreads;
+  short owner;
   byte mapped[NB];      /* Reader::maps_[b]->segment.seq, 0 = not mapped */
   byte inc = 0;
 restart:
   me = RPID(r, inc);
-  /* Reader::Reader: claim the slot through kSlotBusy. A pid busy for good (its claimer or
-     clearer died inside the hand-over) blocks here: the code throws "stays busy". */
+  /* Reader::Reader: claim the slot through the busy mark -me. It waits while the pid is the
+     busy mark of a live holder (the code throws "stays busy" after 100000 yields); a mark
+     whose holder is dead is claimed like a dead owner. */
 #ifndef CHECK_HANDOVER
 end_claim:
 #endif
@@ -164,12 +186,12 @@ end_claim:
        atomic { assert(slot_pid[r] == 0 && reading[r] == 0 && !rsb_full[r]); slot_pid[r] = me }
     :: else ->
     do
-    :: /* pid load (acquire); wait while kSlotBusy */
-       atomic { slot_pid[r] != BUSY -> owner = slot_pid[r] };
-       assert(owner == 0 || owner == me || !RALIVE(owner));   /* environment: no live owner */
-       atomic {                                       /* CAS pid owner -> kSlotBusy (acq_rel) */
+    :: /* pid load (acquire), busy_holder_alive: wait while busy with a live holder */
+       atomic { !BUSY_LIVE(slot_pid[r]) -> owner = slot_pid[r] };
+       assert(owner <= 0 || owner == me || !RALIVE(owner));   /* environment: no live owner */
+       atomic {                                       /* CAS pid owner -> busy_mark() (acq_rel) */
          if
-         :: slot_pid[r] == owner -> slot_pid[r] = BUSY; owner = 0; break
+         :: slot_pid[r] == owner -> slot_pid[r] = MARK(me); owner = 0; break
          :: else -> owner = 0                         /* changed under us: look again */
          fi
        }
@@ -267,13 +289,15 @@ end_stopped:
   fi
 
 #ifndef OLD_CLEAR
-/* pid (acquire), 0 or kSlotBusy: held; start_token, process_alive: live owner: held */
+/* pid (acquire); 0: held; alive = pid > 0 ? process_alive(pid, start_token)
+   : busy_holder_alive(pid); alive: held */
 #define OWNER_CHECK(i) \
-     atomic { p = slot_pid[i]; if :: p == 0 || p == BUSY || RALIVE(p) -> held = true; w = 0; p = 0 \
+     atomic { p = slot_pid[i]; if :: p == 0 || RALIVE(p) || BUSY_LIVE(p) -> held = true; w = 0; p = 0 \
                                   :: else fi };
-/* free_dead_slot(s, pid): CAS pid -> kSlotBusy, reading = 0, pid = 0; fails: held */
+/* free_dead_slot(s, pid) (pid a dead owner or a dead holder's mark): CAS pid -> busy_mark(),
+   reading = 0, pid = 0; fails: held */
 #define FREE_DEAD(i) \
-        atomic { if :: slot_pid[i] == p -> slot_pid[i] = BUSY \
+        atomic { if :: slot_pid[i] == p -> slot_pid[i] = MARK(me) \
                     :: else -> held = true; p = 0 fi; w = 0 }; \
         if \
         :: p != 0 -> \
@@ -292,25 +316,26 @@ end_stopped:
 #endif
 
 proctype Writer() {
-  byte me, owner, cur, g, b, k, round, w, p;
+  byte me, cur, g, b, k, round, w;
+  short owner, p;
   bool held, liveness, last;
   byte inc = 0;
 restart:
   me = WPID(inc);
   {
-    /* Writer::Writer: claim the writer role through kSlotBusy */
+    /* Writer::Writer: claim the writer role through the busy mark -me */
     do
     :: atomic {
          owner = writer_pid;                          /* writer_pid.load(acquire) */
-         assert(owner == 0 || owner == me || owner == BUSY || !WALIVE(owner));  /* environment */
+         assert(owner <= 0 || owner == me || !WALIVE(owner));  /* environment: no live owner */
          if
-         :: owner == BUSY -> owner = 0; goto wrefused /* "already has a live writer (pid -1)" */
+         :: BUSY_LIVE(owner) -> owner = 0; goto wrefused /* live: "already has a live writer" */
          :: else
          fi
        };
-       atomic {                                       /* CAS writer_pid owner -> kSlotBusy */
+       atomic {                                       /* CAS writer_pid owner -> busy_mark() */
          if
-         :: writer_pid == owner -> writer_pid = BUSY; owner = 0; break
+         :: writer_pid == owner -> writer_pid = MARK(me); owner = 0; break
          :: else -> owner = 0                         /* changed under us: look again */
          fi
        }
@@ -403,7 +428,7 @@ end_idle:
     false;                                            /* done: the model publishes MAXG generations */
 wrefused:
 #ifdef CHECK_HANDOVER
-    assert(false);                                    /* writer_pid stays kSlotBusy for good */
+    assert(false);                                    /* writer_pid busy for good (no live writer exists here) */
 #endif
 end_wrefused:
     false                                             /* Writer::Writer threw; no writer from now on */
@@ -432,10 +457,17 @@ end_wdead:
 byte rpid_inc[NR];
 
 #ifndef OLD_CLEAR
-/* Store::clear_reader_slot(r, p) = free_dead_slot: CAS pid p -> kSlotBusy, [P5'] reading = 0
-   (release), pid = 0 (release) */
+/* Store::clear_reader_slot(r, p) = free_dead_slot(s, p) || free_dead_slot(s, -p) (the reaped
+   reader owned the slot, or died inside its claim): CAS pid -> busy_mark(), [P5'] reading = 0
+   (release), pid = 0 (release). Two CASes, two steps. */
+#if defined(ANON_BUSY) || defined(NO_CLEAR_BUSY)
+#define CLEAR_CAS2(r)   p = 0
+#else
+#define CLEAR_CAS2(r)   if :: slot_pid[r] == -p -> slot_pid[r] = MARK(SPID) :: else -> p = 0 fi
+#endif
 #define CLEAR_READER_SLOT(r) \
-     atomic { if :: slot_pid[r] == p -> slot_pid[r] = BUSY :: else -> p = 0 fi }; \
+     atomic { if :: slot_pid[r] == p -> slot_pid[r] = MARK(SPID); q = 1 :: else fi }; \
+     atomic { if :: q == 0 -> CLEAR_CAS2(r) :: else -> q = 0 fi }; \
      if \
      :: p != 0 -> \
         reading[r] = 0; \
@@ -461,14 +493,20 @@ byte rpid_inc[NR];
      RESPAWN(r)
 
 active proctype Supervisor() {
-  byte p;
+  byte p, q;
 end:
   do
   REAP_READER(0)
   REAP_READER(1)
   REAP_READER(2)
   :: atomic { wzombie -> wzombie = false; walive = false; p = wpid_cur };
-     atomic { if :: writer_pid == p -> writer_pid = 0 :: else fi };   /* Store::clear_writer */
+     /* Store::clear_writer(p): CAS writer_pid p -> 0, else CAS -p -> 0 (died claiming the role) */
+     atomic { if :: writer_pid == p -> writer_pid = 0; q = 1 :: else fi };
+#if !defined(ANON_BUSY) && !defined(NO_CLEAR_BUSY)
+     atomic { if :: q == 0 && writer_pid == -p -> writer_pid = 0 :: else fi; q = 0 };
+#else
+     q = 0;
+#endif
      atomic { wpid_cur = WPID(1 + p - 100); walive = true; wrespawn = true }  /* fork a new writer */
   od
 }
