@@ -95,16 +95,7 @@ TEST_CASE("a reader SIGKILLed inside a read does not block the writer", "[proces
   auto store = Store::create(options(n.name, 2));
   Writer writer(*store);
   writer.publish(snapshot_of(10, "one"));
-  Pipe inside;
-  pid_t child = spawn([&] {
-    auto s = Store::open(n.name);
-    Reader r(*s, 0);
-    auto g = r.enter();  // announces generation 1's buffer ...
-    inside.signal();
-    pause();             // ... and dies holding it
-    return 0;
-  });
-  REQUIRE(inside.wait());
+  pid_t child = spawn_reader_inside_read(n.name, 0);  // announces the current buffer
   CHECK(store->info().readers[0].reading_generation == 1);
   kill(child, SIGKILL);
   wait_child(child);
@@ -135,16 +126,7 @@ TEST_CASE("a dead reader never makes a publish skip, even with no reclaim wait",
   auto store = Store::create(o);
   Writer writer(*store);
   writer.publish(snapshot_of(10, "one"));
-  Pipe inside;
-  pid_t child = spawn([&] {
-    auto s = Store::open(n.name);
-    Reader r(*s, 0);
-    auto g = r.enter();
-    inside.signal();
-    pause();
-    return 0;
-  });
-  REQUIRE(inside.wait());
+  pid_t child = spawn_reader_inside_read(n.name, 0);  // announces the current buffer
   kill(child, SIGKILL);
   wait_child(child);
   CHECK(writer.publish(snapshot_of(10, "two")) == 2);
@@ -159,16 +141,7 @@ TEST_CASE("a reader SIGKILLed while the writer waits on it unblocks the writer",
   auto store = Store::create(o);
   Writer writer(*store);
   writer.publish(snapshot_of(10, "one"));
-  Pipe inside;
-  pid_t child = spawn([&] {
-    auto s = Store::open(n.name);
-    Reader r(*s, 0);
-    auto g = r.enter();
-    inside.signal();
-    pause();
-    return 0;
-  });
-  REQUIRE(inside.wait());
+  pid_t child = spawn_reader_inside_read(n.name, 0);  // announces the current buffer
   writer.publish(snapshot_of(10, "two"));
   // The reaper kills the child after a moment, while publish() below waits on it.
   pid_t reaper = spawn([&] {

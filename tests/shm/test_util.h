@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <functional>
+#include <stdexcept>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -72,6 +73,22 @@ struct Pipe {
     return read(fd[0], &c, 1) == 1;
   }
 };
+
+// A forked reader that enters a read of the current snapshot on `slot` and stays inside
+// it until it is killed. Returns once the read has begun.
+inline pid_t spawn_reader_inside_read(const std::string& name, uint32_t slot) {
+  Pipe inside;
+  pid_t pid = spawn([&] {
+    auto s = shm::Store::open(name);
+    shm::Reader r(*s, slot);
+    auto g = r.enter();
+    inside.signal();
+    pause();
+    return 0;
+  });
+  if (!inside.wait()) throw std::runtime_error("reader child died before entering its read");
+  return pid;
+}
 
 inline shm::SnapshotBuilder snapshot_of(int records, const std::string& tag) {
   shm::SnapshotBuilder b;
