@@ -2,6 +2,8 @@
 // use. See http.h for what is (deliberately) not supported.
 #include "server/http.h"
 
+#include <cctype>
+
 #include <charconv>
 #include <cstring>
 
@@ -137,6 +139,21 @@ Parse parse_request(std::string_view in, size_t max_head_bytes, Request& req) {
   if (req.minor_version >= 1 && hosts != 1) return Parse::bad_request;  // RFC 9112 3.2
   if (hosts > 1) return Parse::bad_request;
   return Parse::complete;
+}
+
+std::string percent_encode(std::string_view in) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : in) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
 }
 
 bool percent_decode_append(std::string_view in, std::string& out, bool plus_is_space) {

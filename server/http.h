@@ -41,6 +41,9 @@ Parse parse_request(std::string_view in, size_t max_head_bytes, Request& req);
 // Percent-decodes `in` and appends it to `out`. `plus_is_space` for query components
 // (application/x-www-form-urlencoded). False on a malformed escape.
 bool percent_decode_append(std::string_view in, std::string& out, bool plus_is_space);
+// The inverse, for clients (tests, benchmarks): every byte but RFC 3986's unreserved
+// ones as %XX.
+std::string percent_encode(std::string_view in);
 
 // True when an If-None-Match value (a list of entity tags, or "*") names `etag`
 // (quoted, strong). Weak comparison, as RFC 9110 asks for If-None-Match.

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "ingest/ingest.h"
+#include "server/http.h"
 #include "server/reader.h"
 #include "server/service.h"
 #include "shm/shm.h"
@@ -31,21 +32,6 @@ namespace {
 
 volatile std::sig_atomic_t g_stop = 0;
 void on_signal(int) { g_stop = 1; }
-
-std::string url_encode(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
 
 // A body of the same shape and size (~400 bytes) as ingest's series bodies.
 std::string series_body(const std::string& key, const std::string& host, const std::string& route, size_t i) {
@@ -101,7 +87,7 @@ int main(int argc, char** argv) {
       if (i == 0 && !body_path.empty()) std::ofstream(body_path) << body;
       b.add(ingest::series_record_key(key), body);
       all.push_back(ingest::series_record_key(key));
-      keys << "/v1/series/" << url_encode(key) << "\n";
+      keys << "/v1/series/" << server::http::percent_encode(key) << "\n";
     }
     std::sort(all.begin(), all.end());
     b.add_list(ingest::kSeriesList, all);

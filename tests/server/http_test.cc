@@ -81,21 +81,6 @@ shm::SnapshotBuilder build_snapshot(size_t extra_series = 0, int version = 1) {
   return b;
 }
 
-std::string url_encode(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------------------------
 // A store plus a server on its own thread
 // ---------------------------------------------------------------------------------
@@ -377,7 +362,7 @@ TEST_CASE("GET /v1/series: body, headers, encoded keys, 404", "[server]") {
   Fixture f;
   const std::string gen = std::to_string(f.generation);
 
-  Response r = get(f.port, "/v1/series/" + url_encode(kCpuEu));
+  Response r = get(f.port, "/v1/series/" + server::http::percent_encode(kCpuEu));
   CHECK(r.status == 200);
   CHECK(r.body == series_body(kCpuEu));
   CHECK(r.header("content-type") == "application/json");
@@ -389,9 +374,9 @@ TEST_CASE("GET /v1/series: body, headers, encoded keys, 404", "[server]") {
   // by any sane client, but the parser does not insist.
   CHECK(get(f.port, "/v1/series/cpu{host=%22b%22,region=%22us%22}").body == series_body(kCpuUs));
   CHECK(get(f.port, "/v1/series/mem").body == series_body(kMem));
-  CHECK(get(f.port, "/v1/series/" + url_encode(kOdd)).body == series_body(kOdd));
+  CHECK(get(f.port, "/v1/series/" + server::http::percent_encode(kOdd)).body == series_body(kOdd));
 
-  Response missing = get(f.port, "/v1/series/" + url_encode("cpu{host=\"zzz\"}"));
+  Response missing = get(f.port, "/v1/series/" + server::http::percent_encode("cpu{host=\"zzz\"}"));
   CHECK(missing.status == 404);
   CHECK(missing.body == R"({"error":"no such series"})");
   CHECK(missing.header("x-snapshot-generation") == gen);
@@ -405,7 +390,7 @@ TEST_CASE("GET /v1/series: body, headers, encoded keys, 404", "[server]") {
 
 TEST_CASE("ETag and If-None-Match", "[server]") {
   Fixture f;
-  const std::string target = "/v1/series/" + url_encode(kCpuEu);
+  const std::string target = "/v1/series/" + server::http::percent_encode(kCpuEu);
   Response r = get(f.port, target);
   const std::string etag = r.header("etag");
   REQUIRE(!etag.empty());
@@ -439,9 +424,9 @@ TEST_CASE("GET /v1/query filters by labels", "[server]") {
   CHECK(get(f.port, "/v1/query?metric=cpu&region=eu").body == "{\"series\":[" + series_body(kCpuEu) + "]}");
   CHECK(get(f.port, "/v1/query?region=us&metric=cpu&host=b").body == "{\"series\":[" + series_body(kCpuUs) + "]}");
   CHECK(get(f.port, "/v1/query?metric=cpu&region=eu&host=b").body == "{\"series\":[]}");
-  CHECK(get(f.port, "/v1/query?metric=req&path=" + url_encode("/a b,c=d")).body ==
+  CHECK(get(f.port, "/v1/query?metric=req&path=" + server::http::percent_encode("/a b,c=d")).body ==
         "{\"series\":[" + series_body(kOdd) + "]}");
-  CHECK(get(f.port, "/v1/query?metric=req&q=" + url_encode("x\"y")).body == "{\"series\":[" + series_body(kOdd) + "]}");
+  CHECK(get(f.port, "/v1/query?metric=req&q=" + server::http::percent_encode("x\"y")).body == "{\"series\":[" + series_body(kOdd) + "]}");
   CHECK(get(f.port, "/v1/query?metric=nothing").body == "{\"series\":[]}");
   Response bad = get(f.port, "/v1/query?region=eu");
   CHECK(bad.status == 400);
@@ -536,7 +521,7 @@ TEST_CASE("pipelined requests are answered in order on one connection", "[server
   Fixture f({}, true, 3000);
   int fd = connect_to(f.port);
   std::string reqs;
-  const std::vector<std::string> targets = {"/v1/series/mem", "/v1/snapshot", "/v1/series/" + url_encode(kCpuUs),
+  const std::vector<std::string> targets = {"/v1/series/mem", "/v1/snapshot", "/v1/series/" + server::http::percent_encode(kCpuUs),
                                             "/nope", "/v1/metrics/cpu"};
   for (const auto& t : targets) reqs += "GET " + t + " HTTP/1.1\r\nHost: t\r\n\r\n";
   for (int i = 0; i < 100; ++i) reqs += "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n";
