@@ -2,16 +2,16 @@
 //
 // Memory layout, chosen for 1,000,000 series:
 //  - series live in one vector; an open-addressing table of 32-bit indexes maps a key's
-//    hash to its series, so a sample costs one key render, one hash and (usually) one
-//    probe, with no allocation once the series exists;
+//    hash to its series, so finding a series costs one key render, one hash and
+//    (usually) one probe, with no allocation once the series exists;
 //  - a series keeps one Bucket (64 bytes) per interval that received samples and its
 //    sketch bins as 8-byte (key, count) pairs in one vector shared by its buckets, so a
 //    series polled once per interval costs ~72 bytes per interval of the window;
 //  - upstreams send their series in the same order at every fetch, so each source
 //    remembers which series the sample at each position of its last body was. A sample
-//    whose key matches that guess skips the hash and the table probe, and the guess
-//    lets the loop prefetch the series a few samples ahead: at a million series the
-//    cost of a sample is cache misses, not instructions;
+//    that is its guess (compared piece by piece, without rendering its key) skips the
+//    render, the hash and the probe, and the guess lets the loop prefetch the series a
+//    few samples ahead: at a million series the cost of a sample is cache misses;
 //  - the key order is kept sorted incrementally (only series created since the last
 //    build are sorted), since sorting a million strings every tick would dominate.
 #include <algorithm>
@@ -54,6 +54,7 @@ struct SeriesState {
   uint32_t source = 0;
   int64_t last_ts = std::numeric_limits<int64_t>::min();  // last accepted sample
   int64_t last_seen = 0;  // fetch time of the last accepted sample
+  int64_t bucket_end = 0;  // end of the newest bucket's interval: a later ts starts one
   std::vector<Bucket> buckets;
   std::vector<SketchBin> bins;
 };
@@ -120,6 +121,8 @@ struct Aggregator::Impl {
   // otherwise be allocated and page-faulted again at every tick.
   std::vector<uint32_t> all_records;  // scratch of build(), kept for its capacity
   std::string record_key;
+  std::string prefetch_key;
+  std::string key_json;
   std::string body;
   size_t last_build_bytes = 0;        // key + value bytes of the last build
 
@@ -210,10 +213,12 @@ uint32_t Aggregator::Impl::create(uint64_t hash, const Sample& s, uint32_t sourc
 }
 
 void Aggregator::Impl::add(SeriesState& st, int64_t ts, double value) {
-  int64_t epoch = floor_div(ts, interval_ns);
-  if (st.buckets.empty() || floor_div(st.buckets.back().first_ts, interval_ns) != epoch) {
+  // ts is newer than every sample of the series (apply() drops the others), so it
+  // belongs to the newest bucket or starts a new one.
+  if (st.buckets.empty() || ts >= st.bucket_end) {
     st.buckets.push_back(Bucket{ts, ts, 0, value, value, value, value, 0,
                                 static_cast<uint32_t>(st.bins.size())});
+    st.bucket_end = (floor_div(ts, interval_ns) + 1) * interval_ns;
   }
   Bucket& b = st.buckets.back();
   ++b.count;
@@ -345,13 +350,23 @@ Aggregator::~Aggregator() = default;
 Aggregator::Aggregator(Aggregator&&) noexcept = default;
 Aggregator& Aggregator::operator=(Aggregator&&) noexcept = default;
 
-void Aggregator::reconfigure(const Config& config) { impl_->set_config(config); }
+void Aggregator::reconfigure(const Config& config) {
+  Impl& m = *impl_;
+  int64_t old_interval = m.interval_ns;
+  m.set_config(config);
+  if (m.interval_ns == old_interval) return;
+  // The newest buckets keep filling up to the end of their interval under the new
+  // slicing, as if they had been opened under it.
+  for (SeriesState& st : m.series)
+    if (!st.buckets.empty())
+      st.bucket_end = (floor_div(st.buckets.back().first_ts, m.interval_ns) + 1) * m.interval_ns;
+}
 
 namespace {
 
 constexpr uint32_t kNoSeries = UINT32_MAX;
 constexpr size_t kPrefetchSeries = 16;  // samples ahead: the series record
-constexpr size_t kPrefetchData = 8;     // samples ahead: its key and newest bucket
+constexpr size_t kPrefetchData = 8;      // samples ahead: its key and newest bucket
 
 }  // namespace
 
@@ -382,10 +397,12 @@ ApplyStats Aggregator::apply(uint32_t source, std::span<const Sample> samples, i
       ++stats.too_old;
       continue;
     }
-    m.key_buf.clear();
-    append_series_key(m.key_buf, s.metric, s.suffix, m.sorted_labels(s));
+    std::span<const Label> labels = m.sorted_labels(s);
     uint32_t index = guess[i];
-    if (index >= m.series.size() || m.series[index].key != m.key_buf) {
+    if (index >= m.series.size() ||
+        !series_key_equals(m.series[index].key, s.metric, s.suffix, labels)) {
+      m.key_buf.clear();
+      append_series_key(m.key_buf, s.metric, s.suffix, labels);
       uint64_t hash = hash_key(m.key_buf);
       uint32_t slot = *m.find_slot(hash, m.key_buf);
       if (slot) {
@@ -449,10 +466,13 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   struct MetricState {
     Aggregate agg;
     QuantileSketch sketch;
-    std::vector<std::string_view> keys;  // series keys, sorted
-    std::vector<uint32_t> records;       // their "s:" records' ids, same order
+    SeriesKeyList keys;             // series keys, sorted
+    std::vector<uint32_t> records;  // their "s:" records' ids, same order
+    std::string name_json;          // the metric name as a JSON string
   };
   std::vector<MetricState> metrics(m.metric_names.size());
+  for (size_t i = 0; i < metrics.size(); ++i)
+    append_json_string(metrics[i].name_json, m.metric_names[i]);
   std::vector<Aggregate> series_aggs;
   bool prom_series = m.series.size() < m.config.prom_series_limit;
   if (prom_series) series_aggs.reserve(m.series.size());
@@ -465,18 +485,38 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
 
   std::string& body = m.body;
   std::string& record = m.record_key;
-  for (uint32_t index : m.order) {
+  std::string& key_json = m.key_json;
+  // Key order is not creation order: each series is a few random loads (its state, then
+  // its key, buckets and bins, then the builder's table slot for its record), fetched
+  // in that order, 8 series apart, like apply() does.
+  const size_t count = m.order.size();
+  std::string& ahead = m.prefetch_key;
+  for (size_t n = 0; n < count; ++n) {
+    if (n + 24 < count) __builtin_prefetch(&m.series[m.order[n + 24]]);
+    if (n + 16 < count) {
+      const SeriesState& p = m.series[m.order[n + 16]];
+      __builtin_prefetch(p.key.data());
+      __builtin_prefetch(p.buckets.data());
+      __builtin_prefetch(p.bins.data());
+    }
+    if (n + 8 < count) {
+      ahead.assign(kSeriesPrefix).append(m.series[m.order[n + 8]].key);
+      builder.prefetch(ahead);
+    }
+    const uint32_t index = m.order[n];
     const SeriesState& st = m.series[index];
     Aggregate a = m.aggregate(st);
+    MetricState& ms = metrics[st.metric];
     record.assign(kSeriesPrefix).append(st.key);
+    key_json.clear();
+    append_json_string(key_json, st.key);
     body.clear();
-    const std::string& metric = m.metric_names[st.metric];
-    render_series(body, st.key, metric, a, window_s, now_ns - st.last_seen >= m.stale_ns);
+    render_series(body, st.key, key_json, ms.name_json, a, window_s,
+                  now_ns - st.last_seen >= m.stale_ns);
     uint32_t id = builder.add(record, body);
     all_records.push_back(id);
 
-    MetricState& ms = metrics[st.metric];
-    ms.keys.push_back(st.key);
+    ms.keys.add(key_json);
     ms.records.push_back(id);
     fold(ms.agg, a);
     for (const SketchBin& b : m.bin_scratch) ms.sketch.add_key(b.key, b.count);
@@ -486,7 +526,7 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
 
   std::vector<uint32_t> metric_order;
   for (uint32_t i = 0; i < metrics.size(); ++i)
-    if (!metrics[i].keys.empty()) metric_order.push_back(i);
+    if (metrics[i].keys.count) metric_order.push_back(i);
   std::sort(metric_order.begin(), metric_order.end(),
             [&](uint32_t a, uint32_t b) { return m.metric_names[a] < m.metric_names[b]; });
 
@@ -503,8 +543,8 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
     name.assign(kMetricPrefix).append(metric);
     builder.add(name, body);
     builder.add_list(name, std::span<const uint32_t>(ms.records));
-    counts.push_back({metric, ms.keys.size()});
-    prom_metrics.push_back({metric, ms.keys.size(), &r});
+    counts.push_back({metric, ms.keys.count});
+    prom_metrics.push_back({metric, ms.keys.count, &r});
   }
   body.clear();
   render_metrics(body, counts);

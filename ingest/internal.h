@@ -27,6 +27,11 @@ void append_escaped_label_value(std::string& out, std::string_view value);
 // The canonical key of metric + suffix with labels already sorted by name.
 void append_series_key(std::string& out, std::string_view metric, std::string_view suffix,
                        std::span<const Label> sorted_labels);
+// key == the canonical key of metric + suffix + sorted_labels, decided without
+// rendering it: the aggregator's per-sample check that a sample is the series it
+// guessed, which would otherwise build and compare a key string for every sample.
+bool series_key_equals(std::string_view key, std::string_view metric, std::string_view suffix,
+                       std::span<const Label> sorted_labels);
 
 // JSON output (append_json_string is public, in ingest.h).
 // Shortest text that parses back to the same double; `null` when not finite.

@@ -18,40 +18,55 @@ namespace ingest {
 
 namespace {
 
-// 1 for the bytes a JSON string must escape: control characters, '"' and '\\'.
-constexpr auto kJsonEscape = [] {
+// Bytes a JSON string adds to escape each byte: 1 for '"', '\\' and the controls with
+// a short escape (\n \r \t), 5 for the other controls (\u00XX), 0 for the rest.
+constexpr auto kJsonEscapeExtra = [] {
   std::array<uint8_t, 256> t{};
-  for (int c = 0; c < 0x20; ++c) t[c] = 1;
-  t['"'] = t['\\'] = 1;
+  for (int c = 0; c < 0x20; ++c) t[c] = 5;
+  t['"'] = t['\\'] = t['\n'] = t['\r'] = t['\t'] = 1;
   return t;
 }();
 
 }  // namespace
 
+// Two passes, sizing the output first: keys are short and escaped in a few places (the
+// quotes around label values), so counting and then writing through a pointer beats
+// appending stretch by stretch; this runs several times per series at every build.
 void append_json_string(std::string& out, std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
-  const char* p = text.data();
-  const char* end = p + text.size();
-  while (p < end) {
-    const char* run = p;  // copy unescaped stretches in one append
-    while (p < end && !kJsonEscape[static_cast<unsigned char>(*p)]) ++p;
-    out.append(run, p);
-    if (p == end) break;
-    auto c = static_cast<unsigned char>(*p++);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default: {
-        const char u[6] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]};
-        out.append(u, 6);
+  size_t extra = 0;
+  for (char c : text) extra += kJsonEscapeExtra[static_cast<unsigned char>(c)];
+  size_t at = out.size();
+  out.resize(at + text.size() + extra + 2);
+  char* o = out.data() + at;
+  *o++ = '"';
+  if (extra == 0) {
+    std::memcpy(o, text.data(), text.size());
+    o += text.size();
+  } else {
+    for (char ch : text) {
+      auto c = static_cast<unsigned char>(ch);
+      if (!kJsonEscapeExtra[c]) {
+        *o++ = ch;
+        continue;
+      }
+      *o++ = '\\';
+      switch (c) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        default:
+          *o++ = 'u';
+          *o++ = '0';
+          *o++ = '0';
+          *o++ = kHex[c >> 4];
+          *o++ = kHex[c & 15];
       }
     }
   }
-  out += '"';
+  *o = '"';
 }
 
 void append_json_number(std::string& out, double value) {
@@ -190,12 +205,13 @@ void append_json_from_prom_escaped(std::string& out, std::string_view escaped) {
 
 }  // namespace
 
-void render_series(std::string& out, std::string_view key, std::string_view metric,
-                   const Aggregate& a, double window_s, bool stale) {
+void render_series(std::string& out, std::string_view key, std::string_view key_json,
+                   std::string_view metric_json, const Aggregate& a, double window_s,
+                   bool stale) {
   out += "{\"key\":";
-  append_json_string(out, key);
+  out += key_json;
   out += ",\"metric\":";
-  append_json_string(out, metric);
+  out += metric_json;
   out += ",\"labels\":{";
   bool first = true;
   for_each_key_label(key, [&](std::string_view name, std::string_view value) {
@@ -212,18 +228,15 @@ void render_series(std::string& out, std::string_view key, std::string_view metr
 }
 
 void render_metric(std::string& out, std::string_view metric, const Aggregate& a,
-                   double window_s, std::span<const std::string_view> series_keys) {
+                   double window_s, const SeriesKeyList& series) {
   out += "{\"metric\":";
   append_json_string(out, metric);
   out += ',';
   render_aggregate(out, a, window_s);
   out += ",\"series_count\":";
-  append_uint(out, series_keys.size());
+  append_uint(out, series.count);
   out += ",\"series\":[";
-  for (size_t i = 0; i < series_keys.size(); ++i) {
-    if (i) out += ',';
-    append_json_string(out, series_keys[i]);
-  }
+  out += series.json;
   out += "]}";
 }
 

@@ -10,12 +10,26 @@
 
 namespace ingest {
 
-// `{"key":..,"metric":..,"labels":{..},"window_s":..,<aggregate>,"stale":..}`
-void render_series(std::string& out, std::string_view key, std::string_view metric,
-                   const Aggregate& a, double window_s, bool stale);
+// `{"key":..,"metric":..,"labels":{..},"window_s":..,<aggregate>,"stale":..}`.
+// key_json and metric_json are the key and metric name as append_json_string() writes
+// them: the build escapes each once and uses it twice (this body and the metric's list).
+void render_series(std::string& out, std::string_view key, std::string_view key_json,
+                   std::string_view metric_json, const Aggregate& a, double window_s,
+                   bool stale);
+// The "series" array of a metric body, built up while its series are rendered: their
+// keys are in cache then, and reading a million keys again later, in key order, would
+// cost a cache miss each.
+struct SeriesKeyList {
+  std::string json;  // the quoted keys, comma-separated
+  size_t count = 0;
+  void add(std::string_view key_json) {  // as append_json_string() writes the key
+    if (count++) json += ',';
+    json += key_json;
+  }
+};
 // `{"metric":..,"window_s":..,<aggregate>,"series_count":N,"series":[keys]}`
 void render_metric(std::string& out, std::string_view metric, const Aggregate& a,
-                   double window_s, std::span<const std::string_view> series_keys);
+                   double window_s, const SeriesKeyList& series);
 
 struct MetricCount {
   std::string_view metric;

@@ -34,6 +34,50 @@ void append_series_key(std::string& out, std::string_view metric, std::string_vi
   out += '}';
 }
 
+namespace {
+
+// Removes part from the front of key when key starts with it. A plain loop: the parts
+// are a few bytes long, where a call to memcmp per part costs more than the compare.
+inline bool consume(std::string_view& key, std::string_view part) {
+  if (key.size() < part.size()) return false;
+  for (size_t i = 0; i < part.size(); ++i)
+    if (key[i] != part[i]) return false;
+  key.remove_prefix(part.size());
+  return true;
+}
+
+// Removes value, escaped as append_escaped_label_value() would, from the front of key.
+bool consume_escaped(std::string_view& key, std::string_view value) {
+  const char* p = value.data();
+  const char* end = p + value.size();
+  while (p < end) {
+    const char* run = p;
+    while (p < end && *p != '\\' && *p != '"' && *p != '\n') ++p;
+    if (!consume(key, std::string_view(run, static_cast<size_t>(p - run)))) return false;
+    if (p == end) break;
+    char c = *p++;
+    const char escaped[2] = {'\\', c == '\n' ? 'n' : c};
+    if (!consume(key, std::string_view(escaped, 2))) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool series_key_equals(std::string_view key, std::string_view metric, std::string_view suffix,
+                       std::span<const Label> sorted_labels) {
+  if (!consume(key, metric) || !consume(key, suffix)) return false;
+  if (sorted_labels.empty()) return key.empty();
+  if (!consume(key, "{")) return false;
+  for (size_t i = 0; i < sorted_labels.size(); ++i) {
+    if (i && !consume(key, ",")) return false;
+    if (!consume(key, sorted_labels[i].name) || !consume(key, "=\"") ||
+        !consume_escaped(key, sorted_labels[i].value) || !consume(key, "\""))
+      return false;
+  }
+  return key == "}";
+}
+
 std::string make_series_key(std::string_view metric, std::span<const Label> labels) {
   std::vector<Label> sorted(labels.begin(), labels.end());
   std::sort(sorted.begin(), sorted.end(),

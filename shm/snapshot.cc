@@ -198,6 +198,12 @@ uint32_t SnapshotBuilder::add(std::string_view key, std::string_view value) {
   return Impl::entry_of(m.table[slot]);
 }
 
+void SnapshotBuilder::prefetch(std::string_view key) const {
+  const Impl& m = *impl_;
+  if (m.table.empty()) return;
+  __builtin_prefetch(&m.table[hash_bytes(key.data(), key.size()) & (m.table.size() - 1)]);
+}
+
 void SnapshotBuilder::add_list(std::string_view name, std::span<const uint32_t> records) {
   Impl& m = *impl_;
   for (uint32_t r : records)

@@ -81,15 +81,16 @@ TEST_CASE("series body: field order / labels / nulls for an empty window") {
   a.p90 = 2;
   a.p99 = 2;
   std::string key = make_series_key("m", std::vector<Label>{{"h", "a\"\tb"}});
-  std::string out;
-  render_series(out, key, "m", a, 60, false);
+  std::string key_json, out;
+  append_json_string(key_json, key);
+  render_series(out, key, key_json, "\"m\"", a, 60, false);
   CHECK(out ==
         "{\"key\":\"m{h=\\\"a\\\\\\\"\\tb\\\"}\",\"metric\":\"m\",\"labels\":{\"h\":\"a\\\"\\tb\"},"
         "\"window_s\":60,\"count\":2,\"sum\":3,\"min\":1,\"max\":2,\"mean\":1.5,\"first\":1,"
         "\"last\":2,\"first_ts\":1732700000,\"last_ts\":1732700002.5,\"rate\":0.4,\"p50\":1,"
         "\"p90\":2,\"p99\":2,\"stale\":false}");
   out.clear();
-  render_series(out, "m", "m", Aggregate{}, 0.5, true);
+  render_series(out, "m", "\"m\"", "\"m\"", Aggregate{}, 0.5, true);
   CHECK(out ==
         "{\"key\":\"m\",\"metric\":\"m\",\"labels\":{},\"window_s\":0.5,\"count\":0,\"sum\":0,"
         "\"min\":null,\"max\":null,\"mean\":null,\"first\":null,\"last\":null,\"first_ts\":null,"
@@ -101,7 +102,12 @@ TEST_CASE("metric body and metrics list") {
   a.count = 1;
   a.sum = a.min = a.max = a.first = a.last = a.p50 = a.p90 = a.p99 = 7;
   a.first_ts_ns = a.last_ts_ns = 1'000'000'000;
-  std::vector<std::string_view> keys = {"m{h=\"1\"}", "m{h=\"2\"}"};
+  SeriesKeyList keys;
+  for (std::string_view key : {"m{h=\"1\"}", "m{h=\"2\"}"}) {
+    std::string json;
+    append_json_string(json, key);
+    keys.add(json);
+  }
   std::string out;
   render_metric(out, "m", a, 60, keys);
   CHECK(out.rfind("{\"metric\":\"m\",\"window_s\":60,\"count\":1,", 0) == 0);
