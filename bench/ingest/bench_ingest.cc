@@ -1,7 +1,8 @@
 // bench_ingest: ingest throughput and snapshot build cost.
 //
 //   parse + aggregate, native and OTLP/JSON: samples/s and MB/s on one core, steady state
-//     (series exist; every fetch carries new timestamps, as a live upstream would)
+//     (series exist; every fetch carries new timestamps, as a live upstream would), and
+//     simdjson's DOM parse of the same body alone: the floor of any simdjson parser
 //   snapshot build: Aggregator::build + SnapshotBuilder::serialize_into for N series
 //   memory: writer state per series (1 sample, and a full window) and snapshot bytes
 //
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <simdjson.h>
 
 #include "ingest/ingest.h"
 
@@ -129,6 +131,22 @@ Throughput run_throughput(size_t series, std::string (*make)(size_t, int)) {
           static_cast<double>(bytes) / 1e6 / total_s};
 }
 
+// simdjson's DOM parser on the same body, reading nothing out of it: what any parser
+// built on simdjson costs at least, the floor under our parse figure.
+double dom_parse_floor(size_t series, int repeats, std::string (*make)(size_t, int)) {
+  std::string body = make(series, 1);
+  body.reserve(body.size() + simdjson::SIMDJSON_PADDING);  // parsed in place, no copy
+  simdjson::dom::parser dom;
+  std::vector<double> rates;
+  for (int r = 0; r < repeats; ++r) {
+    auto start = Clock::now();
+    simdjson::dom::element root;
+    if (dom.parse(body.data(), body.size(), false).get(root)) std::exit(1);
+    rates.push_back(static_cast<double>(series) / seconds_since(start));
+  }
+  return median(rates);
+}
+
 void bench_format(const char* name, size_t series, int repeats,
                   std::string (*make)(size_t, int)) {
   std::vector<double> ps, pm, ts, tm;
@@ -141,9 +159,10 @@ void bench_format(const char* name, size_t series, int repeats,
   }
   double sample_bytes = static_cast<double>(make(series, 1).size()) / static_cast<double>(series);
   fmt::print("{:<7} {:>8} series {:>6.1f} B/sample  parse {:>6.2f} M samples/s {:>6.0f} MB/s"
-             "   parse+aggregate {:>6.2f} M samples/s {:>6.0f} MB/s\n",
+             "   parse+aggregate {:>6.2f} M samples/s {:>6.0f} MB/s"
+             "   (simdjson DOM parse alone {:>6.2f} M samples/s)\n",
              name, series, sample_bytes, median(ps) / 1e6, median(pm), median(ts) / 1e6,
-             median(tm));
+             median(tm), dom_parse_floor(series, repeats, make) / 1e6);
 }
 
 // Builds an Aggregator holding `series` series with `intervals` samples each, 2 s apart.
