@@ -14,9 +14,11 @@
 # For every server and connection count, RUNS runs of DURATION s: requests/s, p50/p99/
 # p99.9 latency, non-2xx, socket errors, and the server's CPU time per request
 # (utime+stime from /proc/PID/stat of all its processes, before/after each run; for
-# telemetryd also the readers alone). Then p99 at a constant rate of half the peak
-# (bench/wrk/constant_rate.lua). Output: OUT/results.tsv, OUT/summary.txt,
-# OUT/rate.tsv, and docs/throughput.png when PLOT=1.
+# telemetryd also the readers alone). Then latency at a constant rate of half each
+# server's peak, at every connection count, with bench/loadgen (open loop, Poisson
+# arrivals, latency counted from each request's scheduled time; wrk paced from Lua spends
+# most of its core on the script and its own queueing shows in its latencies).
+# Output: OUT/results.tsv, OUT/summary.txt, OUT/rate.tsv, docs/throughput.png (PLOT=1).
 #
 # Environment: CONNS="16 64 256" RUNS=3 DURATION=10 SERVERS="..." WRK_CPU=0 SRV_CPU=1
 #              BUILD=build-bench OUT=/tmp/telemetryd-http PORT=18480 PLOT=1 RATE_SECONDS=10
@@ -61,8 +63,9 @@ trap 'exit 130' INT TERM
 
 echo "== build ($BUILD, Release)"
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD" -j2 --target telemetryd telemetryctl >/dev/null
+cmake --build "$BUILD" -j2 --target telemetryd telemetryctl loadgen >/dev/null
 TD="$ROOT_DIR/$BUILD/server/telemetryd"
+LOADGEN="$ROOT_DIR/$BUILD/bench/loadgen/loadgen"
 
 SOURCE='synthetic://?hosts=1000&metrics=100&seed=1'
 start_telemetryd() {  # $1 = workers
@@ -199,9 +202,8 @@ for (s, c), rs in groups.items():
 PYEOF
 cat "$OUT/summary.txt"
 
-# p99 at a constant rate of half of each server's peak (median rps at the largest conns).
+# Latency at a constant rate of half of each server's peak (its best median rps).
 if [ "$RATE_SECONDS" -gt 0 ]; then
-  RC=$(echo $CONNS | awk '{print $NF}')
   echo -e "server\tconns\ttarget_rps\trps\tp50_us\tp99_us\tp999_us\tnon2xx" >"$RATE_RES"
   for s in $SERVERS; do
     peak=$(awk -v s="$s" '$1 == s { print $3 }' "$OUT/summary.txt" | sort -n | tail -n 1)
@@ -209,9 +211,13 @@ if [ "$RATE_SECONDS" -gt 0 ]; then
     rate=$(awk -v p="$peak" 'BEGIN { printf "%d", p / 2 }')
     start_server "$s"
     case "$s" in telemetryd-*) sleep 2 ;; esac
-    line=$(WRK_RATE=$rate WRK_CONNS=$RC run_wrk "$RC" "$RATE_SECONDS" "$ROOT_DIR/bench/wrk/constant_rate.lua")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$RC" "$rate" "$(field rps "$line")" "$(field p50_us "$line")" \
-      "$(field p99_us "$line")" "$(field p999_us "$line")" "$(field non2xx "$line")" | tee -a "$RATE_RES"
+    for c in $CONNS; do
+      line=$(taskset -c "$WRK_CPU" "$LOADGEN" --port "$PORT" --keys "$KEYS" --conns "$c" \
+               --rate "$rate" --duration "$RATE_SECONDS" --seed 1 | grep '^RESULT')
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$c" "$rate" "$(field rps "$line")" \
+        "$(field p50_us "$line")" "$(field p99_us "$line")" "$(field p999_us "$line")" \
+        "$(field non2xx "$line")" | tee -a "$RATE_RES"
+    done
     stop_server
   done
 fi
