@@ -1,5 +1,7 @@
 // series_key.cc: the canonical series key `metric{k="v",...}` and its inverse.
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 
 #include "ingest/ingest.h"
 #include "ingest/internal.h"
@@ -36,13 +38,22 @@ void append_series_key(std::string& out, std::string_view metric, std::string_vi
 
 namespace {
 
-// Removes part from the front of key when key starts with it. A plain loop: the parts
-// are a few bytes long, where a call to memcmp per part costs more than the compare.
+// Removes part from the front of key when key starts with it. Inline, 8 bytes at a
+// time: the parts are a few bytes long, where a call to memcmp per part costs more than
+// the compare.
 inline bool consume(std::string_view& key, std::string_view part) {
-  if (key.size() < part.size()) return false;
-  for (size_t i = 0; i < part.size(); ++i)
+  const size_t n = part.size();
+  if (key.size() < n) return false;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t a, b;
+    std::memcpy(&a, key.data() + i, 8);
+    std::memcpy(&b, part.data() + i, 8);
+    if (a != b) return false;
+  }
+  for (; i < n; ++i)
     if (key[i] != part[i]) return false;
-  key.remove_prefix(part.size());
+  key.remove_prefix(n);
   return true;
 }
 

@@ -32,6 +32,34 @@ TEST_CASE("series keys are canonical and parse back") {
   }
 }
 
+TEST_CASE("a key equals the key its parts would render, without rendering it") {
+  // Sorted labels, values long enough to cross the 8-byte compare and with escapes.
+  std::vector<Label> labels = {{"dc", "eu-west-1-long-value"}, {"host", "h\\1\nx\"y"}};
+  std::string key;
+  append_series_key(key, "cpu.usage_percent", "_sum", labels);
+  CHECK(series_key_equals(key, "cpu.usage_percent", "_sum", labels));
+  CHECK_FALSE(series_key_equals(key, "cpu.usage_percent", "", labels));
+  CHECK_FALSE(series_key_equals(key, "cpu.usage_percenT", "_sum", labels));
+  CHECK_FALSE(series_key_equals(key, "Cpu.usage_percent", "_sum", labels));
+  CHECK_FALSE(series_key_equals(key, "cpu.usage_percent", "_sum", std::span(labels).first(1)));
+  CHECK_FALSE(series_key_equals(key + "x", "cpu.usage_percent", "_sum", labels));
+  CHECK_FALSE(series_key_equals(key.substr(0, key.size() - 1), "cpu.usage_percent", "_sum", labels));
+  for (size_t i = 0; i < labels.size(); ++i) {
+    std::string first_byte(labels[i].value);
+    first_byte[0] = 'Q';  // same length, differs only in the first 8-byte word
+    for (std::string changed : {std::string(labels[i].value) + "z", std::string(labels[i].value.substr(1)),
+                                std::string(labels[i].value.size(), 'q'), first_byte}) {
+      std::vector<Label> other = labels;
+      other[i].value = changed;
+      INFO(changed);
+      CHECK_FALSE(series_key_equals(key, "cpu.usage_percent", "_sum", other));
+    }
+  }
+  CHECK(series_key_equals("up", "up", "", {}));
+  CHECK_FALSE(series_key_equals("up{a=\"1\"}", "up", "", {}));
+  CHECK_FALSE(series_key_equals("up", "u", "", {}));
+}
+
 TEST_CASE("JSON strings escape quotes / backslashes and control characters") {
   std::string out;
   append_json_string(out, std::string_view("a\"b\\c\nd\te\x01\x1f\xc3\xa9", 13));

@@ -2,6 +2,7 @@
 # tests/ops/init_script_test.sh BUILD_DIR [TELEMETRYD TELEMETRYCTL]
 # Installs BUILD_DIR into a temporary prefix (cmake --install) and drives the installed
 # LSB init script: start, status, reload, a rejected reload, status, stop, stop again.
+# The installed systemd unit is checked with `systemd-analyze verify` where available.
 # Everything is private to this run: a free 127.0.0.1 port, a temporary runtime and log
 # directory, a unique shm name and admin socket. As root the service runs as `nobody`
 # (the dedicated-user path). Bounded waits; cleans up on any exit.
@@ -54,6 +55,16 @@ done
 [ -x "$INIT" ] || fail "init script not executable"
 grep -q "DAEMON:=$PREFIX/bin/telemetryd" "$INIT" || fail "init script not rewritten to the prefix"
 grep -q "ExecStart=$PREFIX/bin/telemetryd" "$PREFIX/lib/systemd/system/telemetryd.service" || fail "unit not rewritten"
+[ -e "$PREFIX/share/doc/telemetryd/operations.md" ] || fail "operator docs not installed"
+# No systemd runs here (no PID 1 systemd in a container), but its offline checker reads
+# the unit as systemd would: syntax, directives, executables and documentation paths.
+if command -v systemd-analyze >/dev/null; then
+  echo "== systemd-analyze verify the installed unit"
+  systemd-analyze verify "$PREFIX/lib/systemd/system/telemetryd.service" \
+    || fail "systemd-analyze verify rejected the unit"
+else
+  echo "== systemd-analyze not installed: unit not verified"
+fi
 "$PREFIX/bin/telemetryd" --check-config --config "$PREFIX/etc/telemetryd/telemetryd.conf" >/dev/null \
   || fail "installed default config rejected"
 
