@@ -74,6 +74,11 @@ struct Config {
   Config resolved() const;
 };
 
+// Checks every source URL as a Pipeline would take it (scheme, http URL, absolute file
+// path, synthetic parameters), so that a configuration can be refused with the reason
+// before it reaches the writer. Throws std::invalid_argument naming the URL.
+void check_sources(const Config& config);
+
 // ---------------------------------------------------------------------------------
 // Series keys
 // ---------------------------------------------------------------------------------

@@ -388,6 +388,10 @@ void Pipeline::Impl::apply_config(const Config& c) {
   if (running && interval_changed) schedule();
 }
 
+void check_sources(const Config& config) {
+  for (const std::string& url : config.resolved().sources) make_source(url);
+}
+
 Pipeline::Pipeline(event_base* base, Config config, PublishFn publish)
     : impl_(std::make_unique<Impl>(base, std::move(config), std::move(publish))) {}
 
@@ -412,7 +416,7 @@ void Pipeline::stop() {
 
 void Pipeline::reconfigure(Config config) {
   Config c = config.resolved();
-  for (const std::string& url : c.sources) make_source(url);  // validates every URL now
+  check_sources(c);
   if (impl_->in_flight) {
     impl_->deferred = std::move(c);
     return;

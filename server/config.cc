@@ -185,6 +185,8 @@ void check(Options& o) {
     throw std::invalid_argument(fmt::format("source: at most {} sources", shm::kMaxSources));
   if (o.stuck_timeout < ms(100)) throw std::invalid_argument("stuck-timeout: must be at least 100ms");
   o.ingest = o.ingest.resolved();  // throws std::invalid_argument naming the setting
+  ingest::check_sources(o.ingest);  // and this one naming the URL: a reload that the
+                                    // supervisor accepts is one the writer can apply
 }
 
 }  // namespace
