@@ -48,6 +48,25 @@ TEST_CASE("native bare array form - null ts means the fetch time") {
   CHECK(p.samples()[1].value == 2);
 }
 
+TEST_CASE("strings are read exactly whatever the whitespace around them") {
+  // Pretty-printed bodies: neither the quotes nor the whitespace around a string value
+  // may leak into it.
+  Parser p;
+  ParseResult r = p.parse("{ \"samples\" : [ { \"metric\" :\t\"cpu.temp\" \r\n , \"labels\" : "
+                          "{ \"dc\" : \"eu\"\n, \"host\":\"\" } , \"value\" : 1 } ,"
+                          "{\"metric\":\"a\",\"labels\":{\"k\":\"v\"  }  ,\"value\":2}] }");
+  REQUIRE(r.ok);
+  REQUIRE(p.samples().size() == 2);
+  CHECK(p.samples()[0].metric == "cpu.temp");
+  CHECK(labels_of(p.samples()[0]) == "cpu.temp{dc=\"eu\",host=\"\"}");
+  CHECK(labels_of(p.samples()[1]) == "a{k=\"v\"}");
+  // A non-string where a string belongs is still refused as such.
+  r = p.parse(R"({"samples":[{"metric":12,"value":1},{"metric":"b","labels":{"k":true},"value":1}]})");
+  REQUIRE(r.ok);
+  CHECK(p.samples().empty());
+  CHECK(r.rejected == 2);
+}
+
 TEST_CASE("escaped strings in names and label values") {
   Parser p;
   ParseResult r = p.parse(R"({"samples":[{"metric":"a\u002eb","labels":{"k":"q\"uo\\te\nnl\u00e9"},"value":-0.5}]})");
