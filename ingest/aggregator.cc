@@ -330,13 +330,13 @@ Aggregate Aggregator::Impl::aggregate(const SeriesState& st) {
       bin_scratch[out++] = bin_scratch[i];
   }
   bin_scratch.resize(out);
+  static constexpr double kQs[] = {0.5, 0.9, 0.99};
+  double qs[3];
+  quantiles_of_sorted_bins(bin_scratch, a.count, kQs, qs);
   // Clamped like set_quantiles().
-  auto q = [&](double p) {
-    return std::clamp(quantile_of_sorted_bins(bin_scratch, a.count, p), a.min, a.max);
-  };
-  a.p50 = q(0.5);
-  a.p90 = q(0.9);
-  a.p99 = q(0.99);
+  a.p50 = std::clamp(qs[0], a.min, a.max);
+  a.p90 = std::clamp(qs[1], a.min, a.max);
+  a.p99 = std::clamp(qs[2], a.min, a.max);
   return a;
 }
 

@@ -132,8 +132,10 @@ void render_aggregate(std::string& out, const Aggregate& a, double window_s) {
     else o += "null";
   };
   bool any = a.count > 0;
+  // The same in every body of a build: formatted once, not once per series.
+  thread_local NumberCache window_text;
   out += "\"window_s\":";
-  append_json_number(out, window_s);
+  window_text.append(out, window_s);
   out += ",\"count\":";
   append_uint(out, a.count);
   out += ",\"sum\":";

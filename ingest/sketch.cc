@@ -113,15 +113,27 @@ double QuantileSketch::quantile(double q) const {
   return value_of_index(positive_.offset + static_cast<int32_t>(positive_.counts.size()) - 1);
 }
 
-double quantile_of_sorted_bins(std::span<const SketchBin> bins, uint64_t count, double q) {
-  if (count == 0 || bins.empty()) return 0;
-  auto rank = static_cast<uint64_t>(std::clamp(q, 0.0, 1.0) * static_cast<double>(count - 1));
-  uint64_t seen = 0;
-  for (const SketchBin& b : bins) {
-    seen += b.count;
-    if (seen > rank) return QuantileSketch::value_of(b.key);
+void quantiles_of_sorted_bins(std::span<const SketchBin> bins, uint64_t count,
+                              std::span<const double> qs, std::span<double> out) {
+  size_t i = 0;
+  uint64_t seen = 0;  // samples in bins[0, i)
+  int32_t key = 0;
+  double value = 0;
+  bool have_value = false;
+  for (size_t k = 0; k < qs.size(); ++k) {
+    if (count == 0 || bins.empty()) {
+      out[k] = 0;
+      continue;
+    }
+    auto rank = static_cast<uint64_t>(std::clamp(qs[k], 0.0, 1.0) * static_cast<double>(count - 1));
+    while (i + 1 < bins.size() && seen + bins[i].count <= rank) seen += bins[i++].count;
+    if (!have_value || bins[i].key != key) {
+      key = bins[i].key;
+      value = QuantileSketch::value_of(key);
+      have_value = true;
+    }
+    out[k] = value;
   }
-  return QuantileSketch::value_of(bins.back().key);
 }
 
 }  // namespace ingest

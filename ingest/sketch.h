@@ -60,7 +60,11 @@ class QuantileSketch {
   uint64_t zero_ = 0;
 };
 
-// Quantile of bins sorted by key with equal keys merged; count is their total.
-double quantile_of_sorted_bins(std::span<const SketchBin> bins, uint64_t count, double q);
+// Quantiles of bins sorted by key with equal keys merged (count is their total): out[i]
+// is the value of rank floor(qs[i] * (count - 1)), qs ascending. One pass over the bins,
+// and one value computed per distinct bin (p50, p90 and p99 of a short window are often
+// the same bin).
+void quantiles_of_sorted_bins(std::span<const SketchBin> bins, uint64_t count,
+                              std::span<const double> qs, std::span<double> out);
 
 }  // namespace ingest

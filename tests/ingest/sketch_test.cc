@@ -88,3 +88,34 @@ TEST_CASE("a store spanning too many buckets collapses its lowest ones") {
   QuantileSketch empty;
   CHECK(empty.quantile(0.5) == 0);
 }
+
+TEST_CASE("quantiles of sorted bins answer like the sketch of the same values") {
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> dist(0, 50);
+  const double qs[] = {0.0, 0.01, 0.5, 0.9, 0.99, 1.0};
+  for (size_t n : {1, 2, 3, 10, 1000}) {
+    QuantileSketch sketch;
+    std::vector<ingest::SketchBin> bins;
+    for (size_t i = 0; i < n; ++i) {
+      double v = i % 7 == 0 ? 0.0 : dist(rng);
+      sketch.add(v);
+      bins.push_back({QuantileSketch::key_of(v), 1});
+    }
+    std::sort(bins.begin(), bins.end(), [](auto a, auto b) { return a.key < b.key; });
+    size_t out = 0;  // merge equal keys, as the aggregator does
+    for (const auto& b : bins) {
+      if (out && bins[out - 1].key == b.key) bins[out - 1].count += b.count;
+      else bins[out++] = b;
+    }
+    bins.resize(out);
+    double got[std::size(qs)];
+    ingest::quantiles_of_sorted_bins(bins, n, qs, got);
+    for (size_t k = 0; k < std::size(qs); ++k) {
+      INFO("n=" << n << " q=" << qs[k]);
+      CHECK(got[k] == sketch.quantile(qs[k]));
+    }
+  }
+  double none[1] = {-1};
+  ingest::quantiles_of_sorted_bins({}, 0, std::span<const double>(qs, 1), none);
+  CHECK(none[0] == 0);
+}
