@@ -99,6 +99,29 @@ void set_quantiles(Aggregate& a, const QuantileSketch& sketch) {
 
 }  // namespace
 
+namespace {
+
+// What build() gathers per metric while it walks the series: the rollup, the merged
+// sketch, the "series" array and the records' ids. Kept across builds for their
+// capacity (tens of megabytes at a million series).
+struct MetricBuild {
+  Aggregate agg;
+  QuantileSketch sketch;
+  SeriesKeyList keys;             // series keys, sorted
+  std::vector<uint32_t> records;  // their "s:" records' ids, same order
+  std::string name_json;          // the metric name as a JSON string
+  void clear() {
+    agg = Aggregate{};
+    sketch.clear();
+    keys.json.clear();
+    keys.count = 0;
+    records.clear();
+    name_json.clear();
+  }
+};
+
+}  // namespace
+
 struct Aggregator::Impl {
   Config config;
   int64_t interval_ns = 0, window_ns = 0, stale_ns = 0, expire_ns = 0;
@@ -120,6 +143,7 @@ struct Aggregator::Impl {
   // Kept across builds: at a million series these are tens of megabytes that would
   // otherwise be allocated and page-faulted again at every tick.
   std::vector<uint32_t> all_records;  // scratch of build(), kept for its capacity
+  std::vector<MetricBuild> metric_builds;
   std::string record_key;
   std::string prefetch_key;
   std::string key_json;
@@ -463,16 +487,12 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   builder.clear();
   const double window_s = static_cast<double>(m.window_ns) / 1e9;
 
-  struct MetricState {
-    Aggregate agg;
-    QuantileSketch sketch;
-    SeriesKeyList keys;             // series keys, sorted
-    std::vector<uint32_t> records;  // their "s:" records' ids, same order
-    std::string name_json;          // the metric name as a JSON string
-  };
-  std::vector<MetricState> metrics(m.metric_names.size());
-  for (size_t i = 0; i < metrics.size(); ++i)
+  std::vector<MetricBuild>& metrics = m.metric_builds;
+  metrics.resize(m.metric_names.size());
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    metrics[i].clear();
     append_json_string(metrics[i].name_json, m.metric_names[i]);
+  }
   std::vector<Aggregate> series_aggs;
   bool prom_series = m.series.size() < m.config.prom_series_limit;
   if (prom_series) series_aggs.reserve(m.series.size());
@@ -491,6 +511,12 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   // in that order, 8 series apart, like apply() does.
   const size_t count = m.order.size();
   std::string& ahead = m.prefetch_key;
+  uint64_t record_hash[16];  // of series n + 8 .. n, by n % 16, from builder.prefetch()
+  auto prefetch_record = [&](size_t j) {
+    ahead.assign(kSeriesPrefix).append(m.series[m.order[j]].key);
+    record_hash[j % 16] = builder.prefetch(ahead);
+  };
+  for (size_t j = 0; j < std::min<size_t>(8, count); ++j) prefetch_record(j);
   for (size_t n = 0; n < count; ++n) {
     if (n + 24 < count) __builtin_prefetch(&m.series[m.order[n + 24]]);
     if (n + 16 < count) {
@@ -499,21 +525,18 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
       __builtin_prefetch(p.buckets.data());
       __builtin_prefetch(p.bins.data());
     }
-    if (n + 8 < count) {
-      ahead.assign(kSeriesPrefix).append(m.series[m.order[n + 8]].key);
-      builder.prefetch(ahead);
-    }
+    if (n + 8 < count) prefetch_record(n + 8);
     const uint32_t index = m.order[n];
     const SeriesState& st = m.series[index];
     Aggregate a = m.aggregate(st);
-    MetricState& ms = metrics[st.metric];
+    MetricBuild& ms = metrics[st.metric];
     record.assign(kSeriesPrefix).append(st.key);
     key_json.clear();
     append_json_string(key_json, st.key);
     body.clear();
     render_series(body, st.key, key_json, ms.name_json, a, window_s,
                   now_ns - st.last_seen >= m.stale_ns);
-    uint32_t id = builder.add(record, body);
+    uint32_t id = builder.add(record, body, record_hash[n % 16]);
     all_records.push_back(id);
 
     ms.keys.add(key_json);
@@ -534,7 +557,7 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   std::vector<PromMetric> prom_metrics;
   std::string name;
   for (uint32_t i : metric_order) {
-    MetricState& ms = metrics[i];
+    MetricBuild& ms = metrics[i];
     Aggregate& r = ms.agg;
     set_quantiles(r, ms.sketch);
     const std::string& metric = m.metric_names[i];

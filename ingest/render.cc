@@ -16,6 +16,10 @@
 
 namespace ingest {
 
+// Literals appended as string_views: their length is known at compile time, where a
+// const char* costs a strlen() call per append, several per series at every build.
+using namespace std::string_view_literals;
+
 namespace {
 
 // Bytes a JSON string adds to escape each byte: 1 for '"', '\\' and the controls with
@@ -71,7 +75,7 @@ void append_json_string(std::string& out, std::string_view text) {
 
 void append_json_number(std::string& out, double value) {
   if (!std::isfinite(value)) {
-    out += "null";
+    out += "null"sv;
     return;
   }
   char buf[32];
@@ -115,7 +119,7 @@ struct NumberCache {
   void append(std::string& out, double v) {
     if (size == 0 || std::memcmp(&v, &value, sizeof v) != 0) {
       if (!std::isfinite(v)) {
-        out += "null";
+        out += "null"sv;
         return;
       }
       size = static_cast<size_t>(fmt::format_to(text, FMT_COMPILE("{}"), v) - text);
@@ -134,34 +138,34 @@ void render_aggregate(std::string& out, const Aggregate& a, double window_s) {
   bool any = a.count > 0;
   // The same in every body of a build: formatted once, not once per series.
   thread_local NumberCache window_text;
-  out += "\"window_s\":";
+  out += "\"window_s\":"sv;
   window_text.append(out, window_s);
-  out += ",\"count\":";
+  out += ",\"count\":"sv;
   append_uint(out, a.count);
-  out += ",\"sum\":";
+  out += ",\"sum\":"sv;
   append_json_number(out, a.sum);
-  out += ",\"min\":";
+  out += ",\"min\":"sv;
   append_optional(out, any, a.min);
-  out += ",\"max\":";
+  out += ",\"max\":"sv;
   append_optional(out, any, a.max);
-  out += ",\"mean\":";
+  out += ",\"mean\":"sv;
   append_optional(out, any, a.mean());
-  out += ",\"first\":";
+  out += ",\"first\":"sv;
   append_optional(out, any, a.first);
-  out += ",\"last\":";
+  out += ",\"last\":"sv;
   append_optional(out, any, a.last);
-  out += ",\"first_ts\":";
+  out += ",\"first_ts\":"sv;
   append_optional(out, any, ns_to_seconds(a.first_ts_ns));
-  out += ",\"last_ts\":";
+  out += ",\"last_ts\":"sv;
   append_optional(out, any, ns_to_seconds(a.last_ts_ns));
-  out += ",\"rate\":";
+  out += ",\"rate\":"sv;
   std::optional<double> rate = a.rate();
   append_optional(out, rate.has_value(), rate.value_or(0));
-  out += ",\"p50\":";
+  out += ",\"p50\":"sv;
   append_optional(out, any, a.p50);
-  out += ",\"p90\":";
+  out += ",\"p90\":"sv;
   append_optional(out, any, a.p90);
-  out += ",\"p99\":";
+  out += ",\"p99\":"sv;
   append_optional(out, any, a.p99);
 }
 
@@ -210,49 +214,49 @@ void append_json_from_prom_escaped(std::string& out, std::string_view escaped) {
 void render_series(std::string& out, std::string_view key, std::string_view key_json,
                    std::string_view metric_json, const Aggregate& a, double window_s,
                    bool stale) {
-  out += "{\"key\":";
+  out += "{\"key\":"sv;
   out += key_json;
-  out += ",\"metric\":";
+  out += ",\"metric\":"sv;
   out += metric_json;
-  out += ",\"labels\":{";
+  out += ",\"labels\":{"sv;
   bool first = true;
   for_each_key_label(key, [&](std::string_view name, std::string_view value) {
     if (!first) out += ',';
     first = false;
     out += '"';
     out.append(name);  // names are [A-Za-z0-9_.:/-]: nothing to escape
-    out += "\":";
+    out += "\":"sv;
     append_json_from_prom_escaped(out, value);
   });
-  out += "},";
+  out += "},"sv;
   render_aggregate(out, a, window_s);
-  out += stale ? ",\"stale\":true}" : ",\"stale\":false}";
+  out += stale ? ",\"stale\":true}"sv : ",\"stale\":false}"sv;
 }
 
 void render_metric(std::string& out, std::string_view metric, const Aggregate& a,
                    double window_s, const SeriesKeyList& series) {
-  out += "{\"metric\":";
+  out += "{\"metric\":"sv;
   append_json_string(out, metric);
   out += ',';
   render_aggregate(out, a, window_s);
-  out += ",\"series_count\":";
+  out += ",\"series_count\":"sv;
   append_uint(out, series.count);
-  out += ",\"series\":[";
+  out += ",\"series\":["sv;
   out += series.json;
-  out += "]}";
+  out += "]}"sv;
 }
 
 void render_metrics(std::string& out, std::span<const MetricCount> metrics) {
-  out += "{\"metrics\":[";
+  out += "{\"metrics\":["sv;
   for (size_t i = 0; i < metrics.size(); ++i) {
     if (i) out += ',';
-    out += "{\"metric\":";
+    out += "{\"metric\":"sv;
     append_json_string(out, metrics[i].metric);
-    out += ",\"series_count\":";
+    out += ",\"series_count\":"sv;
     append_uint(out, metrics[i].series_count);
     out += '}';
   }
-  out += "]}";
+  out += "]}"sv;
 }
 
 // --- Prometheus --------------------------------------------------------------------
@@ -263,7 +267,7 @@ namespace {
 // called "metric" would clash with ours and gets the conventional "exported_" prefix.
 void append_prom_label_name(std::string& out, std::string_view name) {
   if (name == "metric") {
-    out += "exported_metric";
+    out += "exported_metric"sv;
     return;
   }
   if (name[0] >= '0' && name[0] <= '9') out += '_';
@@ -319,9 +323,9 @@ void render_prometheus(std::string& out, std::span<const PromMetric> metrics,
   out += "# HELP telemetry_metric_series Series of the metric in the window.\n"
          "# TYPE telemetry_metric_series gauge\n";
   for (const PromMetric& m : metrics) {
-    out += "telemetry_metric_series{metric=\"";
+    out += "telemetry_metric_series{metric=\""sv;
     append_prom_value(out, m.metric);
-    out += "\"} ";
+    out += "\"} "sv;
     append_prom_number(out, static_cast<double>(m.series_count));
     out += '\n';
   }
@@ -334,7 +338,7 @@ void render_prometheus(std::string& out, std::span<const PromMetric> metrics,
       if (!f.value(*m.aggregate, &v)) continue;
       fmt::format_to(std::back_inserter(out), "telemetry_metric_{}{{metric=\"", f.name);
       append_prom_value(out, m.metric);
-      out += "\"} ";
+      out += "\"} "sv;
       append_prom_number(out, v);
       out += '\n';
     }
@@ -347,7 +351,7 @@ void render_prometheus(std::string& out, std::span<const PromMetric> metrics,
     const std::pair<const char*, double> qs[] = {{"0.5", a.p50}, {"0.9", a.p90}, {"0.99", a.p99}};
     for (auto [q, v] : qs) {
       if (!std::isfinite(v)) continue;
-      out += "telemetry_metric_quantile{metric=\"";
+      out += "telemetry_metric_quantile{metric=\""sv;
       append_prom_value(out, m.metric);
       fmt::format_to(std::back_inserter(out), "\",quantile=\"{}\"}} ", q);
       append_prom_number(out, v);
@@ -368,11 +372,11 @@ void render_prometheus(std::string& out, std::span<const PromMetric> metrics,
       for_each_key_label(s.key, [&](std::string_view name, std::string_view value) {
         out += ',';
         append_prom_label_name(out, name);
-        out += "=\"";
+        out += "=\""sv;
         out.append(value);  // already in Prometheus escaping
         out += '"';
       });
-      out += "} ";
+      out += "} "sv;
       append_prom_number(out, v);
       out += '\n';
     }

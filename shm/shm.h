@@ -85,8 +85,11 @@ class SnapshotBuilder {
   uint32_t add(std::string_view key, std::string_view value);
   // A hint that key is about to be add()ed: starts loading the part of the duplicate
   // table it will probe. At a million records each add() is otherwise a cache miss; a
-  // caller that knows its next keys issues this a few records ahead.
-  void prefetch(std::string_view key) const;
+  // caller that knows its next keys issues this a few records ahead. Returns the key's
+  // hash, which the add() below takes back instead of hashing the key again.
+  uint64_t prefetch(std::string_view key) const;
+  // add() of a key whose hash prefetch() returned.
+  uint32_t add(std::string_view key, std::string_view value, uint64_t prefetched_hash);
   // A named list of records, in the order given (e.g. the series of one metric). By id
   // is the fast form; by key looks each key up and throws if it is not a record.
   void add_list(std::string_view name, std::span<const uint32_t> records);

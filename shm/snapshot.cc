@@ -1,6 +1,7 @@
 // shm/snapshot.cc: the snapshot format: SnapshotBuilder lays records and lists out
 // flat (see shm/layout.h), SnapshotView reads them back with every access bounds-checked.
 #include <algorithm>
+#include <cassert>
 #include <bit>
 #include <cstring>
 #include <fmt/format.h>
@@ -171,12 +172,16 @@ SnapshotBuilder::SnapshotBuilder(SnapshotBuilder&&) noexcept = default;
 SnapshotBuilder& SnapshotBuilder::operator=(SnapshotBuilder&&) noexcept = default;
 
 uint32_t SnapshotBuilder::add(std::string_view key, std::string_view value) {
+  return add(key, value, hash_bytes(key.data(), key.size()));
+}
+
+uint32_t SnapshotBuilder::add(std::string_view key, std::string_view value, uint64_t h) {
+  assert(h == hash_bytes(key.data(), key.size()));  // what prefetch(key) returned
   Impl& m = *impl_;
   if (key.size() > UINT32_MAX || value.size() > UINT32_MAX || m.entries.size() >= UINT32_MAX / 2)
     throw Error(fmt::format("snapshot record too large: key {} bytes, value {} bytes", key.size(),
                             value.size()));
   if ((m.entries.size() + 1) * 2 > m.table.size()) m.grow_table();
-  uint64_t h = hash_bytes(key.data(), key.size());
   bool found;
   size_t slot = m.probe(key, h, found);
   uint64_t value_at = m.arena.size() + (found ? 0 : key.size());
@@ -198,10 +203,11 @@ uint32_t SnapshotBuilder::add(std::string_view key, std::string_view value) {
   return Impl::entry_of(m.table[slot]);
 }
 
-void SnapshotBuilder::prefetch(std::string_view key) const {
+uint64_t SnapshotBuilder::prefetch(std::string_view key) const {
   const Impl& m = *impl_;
-  if (m.table.empty()) return;
-  __builtin_prefetch(&m.table[hash_bytes(key.data(), key.size()) & (m.table.size() - 1)]);
+  uint64_t h = hash_bytes(key.data(), key.size());
+  if (!m.table.empty()) __builtin_prefetch(&m.table[h & (m.table.size() - 1)]);
+  return h;
 }
 
 void SnapshotBuilder::add_list(std::string_view name, std::span<const uint32_t> records) {

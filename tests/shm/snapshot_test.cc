@@ -61,6 +61,23 @@ TEST_CASE("a key added twice keeps its last value", "[snapshot]") {
   CHECK(v.verify());
 }
 
+TEST_CASE("add() with the hash prefetch() returned builds the same snapshot", "[snapshot]") {
+  SnapshotBuilder plain, hinted;
+  for (int round = 0; round < 2; ++round) {  // the second round replaces every value
+    for (int i = 0; i < 300; ++i) {
+      std::string key = fmt::format("s:m{{h=\"{}\"}}", i), value = fmt::format("{}-{}", round, i);
+      uint32_t a = plain.add(key, value);
+      uint32_t b = hinted.add(key, value, hinted.prefetch(key));
+      CHECK(a == b);
+    }
+  }
+  CHECK(plain.serialize(3, 9) == hinted.serialize(3, 9));
+  auto bytes = hinted.serialize(3, 9);
+  SnapshotView v(bytes);
+  CHECK(v.record_count() == 300);
+  CHECK(*v.find("s:m{h=\"17\"}") == "1-17");
+}
+
 TEST_CASE("an empty snapshot is valid", "[snapshot]") {
   SnapshotBuilder b;
   auto bytes = b.serialize(1, 0);
