@@ -97,10 +97,6 @@ void set_quantiles(Aggregate& a, const QuantileSketch& sketch) {
   a.p99 = std::clamp(sketch.quantile(0.99), a.min, a.max);
 }
 
-}  // namespace
-
-namespace {
-
 // What build() gathers per metric while it walks the series: the rollup, the merged
 // sketch, the "series" array and the records' ids. Kept across builds for their
 // capacity (tens of megabytes at a million series).
@@ -390,7 +386,7 @@ namespace {
 
 constexpr uint32_t kNoSeries = UINT32_MAX;
 constexpr size_t kPrefetchSeries = 16;  // samples ahead: the series record
-constexpr size_t kPrefetchData = 8;      // samples ahead: its key and newest bucket
+constexpr size_t kPrefetchData = 8;     // samples ahead: its key and newest bucket
 
 }  // namespace
 

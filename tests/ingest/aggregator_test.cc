@@ -187,6 +187,29 @@ TEST_CASE("the window slides: old buckets leave / then the series expires") {
   CHECK(agg.series_count() == 0);
 }
 
+TEST_CASE("a new interval re-slices the newest bucket: it fills to the end of its new interval") {
+  // Two samples 2.5 s apart. The window drops whole buckets, so whether they share one
+  // shows in what is left once the first one's time has left the window.
+  for (bool longer : {false, true}) {
+    Config c = small_config();  // interval 1 s, window 10 s
+    Aggregator agg(c);
+    Batch first;
+    first.add("m", {}, 1, kT0 + kSec / 2);
+    agg.apply(0, first.view(), kT0 + kSec);
+    if (longer) {
+      c.interval = std::chrono::milliseconds(5000);
+      agg.reconfigure(c);
+    }
+    Batch second;
+    second.add("m", {}, 2, kT0 + 3 * kSec);
+    agg.apply(0, second.view(), kT0 + 3 * kSec);
+    agg.expire(kT0 + 11 * kSec);  // the window starts at kT0 + 1 s
+    INFO("interval " << (longer ? "5 s" : "1 s"));
+    REQUIRE(agg.series("m"));
+    CHECK(agg.series("m")->count == (longer ? 2u : 1u));
+  }
+}
+
 TEST_CASE("staleness marks a series without new samples for stale_after") {
   Aggregator agg(small_config());
   Batch b;
