@@ -479,3 +479,33 @@ TEST_CASE("daemon mode returns once ready and sd_notify gets READY=1", "[e2e][da
   CHECK_FALSE(file_exists(pidfile));
   CHECK_FALSE(file_exists(sock));
 }
+
+#ifdef LOADGEN_BIN
+// bench/loadgen produces the constant-rate latency figures of docs/performance.md: check
+// it against a real telemetryd, here with a rate low enough for any machine.
+TEST_CASE("bench/loadgen answers every scheduled request and counts the non-2xx", "[e2e][bench]") {
+  TempDir data;
+  write_file(data.file("a.json"), native_body(71.5));
+  Service svc(fast_flags(data.file("a.json")));
+  write_file(data.file("keys.txt"), "/v1/series/" + url_encode(kH1) + "\n/v1/series/no.such.series\n");
+  RunResult r = run({LOADGEN_BIN, "--port", std::to_string(svc.port()), "--keys", data.file("keys.txt"),
+                     "--conns", "4", "--rate", "200", "--duration", "2", "--seed", "3"});
+  INFO(r.out << r.err);
+  REQUIRE(r.status == 0);
+  auto number = [&](const std::string& name) {
+    size_t at = r.out.find(" " + name + "=");
+    REQUIRE(at != std::string::npos);
+    return std::stod(r.out.substr(at + name.size() + 2));
+  };
+  // Poisson arrivals at 200/s for 2 s: 400 expected, 300-500 is a 5-sigma band.
+  double requests = number("requests");
+  CHECK(requests > 300);
+  CHECK(requests < 500);
+  // Half the keys do not exist: about half the answers are 404s, each counted.
+  CHECK(number("non2xx") > requests * 0.3);
+  CHECK(number("non2xx") < requests * 0.7);
+  CHECK(number("socket_errors") == 0);
+  CHECK(number("p50_us") > 0);
+  CHECK(number("p99_us") >= number("p50_us"));
+}
+#endif
