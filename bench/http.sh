@@ -26,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
 . scripts/deps.sh
-ensure_packages wrk nginx-light python3-uvicorn python3-uvloop python3-httptools nghttp2-client gnuplot-nox
+ensure_packages wrk nginx-light python3-uvicorn python3-uvloop python3-httptools gnuplot-nox
 
 CONNS=${CONNS:-"16 64 256"}
 RUNS=${RUNS:-3}
