@@ -109,8 +109,7 @@ struct MetricBuild {
   void clear() {
     agg = Aggregate{};
     sketch.clear();
-    keys.json.clear();
-    keys.count = 0;
+    keys.clear();
     records.clear();
     name_json.clear();
   }
@@ -140,8 +139,7 @@ struct Aggregator::Impl {
   // otherwise be allocated and page-faulted again at every tick.
   std::vector<uint32_t> all_records;  // scratch of build(), kept for its capacity
   std::vector<MetricBuild> metric_builds;
-  std::string record_key;
-  std::string prefetch_key;
+  std::string record_keys[16];  // "s:" + key of series n .. n + 8 in build(), by n % 16
   std::string key_json;
   std::string body;
   size_t last_build_bytes = 0;        // key + value bytes of the last build
@@ -500,17 +498,16 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   all_records.reserve(m.series.size());
 
   std::string& body = m.body;
-  std::string& record = m.record_key;
   std::string& key_json = m.key_json;
   // Key order is not creation order: each series is a few random loads (its state, then
   // its key, buckets and bins, then the builder's table slot for its record), fetched
   // in that order, 8 series apart, like apply() does.
   const size_t count = m.order.size();
-  std::string& ahead = m.prefetch_key;
-  uint64_t record_hash[16];  // of series n + 8 .. n, by n % 16, from builder.prefetch()
+  uint64_t record_hash[16];  // their hashes, from builder.prefetch()
   auto prefetch_record = [&](size_t j) {
-    ahead.assign(kSeriesPrefix).append(m.series[m.order[j]].key);
-    record_hash[j % 16] = builder.prefetch(ahead);
+    std::string& record = m.record_keys[j % 16];
+    record.assign(kSeriesPrefix).append(m.series[m.order[j]].key);
+    record_hash[j % 16] = builder.prefetch(record);
   };
   for (size_t j = 0; j < std::min<size_t>(8, count); ++j) prefetch_record(j);
   for (size_t n = 0; n < count; ++n) {
@@ -526,13 +523,12 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
     const SeriesState& st = m.series[index];
     Aggregate a = m.aggregate(st);
     MetricBuild& ms = metrics[st.metric];
-    record.assign(kSeriesPrefix).append(st.key);
     key_json.clear();
     append_json_string(key_json, st.key);
     body.clear();
     render_series(body, st.key, key_json, ms.name_json, a, window_s,
                   now_ns - st.last_seen >= m.stale_ns);
-    uint32_t id = builder.add(record, body, record_hash[n % 16]);
+    uint32_t id = builder.add(m.record_keys[n % 16], body, record_hash[n % 16]);
     all_records.push_back(id);
 
     ms.keys.add(key_json);

@@ -26,6 +26,10 @@ struct SeriesKeyList {
     if (count++) json += ',';
     json += key_json;
   }
+  void clear() {  // keeps the capacity
+    json.clear();
+    count = 0;
+  }
 };
 // `{"metric":..,"window_s":..,<aggregate>,"series_count":N,"series":[keys]}`
 void render_metric(std::string& out, std::string_view metric, const Aggregate& a,
