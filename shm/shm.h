@@ -345,4 +345,15 @@ class Store {
 uint64_t realtime_ns();
 uint64_t monotonic_ns();
 
+// Failpoints: named places in the code where a test makes this process fail on purpose,
+// deterministically, instead of racing a kill against a sleep. The environment variable
+// TELEMETRYD_FAILPOINTS holds `name=action` pairs separated by ','; actions:
+//   kill   SIGKILL this process (a crash at exactly this point)
+//   stop   SIGSTOP this process (a hang; the process can be continued)
+//   spin   loop for ever on the CPU (a stuck process that still runs)
+//   error  failpoint() returns true: the caller takes its error path
+// The variable is read once per process, on the first call; without it a failpoint
+// costs one predictable branch. Forked children inherit the parsed table.
+bool failpoint(std::string_view name);
+
 }  // namespace shm
