@@ -1,0 +1,148 @@
+// server/reader_impl.h: the inside of a reader's HttpServer, shared by the three files
+// that implement it:
+//   reader.cc           the connection engine: accept and its balancing, reads, writes,
+//                       timeouts, the drain on SIGTERM, run_reader()
+//   routes.cc           routing a parsed request to its endpoint, and the endpoints
+//   snapshot_stream.cc  /v1/snapshot, streamed in batches under short guards
+// Not a public header: server/reader.h is the reader's manual.
+#pragma once
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "server/http.h"
+#include "server/reader.h"
+#include "server/service.h"
+#include "shm/shm.h"
+
+namespace server {
+
+using http::Parse;
+using http::Request;
+
+inline constexpr size_t kSnapshotBatchBytes = 256 * 1024;  // /v1/snapshot bytes rendered per guard
+inline constexpr int kSnapshotBatchesPerCall = 4;         // then yield to the other connections
+
+// A /v1/snapshot response in progress. `series` views the buffer of `generation`; those
+// bytes stay unchanged exactly as long as `generation` is still the current one (the
+// writer only writes non-current buffers, and generations only grow), which each batch
+// re-checks under a fresh guard before touching them.
+struct SnapshotStream {
+  uint64_t generation = 0;
+  std::vector<shm::Record> series;
+  size_t next = 0;
+  bool chunked = true;  // HTTP/1.0 gets a close-delimited body instead
+  bool head_only = false;
+};
+
+struct HttpServer::Impl {
+  struct Conn;
+  Impl(event_base* b, shm::Reader& r, shm::Store& s, const ReaderOptions& o)
+      : base(b), reader(r), store(s), opt(o) {}
+
+  event_base* base;
+  shm::Reader& reader;
+  shm::Store& store;
+  ReaderOptions opt;
+
+  event accept_ev{};
+  bool accept_on = false;
+  bool accept_paused = false;  // out of descriptors: retried on the next tick
+  event step_aside_ev{};       // re-joins the accept set after stepping aside
+  event tick_ev{};
+  event grace_ev{};
+  bool grace_on = false;
+  bool shutting_down = false;
+  bool more_pipelined = false;  // draining: another request follows the one being answered
+
+  std::vector<Conn*> conns;
+  uint64_t accepted = 0;
+  uint64_t now_ms = 0;  // refreshed by the tick and by accepts: coarse on purpose
+  char date[40] = {};
+  size_t date_len = 0;
+  time_t date_sec = 0;
+  std::atomic<uint64_t>* ctr[shm::kReaderCounters] = {};
+
+  std::string key;   // scratch: the record key of a lookup
+  std::string body;  // scratch: bodies rendered by the server itself
+
+  // --- setup -----------------------------------------------------------------------
+  void start();
+  void watch_listen(bool on);
+  void refresh_clock();
+
+  // --- connections -----------------------------------------------------------------
+  static void on_accept(evutil_socket_t, short, void* arg);
+  static void on_read(evutil_socket_t, short, void* arg);
+  static void on_write(evutil_socket_t, short, void* arg);
+  static void on_tick(evutil_socket_t, short, void* arg);
+  static void on_grace(evutil_socket_t, short, void* arg);
+  void accept_some();
+  bool should_step_aside() const;
+  void close_conn(Conn& c);
+  void read_conn(Conn& c);
+  bool flush(Conn& c);  // false: the connection was closed
+  void after_io(Conn& c);
+  void set_events(Conn& c, bool want_read, bool want_write);
+  void sweep();
+  void begin_shutdown();
+
+  // --- requests --------------------------------------------------------------------
+  void process_input(Conn& c);
+  void handle(Conn& c, const Request& req, const shm::SnapshotView* view, bool store_failed);
+  void pump_stream(Conn& c);
+  void bump(uint32_t i) {
+    auto& a = *ctr[i];
+    a.store(a.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);  // single writer
+  }
+
+  // Appends a whole response. etag may be empty; extra is raw header lines.
+  void respond(Conn& c, const Request& req, int status, uint64_t generation, std::string_view content_type,
+               std::string_view body, std::string_view etag = {}, std::string_view extra = {});
+  void respond_json_error(Conn& c, const Request& req, int status, uint64_t generation, std::string_view msg,
+                          std::string_view extra = {});
+  void respond_with_etag(Conn& c, const Request& req, uint64_t generation, std::string_view body);
+  bool keep_alive(const Conn& c, const Request& req) const;
+
+  void serve_query(Conn& c, const Request& req, const shm::SnapshotView& view);
+  void serve_prom(Conn& c, const Request& req, const shm::SnapshotView* view);
+  void serve_healthz(Conn& c, const Request& req, const shm::SnapshotView* view);
+  void start_snapshot(Conn& c, const Request& req, const shm::SnapshotView& view);
+};
+
+struct HttpServer::Impl::Conn {
+  Impl* server = nullptr;
+  int fd = -1;
+  size_t index = 0;  // in Impl::conns_
+  event rev{}, wev{};
+  bool rev_on = false, wev_on = false;
+
+  std::string in;  // fixed capacity; in_len bytes used
+  size_t in_len = 0;
+  std::string out;  // pending output from out_off
+  size_t out_off = 0;
+
+  uint64_t last_active_ms = 0;      // last read or write progress
+  uint64_t request_started_ms = 0;  // when the buffered partial request began
+  uint64_t linger_deadline_ms = 0;
+  bool close_after_flush = false;   // error, Connection: close, HTTP/1.0, shutdown
+  bool lingering = false;           // write side shut; draining input until EOF
+  std::unique_ptr<SnapshotStream> stream;
+
+  size_t pending() const { return out.size() - out_off; }
+};
+
+// While draining, the last request the client has already sent is answered with
+// `Connection: close`; the ones pipelined before it keep the connection, so everything
+// in flight gets a response rather than being dropped behind the close.
+inline bool HttpServer::Impl::keep_alive(const Conn& c, const Request& req) const {
+  return req.keep_alive && (!shutting_down || more_pipelined) && !c.close_after_flush;
+}
+
+}  // namespace server

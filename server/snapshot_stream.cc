@@ -1,0 +1,83 @@
+// server/snapshot_stream.cc: /v1/snapshot, the whole snapshot as one JSON document,
+// streamed in batches of about kSnapshotBatchBytes as the socket drains, each batch under
+// its own short read guard, so that a slow client never pins a buffer.
+#include <charconv>
+#include <optional>
+
+#include "ingest/ingest.h"
+#include "server/reader_impl.h"
+
+namespace server {
+
+// /v1/snapshot: headers and the document's opening now, the series in batches as the
+// socket drains (pump_stream), each batch under its own short guard.
+void HttpServer::Impl::start_snapshot(Conn& c, const Request& req, const shm::SnapshotView& view) {
+  auto s = std::make_unique<SnapshotStream>();
+  s->generation = view.generation();
+  s->chunked = req.minor_version >= 1;
+  s->head_only = req.method == http::Method::head;
+  if (!s->head_only) s->series = view.list(ingest::kSeriesList);
+
+  bump(kStatus2xx);
+  const bool keep = keep_alive(c, req) && s->chunked;
+  std::string& o = c.out;
+  o.append("HTTP/1.1 200 OK\r\nServer: telemetryd\r\nDate: ").append(date, date_len);
+  o.append("\r\nContent-Type: application/json\r\nX-Snapshot-Generation: ");
+  http::append_uint(o, s->generation);
+  o.append(s->chunked ? "\r\nTransfer-Encoding: chunked\r\n" : "\r\n");
+  if (!keep) o.append("Connection: close\r\n");
+  o.append("\r\n");
+  if (!keep) c.close_after_flush = true;
+  if (s->head_only) return;
+
+  std::string open = R"({"generation":)";
+  http::append_uint(open, s->generation);
+  open.append(R"(,"built_at":)");
+  http::append_uint(open, view.built_at_ns() / 1'000'000'000);
+  open.append(R"(,"series":[)");
+  if (s->chunked) {
+    char hex[16];
+    auto [p, ec] = std::to_chars(hex, hex + sizeof hex, open.size(), 16);
+    o.append(hex, p).append("\r\n").append(open).append("\r\n");
+  } else {
+    o.append(open);
+  }
+  c.stream = std::move(s);
+}
+
+// Renders the next batch of the snapshot stream into the (empty) output buffer. If the
+// snapshot is no longer current the bytes we were streaming may be rewritten, so the
+// response is cut short: the connection closes without the final chunk, which a client
+// sees as a truncated transfer and retries (documented in docs/performance.md).
+void HttpServer::Impl::pump_stream(Conn& c) {
+  SnapshotStream& s = *c.stream;
+  std::optional<shm::Reader::Guard> guard;
+  try {
+    if (auto g = reader.enter()) guard.emplace(std::move(*g));
+  } catch (const shm::Error&) {
+  }
+  if (!guard || guard->generation() != s.generation) {
+    c.stream.reset();
+    c.close_after_flush = true;
+    c.in_len = 0;
+    return;
+  }
+  size_t end = s.next, bytes = 0;
+  while (end < s.series.size() && bytes < kSnapshotBatchBytes) bytes += s.series[end++].value.size() + 1;
+  const bool last = end == s.series.size();
+  std::string& o = c.out;
+  if (s.chunked) {
+    char hex[16];
+    auto [p, ec] = std::to_chars(hex, hex + sizeof hex, bytes - (s.next == 0 && end > 0 ? 1 : 0) + (last ? 2 : 0), 16);
+    o.append(hex, p).append("\r\n");
+  }
+  for (size_t i = s.next; i < end; ++i) {
+    if (i > 0) o += ',';
+    o.append(s.series[i].value);
+  }
+  s.next = end;
+  if (last) o.append("]}");
+  if (s.chunked) o.append(last ? "\r\n0\r\n\r\n" : "\r\n");
+  if (last) c.stream.reset();
+}
+}  // namespace server
