@@ -197,6 +197,20 @@ void Supervisor::kill_stuck_readers(uint64_t now, const shm::StoreInfo& info) {
   }
 }
 
+// The writer's loop beats kWriterHeartbeatNs every 100ms and after each publish. One
+// that has not beaten for writer-stuck-timeout is spinning or blocked: readers keep
+// serving the last snapshot, and a fresh writer continues from its generation.
+void Supervisor::kill_stuck_writer(uint64_t now) {
+  if (writer_.state != State::running || writer_.stuck_killed) return;
+  uint64_t beat = store_->service_counter(kWriterHeartbeatNs).load(std::memory_order_relaxed);
+  uint64_t last = std::max(beat, writer_.started_mono);
+  if (now <= last || now - last <= ms_to_ns(options_.writer_stuck_timeout)) return;
+  log::error("writer (pid {}) made no progress for {}ms: killing it", writer_.pid, (now - last) / 1000000);
+  writer_.stuck_killed = true;
+  kill(writer_.pid, SIGKILL);
+  store_->service_counter(kStuckWritersKilled).fetch_add(1, std::memory_order_relaxed);
+}
+
 void Supervisor::check_ready(const shm::StoreInfo& info) {
   if (ready_ || info.generation == 0) return;
   for (auto& r : readers_)

@@ -112,6 +112,7 @@ Report Supervisor::show_info() const {
       .add("restarts_writer", store_->service_counter(kRestartsWriter).load(std::memory_order_relaxed))
       .add("restarts_reader", store_->service_counter(kRestartsReader).load(std::memory_order_relaxed))
       .add("stuck_readers_killed", store_->service_counter(kStuckReadersKilled).load(std::memory_order_relaxed))
+      .add("stuck_writers_killed", store_->service_counter(kStuckWritersKilled).load(std::memory_order_relaxed))
       .add("log_level", std::string(log::level_name(log::level())))
       .add("last_reload", iso_time(last_reload_ns_))
       .add("last_reload_error", last_reload_error_.empty() ? "-" : last_reload_error_);

@@ -105,6 +105,9 @@ const std::vector<Setting>& settings() {
        [](Options& o, const Values& v) { o.daemon = parse_bool("daemon", v.back()); }},
       {"stuck-timeout", Kind::value, "kill a reader whose loop has not ticked for DURATION (default 5s)",
        duration("stuck-timeout", &Options::stuck_timeout)},
+      {"writer-stuck-timeout", Kind::value,
+       "kill the writer if its loop has not turned for DURATION (default 60s; above the longest snapshot build)",
+       duration("writer-stuck-timeout", &Options::writer_stuck_timeout)},
       {"shutdown-timeout", Kind::value, "SIGKILL children still running DURATION after SIGTERM (default 10s)",
        duration("shutdown-timeout", &Options::shutdown_timeout)},
       {"restart-backoff-max", Kind::value, "longest wait before restarting a crashed child (default 30s)",
@@ -184,6 +187,7 @@ void check(Options& o) {
   if (o.ingest.sources.size() > shm::kMaxSources)
     throw std::invalid_argument(fmt::format("source: at most {} sources", shm::kMaxSources));
   if (o.stuck_timeout < ms(100)) throw std::invalid_argument("stuck-timeout: must be at least 100ms");
+  if (o.writer_stuck_timeout < ms(500)) throw std::invalid_argument("writer-stuck-timeout: must be at least 500ms");
   o.ingest = o.ingest.resolved();  // throws std::invalid_argument naming the setting
   ingest::check_sources(o.ingest);  // and this one naming the URL: a reload that the
                                     // supervisor accepts is one the writer can apply

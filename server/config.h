@@ -38,6 +38,7 @@ struct Options {
 
   // Supervision.
   std::chrono::milliseconds stuck_timeout{5000};
+  std::chrono::milliseconds writer_stuck_timeout{60000};
   std::chrono::milliseconds shutdown_timeout{10000};  // SIGTERM -> SIGKILL of children
   std::chrono::milliseconds restart_backoff_max{30000};
   uint32_t crash_loop_limit = 10;  // restarts of one child within crash_loop_window

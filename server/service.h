@@ -30,6 +30,8 @@ enum ServiceCounter : uint32_t {
   kStartedAtNs = 10,     // supervisor start, Unix ns
   kLogLevel = 11,        // current log level (set log-level), read by every child
   kWriterRequestedExit = 12,
+  kWriterHeartbeatNs = 13,  // CLOCK_MONOTONIC of the writer loop's last turn (writer watchdog)
+  kStuckWritersKilled = 14,
   kFirstFreeServiceCounter = 16,
 };
 

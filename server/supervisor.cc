@@ -150,6 +150,7 @@ void Supervisor::tick() {
   shm::StoreInfo info = store_->info();
   restart_due(now);
   kill_stuck_readers(now, info);
+  kill_stuck_writer(now);
   advance_rolling_restart(now, info);
   answer_reloads(now);
   check_ready(info);

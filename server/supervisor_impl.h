@@ -109,6 +109,7 @@ class Supervisor {
   void tick();
   void restart_due(uint64_t now);
   void kill_stuck_readers(uint64_t now, const shm::StoreInfo& info);
+  void kill_stuck_writer(uint64_t now);
   void advance_rolling_restart(uint64_t now, const shm::StoreInfo& info);
   void answer_reloads(uint64_t now);
   void check_ready(const shm::StoreInfo& info);

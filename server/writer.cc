@@ -15,6 +15,7 @@
 
 namespace {
 constexpr int kWriterNice = 19;
+constexpr timeval kHeartbeatEvery{0, 100'000};
 }  // namespace
 
 namespace server {
@@ -63,6 +64,7 @@ struct WriterProcess {
     counter(kSamplesAccepted).store(accepted, std::memory_order_relaxed);
     counter(kSamplesDropped).store(dropped, std::memory_order_relaxed);
     counter(kTicks).fetch_add(1, std::memory_order_relaxed);
+    heartbeat();
   }
 
   // SIGHUP from the supervisor, which has already checked the file. We check again
@@ -79,6 +81,19 @@ struct WriterProcess {
       counter(kReloadFailed).store(request, std::memory_order_release);
       log::error("reload {} rejected, keeping the running configuration: {}", request, e.what());
     }
+  }
+
+  // The supervisor's writer watchdog reads this: a loop that stops turning (a bug that
+  // spins or blocks) gets the writer killed and replaced while readers keep serving.
+  // A build runs inside one loop callback, so writer-stuck-timeout must exceed the
+  // longest build; publish() beats too, so a build that ends counts as progress.
+  void heartbeat() {
+    counter(kWriterHeartbeatNs).store(shm::monotonic_ns(), std::memory_order_relaxed);
+  }
+
+  static void on_heartbeat(evutil_socket_t, short, void* arg) {
+    shm::failpoint("writer.heartbeat");
+    static_cast<WriterProcess*>(arg)->heartbeat();
   }
 
   static void on_signal(evutil_socket_t signal, short, void* arg) {
@@ -138,6 +153,9 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
     signals.push_back(evsignal_new(w.base, s, &WriterProcess::on_signal, &w));
     event_add(signals.back(), nullptr);
   }
+  event* beat = event_new(w.base, -1, EV_PERSIST, &WriterProcess::on_heartbeat, &w);
+  event_add(beat, &kHeartbeatEvery);
+  w.heartbeat();
   sigset_t set;
   sigemptyset(&set);
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, s);
@@ -157,6 +175,7 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
   }
   w.pipeline.reset();
   for (event* e : signals) event_free(e);
+  event_free(beat);
   event_base_free(w.base);
   return code;
 }

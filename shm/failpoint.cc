@@ -44,8 +44,15 @@ const Table* failpoint_table() {
 bool failpoint(std::string_view name) {
   const Table* table = failpoint_table();
   if (!table) return false;
-  for (const auto& [point, action] : *table) {
+  for (const auto& [point, spec] : *table) {
     if (point != name) continue;
+    // `action@FILE`: armed while FILE exists; the process that unlinks it is the one
+    // that fails, so a replacement process started afterwards runs normally.
+    std::string_view action = spec;
+    if (size_t at = action.find('@'); at != std::string_view::npos) {
+      if (::unlink(spec.c_str() + at + 1) != 0) return false;
+      action = action.substr(0, at);
+    }
     if (action == "kill") ::kill(::getpid(), SIGKILL);
     if (action == "stop") ::kill(::getpid(), SIGSTOP);
     if (action == "spin")

@@ -352,6 +352,9 @@ uint64_t monotonic_ns();
 //   stop   SIGSTOP this process (a hang; the process can be continued)
 //   spin   loop for ever on the CPU (a stuck process that still runs)
 //   error  failpoint() returns true: the caller takes its error path
+// An action written `action@FILE` is armed only while FILE exists and fires in the one
+// process that manages to unlink it: exactly once, however many processes pass there
+// (a replacement child does not fail again).
 // The variable is read once per process, on the first call; without it a failpoint
 // costs one predictable branch. Forked children inherit the parsed table.
 bool failpoint(std::string_view name);

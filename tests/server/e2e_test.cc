@@ -420,6 +420,28 @@ TEST_CASE("the writer SIGKILLed: readers keep answering and a new writer publish
   CHECK(svc.stop() == 0);
 }
 
+TEST_CASE("a writer stuck in its loop is killed by the writer watchdog and replaced", "[e2e][kill]") {
+  TempDir data, marks;
+  write_file(data.file("a.json"), native_body(71.5));
+  // Armed by creating the file: the writer that consumes it spins in its loop for ever.
+  const std::string armed = marks.file("writer-spins");
+  setenv("TELEMETRYD_FAILPOINTS", ("writer.heartbeat=spin@" + armed).c_str(), 1);
+  auto flags = fast_flags(data.file("a.json"));
+  flags.insert(flags.end(), {"--writer-stuck-timeout", "1s"});
+  Service svc(flags);
+  unsetenv("TELEMETRYD_FAILPOINTS");
+  pid_t writer = svc.writer_pid();
+  write_file(armed, "");
+  REQUIRE(wait_for([&] { return !file_exists(armed); }));
+  uint64_t generation = svc.info_number("generation");
+  // Stuck, not dead: the readers go on serving the last snapshot.
+  for (int i = 0; i < 10; ++i) CHECK(http_get(svc.port(), "/v1/series/" + url_encode(kH1)).status == 200);
+  CHECK(wait_for([&] { pid_t w = svc.writer_pid(); return w > 0 && w != writer; }));
+  CHECK(Service::field(svc.admin("show info"), "stuck_writers_killed") == "1");
+  CHECK(wait_for([&] { return svc.info_number("generation") > generation + 2; }));
+  CHECK(svc.stop() == 0);
+}
+
 TEST_CASE("a stopped reader is killed by the stuck check and replaced", "[e2e][kill]") {
   Service svc({"--interval", "200ms", "--workers", "2", "--stuck-timeout", "500ms"});
   auto readers = svc.reader_pids();
