@@ -1,5 +1,5 @@
 // server/reader.h: the reader process of telemetryd. A reader serves the HTTP read API
-// (docs: issue 4, section 3) from the current shm snapshot on a libevent loop, with its
+// from the current shm snapshot on a libevent loop, with its
 // own minimal HTTP/1.1 handling (server/http.h) instead of evhttp: evhttp allocates
 // several objects per request, and the reader's CPU per request is the point of the
 // project.
@@ -29,6 +29,7 @@ struct ReaderOptions {
   std::chrono::milliseconds heartbeat_every{100};    // Reader::heartbeat() period
   size_t max_header_bytes = 8192;                    // 431 beyond
   size_t prom_series_limit = 10000;
+  size_t query_max_scanned = 100000;                 // /v1/query: series looked at per request
 };
 
 // Runs the reader's event loop in this (forked) process until SIGTERM/SIGINT (graceful:

@@ -35,8 +35,9 @@ inline constexpr int kSnapshotBatchesPerCall = 4;         // then yield to the o
 // re-checks under a fresh guard before touching them.
 struct SnapshotStream {
   uint64_t generation = 0;
-  std::vector<shm::Record> series;
-  size_t next = 0;
+  shm::ListView series;
+  size_t next = 0;     // next entry of `series`
+  size_t written = 0;  // entries written so far
   bool chunked = true;  // HTTP/1.0 gets a close-delimited body instead
   bool head_only = false;
 };

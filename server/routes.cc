@@ -7,11 +7,17 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "ingest/ingest.h"
 #include "server/reader_impl.h"
 
 namespace server {
 namespace {
+
+constexpr size_t kQueryDefaultLimit = 1000;   // series per /v1/query page
+constexpr size_t kQueryMaxLimit = 10000;
+constexpr size_t kQueryMaxParams = 64;
 
 enum class Endpoint { series, query, metrics_list, metric, snapshot, prom, healthz, other };
 
@@ -35,6 +41,64 @@ uint32_t status_counter(int status) {
   if (status >= 500) return kStatus5xx;
   if (status >= 400) return kStatus4xxOther;
   return kStatus2xx;
+}
+
+// /v1/query's parameters. `metric`, `limit` and `cursor` are reserved; every other
+// parameter is a label filter (so a label of one of those names cannot be filtered on).
+struct QueryParams {
+  std::string metric;
+  size_t limit = kQueryDefaultLimit;
+  std::string cursor;
+  bool has_cursor = false;
+  std::vector<std::pair<std::string, std::string>> labels;
+};
+
+// Fills q from the query string; returns "" or the reason for a 400.
+std::string parse_query(std::string_view query, QueryParams& q) {
+  bool have_metric = false, have_limit = false;
+  size_t params = 0;
+  for (std::string_view rest = query; !rest.empty();) {
+    size_t amp = rest.find('&');
+    std::string_view param = rest.substr(0, amp);
+    rest.remove_prefix(amp == std::string_view::npos ? rest.size() : amp + 1);
+    if (param.empty()) continue;
+    if (++params > kQueryMaxParams) return fmt::format("too many query parameters (at most {})", kQueryMaxParams);
+    size_t eq = param.find('=');
+    std::string name, value;
+    if (!http::percent_decode_append(param.substr(0, eq), name, true) ||
+        (eq != std::string_view::npos && !http::percent_decode_append(param.substr(eq + 1), value, true)))
+      return "malformed percent-encoding in the query";
+    if (name == "metric" || name == "limit" || name == "cursor") {
+      bool& seen = name == "metric" ? have_metric : name == "limit" ? have_limit : q.has_cursor;
+      if (seen) return fmt::format("query parameter '{}' given twice", name);
+      seen = true;
+    }
+    if (name == "metric") {
+      q.metric = std::move(value);
+    } else if (name == "limit") {
+      uint64_t n = 0;
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc() || end != value.data() + value.size() || n < 1 || n > kQueryMaxLimit)
+        return fmt::format("limit must be a whole number from 1 to {}", kQueryMaxLimit);
+      q.limit = n;
+    } else if (name == "cursor") {
+      q.cursor = std::move(value);
+    } else {
+      q.labels.emplace_back(std::move(name), std::move(value));
+    }
+  }
+  if (!have_metric || q.metric.empty()) return "missing query parameter: metric";
+  return "";
+}
+
+// True when the series record `record_key` ("s:" + canonical key) has every label pair.
+bool series_has_labels(std::string_view record_key, const std::vector<std::pair<std::string, std::string>>& labels) {
+  if (record_key.starts_with(ingest::kSeriesPrefix)) record_key.remove_prefix(ingest::kSeriesPrefix.size());
+  auto parsed = ingest::parse_series_key(record_key);
+  if (!parsed) return false;
+  return std::all_of(labels.begin(), labels.end(), [&](const auto& want) {
+    return std::find(parsed->labels.begin(), parsed->labels.end(), want) != parsed->labels.end();
+  });
 }
 
 }  // namespace
@@ -147,50 +211,53 @@ void HttpServer::Impl::respond_with_etag(Conn& c, const Request& req, uint64_t g
   respond(c, req, 200, generation, "application/json", data, tag);
 }
 
-// /v1/query: the metric's series whose labels include every given pair.
+// /v1/query: one page of the metric's series whose labels include every given pair.
+//
+// Bounded per request, whatever the snapshot holds: a page has at most `limit` series
+// (default kQueryDefaultLimit, at most kQueryMaxLimit) and the scan behind it looks at
+// most query_max_scanned series (ReaderOptions), so a filter that matches little in a metric of millions
+// of series returns a short (even empty) page with a cursor instead of walking them all
+// under the snapshot guard. The metric's list is sorted by key, so the cursor is the
+// last key looked at and the next page starts by binary search after it: pages stay
+// consistent across generations (a series added meanwhile before the cursor is not
+// seen, one after it is), and a cursor never expires.
 void HttpServer::Impl::serve_query(Conn& c, const Request& req, const shm::SnapshotView& view) {
   const uint64_t gen = view.generation();
-  std::string metric;
-  bool have_metric = false;
-  std::vector<std::pair<std::string, std::string>> want;
-  for (std::string_view q = req.query; !q.empty();) {
-    size_t amp = q.find('&');
-    std::string_view param = q.substr(0, amp);
-    q.remove_prefix(amp == std::string_view::npos ? q.size() : amp + 1);
-    if (param.empty()) continue;
-    size_t eq = param.find('=');
-    std::string name, value;
-    if (!http::percent_decode_append(param.substr(0, eq), name, true) ||
-        (eq != std::string_view::npos && !http::percent_decode_append(param.substr(eq + 1), value, true)))
-      return respond_json_error(c, req, 400, gen, "malformed percent-encoding in the query");
-    if (name == "metric" && !have_metric) {
-      metric = std::move(value);
-      have_metric = true;
-    } else {
-      want.emplace_back(std::move(name), std::move(value));
-    }
-  }
-  if (!have_metric || metric.empty()) return respond_json_error(c, req, 400, gen, "missing query parameter: metric");
+  QueryParams q;
+  if (std::string error = parse_query(req.query, q); !error.empty()) return respond_json_error(c, req, 400, gen, error);
 
-  std::string out = R"({"series":[)";
-  bool first = true;
-  for (const shm::Record& r : view.list(ingest::metric_record_key(metric))) {
-    if (!want.empty()) {
-      std::string_view k = r.key;
-      if (k.starts_with(ingest::kSeriesPrefix)) k.remove_prefix(ingest::kSeriesPrefix.size());
-      auto parsed = ingest::parse_series_key(k);
-      if (!parsed) continue;
-      bool all = std::all_of(want.begin(), want.end(), [&](const auto& w) {
-        return std::find(parsed->labels.begin(), parsed->labels.end(), w) != parsed->labels.end();
-      });
-      if (!all) continue;
+  const std::string list_name = ingest::metric_record_key(q.metric);
+  const shm::ListView list = view.find_list(list_name);
+  size_t i = 0;
+  if (q.has_cursor) {  // first record whose key sorts after "s:" + cursor
+    key.assign(ingest::kSeriesPrefix).append(q.cursor);
+    size_t lo = 0, hi = list.size();
+    while (lo < hi) {
+      size_t mid = lo + (hi - lo) / 2;
+      auto r = list.at(mid);
+      if (r && r->key <= std::string_view(key)) lo = mid + 1;
+      else hi = mid;
     }
-    if (!first) out += ',';
-    first = false;
-    out.append(r.value);
+    i = lo;
   }
-  out.append("]}");
-  respond_with_etag(c, req, gen, out);
+  body.assign(R"({"series":[)");
+  size_t returned = 0, scanned = 0;
+  std::string_view last_key;
+  for (; i < list.size() && returned < q.limit && scanned < opt.query_max_scanned; ++i, ++scanned) {
+    auto r = list.at(i);
+    if (!r) continue;
+    last_key = r->key;
+    if (!q.labels.empty() && !series_has_labels(r->key, q.labels)) continue;
+    if (returned++) body += ',';
+    body.append(r->value);
+  }
+  body.append("]");
+  if (i < list.size() && last_key.starts_with(ingest::kSeriesPrefix)) {
+    body.append(R"(,"next_cursor":)");
+    ingest::append_json_string(body, last_key.substr(ingest::kSeriesPrefix.size()));
+  }
+  body.append("}");
+  respond_with_etag(c, req, gen, body);
 }
 
 void HttpServer::Impl::serve_healthz(Conn& c, const Request& req, const shm::SnapshotView* view) {

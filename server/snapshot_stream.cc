@@ -16,7 +16,7 @@ void HttpServer::Impl::start_snapshot(Conn& c, const Request& req, const shm::Sn
   s->generation = view.generation();
   s->chunked = req.minor_version >= 1;
   s->head_only = req.method == http::Method::head;
-  if (!s->head_only) s->series = view.list(ingest::kSeriesList);
+  if (!s->head_only) s->series = view.find_list(ingest::kSeriesList);
 
   bump(kStatus2xx);
   const bool keep = keep_alive(c, req) && s->chunked;
@@ -62,22 +62,25 @@ void HttpServer::Impl::pump_stream(Conn& c) {
     c.in_len = 0;
     return;
   }
-  size_t end = s.next, bytes = 0;
-  while (end < s.series.size() && bytes < kSnapshotBatchBytes) bytes += s.series[end++].value.size() + 1;
-  const bool last = end == s.series.size();
+  // The batch goes into the scratch body first: its size is the chunk's size.
+  std::string& batch = body;
+  batch.clear();
+  while (s.next < s.series.size() && batch.size() < kSnapshotBatchBytes) {
+    auto r = s.series.at(s.next++);
+    if (!r) continue;  // a corrupt entry: SnapshotView refuses to read it
+    if (s.written++) batch += ',';
+    batch.append(r->value);
+  }
+  const bool last = s.next == s.series.size();
+  if (last) batch.append("]}");  // so a chunk is never empty (that would end the body)
   std::string& o = c.out;
   if (s.chunked) {
     char hex[16];
-    auto [p, ec] = std::to_chars(hex, hex + sizeof hex, bytes - (s.next == 0 && end > 0 ? 1 : 0) + (last ? 2 : 0), 16);
-    o.append(hex, p).append("\r\n");
+    auto [p, ec] = std::to_chars(hex, hex + sizeof hex, batch.size(), 16);
+    o.append(hex, p).append("\r\n").append(batch).append(last ? "\r\n0\r\n\r\n" : "\r\n");
+  } else {
+    o.append(batch);
   }
-  for (size_t i = s.next; i < end; ++i) {
-    if (i > 0) o += ',';
-    o.append(s.series[i].value);
-  }
-  s.next = end;
-  if (last) o.append("]}");
-  if (s.chunked) o.append(last ? "\r\n0\r\n\r\n" : "\r\n");
   if (last) c.stream.reset();
 }
 }  // namespace server

@@ -121,6 +121,26 @@ struct Record {
   std::string_view value;
 };
 
+// A named list of a snapshot, read in place: size() is O(1) and at(i) one bounds-checked
+// load, so a reader can page through a list of millions without copying it. Valid as
+// long as the snapshot's bytes are.
+class ListView {
+ public:
+  ListView() = default;
+  size_t size() const { return count_; }
+  // Entry i, or nullopt when i >= size() or the entry is corrupt.
+  std::optional<Record> at(size_t i) const;
+
+ private:
+  friend class SnapshotView;
+  ListView(std::span<const std::byte> bytes, size_t offsets_at, uint32_t count, size_t body_end)
+      : bytes_(bytes), offsets_at_(offsets_at), count_(count), body_end_(body_end) {}
+  std::span<const std::byte> bytes_;
+  size_t offsets_at_ = 0;
+  uint32_t count_ = 0;
+  size_t body_end_ = 0;
+};
+
 // Read-only, bounds-checked view of one serialized snapshot. Cheap to construct
 // (checks the header and table bounds: O(1)); verify() also checks the checksum and
 // every record (O(size)). All accessors stay inside the buffer whatever its contents.
@@ -144,6 +164,8 @@ class SnapshotView {
   std::optional<Record> record(size_t i) const;
   // The records of a named list, in list order; empty when there is no such list.
   std::vector<Record> list(std::string_view name) const;
+  // The same list without copying it (an empty ListView when absent).
+  ListView find_list(std::string_view name) const;
   // Names of all lists, in the order they were added.
   std::vector<std::string_view> list_names() const;
 

@@ -511,6 +511,24 @@ std::vector<Record> SnapshotView::list(std::string_view name) const {
   return out;
 }
 
+ListView SnapshotView::find_list(std::string_view name) const {
+  ListView out;
+  if (bytes_.empty()) return out;
+  const Layout& l = layout_;
+  probe_index(bytes_, l.list_index, l.list_buckets, name, [&](uint64_t at) {
+    auto list = list_at(bytes_, at, l.body_end);
+    if (!list || list->name != name) return false;
+    out = ListView(bytes_, list->offsets_at, list->count, l.body_end);
+    return true;
+  });
+  return out;
+}
+
+std::optional<Record> ListView::at(size_t i) const {
+  if (i >= count_) return std::nullopt;
+  return record_at(bytes_, load<uint64_t>(bytes_, offsets_at_ + 8 * i), body_end_);
+}
+
 std::vector<std::string_view> SnapshotView::list_names() const {
   std::vector<std::string_view> out;
   for (size_t i = 0; i < layout_.list_count; ++i)

@@ -433,6 +433,92 @@ TEST_CASE("GET /v1/query filters by labels", "[server]") {
   CHECK(bad.body.find("metric") != std::string::npos);
 }
 
+namespace {
+struct QueryPage {
+  std::vector<std::string> keys;
+  std::optional<std::string> next_cursor;
+};
+QueryPage query_page(const std::string& body) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element doc = parser.parse(body);
+  QueryPage page;
+  for (simdjson::dom::element s : simdjson::dom::array(doc["series"]))
+    page.keys.emplace_back(std::string_view(s["key"]));
+  std::string_view cursor;
+  if (doc["next_cursor"].get(cursor) == simdjson::SUCCESS) page.next_cursor = std::string(cursor);
+  return page;
+}
+}  // namespace
+
+TEST_CASE("GET /v1/query pages: limit, next_cursor, every series exactly once", "[server]") {
+  constexpr size_t kBulk = 25000;
+  Fixture f({}, true, kBulk);
+  QueryPage first = query_page(get(f.port, "/v1/query?metric=bulk").body);
+  CHECK(first.keys.size() == 1000);  // the default limit
+  REQUIRE(first.next_cursor);
+  CHECK(*first.next_cursor == first.keys.back());
+
+  std::vector<std::string> seen;
+  std::string target = "/v1/query?metric=bulk&limit=7000";
+  size_t pages = 0;
+  for (;;) {
+    Response r = get(f.port, target);
+    REQUIRE(r.status == 200);
+    QueryPage page = query_page(r.body);
+    CHECK(page.keys.size() <= 7000);
+    seen.insert(seen.end(), page.keys.begin(), page.keys.end());
+    ++pages;
+    if (!page.next_cursor) break;
+    REQUIRE(pages < 10);
+    target = "/v1/query?metric=bulk&limit=7000&cursor=" + server::http::percent_encode(*page.next_cursor);
+  }
+  CHECK(pages == 4);
+  CHECK(seen.size() == kBulk);
+  CHECK(std::is_sorted(seen.begin(), seen.end()));
+  CHECK(std::adjacent_find(seen.begin(), seen.end()) == seen.end());
+  // A cursor past the end: an empty last page.
+  QueryPage end = query_page(get(f.port, "/v1/query?metric=bulk&cursor=zzz").body);
+  CHECK(end.keys.empty());
+  CHECK(!end.next_cursor);
+}
+
+TEST_CASE("GET /v1/query: reserved parameters are checked, out-of-range limits are 400", "[server]") {
+  Fixture f;
+  for (std::string bad : {"limit=0", "limit=10001", "limit=1000000", "limit=abc", "limit=", "limit=5&limit=6",
+                          "cursor=a&cursor=b"}) {
+    Response r = get(f.port, "/v1/query?metric=cpu&" + bad);
+    INFO(bad);
+    CHECK(r.status == 400);
+    CHECK(r.body.find(bad.starts_with("limit=5") || bad.starts_with("cursor") ? "twice" : "limit") != std::string::npos);
+  }
+  CHECK(query_page(get(f.port, "/v1/query?metric=cpu&limit=10000").body).keys.size() == 2);
+  CHECK(query_page(get(f.port, "/v1/query?metric=cpu&limit=1").body).keys.size() == 1);
+  std::string many = "/v1/query?metric=cpu";
+  for (int i = 0; i < 100; ++i) many += "&l" + std::to_string(i) + "=x";
+  CHECK(get(f.port, many).status == 400);
+}
+
+TEST_CASE("GET /v1/query: a filter that matches little scans a bounded number of series per request", "[server]") {
+  server::ReaderOptions opt;
+  opt.query_max_scanned = 3000;
+  Fixture f(opt, true, 10000);
+  // Matches one series of 10,000: each request looks at 3,000 at most and says where to go on.
+  const std::string want = "&i=9999";
+  std::string target = "/v1/query?metric=bulk" + want;
+  std::vector<std::string> found;
+  size_t pages = 0;
+  for (;; ++pages) {
+    REQUIRE(pages < 10);
+    QueryPage page = query_page(get(f.port, target).body);
+    found.insert(found.end(), page.keys.begin(), page.keys.end());
+    if (!page.next_cursor) break;
+    target = "/v1/query?metric=bulk" + want + "&cursor=" + server::http::percent_encode(*page.next_cursor);
+  }
+  CHECK(pages + 1 == 4);  // ceil(10,000 / 3,000)
+  REQUIRE(found.size() == 1);
+  CHECK(found[0].find("i=\"9999\"") != std::string::npos);
+}
+
 TEST_CASE("GET /v1/metrics and /v1/metrics/{name}", "[server]") {
   Fixture f;
   Response list = get(f.port, "/v1/metrics");
