@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/spin/run.sh: exhaustive spin checks of tests/spin/shm_protocol.pml (issue 6).
+# tests/spin/run.sh: exhaustive spin checks of tests/spin/shm_protocol.pml.
 # Every check of the real model must pass; every bug variant must yield a counterexample.
 # Works in a temporary directory (no pan files in the repository). Exit status 0 = all good.
 set -u
