@@ -346,6 +346,9 @@ void HttpServer::Impl::serve_prom(Conn& c, const Request& req, const shm::Snapsh
   help("telemetryd_restarts_total", "counter", "Children restarted by the supervisor, by role.");
   line("telemetryd_restarts_total", "role=\"writer\"", store.service_counter(kRestartsWriter).load(std::memory_order_relaxed));
   line("telemetryd_restarts_total", "role=\"reader\"", store.service_counter(kRestartsReader).load(std::memory_order_relaxed));
+  help("telemetryd_watchdog_kills_total", "counter", "Children killed by the supervisor for making no progress, by role.");
+  line("telemetryd_watchdog_kills_total", "role=\"writer\"", store.service_counter(kStuckWritersKilled).load(std::memory_order_relaxed));
+  line("telemetryd_watchdog_kills_total", "role=\"reader\"", store.service_counter(kStuckReadersKilled).load(std::memory_order_relaxed));
   respond(c, req, 200, gen, "text/plain; version=0.0.4; charset=utf-8", out);
 }
 
