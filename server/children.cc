@@ -32,6 +32,10 @@ void Supervisor::spawn(Child& child) {
   // can take the signals (a SIGHUP that arrived in between is delivered then, not lost,
   // and does not kill it with the default action).
   sigset_t blocked = handled_signals(), old;
+  // A new writer reads nothing on SIGHUP: it starts from options_, which already holds
+  // every configuration the supervisor accepted. So the reloads asked of its
+  // predecessor (which may have died before answering) are done by this start.
+  const uint64_t reloads_asked = store_->service_counter(kReloadRequests).load(std::memory_order_acquire);
   sigprocmask(SIG_BLOCK, &blocked, &old);
   pid_t pid = fork();
   if (pid == 0) child_main(child);
@@ -47,6 +51,10 @@ void Supervisor::spawn(Child& child) {
   child.started_mono = shm::monotonic_ns();
   child.retiring = child.stuck_killed = false;
   log::info("started {} (pid {})", child.name(), pid);
+  if (child.role == Role::writer && !reloads_.empty()) {
+    log::info("reload {}: the new writer starts with the accepted configuration", reloads_asked);
+    store_->service_counter(kReloadDone).store(reloads_asked, std::memory_order_release);
+  }
 }
 
 void Supervisor::child_main(Child& child) {

@@ -10,6 +10,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <thread>
+
 #include "e2e_util.h"
 
 using namespace e2e;
@@ -263,6 +265,26 @@ TEST_CASE("SIGHUP and reload apply a good file and keep the old config on a bad 
   CHECK(Service::field(reply, "reload") == "ok");
   CHECK(Service::field(reply, "restart_needed") == "workers");
   CHECK(wait_for([&] { return Service::field(svc.admin("show sources"), "sources") == "1"; }));
+  CHECK(svc.stop() == 0);
+}
+
+TEST_CASE("a reload whose writer dies before answering is answered by the writer that replaces it", "[e2e][reload]") {
+  TempDir data;
+  write_file(data.file("a.json"), native_body(71.5));
+  Service svc(fast_flags(data.file("a.json")));
+  pid_t writer = svc.writer_pid();
+  // Stopped, the writer cannot take the SIGHUP the reload sends; then it is killed.
+  kill(writer, SIGSTOP);
+  auto started = std::chrono::steady_clock::now();
+  std::string reply;
+  std::thread client([&] { reply = svc.admin("reload"); });
+  CHECK(wait_for([&] { return svc.log().find("asking the writer") != std::string::npos; }));
+  kill(writer, SIGKILL);
+  client.join();
+  CHECK(Service::field(reply, "reload") == "ok");
+  // Answered by the restart, not by the 10 s timeout.
+  CHECK(std::chrono::steady_clock::now() - started < 8s);
+  CHECK(wait_for([&] { pid_t w = svc.writer_pid(); return w > 0 && w != writer; }));
   CHECK(svc.stop() == 0);
 }
 
