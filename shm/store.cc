@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <climits>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -443,7 +444,8 @@ namespace {
 // Both kinds of change end in the same state when their holder dies, free, because a
 // slot is only claimed from free or from a dead owner.
 int32_t busy_mark() { return -getpid(); }
-bool busy_holder_alive(int32_t pid) { return process_start_token(-pid) != 0; }
+// INT32_MIN names no process (and cannot be negated): a corrupt mark, taken as dead.
+bool busy_holder_alive(int32_t pid) { return pid < 0 && pid != INT32_MIN && process_start_token(-pid) != 0; }
 
 // Frees slot s if its pid is still `pid`: a dead owner (> 0) or the busy mark of a dead
 // holder (< 0). True if this call freed it.

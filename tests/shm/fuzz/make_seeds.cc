@@ -3,13 +3,15 @@
 // snapshot of five records and a list, and the bytes of its control segment (trimmed
 // of its zero tail, which the fuzzer pads back) and of the current buffer (trimmed to
 // the snapshot). Then broken variants: a truncated control segment, a truncated
-// snapshot, a missing buffer, a buffer count of 9, a current word naming buffer 7, and
-// a snapshot header claiming a huge record count.
+// snapshot, a missing buffer, a buffer count of 9, a current word naming buffer 7, a
+// snapshot header claiming a huge record count, and reader slot 0 marked busy by the
+// impossible holder -INT32_MIN.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstddef>
 #include <cstring>
 #include <fmt/format.h>
@@ -106,6 +108,10 @@ int main(int argc, char** argv) {
   Bytes huge = buffer;
   poke<uint32_t>(huge, offsetof(shm::SnapshotHeader, record_count), 0x7fffffff);
   write_seed(dir, "huge-record-count", 0, control, huge);
-  fmt::print("wrote 7 seeds to {} (control {} bytes, snapshot {} bytes)\n", dir, control.size(), buffer.size());
+  Bytes busy = control;  // reader slot 0 busy, its holder "pid" -INT32_MIN
+  busy.resize(offset(&probe.slots[1]));
+  poke<int32_t>(busy, offset(&probe.slots[0].pid), INT32_MIN);
+  write_seed(dir, "slot-busy-int-min", 0, busy, buffer);
+  fmt::print("wrote 8 seeds to {} (control {} bytes, snapshot {} bytes)\n", dir, control.size(), buffer.size());
   return 0;
 }
