@@ -317,3 +317,23 @@ TEST_CASE("a control segment corrupted after open never makes a process read out
   c.reclaim_timeout_ms = ~uint64_t{0};
   CHECK_THROWS_WITH(Store::open(n.name), Catch::Contains("invalid reclaim timeout"));
 }
+
+TEST_CASE("a growth replaces a segment already present under the new incarnation's name", "[store][failure]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name, 2));
+  Writer writer(*store);  // its clean-up has run: the leftovers below come after it
+  for (int i = 0; i < 2; ++i) {
+    int fd = shm_open(fmt::format("/{}.{}.2", n.name, i).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(ftruncate(fd, 100) == 0);
+    close(fd);
+  }
+  Reader reader(*store, 0);
+  for (uint64_t g = 1; g <= 2; ++g) {
+    REQUIRE(writer.publish(snapshot_of(20000, fmt::format("g{}", g))) == g);  // grows into /NAME.I.2
+    auto guard = reader.enter();
+    REQUIRE(guard);
+    CHECK(*guard->view().find("k19999") == fmt::format("g{}:19999", g));
+  }
+  CHECK(segments_of(n.name) == std::set<std::string>{n.name, n.name + ".0.2", n.name + ".1.2"});
+}
