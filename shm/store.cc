@@ -578,12 +578,16 @@ int acquire_free_buffer(Store::Control& c, const Shape& shape, uint32_t current,
 }
 
 // Buffer b's writable mapping `seg`, brought up to the incarnation `seq` its descriptor
-// records: re-mapped when another writer grew it, or when its name no longer leads to
-// the mapping (unlinked under a running service). Empty when that segment is gone: the
-// caller then replaces it with a new incarnation, so that readers, who may still map
-// the old one, see a new seq and re-map.
+// records: mapped by name when this process has not mapped that incarnation yet
+// (another writer grew it). Empty when the segment is gone, or when its name no longer
+// leads to our mapping (unlinked under a running service): readers may still map the
+// old segment under this seq, so the caller replaces it with a new incarnation, whose
+// new seq makes them re-map.
 void map_recorded(Segment& seg, const std::string& path, uint64_t seq) {
-  if (seg.seq == seq && seg.data() && still_named(seg, path)) return;
+  if (seg.seq == seq && seg.data()) {
+    if (!still_named(seg, path)) seg = Segment{};
+    return;
+  }
   seg = open_segment(path, true, /*missing_ok=*/true);
   seg.seq = seq;
 }

@@ -337,3 +337,30 @@ TEST_CASE("a growth replaces a segment already present under the new incarnation
   }
   CHECK(segments_of(n.name) == std::set<std::string>{n.name, n.name + ".0.2", n.name + ".1.2"});
 }
+
+TEST_CASE("a buffer segment replaced under a running service gets a new incarnation readers re-map",
+          "[store][failure]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name, 2));
+  Writer writer(*store);
+  Reader reader(*store, 0);
+  for (uint64_t g = 1; g <= 2; ++g) {  // the reader maps both buffers
+    REQUIRE(writer.publish(snapshot_of(10, fmt::format("g{}", g))) == g);
+    REQUIRE(reader.enter());
+  }
+  // The buffer written next is unlinked and a segment of the same name and size made.
+  const uint32_t next = (store->info().current_buffer + 1) % 2;
+  const std::string path = fmt::format("/{}.{}.1", n.name, next);
+  REQUIRE(shm_unlink(path.c_str()) == 0);
+  int fd = shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  REQUIRE(fd >= 0);
+  REQUIRE(ftruncate(fd, 64 << 10) == 0);
+  close(fd);
+  // Written into that name under the same seq, it would stay invisible to a reader that
+  // mapped the old segment.
+  REQUIRE(writer.publish(snapshot_of(10, "g3")) == 3);
+  auto guard = reader.enter();
+  REQUIRE(guard);
+  CHECK(*guard->view().find("k1") == "g3:1");
+  CHECK(store->control().buffers[next].seq.load() == 2);
+}
