@@ -88,7 +88,7 @@ constexpr uint32_t current_buffer(uint64_t word) { return static_cast<uint32_t>(
 // Control::current that observed a word naming this buffer ([P2] pairs with [P1]).
 struct alignas(64) BufferDesc {
   std::atomic<uint64_t> seq;         // incarnation: segment name is /NAME.I.SEQ; 0 = none yet
-  std::atomic<uint64_t> capacity;    // bytes of that segment
+  std::atomic<uint64_t> capacity;    // bytes of that segment, for info(): mappings are sized by fstat
   std::atomic<uint64_t> generation;  // generation of the snapshot it holds, 0 = none
   std::atomic<uint64_t> size;        // bytes of that snapshot
   std::atomic<uint64_t> records;     // its record count
@@ -117,7 +117,8 @@ struct alignas(64) ReaderSlot {
 };
 
 // Per-source ingest status, guarded by a seqlock: the writer makes seq odd, writes,
-// makes it even (release); a reader copies between two equal even loads of seq.
+// makes it even (release); a reader copies between two equal even loads of seq. A
+// writer killed in between leaves it odd: the next one rounds it up to even first.
 struct SourceSlot {
   std::atomic<uint64_t> seq;
   char url[kSourceUrlBytes];
@@ -136,6 +137,8 @@ struct SourceSlot {
 
 struct Store::Control {
   // Identity: written once by create() before any other process can open the segment.
+  // open() validates buffer_count, reader_slots and reclaim_timeout_ms and keeps its
+  // own copies: the shared fields are never read again.
   uint64_t magic;
   uint32_t layout_version;
   uint32_t uid;

@@ -28,7 +28,16 @@
 //   little-endian fields, a checksum), so a buffer may be copied byte for byte to another
 //   machine and opened there with SnapshotView.
 // - A corrupt or truncated snapshot is reported as an error by SnapshotView, never read
-//   out of bounds.
+//   out of bounds. A corrupt control segment is refused by Store::open; the counts it
+//   was opened with are kept, so later damage to the segment gives wrong numbers or an
+//   error, never an access out of bounds.
+// - Every failure is an shm::Error (a system call's names the segment, the call and the
+//   OS's reason), never another exception type and never a signal: a buffer segment
+//   that is missing (unlinked under a running service) or cannot be mapped fails the
+//   read that needs it, and the writer replaces it when it next writes that buffer.
+// - A writer killed at any instant, even in the middle of growing a buffer, leaves the
+//   store readable: every buffer descriptor names a segment that exists, and the next
+//   Writer removes the segments the dead one left unrecorded.
 //
 // Not guaranteed
 // --------------
@@ -57,7 +66,9 @@
 
 namespace shm {
 
-// Every failure of this library: a message that says what and where.
+// Every failure of this library: a message that says what and where. The calls below
+// say when they throw it; the only other exception any of them lets out is
+// std::bad_alloc.
 class Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -195,12 +206,14 @@ constexpr uint32_t kServiceCounters = 64;  // Store::service_counter(): meaning 
 constexpr uint32_t kReaderCounters = 32;   // Reader::counter(): meaning set by server/
 
 struct StoreOptions {
-  std::string name = "telemetryd";  // POSIX shm name, without the leading '/'
-  uint32_t buffer_count = 3;        // >= 2; a spare lets the writer step around a stopped reader
-  uint32_t reader_slots = 64;       // <= kMaxReaders
+  // POSIX shm name without the leading '/': 1-100 characters, no '/', and not ending in
+  // .DIGITS.DIGITS (the form of a buffer's name: "x.1.2" is buffer 1 of store "x").
+  std::string name = "telemetryd";
+  uint32_t buffer_count = 3;        // 2..kMaxBuffers; a spare lets the writer step around a stopped reader
+  uint32_t reader_slots = 64;       // 1..kMaxReaders
   size_t initial_buffer_bytes = 1 << 20;
   // How long publish() waits for a buffer that a live reader still holds before it
-  // skips this publish.
+  // skips this publish. At most one hour.
   std::chrono::milliseconds reclaim_timeout{100};
 };
 
@@ -254,7 +267,9 @@ class Store;
 // The publishing side. One per store at a time.
 class Writer {
  public:
-  // Claims the store's writer role; throws if another live writer holds it.
+  // Claims the store's writer role, then unlinks the buffer segments no descriptor
+  // names (left by a writer killed while it grew a buffer). Throws shm::Error if another
+  // live writer holds the role.
   explicit Writer(Store& store);
   ~Writer();
   Writer(const Writer&) = delete;
@@ -263,9 +278,18 @@ class Writer {
   // Builds generation current+1 into a buffer no reader uses, then makes it current.
   // Returns the new generation, or 0 when the publish was skipped because every
   // non-current buffer is held by a live reader past reclaim_timeout (counted).
+  // A buffer too small for the snapshot, or whose segment has gone, is replaced by a
+  // new incarnation (/NAME.I.SEQ+1): created and filled, recorded in its descriptor,
+  // and only then is the old one unlinked.
+  // Throws shm::Error if this process no longer holds the writer role, or if a buffer
+  // segment cannot be opened, created (e.g. /dev/shm full: posix_fallocate ENOSPC) or
+  // mapped. After a throw the current snapshot is unchanged and readable; a segment
+  // the failed publish left unrecorded is removed by the next Writer.
   uint64_t publish(const SnapshotBuilder& builder);
   uint64_t generation() const;  // the last generation published by anyone
 
+  // Never throw, but at an armed failpoint (an index >= kMaxSources is ignored; text
+  // is truncated to its field).
   void set_source_status(uint32_t index, const SourceStatus& status);
   void set_source_count(uint32_t n);
 
@@ -276,8 +300,9 @@ class Writer {
 // The reading side: one per reader process, bound to one slot of the table.
 class Reader {
  public:
-  // Claims slot `slot` for this process (pid + start token). Throws if the slot holds
-  // another live process.
+  // Claims slot `slot` for this process (pid + start token). Throws shm::Error if the
+  // slot is out of range, holds another live process, or stays busy (another process
+  // in the middle of a hand-over) for 100,000 yields.
   Reader(Store& store, uint32_t slot);
   ~Reader();  // releases the slot
   Reader(const Reader&) = delete;
@@ -302,13 +327,17 @@ class Reader {
 
   // Enters a read of the current snapshot. nullopt before the first publish. Takes no
   // lock; makes no system call except to map a buffer the first time it is seen (or
-  // after it grew). Throws shm::Error if the current buffer is corrupt.
+  // after it grew). Throws shm::Error, after leaving the read, if a guard of this
+  // reader is still alive, or if the current buffer's segment is missing, not this
+  // uid's, cannot be mapped, or does not hold a valid snapshot of the current
+  // generation; a later enter() succeeds once a publish names a sound buffer.
   std::optional<Guard> enter();
 
   // Counters kept in the slot (relaxed; read by the supervisor and the admin socket).
   void count_requests(uint64_t n);
   void heartbeat();  // stores CLOCK_MONOTONIC now
   // Per-reader counters in the slot, free for server/'s use (relaxed increments).
+  // Throws shm::Error if i >= kReaderCounters.
   std::atomic<uint64_t>& counter(uint32_t i);
   uint32_t slot() const { return slot_; }
 
@@ -324,13 +353,19 @@ class Reader {
 // the supervisor, open() in the children) and keeps it for its life.
 class Store {
  public:
-  // Creates the segments (mode 0600). Segments left under the same name by an earlier
-  // run whose creator is gone are removed first; a store whose creator is alive, or
-  // one with a wrong magic, layout version or owner, is refused with shm::Error.
+  // Creates the segments (mode 0600, their memory allocated at once). Segments left
+  // under the same name by an earlier run whose creator is gone are removed first.
+  // Throws shm::Error for invalid options, for a store whose creator is alive or whose
+  // control segment has a wrong magic, layout version, owner or counts, and when a
+  // segment cannot be opened, created or mapped (e.g. /dev/shm full).
   static std::unique_ptr<Store> create(const StoreOptions& options);
-  // Opens an existing store; throws shm::Error on wrong magic, version or owner.
+  // Opens an existing store. Throws shm::Error for an invalid name, a missing or
+  // unmappable control segment, and one that is too small or has a wrong magic, layout
+  // version, owner, buffer count, slot count or reclaim timeout.
   static std::unique_ptr<Store> open(const std::string& name);
-  // Unlinks the control segment and every buffer of the named store. Safe if absent.
+  // Unlinks the control segment /NAME and every /NAME.I.SEQ (I < kMaxBuffers) in
+  // /dev/shm, and nothing else (not the segments of a store named "NAME.1"). Safe if
+  // absent. Throws shm::Error only for an invalid name.
   static void remove(const std::string& name);
 
   ~Store();
@@ -339,6 +374,8 @@ class Store {
 
   const std::string& name() const;
   uint32_t reader_slots() const;
+  // Copies of the control segment's fields. Never throw: whatever the segment holds now,
+  // they read inside it (the counts are those validated at open).
   StoreInfo info() const;
   std::vector<SourceStatus> sources() const;
 
@@ -347,9 +384,10 @@ class Store {
   // Supervisor: frees the writer role of a writer that has exited.
   void clear_writer(int32_t pid);
 
-  // Service-wide counters in the control segment, free for server/'s use.
+  // Service-wide counters in the control segment, free for server/'s use. Throws
+  // shm::Error if i >= kServiceCounters.
   std::atomic<uint64_t>& service_counter(uint32_t i) const;
-  // Counter i of reader slot `slot` (see Reader::counter).
+  // Counter i of reader slot `slot` (see Reader::counter); 0 when out of range.
   uint64_t reader_counter(uint32_t slot, uint32_t i) const;
 
   struct Control;  // the layout, in shm/layout.h
@@ -378,7 +416,15 @@ uint64_t monotonic_ns();
 // process that manages to unlink it: exactly once, however many processes pass there
 // (a replacement child does not fail again).
 // The variable is read once per process, on the first call; without it a failpoint
-// costs one predictable branch. Forked children inherit the parsed table.
+// costs one predictable branch. Forked children inherit the parsed table (so a test
+// that arms failpoints in a child must exec a fresh program, or fork before anything
+// in the parent has called failpoint()).
+//
+// This library's failpoints (with `error`, the call in progress throws shm::Error):
+//   shm.grow.after_create   Writer::publish growing a buffer: new segment created, not filled
+//   shm.grow.after_record   ... filled and recorded in the BufferDesc, old one not unlinked
+//   shm.grow.after_unlink   ... old one unlinked, the snapshot not yet published
+//   shm.source.mid_write    Writer::set_source_status: the slot half written (seq odd)
 bool failpoint(std::string_view name);
 
 }  // namespace shm

@@ -2,26 +2,27 @@
 // protocol between one Writer and many Readers. The protocol's proof sketch is in
 // docs/architecture.md; [Pn] labels mark the loads, stores and fences it talks about.
 #include <algorithm>
-#include <cstdlib>
-#include <boost/interprocess/mapped_region.hpp>
-#include <boost/interprocess/shared_memory_object.hpp>
 #include <cerrno>
+#include <charconv>
+#include <climits>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <dirent.h>
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <fstream>
 #include <random>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <thread>
 #include <time.h>
 #include <unistd.h>
+#include <utility>
 
 #include "shm/layout.h"
 
 namespace shm {
-
-namespace bip = boost::interprocess;
 
 uint64_t realtime_ns() {
   timespec ts;
@@ -84,9 +85,50 @@ std::string buffer_name(const std::string& name, uint32_t index, uint64_t seq) {
   return fmt::format("/{}.{}.{}", name, index, seq);
 }
 
+bool all_digits(std::string_view s) {
+  return !s.empty() && s.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
 void check_name(const std::string& name) {
   if (name.empty() || name.size() > 100 || name.find('/') != std::string::npos)
     throw Error(fmt::format("invalid shm name '{}': 1-100 characters, no '/'", name));
+  // "x.1.2" would be the name of buffer 1, incarnation 2, of store "x": removing "x"
+  // would remove it.
+  size_t last = name.rfind('.');
+  size_t prev = last == std::string::npos || last == 0 ? std::string::npos : name.rfind('.', last - 1);
+  if (prev != std::string::npos && all_digits(std::string_view(name).substr(prev + 1, last - prev - 1)) &&
+      all_digits(std::string_view(name).substr(last + 1)))
+    throw Error(fmt::format("invalid shm name '{}': it must not end in .DIGITS.DIGITS, the form of a buffer's name",
+                            name));
+}
+
+// (index, seq) if `file` (an entry of /dev/shm) is exactly buffer_name(name, index, seq)
+// for some index < kMaxBuffers: another store's segments, such as those of a store
+// named "NAME.1" ("/NAME.1", "/NAME.1.0.5"), never match.
+std::optional<std::pair<uint32_t, uint64_t>> buffer_of(std::string_view file, const std::string& name) {
+  if (!file.starts_with(name) || file.size() <= name.size() + 1 || file[name.size()] != '.') return std::nullopt;
+  const char* end = file.data() + file.size();
+  uint32_t index = 0;
+  uint64_t seq = 0;
+  auto [dot, e1] = std::from_chars(file.data() + name.size() + 1, end, index);
+  if (e1 != std::errc{} || dot == end || *dot != '.') return std::nullopt;
+  auto [tail, e2] = std::from_chars(dot + 1, end, seq);
+  if (e2 != std::errc{} || tail != end || index >= kMaxBuffers) return std::nullopt;
+  if (buffer_name(name, index, seq).substr(1) != file) return std::nullopt;  // e.g. "x.01.5": not a name we make
+  return std::pair{index, seq};
+}
+
+// The buffer segments of store `name` in /dev/shm (where glibc keeps POSIX shared
+// memory), whatever the control segment says: a crashed writer may have left one it
+// no longer names.
+std::vector<std::pair<uint32_t, uint64_t>> list_buffers(const std::string& name) {
+  std::vector<std::pair<uint32_t, uint64_t>> found;
+  if (DIR* d = opendir("/dev/shm")) {
+    while (dirent* e = readdir(d))
+      if (auto id = buffer_of(e->d_name, name)) found.push_back(*id);
+    closedir(d);
+  }
+  return found;
 }
 
 size_t page_round(size_t n) {
@@ -94,37 +136,118 @@ size_t page_round(size_t n) {
   return (n + page - 1) / page * page;
 }
 
-// A mapped segment that owns its mapping.
-struct Segment {
-  bip::mapped_region region;
-  uint64_t seq = 0;
-  std::byte* data() const { return static_cast<std::byte*>(region.get_address()); }
-  size_t size() const { return region.get_size(); }
+// Every failure of a system call: the segment, the call and the OS's reason.
+Error os_error(const std::string& path, const char* call, int err = errno) {
+  return Error(fmt::format("shm {}: {}: {}", path, call, std::strerror(err)));
+}
+
+// A failpoint (shm.h) whose error action fails the call in progress.
+void fail_at(std::string_view point) {
+  if (failpoint(point)) throw Error(fmt::format("failpoint {}", point));
+}
+
+struct Fd {
+  int fd;
+  ~Fd() {
+    if (fd >= 0) close(fd);
+  }
 };
 
+// One mapped segment, unmapped when it goes. seq is the buffer incarnation it maps;
+// inode lets the writer check that the name still leads to this mapping.
+class Segment {
+ public:
+  uint64_t seq = 0;
+
+  Segment() = default;
+  Segment(Segment&& o) noexcept { *this = std::move(o); }
+  Segment& operator=(Segment&& o) noexcept {
+    if (this != &o) {
+      unmap();
+      seq = o.seq;
+      inode_ = o.inode_;
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
+  ~Segment() { unmap(); }
+
+  // Maps all of fd's segment (size from fstat), refusing one owned by another uid.
+  static Segment map(int fd, const std::string& path, bool writable) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) throw os_error(path, "fstat");
+    if (st.st_uid != geteuid())
+      throw Error(fmt::format("shm {} is owned by uid {}, not by this process's uid {}: refusing it", path,
+                              st.st_uid, geteuid()));
+    if (size_t(st.st_size) < sizeof(SnapshotHeader))
+      throw Error(fmt::format("shm {} is too small ({} bytes)", path, st.st_size));
+    void* p = mmap(nullptr, size_t(st.st_size), writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) throw os_error(path, "mmap");
+    Segment s;
+    s.data_ = static_cast<std::byte*>(p);
+    s.size_ = size_t(st.st_size);
+    s.inode_ = st.st_ino;
+    return s;
+  }
+
+  std::byte* data() const { return data_; }
+  size_t size() const { return size_; }
+  ino_t inode() const { return inode_; }
+
+ private:
+  void unmap() {
+    if (data_) munmap(data_, size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  std::byte* data_ = nullptr;
+  size_t size_ = 0;
+  ino_t inode_ = 0;
+};
+
+// A new segment of `bytes` bytes, mode 0600, mapped read-write.
 Segment create_segment(const std::string& path, size_t bytes) {
-  bip::shared_memory_object::remove(path.c_str());
-  bip::permissions perm(0600);
-  bip::shared_memory_object obj(bip::create_only, path.c_str(), bip::read_write, perm);
-  // shm_open's mode is filtered by the umask; set it explicitly so it is 0600 exactly.
-  fchmod(obj.get_mapping_handle().handle, 0600);
-  obj.truncate(bip::offset_t(bytes));
-  return Segment{bip::mapped_region(obj, bip::read_write), 0};
+  Fd fd{shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600)};
+  if (fd.fd < 0 && errno == EEXIST) {
+    // A leftover of a writer killed between creating this name and recording it in a
+    // BufferDesc (or of a stale store): no process maps a name nothing records.
+    shm_unlink(path.c_str());
+    fd.fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  }
+  if (fd.fd < 0) throw os_error(path, "shm_open");
+  try {
+    // shm_open's mode is filtered by the umask; set it explicitly so it is 0600 exactly.
+    if (fchmod(fd.fd, 0600) != 0) throw os_error(path, "fchmod");
+    // Allocated now, so that a full /dev/shm is an error here and not a SIGBUS at the
+    // first write into a page that tmpfs cannot provide.
+    if (int err = posix_fallocate(fd.fd, 0, off_t(bytes)); err != 0) throw os_error(path, "posix_fallocate", err);
+    return Segment::map(fd.fd, path, true);
+  } catch (...) {
+    shm_unlink(path.c_str());
+    throw;
+  }
 }
 
-// Opens an existing segment, refusing one owned by another uid.
-Segment open_segment(const std::string& path, bip::mode_t mode) {
-  bip::shared_memory_object obj(bip::open_only, path.c_str(), mode);
-  struct stat st;
-  if (fstat(obj.get_mapping_handle().handle, &st) != 0)
-    throw Error(fmt::format("shm {}: fstat: {}", path, std::strerror(errno)));
-  if (st.st_uid != geteuid())
-    throw Error(fmt::format("shm {} is owned by uid {}, not by this process's uid {}: refusing it", path,
-                            st.st_uid, geteuid()));
-  if (size_t(st.st_size) < sizeof(SnapshotHeader))
-    throw Error(fmt::format("shm {} is too small ({} bytes)", path, st.st_size));
-  return Segment{bip::mapped_region(obj, mode), 0};
+// Maps an existing segment. With missing_ok, a segment that does not exist gives an
+// empty Segment instead of an error.
+Segment open_segment(const std::string& path, bool writable, bool missing_ok = false) {
+  Fd fd{shm_open(path.c_str(), writable ? O_RDWR : O_RDONLY, 0)};
+  if (fd.fd < 0 && errno == ENOENT && missing_ok) return Segment{};
+  if (fd.fd < 0) throw os_error(path, "shm_open");
+  return Segment::map(fd.fd, path, writable);
 }
+
+// Whether path still leads to the segment seg maps: an operator (or systemd-logind's
+// RemoveIPC) may have unlinked it under a running service.
+bool still_named(const Segment& seg, const std::string& path) {
+  Fd fd{shm_open(path.c_str(), O_RDONLY, 0)};
+  struct stat st;
+  return fd.fd >= 0 && fstat(fd.fd, &st) == 0 && st.st_ino == seg.inode();
+}
+
+// Longest StoreOptions::reclaim_timeout: a publish never waits longer for a buffer.
+constexpr uint64_t kMaxReclaimMs = 3'600'000;
 
 // Why a control segment cannot be used, or "" if it can.
 std::string identity_problem(const Store::Control& c, const std::string& path) {
@@ -134,10 +257,23 @@ std::string identity_problem(const Store::Control& c, const std::string& path) {
                        "or remove it (rm /dev/shm{}*) if none runs",
                        path, c.layout_version, kLayoutVersion, path);
   if (c.uid != geteuid()) return fmt::format("shm {} was created by uid {}, not {}", path, c.uid, geteuid());
-  if (c.buffer_count < 2 || c.buffer_count > kMaxBuffers || c.reader_slots > kMaxReaders)
-    return fmt::format("shm {} has an invalid buffer or slot count", path);
+  if (c.buffer_count < 2 || c.buffer_count > kMaxBuffers)
+    return fmt::format("shm {} has an invalid buffer count {}", path, c.buffer_count);
+  if (c.reader_slots < 1 || c.reader_slots > kMaxReaders)
+    return fmt::format("shm {} has an invalid reader slot count {}", path, c.reader_slots);
+  if (c.reclaim_timeout_ms > kMaxReclaimMs)
+    return fmt::format("shm {} has an invalid reclaim timeout {} ms", path, c.reclaim_timeout_ms);
   return "";
 }
+
+// The counts of a control segment, validated once by create() or open() and used from
+// then on instead of the shared fields, which any process of the uid can overwrite.
+struct Shape {
+  uint32_t buffers = 0;
+  uint32_t slots = 0;
+  uint64_t reclaim_timeout_ms = 0;
+};
+Shape shape_of(const Store::Control& c) { return {c.buffer_count, c.reader_slots, c.reclaim_timeout_ms}; }
 
 void copy_text(char* dst, size_t cap, std::string_view src) {
   size_t n = std::min(cap - 1, src.size());
@@ -154,6 +290,7 @@ void copy_text(char* dst, size_t cap, std::string_view src) {
 struct Store::Impl {
   std::string name;
   Segment control;
+  Shape shape;
   Segment writer_maps[kMaxBuffers];  // this process's read-write mappings, when it writes
   Control& c() const { return *reinterpret_cast<Control*>(control.data()); }
 };
@@ -161,23 +298,13 @@ struct Store::Impl {
 Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Store::~Store() = default;
 const std::string& Store::name() const { return impl_->name; }
-uint32_t Store::reader_slots() const { return impl_->c().reader_slots; }
+uint32_t Store::reader_slots() const { return impl_->shape.slots; }
 Store::Control& Store::control() const { return impl_->c(); }
 
 void Store::remove(const std::string& name) {
   check_name(name);
-  // Every incarnation of every buffer: by listing /dev/shm, since a crashed writer may
-  // have left one the control segment no longer names.
-  std::string prefix = name + ".";
-  if (DIR* d = opendir("/dev/shm")) {
-    while (dirent* e = readdir(d)) {
-      std::string_view n = e->d_name;
-      if (n.starts_with(prefix) && n.find_first_not_of("0123456789.", prefix.size()) == std::string_view::npos)
-        bip::shared_memory_object::remove(fmt::format("/{}", n).c_str());
-    }
-    closedir(d);
-  }
-  bip::shared_memory_object::remove(control_name(name).c_str());
+  for (auto [index, seq] : list_buffers(name)) shm_unlink(buffer_name(name, index, seq).c_str());
+  shm_unlink(control_name(name).c_str());
 }
 
 std::unique_ptr<Store> Store::create(const StoreOptions& o) {
@@ -186,25 +313,24 @@ std::unique_ptr<Store> Store::create(const StoreOptions& o) {
     throw Error(fmt::format("buffer_count must be 2..{}, not {}", kMaxBuffers, o.buffer_count));
   if (o.reader_slots < 1 || o.reader_slots > kMaxReaders)
     throw Error(fmt::format("reader_slots must be 1..{}, not {}", kMaxReaders, o.reader_slots));
+  if (o.reclaim_timeout.count() < 0 || uint64_t(o.reclaim_timeout.count()) > kMaxReclaimMs)
+    throw Error(fmt::format("reclaim_timeout must be 0..{} ms, not {}", kMaxReclaimMs, o.reclaim_timeout.count()));
   const std::string path = control_name(o.name);
 
   // An earlier run's segments: refuse foreign or live ones, clear stale ones.
-  try {
-    Segment old = open_segment(path, bip::read_only);
+  if (Segment old = open_segment(path, false, /*missing_ok=*/true); old.data()) {
     if (old.size() < sizeof(Control)) throw Error(fmt::format("shm {} is not a telemetryd control segment (too small)", path));
     const Control& c = *reinterpret_cast<const Control*>(old.data());
     if (std::string why = identity_problem(c, path); !why.empty()) throw Error(why);
     if (process_alive(c.creator_pid, c.creator_start_token))
       throw Error(fmt::format("shm {} is in use by a running telemetryd (pid {})", path, c.creator_pid));
     Store::remove(o.name);
-  } catch (const bip::interprocess_exception&) {
-    // No such segment: the usual case.
   }
 
   auto impl = std::make_unique<Impl>();
   impl->name = o.name;
   impl->control = create_segment(path, page_round(sizeof(Control)));
-  Control& c = impl->c();  // zero-filled by ftruncate; atomics of zero bytes are valid zeros
+  Control& c = impl->c();  // a new segment is zero-filled; atomics of zero bytes are valid zeros
   c.magic = kControlMagic;
   c.layout_version = kLayoutVersion;
   c.uid = geteuid();
@@ -215,6 +341,7 @@ std::unique_ptr<Store> Store::create(const StoreOptions& o) {
   c.reader_slots = o.reader_slots;
   c.reclaim_timeout_ms = uint64_t(o.reclaim_timeout.count());
   copy_text(c.name, sizeof c.name, o.name);
+  impl->shape = shape_of(c);
   size_t bytes = page_round(std::max<size_t>(o.initial_buffer_bytes, 4096));
   for (uint32_t i = 0; i < o.buffer_count; ++i) {
     impl->writer_maps[i] = create_segment(buffer_name(o.name, i, 1), bytes);
@@ -232,19 +359,17 @@ std::unique_ptr<Store> Store::open(const std::string& name) {
   const std::string path = control_name(name);
   auto impl = std::make_unique<Impl>();
   impl->name = name;
-  try {
-    impl->control = open_segment(path, bip::read_write);
-  } catch (const bip::interprocess_exception& e) {
-    throw Error(fmt::format("cannot open shm {}: {}", path, e.what()));
-  }
+  impl->control = open_segment(path, true);
   if (impl->control.size() < sizeof(Control))
     throw Error(fmt::format("shm {} is not a telemetryd control segment (too small)", path));
   if (std::string why = identity_problem(impl->c(), path); !why.empty()) throw Error(why);
+  impl->shape = shape_of(impl->c());
   return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
 
 StoreInfo Store::info() const {
   const Control& c = impl_->c();
+  const Shape& shape = impl_->shape;
   constexpr auto R = std::memory_order_relaxed;
   StoreInfo s;
   s.name = impl_->name;
@@ -255,9 +380,9 @@ StoreInfo Store::info() const {
   uint64_t cur = c.current.load(std::memory_order_acquire);
   s.generation = current_generation(cur);
   s.current_buffer = current_buffer(cur);
-  s.buffer_count = c.buffer_count;
-  for (uint32_t i = 0; i < c.buffer_count; ++i) s.buffer_capacity.push_back(c.buffers[i].capacity.load(R));
-  if (cur != 0 && s.current_buffer < kMaxBuffers) {
+  s.buffer_count = shape.buffers;
+  for (uint32_t i = 0; i < shape.buffers; ++i) s.buffer_capacity.push_back(c.buffers[i].capacity.load(R));
+  if (cur != 0 && s.current_buffer < shape.buffers) {
     const BufferDesc& d = c.buffers[s.current_buffer];
     s.snapshot_bytes = d.size.load(R);
     s.snapshot_records = d.records.load(R);
@@ -269,7 +394,7 @@ StoreInfo Store::info() const {
   s.stale_slots_cleared = c.stale_slots_cleared.load(R);
   s.last_publish_ns = c.last_publish_ns.load(R);
   s.last_build_ns = c.last_build_ns.load(R);
-  for (uint32_t i = 0; i < c.reader_slots; ++i) {
+  for (uint32_t i = 0; i < shape.slots; ++i) {
     const ReaderSlot& r = c.slots[i];
     ReaderInfo ri;
     ri.slot = i;
@@ -288,13 +413,16 @@ std::vector<SourceStatus> Store::sources() const {
   std::vector<SourceStatus> out(n);
   for (uint32_t i = 0; i < n; ++i) {
     const SourceSlot& s = c.sources[i];
+    // A copy taken between two equal even loads of seq is consistent. A writer killed
+    // inside set_source_status leaves seq odd until the next writer rewrites the slot:
+    // then, after a bounded number of tries, the last copy is taken as it is (wrong at
+    // worst; its text is terminated below, so never read out of bounds).
     SourceSlot copy;
     for (int tries = 0; tries < 1000; ++tries) {
       uint64_t before = s.seq.load(std::memory_order_acquire);
-      if (before & 1) continue;
       std::memcpy(static_cast<void*>(&copy), static_cast<const void*>(&s), sizeof copy);
       std::atomic_thread_fence(std::memory_order_acquire);
-      if (s.seq.load(std::memory_order_relaxed) == before) break;
+      if (!(before & 1) && s.seq.load(std::memory_order_relaxed) == before) break;
     }
     copy.url[kSourceUrlBytes - 1] = copy.format[sizeof copy.format - 1] = copy.last_error[kSourceErrorBytes - 1] = 0;
     out[i] = SourceStatus{copy.url, copy.format, copy.last_status, copy.last_fetch_ns, copy.last_latency_us,
@@ -316,7 +444,8 @@ namespace {
 // Both kinds of change end in the same state when their holder dies, free, because a
 // slot is only claimed from free or from a dead owner.
 int32_t busy_mark() { return -getpid(); }
-bool busy_holder_alive(int32_t pid) { return process_start_token(-pid) != 0; }
+// INT32_MIN names no process (and cannot be negated): a corrupt mark, taken as dead.
+bool busy_holder_alive(int32_t pid) { return pid < 0 && pid != INT32_MIN && process_start_token(-pid) != 0; }
 
 // Frees slot s if its pid is still `pid`: a dead owner (> 0) or the busy mark of a dead
 // holder (< 0). True if this call freed it.
@@ -360,6 +489,20 @@ uint64_t Store::reader_counter(uint32_t slot, uint32_t i) const {
 // Writer
 // ---------------------------------------------------------------------------------
 
+namespace {
+
+// Unlinks every buffer segment of the store that no BufferDesc names: what a writer
+// killed in the middle of a growth leaves (the new incarnation before it was recorded,
+// or the old one after), and buffers beyond buffer_count. Safe under running readers:
+// they map only the incarnation a descriptor names, and only this writer changes those.
+void remove_unrecorded_buffers(const Store::Control& c, const std::string& name, uint32_t buffers) {
+  for (auto [index, seq] : list_buffers(name))
+    if (index >= buffers || seq != c.buffers[index].seq.load(std::memory_order_relaxed))
+      shm_unlink(buffer_name(name, index, seq).c_str());
+}
+
+}  // namespace
+
 Writer::Writer(Store& store) : store_(store) {
   // The same hand-over as a reader slot's (see busy_mark): pid goes through -getpid()
   // so that the start token stored here is the one any later acquire of writer_pid sees.
@@ -374,6 +517,7 @@ Writer::Writer(Store& store) : store_(store) {
   }
   c.writer_start_token.store(self_start_token(), std::memory_order_relaxed);
   c.writer_pid.store(getpid(), std::memory_order_release);
+  remove_unrecorded_buffers(c, store_.name(), store_.impl_->shape.buffers);
 }
 
 Writer::~Writer() { store_.clear_writer(getpid()); }
@@ -405,8 +549,8 @@ bool slot_holds(Store::Control& c, ReaderSlot& s, uint32_t b, bool check_livenes
 
 // A buffer other than `current` that no live reader announces, or -1 once the
 // deadline passes with every candidate held.
-int acquire_free_buffer(Store::Control& c, uint32_t current, bool have_current) {
-  const uint64_t deadline = monotonic_ns() + c.reclaim_timeout_ms * 1000000;
+int acquire_free_buffer(Store::Control& c, const Shape& shape, uint32_t current, bool have_current) {
+  const uint64_t deadline = monotonic_ns() + shape.reclaim_timeout_ms * 1000000;
   for (uint32_t round = 0;; ++round) {
     // [P6] Orders our earlier store of Control::current [P1] before the loads of the
     // slots below. Paired with the reader's fence [P4] between its slot store [P3] and
@@ -417,11 +561,11 @@ int acquire_free_buffer(Store::Control& c, uint32_t current, bool have_current) 
     // last round, so that a dead reader never makes a publish skip.
     const bool last_round = monotonic_ns() >= deadline;
     const bool check_liveness = round % 16 == 1 || last_round;
-    for (uint32_t k = 1; k <= c.buffer_count; ++k) {
-      uint32_t b = (current + k) % c.buffer_count;
+    for (uint32_t k = 1; k <= shape.buffers; ++k) {
+      uint32_t b = (current + k) % shape.buffers;
       if (have_current && b == current) continue;
       bool held = false;
-      for (uint32_t i = 0; i < c.reader_slots && !held; ++i) held = slot_holds(c, c.slots[i], b, check_liveness);
+      for (uint32_t i = 0; i < shape.slots && !held; ++i) held = slot_holds(c, c.slots[i], b, check_liveness);
       if (!held) return int(b);
     }
     if (last_round) return -1;
@@ -433,6 +577,47 @@ int acquire_free_buffer(Store::Control& c, uint32_t current, bool have_current) 
   }
 }
 
+// Buffer b's writable mapping `seg`, brought up to the incarnation `seq` its descriptor
+// records: mapped by name when this process has not mapped that incarnation yet
+// (another writer grew it). Empty when the segment is gone, or when its name no longer
+// leads to our mapping (unlinked under a running service): readers may still map the
+// old segment under this seq, so the caller replaces it with a new incarnation, whose
+// new seq makes them re-map.
+void map_recorded(Segment& seg, const std::string& path, uint64_t seq) {
+  if (seg.seq == seq && seg.data()) {
+    if (!still_named(seg, path)) seg = Segment{};
+    return;
+  }
+  seg = open_segment(path, true, /*missing_ok=*/true);
+  seg.seq = seq;
+}
+
+// Replaces buffer b (mapped in seg, or empty) by incarnation seq + 1 with room for
+// `size` bytes, filled by fill(). At every instant the descriptor names a segment that
+// exists, so a writer killed at any step leaves every buffer mappable: create and fill
+// the new segment, record it, only then unlink the old one. What a killed writer leaves
+// behind (the new segment before the record, the old one after it) the next Writer
+// removes. Nobody reads b now (acquire_free_buffer); readers that mapped the old
+// incarnation see the new seq when b is current again, after [P1], and re-map; the old
+// memory is freed when the last of them unmaps it.
+template <class Fill>
+void grow_buffer(Store::Control& c, const std::string& name, uint32_t b, Segment& seg, size_t size, Fill fill) {
+  BufferDesc& d = c.buffers[b];
+  const uint64_t seq = d.seq.load(std::memory_order_relaxed);
+  const size_t capacity = page_round(std::max(size + size / 4, 2 * seg.size()));
+  Segment grown = create_segment(buffer_name(name, b, seq + 1), capacity);
+  grown.seq = seq + 1;
+  fail_at("shm.grow.after_create");
+  fill(grown);
+  d.seq.store(seq + 1, std::memory_order_relaxed);
+  d.capacity.store(capacity, std::memory_order_relaxed);
+  fail_at("shm.grow.after_record");
+  shm_unlink(buffer_name(name, b, seq).c_str());  // gone already if it was missing
+  fail_at("shm.grow.after_unlink");
+  seg = std::move(grown);
+  c.buffer_grows.fetch_add(1, std::memory_order_relaxed);
+}
+
 }  // namespace
 
 uint64_t Writer::publish(const SnapshotBuilder& builder) {
@@ -442,7 +627,7 @@ uint64_t Writer::publish(const SnapshotBuilder& builder) {
   const uint64_t t0 = monotonic_ns();
   const uint64_t cur = c.current.load(std::memory_order_acquire);
   const uint64_t generation = current_generation(cur) + 1;
-  int b = acquire_free_buffer(c, current_buffer(cur), cur != 0);
+  int b = acquire_free_buffer(c, store_.impl_->shape, current_buffer(cur), cur != 0);
   if (b < 0) {
     c.publish_skipped.fetch_add(1, std::memory_order_relaxed);
     return 0;
@@ -450,29 +635,18 @@ uint64_t Writer::publish(const SnapshotBuilder& builder) {
   BufferDesc& d = c.buffers[b];
   Segment& seg = store_.impl_->writer_maps[b];
   const size_t size = builder.serialized_size();
-
-  // Grow: a new, larger incarnation of buffer b. Nobody reads b now (acquire_free_buffer),
-  // readers that mapped the old incarnation see the new seq when b is current again,
-  // after [P1], and re-map. The old name is unlinked; its memory is freed when the last
-  // process unmaps it.
-  uint64_t seq = d.seq.load(std::memory_order_relaxed);
-  if (d.capacity.load(std::memory_order_relaxed) < size) {
-    size_t capacity = page_round(std::max(size + size / 4, 2 * d.capacity.load(std::memory_order_relaxed)));
-    Segment grown = create_segment(buffer_name(store_.name(), uint32_t(b), seq + 1), capacity);
-    bip::shared_memory_object::remove(buffer_name(store_.name(), uint32_t(b), seq).c_str());
-    seg = std::move(grown);
-    seg.seq = ++seq;
-    d.seq.store(seq, std::memory_order_relaxed);
-    d.capacity.store(capacity, std::memory_order_relaxed);
-    c.buffer_grows.fetch_add(1, std::memory_order_relaxed);
-  }
-  if (seg.seq != seq) {  // first publish into b by this process, or another writer grew it
-    seg = open_segment(buffer_name(store_.name(), uint32_t(b), seq), bip::read_write);
-    seg.seq = seq;
-  }
-
   const uint64_t built_at = realtime_ns();
-  builder.serialize_into(std::span(seg.data(), seg.size()), generation, built_at);
+  auto fill = [&](Segment& into) { builder.serialize_into(std::span(into.data(), into.size()), generation, built_at); };
+
+  // Sized by the mapping, not by BufferDesc::capacity: only the mapping is sure to be
+  // what it says.
+  const uint64_t seq = d.seq.load(std::memory_order_relaxed);
+  map_recorded(seg, buffer_name(store_.name(), uint32_t(b), seq), seq);
+  if (seg.size() < size) {
+    grow_buffer(c, store_.name(), uint32_t(b), seg, size, fill);
+  } else {
+    fill(seg);
+  }
   d.generation.store(generation, std::memory_order_relaxed);
   d.size.store(size, std::memory_order_relaxed);
   d.records.store(builder.record_count(), std::memory_order_relaxed);
@@ -494,7 +668,9 @@ void Writer::set_source_count(uint32_t n) {
 void Writer::set_source_status(uint32_t index, const SourceStatus& st) {
   if (index >= kMaxSources) return;
   SourceSlot& s = store_.control().sources[index];
-  uint64_t seq = s.seq.load(std::memory_order_relaxed);
+  // Rounded up to even: a writer killed inside this function left seq odd, and one more
+  // increment would turn the parity round for good (every complete write odd).
+  const uint64_t seq = (s.seq.load(std::memory_order_relaxed) + 1) & ~uint64_t{1};
   s.seq.store(seq + 1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
   copy_text(s.url, sizeof s.url, st.url);
@@ -504,6 +680,7 @@ void Writer::set_source_status(uint32_t index, const SourceStatus& st) {
   s.last_latency_us = st.last_latency_us;
   s.bytes = st.bytes;
   s.samples = st.samples;
+  fail_at("shm.source.mid_write");
   s.dropped = st.dropped;
   s.errors = st.errors;
   copy_text(s.last_error, sizeof s.last_error, st.last_error);
@@ -571,13 +748,14 @@ std::optional<Reader::Guard> Reader::enter() {
   }
   const uint32_t b = current_buffer(w);
   try {
-    if (b >= c.buffer_count) throw Error(fmt::format("current names buffer {} of {}", b, c.buffer_count));
+    const uint32_t buffers = store_.impl_->shape.buffers;
+    if (b >= buffers) throw Error(fmt::format("shm /{}: current names buffer {} of {}", store_.name(), b, buffers));
     const uint64_t seq = c.buffers[b].seq.load(std::memory_order_relaxed);  // ordered by [P2]
     std::unique_ptr<Mapping>& m = maps_[b];
     if (!m || m->segment.seq != seq) {
       // Rare: first sight of this buffer, or it grew. The only system calls of a read.
       auto fresh = std::make_unique<Mapping>();
-      fresh->segment = open_segment(buffer_name(store_.name(), b, seq), bip::read_only);
+      fresh->segment = open_segment(buffer_name(store_.name(), b, seq), false);
       fresh->segment.seq = seq;
       m = std::move(fresh);
     }

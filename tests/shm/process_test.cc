@@ -1,6 +1,8 @@
 // Multi-process tests of the publish / read / reclaim protocol: a stress run with forked
 // readers checking every snapshot they see, and the failure cases with real signals:
-// a reader SIGKILLed or SIGSTOPped inside a read, a writer killed mid-build.
+// a reader SIGKILLed or SIGSTOPped inside a read, a writer killed mid-build, and writers
+// (tests/shm/shm_writer) killed by a failpoint at each step of a buffer growth or of a
+// source status update.
 #include <catch2/catch.hpp>
 #include <csignal>
 #include <random>
@@ -47,7 +49,7 @@ int check_snapshot(const SnapshotView& v, int records, std::mt19937& rng, bool f
 
 }  // namespace
 
-TEST_CASE("stress: 4 readers, 10,000 generations, every read consistent and monotonic", "[process]") {
+TEST_CASE("stress: 4 readers over 10000 generations see every read consistent and monotonic", "[process]") {
   ScopedName n;
   constexpr int kReaders = 4, kRecords = 64;
   constexpr uint64_t kGenerations = 10000;
@@ -119,7 +121,7 @@ TEST_CASE("a reader SIGKILLed inside a read does not block the writer", "[proces
   CHECK(*g->view().find("k1") == "three:1");
 }
 
-TEST_CASE("a dead reader never makes a publish skip, even with no reclaim wait", "[process][failure]") {
+TEST_CASE("a dead reader never makes a publish skip even with no reclaim wait", "[process][failure]") {
   ScopedName n;
   auto o = options(n.name, 2);
   o.reclaim_timeout = std::chrono::milliseconds(0);  // the writer gives up at once ...
@@ -155,7 +157,7 @@ TEST_CASE("a reader SIGKILLed while the writer waits on it unblocks the writer",
   CHECK(wait_child(reaper) == 0);
 }
 
-TEST_CASE("a reader SIGSTOPped inside a read makes the writer skip, never deadlock", "[process][failure]") {
+TEST_CASE("a reader SIGSTOPped inside a read makes the writer skip and never deadlock", "[process][failure]") {
   ScopedName n;
   const uint32_t buffers = GENERATE(2u, 3u);
   auto store = Store::create(options(n.name, buffers));
@@ -244,4 +246,74 @@ TEST_CASE("a writer killed mid-build leaves the current snapshot intact", "[proc
   auto guard = reader.enter();
   REQUIRE(guard);
   CHECK(guard->generation() == g);
+}
+
+TEST_CASE("a writer killed at any step of a buffer growth leaves every buffer readable", "[process][failure]") {
+  const std::string point = GENERATE("shm.grow.after_create", "shm.grow.after_record", "shm.grow.after_unlink");
+  ScopedName n;
+  const std::string& name = n.name;
+  auto store = Store::create(options(name, 2));  // 64 KiB buffers
+  REQUIRE(run_writer("", {name, "publish", "10", "small"}) == 0);  // generation 1, in buffer 1
+
+  // 20,000 records do not fit in 64 KiB: buffer 0 grows to incarnation 2, and the
+  // writer is killed at `point`.
+  REQUIRE(run_writer(point + "=kill", {name, "publish", "20000", "big"}) == 128 + SIGKILL);
+  const uint64_t seq0 = store->control().buffers[0].seq.load();
+  std::set<std::string> left = segments_of(name);
+  INFO(point << ": buffer 0 records incarnation " << seq0);
+  if (point == "shm.grow.after_create") {
+    CHECK(seq0 == 1);
+    CHECK(left == std::set<std::string>{name, name + ".0.1", name + ".0.2", name + ".1.1"});
+  } else if (point == "shm.grow.after_record") {
+    CHECK(seq0 == 2);
+    CHECK(left == std::set<std::string>{name, name + ".0.1", name + ".0.2", name + ".1.1"});
+  } else {
+    CHECK(seq0 == 2);
+    CHECK(left == std::set<std::string>{name, name + ".0.2", name + ".1.1"});
+  }
+  // Whatever the step, every descriptor names a segment that exists.
+  for (uint32_t i = 0; i < 2; ++i)
+    CHECK(left.count(fmt::format("{}.{}.{}", name, i, store->control().buffers[i].seq.load())) == 1);
+
+  // A reader in a process of its own (a fresh mapping of everything) reads the current
+  // snapshot; it would exit 99 on an exception and 128 + n on a signal.
+  auto read_in_child = [&](uint64_t generation, int records, const std::string& tag) {
+    return wait_child(spawn([&] {
+      auto s = Store::open(name);
+      Reader r(*s, 0);
+      auto g = r.enter();
+      if (!g || g->generation() != generation) return 20;
+      if (g->view().record_count() != size_t(records) || !g->view().verify()) return 21;
+      return g->view().find(fmt::format("k{}", records - 1)) == fmt::format("{}:{}", tag, records - 1) ? 0 : 22;
+    }));
+  };
+  CHECK(read_in_child(1, 10, "small") == 0);
+
+  // A new writer takes over (the dead one's role is free once it is reaped) and removes
+  // what the dead one left. A small snapshot goes into buffer 0 as it is recorded, then
+  // bigger ones make both buffers grow.
+  REQUIRE(run_writer("", {name, "publish", "10", "small2"}) == 0);
+  CHECK(read_in_child(2, 10, "small2") == 0);
+  REQUIRE(run_writer("", {name, "publish", "40000", "bigger"}) == 0);
+  CHECK(read_in_child(3, 40000, "bigger") == 0);
+  REQUIRE(run_writer("", {name, "publish", "40000", "again"}) == 0);
+  CHECK(read_in_child(4, 40000, "again") == 0);
+
+  // Nothing leaked: the control segment and the one recorded incarnation of each buffer.
+  const Store::Control& c = store->control();
+  CHECK(segments_of(name) == std::set<std::string>{name, fmt::format("{}.0.{}", name, c.buffers[0].seq.load()),
+                                                   fmt::format("{}.1.{}", name, c.buffers[1].seq.load())});
+}
+
+TEST_CASE("a writer killed inside set_source_status leaves a source table the next writer rewrites",
+          "[process][failure]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name));
+  REQUIRE(run_writer("shm.source.mid_write=kill", {n.name, "source", "http://127.0.0.1:9/first"}) == 128 + SIGKILL);
+  REQUIRE(store->sources().size() == 1);  // half written: wrong at worst, never out of bounds
+  REQUIRE(run_writer("", {n.name, "source", "http://127.0.0.1:9/next"}) == 0);
+  auto got = store->sources();
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].url == "http://127.0.0.1:9/next");
+  CHECK(got[0].samples == 7);
 }

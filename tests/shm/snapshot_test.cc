@@ -103,7 +103,7 @@ TEST_CASE("the format is position independent: a copy reads the same", "[snapsho
   CHECK(*v.find("key-42") == "{\"value\":42}");
 }
 
-TEST_CASE("truncated buffers are errors, not crashes", "[snapshot]") {
+TEST_CASE("truncated buffers are errors and not crashes", "[snapshot]") {
   auto bytes = sample(50).serialize(1, 0);
   for (size_t n : {size_t(0), size_t(10), size_t(63), size_t(64), bytes.size() / 2, bytes.size() - 1}) {
     std::string why;

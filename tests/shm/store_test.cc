@@ -29,7 +29,7 @@ TEST_CASE("segments are created with mode 0600 and removed by remove()", "[store
   CHECK(stat(("/dev/shm/" + n.name + ".0.1").c_str(), &st) != 0);
 }
 
-TEST_CASE("publish makes a snapshot current; readers see each generation", "[store]") {
+TEST_CASE("publish makes a snapshot current and readers see each generation", "[store]") {
   ScopedName n;
   auto store = Store::create(options(n.name));
   Writer writer(*store);
@@ -51,7 +51,7 @@ TEST_CASE("publish makes a snapshot current; readers see each generation", "[sto
   CHECK(info.readers[0].pid == getpid());
 }
 
-TEST_CASE("a snapshot larger than its buffer grows the buffer; readers re-map", "[store]") {
+TEST_CASE("a snapshot larger than its buffer grows the buffer and readers re-map", "[store]") {
   ScopedName n;
   auto store = Store::create(options(n.name, 2));
   Writer writer(*store);
@@ -91,7 +91,7 @@ TEST_CASE("a second live writer is refused", "[store]") {
   CHECK(wait_child(child) == 0);
 }
 
-TEST_CASE("a reader slot held by a live process is refused; a dead owner's slot is taken over", "[store]") {
+TEST_CASE("a reader slot held by a live process is refused and a dead owner's slot is taken over", "[store]") {
   ScopedName n;
   auto store = Store::create(options(n.name));
   Pipe ready, done;
@@ -110,7 +110,7 @@ TEST_CASE("a reader slot held by a live process is refused; a dead owner's slot 
   CHECK(store->info().readers[3].pid == getpid());
 }
 
-TEST_CASE("a store whose creator still runs is refused; a stale one is replaced", "[store]") {
+TEST_CASE("a store whose creator still runs is refused and a stale one is replaced", "[store]") {
   ScopedName n;
   {
     auto live = Store::create(options(n.name));
@@ -138,7 +138,7 @@ TEST_CASE("a store whose creator still runs is refused; a stale one is replaced"
   CHECK(info.creator_pid == getpid());
 }
 
-TEST_CASE("a segment with a wrong magic, version or owner is refused", "[store]") {
+TEST_CASE("a segment with a wrong magic or version or owner is refused", "[store]") {
   ScopedName n;
   SECTION("wrong magic") {
     int fd = shm_open(("/" + n.name).c_str(), O_CREAT | O_RDWR, 0600);
@@ -170,6 +170,9 @@ TEST_CASE("store options are validated", "[store]") {
   o = options(n.name);
   o.reader_slots = 0;
   CHECK_THROWS_AS(Store::create(o), Error);
+  o = options(n.name);
+  o.reclaim_timeout = std::chrono::hours(2);
+  CHECK_THROWS_WITH(Store::create(o), Catch::Contains("reclaim_timeout"));
   o = options("bad/name");
   CHECK_THROWS_WITH(Store::create(o), Catch::Contains("invalid shm name"));
 }
@@ -236,4 +239,128 @@ TEST_CASE("the supervisor clears a slot its reaped child left busy", "[store][fa
   store->clear_reader_slot(1, child);
   CHECK(store->info().readers[1].pid == 0);
   CHECK(store->info().stale_slots_cleared == 1);
+}
+
+TEST_CASE("a missing buffer segment is an shm::Error for a reader until a publish names a live buffer",
+          "[store][failure]") {
+  ScopedName n;
+  const uint32_t buffers = GENERATE(2u, 3u);
+  auto store = Store::create(options(n.name, buffers));
+  Writer writer(*store);
+  Reader reader(*store, 0);
+  REQUIRE(writer.publish(snapshot_of(10, "g1")) == 1);
+  // Unlinked behind everyone's back (an operator, systemd-logind's RemoveIPC) before
+  // this reader has mapped it.
+  const std::string path = fmt::format("/{}.{}.1", n.name, store->info().current_buffer);
+  REQUIRE(shm_unlink(path.c_str()) == 0);
+  std::string what;
+  try {
+    reader.enter();
+  } catch (const Error& e) {  // any other exception type fails the test
+    what = e.what();
+  }
+  CHECK_THAT(what, Catch::Contains(path) && Catch::Contains(std::strerror(ENOENT)));
+  CHECK(store->info().readers[0].reading_generation == 0);  // the failed read left
+  // Each later publish names a live buffer: the writer replaces the missing one by a new
+  // incarnation when it comes round to it.
+  for (uint64_t g = 2; g <= 2 * buffers + 1; ++g) {
+    REQUIRE(writer.publish(snapshot_of(10, fmt::format("g{}", g))) == g);
+    auto guard = reader.enter();
+    REQUIRE(guard);
+    CHECK(guard->generation() == g);
+    CHECK(*guard->view().find("k3") == fmt::format("g{}:3", g));
+  }
+}
+
+TEST_CASE("remove() removes its own segments and not those of a store named NAME.1", "[store]") {
+  ScopedName n;
+  struct Other {
+    std::string name;
+    ~Other() { Store::remove(name); }
+  } other{n.name + ".1"};
+  auto mine = Store::create(options(n.name));
+  auto theirs = Store::create(options(other.name));
+  Store::remove(n.name);
+  CHECK(segments_of(n.name) == std::set<std::string>{other.name, other.name + ".0.1", other.name + ".1.1",
+                                                     other.name + ".2.1"});
+  CHECK_NOTHROW(Store::open(other.name));
+  Store::remove(other.name);
+  CHECK(segments_of(n.name).empty());
+  // A store named like a buffer of another ("NAME.1.2") could not be told apart from it.
+  CHECK_THROWS_WITH(Store::create(options(n.name + ".1.2")), Catch::Contains("DIGITS.DIGITS"));
+}
+
+TEST_CASE("a control segment corrupted after open never makes a process read out of bounds", "[store][failure]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name, 2));
+  Writer writer(*store);
+  REQUIRE(writer.publish(snapshot_of(10, "one")) == 1);
+  auto opened = Store::open(n.name);
+  Reader reader(*opened, 0);
+  Store::Control& c = store->control();
+  c.buffer_count = 200;
+  c.reader_slots = 255;
+  c.current.store(pack_current(5, 100));
+  CHECK_THROWS_WITH(reader.enter(), Catch::Contains("current names buffer 100 of 2"));
+  StoreInfo info = opened->info();  // the counts validated at open, not the ones in shm now
+  CHECK(info.buffer_count == 2);
+  CHECK(info.buffer_capacity.size() == 2);
+  CHECK(info.readers.size() == 8);
+  CHECK_THROWS_WITH(Reader(*opened, 100), Catch::Contains("out of range"));
+
+  // Opened in this state, it is refused.
+  CHECK_THROWS_WITH(Store::open(n.name), Catch::Contains("invalid buffer count 200"));
+  c.buffer_count = 2;
+  c.reader_slots = 0;
+  CHECK_THROWS_WITH(Store::open(n.name), Catch::Contains("invalid reader slot count 0"));
+  c.reader_slots = 8;
+  c.reclaim_timeout_ms = ~uint64_t{0};
+  CHECK_THROWS_WITH(Store::open(n.name), Catch::Contains("invalid reclaim timeout"));
+}
+
+TEST_CASE("a growth replaces a segment already present under the new incarnation's name", "[store][failure]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name, 2));
+  Writer writer(*store);  // its clean-up has run: the leftovers below come after it
+  for (int i = 0; i < 2; ++i) {
+    int fd = shm_open(fmt::format("/{}.{}.2", n.name, i).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(ftruncate(fd, 100) == 0);
+    close(fd);
+  }
+  Reader reader(*store, 0);
+  for (uint64_t g = 1; g <= 2; ++g) {
+    REQUIRE(writer.publish(snapshot_of(20000, fmt::format("g{}", g))) == g);  // grows into /NAME.I.2
+    auto guard = reader.enter();
+    REQUIRE(guard);
+    CHECK(*guard->view().find("k19999") == fmt::format("g{}:19999", g));
+  }
+  CHECK(segments_of(n.name) == std::set<std::string>{n.name, n.name + ".0.2", n.name + ".1.2"});
+}
+
+TEST_CASE("a buffer segment replaced under a running service gets a new incarnation readers re-map",
+          "[store][failure]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name, 2));
+  Writer writer(*store);
+  Reader reader(*store, 0);
+  for (uint64_t g = 1; g <= 2; ++g) {  // the reader maps both buffers
+    REQUIRE(writer.publish(snapshot_of(10, fmt::format("g{}", g))) == g);
+    REQUIRE(reader.enter());
+  }
+  // The buffer written next is unlinked and a segment of the same name and size made.
+  const uint32_t next = (store->info().current_buffer + 1) % 2;
+  const std::string path = fmt::format("/{}.{}.1", n.name, next);
+  REQUIRE(shm_unlink(path.c_str()) == 0);
+  int fd = shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  REQUIRE(fd >= 0);
+  REQUIRE(ftruncate(fd, 64 << 10) == 0);
+  close(fd);
+  // Written into that name under the same seq, it would stay invisible to a reader that
+  // mapped the old segment.
+  REQUIRE(writer.publish(snapshot_of(10, "g3")) == 3);
+  auto guard = reader.enter();
+  REQUIRE(guard);
+  CHECK(*guard->view().find("k1") == "g3:1");
+  CHECK(store->control().buffers[next].seq.load() == 2);
 }

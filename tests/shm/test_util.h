@@ -2,11 +2,15 @@
 // forked children that report back through their exit status and a pipe.
 #pragma once
 
+#include <dirent.h>
 #include <fmt/format.h>
 #include <functional>
+#include <set>
 #include <stdexcept>
+#include <string>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <vector>
 
 #include "shm/shm.h"
 
@@ -94,6 +98,40 @@ inline shm::SnapshotBuilder snapshot_of(int records, const std::string& tag) {
   shm::SnapshotBuilder b;
   for (int i = 0; i < records; ++i) b.add(fmt::format("k{}", i), fmt::format("{}:{}", tag, i));
   return b;
+}
+
+#ifdef SHM_WRITER
+// Runs tests/shm/shm_writer with args in a fresh process (fork + exec), its failpoints
+// set to `failpoints` ("" for none). Returns its exit code, or 128 + signal.
+inline int run_writer(const std::string& failpoints, const std::vector<std::string>& args) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (failpoints.empty()) {
+      unsetenv("TELEMETRYD_FAILPOINTS");
+    } else {
+      setenv("TELEMETRYD_FAILPOINTS", failpoints.c_str(), 1);
+    }
+    std::vector<char*> argv{const_cast<char*>(SHM_WRITER)};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(SHM_WRITER, argv.data());
+    _exit(127);
+  }
+  return wait_child(pid);
+}
+#endif
+
+// The entries of /dev/shm that are `name` or start with `name.`: a store's segments.
+inline std::set<std::string> segments_of(const std::string& name) {
+  std::set<std::string> found;
+  if (DIR* d = opendir("/dev/shm")) {
+    while (dirent* e = readdir(d)) {
+      std::string entry = e->d_name;
+      if (entry == name || entry.starts_with(name + ".")) found.insert(entry);
+    }
+    closedir(d);
+  }
+  return found;
 }
 
 }  // namespace shm_test
