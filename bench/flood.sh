@@ -4,7 +4,7 @@
 # core SRV_CPU and the clients to CLI_CPU (taskset), as in bench/http.sh.
 #
 # 1. Other clients' latency: bench/loadgen at a moderate constant RATE over CONNS
-#    keep-alive connections for SECONDS, quiet, then while bench/flood holds IDLE idle
+#    keep-alive connections for DURATION seconds, quiet, then while bench/flood holds IDLE idle
 #    connections and SLOWLORIS clients that send a request head one byte a second
 #    (reopened when the server closes them). RUNS of each, alternating. Also the readers'
 #    CPU (utime+stime from /proc) during each loadgen run.
@@ -13,7 +13,7 @@
 #    the readers is read from `telemetryctl show workers` while they are held open.
 # Output: OUT/latency.tsv, OUT/burst.tsv, medians on stdout and in OUT/summary.txt.
 #
-# Environment: RUNS=3 RATE=10000 CONNS=64 SECONDS=20 IDLE=10000 SLOWLORIS=500 BURST=4000
+# Environment: RUNS=3 RATE=10000 CONNS=64 DURATION=20 IDLE=10000 SLOWLORIS=500 BURST=4000
 #              WORKERS=3 BUILD=build-bench OUT=/tmp/telemetryd-flood PORT=18500
 #              SRV_CPU=1 CLI_CPU=0 PARTS="latency burst"
 #              TD=path/to/telemetryd (default: BUILD's; to compare two builds)
@@ -24,7 +24,7 @@ ROOT_DIR=$PWD
 RUNS=${RUNS:-3}
 RATE=${RATE:-10000}
 CONNS=${CONNS:-64}
-SECONDS_PER_RUN=${SECONDS:-20}
+DURATION=${DURATION:-20}
 IDLE=${IDLE:-10000}
 SLOWLORIS=${SLOWLORIS:-500}
 BURST=${BURST:-4000}
@@ -111,20 +111,20 @@ loadgen_run() {  # prints: rps p50 p99 p999 max non2xx reader_cpu_percent
   local a b line
   a=$(reader_ticks)
   line=$(taskset -c "$CLI_CPU" "$LOADGEN" --port "$PORT" --keys "$OUT/keys.txt" --conns "$CONNS" \
-           --rate "$RATE" --duration "$SECONDS_PER_RUN" --seed 1 | grep '^RESULT')
+           --rate "$RATE" --duration "$DURATION" --seed 1 | grep '^RESULT')
   b=$(reader_ticks)
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(field rps "$line")" "$(field p50_us "$line")" "$(field p99_us "$line")" \
     "$(field p999_us "$line")" "$(field max_us "$line")" "$(field non2xx "$line")" \
-    "$(awk -v t=$((b - a)) -v hz="$HZ" -v s="$SECONDS_PER_RUN" 'BEGIN { printf "%.1f", t / hz / s * 100 }')"
+    "$(awk -v t=$((b - a)) -v hz="$HZ" -v s="$DURATION" 'BEGIN { printf "%.1f", t / hz / s * 100 }')"
 }
 
 if [[ " $PARTS " == *" latency "* ]]; then
-  echo "== latency: loadgen $RATE req/s over $CONNS connections, ${SECONDS_PER_RUN}s; quiet vs $IDLE idle + $SLOWLORIS slowloris"
+  echo "== latency: loadgen $RATE req/s over $CONNS connections, ${DURATION}s; quiet vs $IDLE idle + $SLOWLORIS slowloris"
   echo -e "case\trun\trps\tp50_us\tp99_us\tp999_us\tmax_us\tnon2xx\treader_cpu_pct\topen_during" >"$OUT/latency.tsv"
   for r in $(seq "$RUNS"); do
     printf 'quiet\t%s\t%s\t%s\n' "$r" "$(loadgen_run)" "$(split)" | tee -a "$OUT/latency.tsv"
     taskset -c "$CLI_CPU" "$FLOOD" hold --port "$PORT" --idle "$IDLE" --slowloris "$SLOWLORIS" \
-      --duration $((SECONDS_PER_RUN + 60)) >"$OUT/hold.$r.txt" &
+      --duration $((DURATION + 60)) >"$OUT/hold.$r.txt" &
     FLOOD_PID=$!
     wait_open $((IDLE + SLOWLORIS))
     sleep 1

@@ -40,7 +40,8 @@ constexpr size_t kReadSlack = 16384;              // input buffer = max_header_b
 constexpr size_t kOutHighWater = 256 * 1024;      // stop answering pipelined requests beyond
 constexpr int kAcceptBatch = 16;                  // accepts per wakeup: leaves some for peers
 constexpr uint64_t kMaxLingerMs = 2000;           // drain a closing client's input this long
-constexpr uint64_t kAcceptSlack = 1;              // connections above the least-loaded peer
+constexpr uint64_t kAcceptSlack = 1;              // connections above a peer before stepping aside,
+constexpr uint64_t kAcceptSlackShare = 8;         // or this fraction of the peer's, when more
 constexpr timeval kStepAside{0, 1000};            // how long a loaded reader leaves the accept set
 // Descriptors a reader needs besides its connections: stdio, the listening socket,
 // epoll, libevent's signal pipe, the log file (and its reopen), a shm buffer being
@@ -170,10 +171,11 @@ void HttpServer::Impl::accept_some() {
 // kStepAside and lets that peer be woken. The peer must be live (a heartbeat within a
 // few periods, so a stuck or dead one never makes us refuse work) and accepting
 // (kAccepting: not draining, full or out of descriptors; stepping aside for such a peer
-// left new connections waiting until its drain ended). The slack grows with the load,
-// an eighth of the peer's connections: with a slack of one, a burst of connections made
-// the readers take turns stepping aside every couple of accepts, and a burst of 4,000
-// took 2.5 s instead of 0.4 s (docs/performance.md, Floods).
+// would repeat every kStepAside while new connections wait, until its drain ends). The
+// slack grows with the load, an eighth of the peer's connections: with a slack of one,
+// readers in a burst of connections take turns stepping aside every couple of accepts,
+// and 4,000 connections took 2.5 s instead of 0.4 s with a single reader
+// (docs/performance.md, Floods).
 bool HttpServer::Impl::should_step_aside() const {
   const uint64_t mine = conns.size();
   if (mine <= kAcceptSlack) return false;
@@ -186,7 +188,7 @@ bool HttpServer::Impl::should_step_aside() const {
     if (beat == 0 || now - std::min(now, beat) > fresh) continue;
     if (store.reader_counter(s, kAccepting) == 0) continue;
     const uint64_t theirs = store.reader_counter(s, kConnectionsOpen);
-    if (theirs + std::max(kAcceptSlack, theirs / 8) < mine) return true;
+    if (theirs + std::max(kAcceptSlack, theirs / kAcceptSlackShare) < mine) return true;
   }
   return false;
 }

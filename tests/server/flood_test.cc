@@ -3,7 +3,8 @@
 // connections' memory, and accept balancing between readers that share one listening
 // socket. Servers run in-process on event_bases of their own threads, or in forked
 // children where a process-wide limit (RLIMIT_NOFILE) or the process's CPU time and
-// memory are what is checked; clients are real sockets on 127.0.0.1.
+// memory are what is checked, or in the real telemetryd for the setting; clients are
+// real sockets on 127.0.0.1.
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <event2/event.h>
@@ -31,6 +32,7 @@
 #include "server/reader.h"
 #include "server/service.h"
 #include "shm/shm.h"
+#include "e2e_util.h"
 
 namespace {
 
@@ -458,4 +460,22 @@ TEST_CASE("idle connections cost the reader no input buffer", "[flood]") {
   for (int fd : idle) close(fd);
   close(probe);
   CHECK(WIFEXITED(stop_child(pid)));
+}
+
+TEST_CASE("telemetryd --max-connections-per-reader: the reader queues connections beyond it", "[flood][e2e]") {
+  CHECK(e2e::run({e2e::telemetryd_bin(), "--max-connections-per-reader", "0", "--check-config"}).status == 2);
+  e2e::Service svc({"--workers", "2", "--max-connections-per-reader", "2", "--source", "synthetic://"});  // 1 reader
+  std::vector<int> held;
+  for (int i = 0; i < 2; ++i) {
+    held.push_back(connect_to(svc.port()));
+    REQUIRE(answered(held.back()));
+  }
+  int waiting = connect_to(svc.port());
+  send_request(waiting);
+  CHECK(silent_for(waiting, 300));
+  close(held[0]);
+  CHECK(read_response(waiting));
+  CHECK(svc.log().find("accepting up to 2 connections") != std::string::npos);
+  close(held[1]);
+  close(waiting);
 }
