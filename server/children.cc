@@ -84,6 +84,7 @@ void Supervisor::child_main(Child& child) {
       // The reader's own grace is shorter than ours, so it finishes before we SIGKILL.
       ro.shutdown_grace = std::max(ms(100), options_.shutdown_timeout - ms(1000));
       ro.max_header_bytes = options_.max_header_bytes;
+      ro.max_connections = options_.max_connections_per_reader;
       ro.prom_series_limit = options_.ingest.prom_series_limit;
       code = run_reader(*store_, ro);
     }

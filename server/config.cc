@@ -124,6 +124,11 @@ const std::vector<Setting>& settings() {
        duration("healthz-max-age", &Options::healthz_max_age)},
       {"max-header-bytes", Kind::value, "largest request head accepted (default 8192)",
        [](Options& o, const Values& v) { o.max_header_bytes = parse_count("max-header-bytes", v.back(), 256, 1 << 20); }},
+      {"max-connections-per-reader", Kind::value,
+       "open connections per reader; beyond, new ones wait for a peer (default 10000, capped by ulimit -n)",
+       [](Options& o, const Values& v) {
+         o.max_connections_per_reader = parse_count("max-connections-per-reader", v.back(), 1, 1 << 24);
+       }},
   };
   return table;
 }
@@ -260,7 +265,8 @@ std::vector<std::string> restart_only_changes(const Options& a, const Options& b
   if (a.shm_name != b.shm_name) changed.push_back("shm-name");
   if (a.pidfile != b.pidfile) changed.push_back("pidfile");
   if (a.idle_timeout != b.idle_timeout || a.request_timeout != b.request_timeout ||
-      a.healthz_max_age != b.healthz_max_age || a.max_header_bytes != b.max_header_bytes)
+      a.healthz_max_age != b.healthz_max_age || a.max_header_bytes != b.max_header_bytes ||
+      a.max_connections_per_reader != b.max_connections_per_reader)
     changed.push_back("reader timeouts/limits");
   return changed;
 }

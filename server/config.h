@@ -49,6 +49,7 @@ struct Options {
   std::chrono::milliseconds request_timeout{10000};
   std::chrono::milliseconds healthz_max_age{10000};
   size_t max_header_bytes = 8192;
+  size_t max_connections_per_reader = 10000;  // capped by each reader's RLIMIT_NOFILE
 
   uint32_t readers() const { return workers - 1; }
 };

@@ -28,14 +28,16 @@ struct ReaderOptions {
   std::chrono::milliseconds shutdown_grace{5000};    // SIGTERM: finish in-flight within this
   std::chrono::milliseconds heartbeat_every{100};    // Reader::heartbeat() period
   size_t max_header_bytes = 8192;                    // 431 beyond
+  size_t max_connections = 10000;  // open at once; also capped by RLIMIT_NOFILE (see connection_limit())
   size_t prom_series_limit = 10000;
   size_t query_max_scanned = 100000;                 // /v1/query: series looked at per request
 };
 
 // Runs the reader's event loop in this (forked) process until SIGTERM/SIGINT (graceful:
 // HttpServer::shutdown's drain, bounded by shutdown_grace) and returns the process exit
-// code (server::kExitOk, or kExitFailure when the loop cannot run). Installs its own
-// signal handling on a fresh event_base. `store` is the opened shm store; the reader
+// code (server::kExitOk, or kExitFailure when the loop cannot run). Raises the soft
+// RLIMIT_NOFILE to the hard limit first and logs the connection limit it got. Installs
+// its own signal handling on a fresh event_base. `store` is the opened shm store; the reader
 // claims options.slot in it for its lifetime.
 int run_reader(shm::Store& store, const ReaderOptions& options);
 
@@ -60,6 +62,10 @@ class HttpServer {
 
   size_t open_connections() const;
   uint64_t connections_accepted() const;
+  // options.max_connections, lowered to what RLIMIT_NOFILE (when the server was built)
+  // leaves after the reader's own descriptors. At the limit the server stops accepting
+  // (connections wait in the shared queue, for a peer or for a close here).
+  size_t connection_limit() const;
 
  private:
   struct Impl;

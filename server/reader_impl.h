@@ -52,10 +52,13 @@ struct HttpServer::Impl {
   shm::Store& store;
   ReaderOptions opt;
 
+  // Accepting: the listening socket is watched exactly when update_accept() says so.
   event accept_ev{};
   bool accept_on = false;
-  bool accept_paused = false;  // out of descriptors: retried on the next tick
-  event step_aside_ev{};       // re-joins the accept set after stepping aside
+  bool accept_paused = false;  // out of descriptors: retried at a close or the next tick
+  bool stepped_aside = false;  // balancing: step_aside_ev brings us back
+  size_t max_conns = 0;        // connection_limit()
+  event step_aside_ev{};
   event tick_ev{};
   event grace_ev{};
   bool grace_on = false;
@@ -76,6 +79,7 @@ struct HttpServer::Impl {
   // --- setup -----------------------------------------------------------------------
   void start();
   void watch_listen(bool on);
+  void update_accept();
   void refresh_clock();
 
   // --- connections -----------------------------------------------------------------
@@ -124,7 +128,7 @@ struct HttpServer::Impl::Conn {
   event rev{}, wev{};
   bool rev_on = false, wev_on = false;
 
-  std::string in;  // fixed capacity; in_len bytes used
+  std::string in;  // empty until the first read (idle connections cost no buffer), then fixed; in_len used
   size_t in_len = 0;
   std::string out;  // pending output from out_off
   size_t out_off = 0;

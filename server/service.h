@@ -53,7 +53,9 @@ enum ReaderCounter : uint32_t {
   kConnectionsAccepted = 13,
   kConnectionsOpen = 14,
   kReaderStartedAtNs = 15,  // reader start, Unix ns
-  kFirstFreeReaderCounter = 16,
+  kAccepting = 16,          // 1 while the reader takes new connections (accept balancing)
+  kAcceptStepAsides = 17,   // times it left the accept set for a peer (accept balancing)
+  kFirstFreeReaderCounter = 18,
 };
 
 }  // namespace server
