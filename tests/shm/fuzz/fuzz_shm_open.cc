@@ -5,13 +5,16 @@
 // call either works or throws shm::Error; anything else (a crash, an out-of-bounds read,
 // another exception type) is a finding. Seeds: tests/data/fuzz/fuzz_shm_open, made by
 // fuzz_shm_open_seeds (make_seeds.cc) from a real store.
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <fmt/format.h>
 #include <string>
@@ -44,6 +47,22 @@ void touch(std::string_view s) {
   unsigned char x = 0;
   for (char ch : s) x ^= static_cast<unsigned char>(ch);
   sink = x;
+}
+
+// Unlinks the segments of fuzzing processes that were killed mid-input (a timeout, the
+// end of a timed run), so that long runs do not fill /dev/shm.
+void remove_dead_runs() {
+  DIR* d = opendir("/dev/shm");
+  if (!d) return;
+  std::vector<std::string> dead;
+  while (dirent* e = readdir(d)) {
+    std::string_view n = e->d_name;
+    if (!n.starts_with("fuzz-shm-open-")) continue;
+    pid_t pid = std::atoi(e->d_name + std::strlen("fuzz-shm-open-"));
+    if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) dead.push_back(fmt::format("/{}", n));
+  }
+  closedir(d);
+  for (const std::string& path : dead) shm_unlink(path.c_str());
 }
 
 void exercise(const SnapshotView& v) {
@@ -123,7 +142,10 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, size_t size) {
                    reinterpret_cast<const std::byte*>(buffer));
   if (flags & kExactControl) control.resize(control_bytes);
 
-  static const std::string name = fmt::format("fuzz-shm-open-{}", getpid());
+  static const std::string name = [] {
+    remove_dead_runs();
+    return fmt::format("fuzz-shm-open-{}", getpid());
+  }();
   const std::string control_path = "/" + name;
   write_segment(control_path, control.data(), control.size(), 0);
   std::string buffer_path;
