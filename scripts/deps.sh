@@ -3,7 +3,7 @@
 
 TELEMETRYD_PACKAGES=(
   build-essential cmake pkg-config
-  libboost-dev libevent-dev libsimdjson-dev libfmt-dev
+  libevent-dev libsimdjson-dev libfmt-dev
   libtomlplusplus-dev libcli11-dev
   catch2 spin curl python3
 )
