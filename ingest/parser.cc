@@ -37,6 +37,7 @@ struct RawSample {
   std::string_view suffix;
   uint32_t label_begin = 0, label_count = 0;
   uint32_t resource_begin = 0, resource_count = 0;
+  uint32_t index = 0;  // position in the body, for error messages
   double value = 0;
   int64_t ts_ns = 0;
 };
@@ -151,6 +152,19 @@ const char* check_labels(std::span<const Label> labels) {
       if (labels[j].name == labels[i].name) return "duplicate label name";
   }
   return nullptr;
+}
+
+// The size of the union of a point's labels and its resource's (each without
+// duplicates): what the series will carry.
+size_t merged_label_count(std::span<const Label> own, std::span<const Label> resource) {
+  if (own.size() + resource.size() <= kMaxLabels) return own.size() + resource.size();
+  size_t count = own.size();
+  for (const Label& r : resource) {
+    bool clash = false;
+    for (const Label& l : own) clash |= l.name == r.name;
+    count += !clash;
+  }
+  return count;
 }
 
 }  // namespace
@@ -318,6 +332,7 @@ bool Parser::Impl::native_sample(od::value v) {
   }
   s.label_begin = static_cast<uint32_t>(label_begin);
   s.label_count = static_cast<uint32_t>(labels.size() - label_begin);
+  s.index = static_cast<uint32_t>(index);
   raw.push_back(s);
   return true;
 }
@@ -370,10 +385,22 @@ bool Parser::Impl::otlp_resource_metrics(od::value v) {
     raw.resize(first);
     return true;
   }
+  // The label limit holds for the series' whole label set: each point's own labels
+  // plus the resource's, a name in both counted once.
+  std::span<const Label> resource = std::span<const Label>(labels).subspan(rbegin, rcount);
+  size_t kept = first;
   for (size_t i = first; i < raw.size(); ++i) {
-    raw[i].resource_begin = rbegin;
-    raw[i].resource_count = rcount;
+    RawSample& s = raw[i];
+    auto own = std::span<const Label>(labels).subspan(s.label_begin, s.label_count);
+    if (merged_label_count(own, resource) > kMaxLabels) {
+      reject(s.index, fmt::format("more than {} labels with the resource attributes", kMaxLabels));
+      continue;
+    }
+    s.resource_begin = rbegin;
+    s.resource_count = rcount;
+    raw[kept++] = s;
   }
+  raw.resize(kept);
   return true;
 }
 
@@ -551,6 +578,7 @@ bool Parser::Impl::otlp_point(od::value v, bool histogram) {
   RawSample s;
   s.label_begin = static_cast<uint32_t>(label_begin);
   s.label_count = static_cast<uint32_t>(labels.size() - label_begin);
+  s.index = static_cast<uint32_t>(index);
   s.ts_ns = static_cast<int64_t>(ts);
   if (!histogram) {
     s.value = value;
