@@ -83,6 +83,12 @@ class Arena {
     used_ = chunks_.empty() ? 0 : kChunk + 1;  // forces the first store to chunk 0
     if (!chunks_.empty()) current_ = static_cast<size_t>(-1);
   }
+  size_t bytes() const { return chunks_.size() * kChunk; }
+  void release() {
+    chunks_.clear();
+    current_ = 0;
+    used_ = 0;
+  }
 
  private:
   static constexpr size_t kChunk = 64 * 1024;
@@ -712,6 +718,26 @@ ParseResult Parser::parse_padded(std::string_view body, size_t capacity,
 }
 
 std::span<const Sample> Parser::samples() const { return impl_->samples; }
+
+size_t Parser::buffer_bytes() const {
+  const Impl& i = *impl_;
+  // simdjson keeps 4 bytes of structural index and 5/3 bytes of string buffer per byte
+  // of capacity (the size of the largest document so far).
+  return i.json.capacity() / 3 * 17 + i.copy.capacity() + i.raw.capacity() * sizeof(RawSample) +
+         i.labels.capacity() * sizeof(Label) + i.samples.capacity() * sizeof(Sample) +
+         i.arena.bytes();
+}
+
+void Parser::shrink(size_t keep_bytes) {
+  if (buffer_bytes() <= keep_bytes) return;
+  Impl& i = *impl_;
+  i.json = od::parser{};
+  std::string().swap(i.copy);
+  std::vector<RawSample>().swap(i.raw);
+  std::vector<Label>().swap(i.labels);
+  std::vector<Sample>().swap(i.samples);
+  i.arena.release();
+}
 
 std::string_view format_name(Format format) {
   return format == Format::otlp ? "otlp" : "native";

@@ -216,6 +216,12 @@ TEST_CASE("Config::resolved fills defaults and rejects bad settings") {
   Config dup;
   dup.sources = {"file:///a", "file:///a"};
   CHECK_THROWS_AS(dup.resolved(), std::invalid_argument);
+  Config small_budget;
+  small_budget.max_body_bytes = 2 << 20;
+  small_budget.fetch_memory_limit = 1 << 20;  // one maximal body could never be fetched
+  CHECK_THROWS_WITH(small_budget.resolved(), Catch::Contains("fetch_memory_limit"));
+  small_budget.fetch_memory_limit = 2 << 20;
+  CHECK_NOTHROW(small_budget.resolved());
 }
 
 TEST_CASE("OTLP: a bad resource attribute rejects that resource's points only") {
