@@ -11,6 +11,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -56,10 +58,12 @@ void WakeFd::clear() {
   [[maybe_unused]] ssize_t n = ::read(fd_, &count, sizeof count);
 }
 
-FileRead::FileRead(std::string path, size_t max_bytes, std::chrono::milliseconds timeout,
-                   std::shared_ptr<FetchBudget> budget, std::shared_ptr<WakeFd> done_signal)
+FileRead::FileRead(std::string path, size_t max_bytes, int64_t deadline_ns,
+                   std::chrono::milliseconds timeout, std::shared_ptr<FetchBudget> budget,
+                   std::shared_ptr<WakeFd> done_signal)
     : path_(std::move(path)),
       max_bytes_(max_bytes),
+      deadline_ns_(deadline_ns),
       timeout_(timeout),
       budget_(std::move(budget)),
       done_signal_(std::move(done_signal)) {}
@@ -73,6 +77,12 @@ bool FileRead::start(const std::shared_ptr<FileRead>& read) {
                                kMaxThreads);
     return false;
   }
+  // The thread starts with every signal blocked (it inherits this thread's mask), so
+  // the writer's signals are all taken by its event loop's thread.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  bool started = true;
   try {
     // The thread owns a reference: the FileRead outlives whichever side lets go last.
     std::thread([read] {
@@ -82,9 +92,10 @@ bool FileRead::start(const std::shared_ptr<FileRead>& read) {
   } catch (const std::system_error& e) {
     live_threads.fetch_sub(1, std::memory_order_relaxed);
     read->error_ = fmt::format("cannot start a thread to read {}: {}", read->path_, e.what());
-    return false;
+    started = false;
   }
-  return true;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return started;
 }
 
 void FileRead::cancel() {
@@ -109,7 +120,7 @@ bool FileRead::wait_readable(int fd, int64_t deadline_ns) {
 
 void FileRead::run() {
   shm::failpoint("ingest.file_read.start");  // "spin": a read stuck in the kernel
-  int64_t deadline_ns = static_cast<int64_t>(shm::monotonic_ns()) + timeout_.count() * 1'000'000;
+  const int64_t deadline_ns = deadline_ns_;
   int fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     fail(fmt::format("cannot open {}: {}", path_, std::strerror(errno)));

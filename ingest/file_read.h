@@ -37,8 +37,10 @@ class WakeFd {
 
 class FileRead {
  public:
-  FileRead(std::string path, size_t max_bytes, std::chrono::milliseconds timeout,
-           std::shared_ptr<FetchBudget> budget, std::shared_ptr<WakeFd> done_signal);
+  // The read gives up at deadline_ns (monotonic) with "timeout after <timeout>ms".
+  FileRead(std::string path, size_t max_bytes, int64_t deadline_ns,
+           std::chrono::milliseconds timeout, std::shared_ptr<FetchBudget> budget,
+           std::shared_ptr<WakeFd> done_signal);
   ~FileRead();  // gives back what the read took from the budget
   FileRead(const FileRead&) = delete;
   FileRead& operator=(const FileRead&) = delete;
@@ -63,6 +65,7 @@ class FileRead {
 
   const std::string path_;
   const size_t max_bytes_;
+  const int64_t deadline_ns_;
   const std::chrono::milliseconds timeout_;
   const std::shared_ptr<FetchBudget> budget_;
   const std::shared_ptr<WakeFd> done_signal_;

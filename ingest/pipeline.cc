@@ -386,29 +386,40 @@ struct Pipeline::Impl {
     auto* f = static_cast<Fetch*>(arg);
     if (f->done) return;
     auto* self = static_cast<Impl*>(f->owner);
-    std::string error = f->error.empty()
-                            ? fmt::format("timeout after {}ms", self->config.source_timeout.count())
-                            : std::move(f->error);
+    Source& s = *f->source;
+    std::string error = std::move(f->error);
+    if (error.empty() && s.kind == Kind::file && !f->file)
+      error = fmt::format("the read of {} started {}ms ago has not ended", s.path,
+                          (shm::monotonic_ns() - s.file_read_started_ns) / 1'000'000);
+    if (error.empty())
+      error = fmt::format("timeout after {}ms", self->config.source_timeout.count());
     self->end_fetch(*f);
-    self->fail(*f->source, 0, std::move(error));
+    self->fail(s, 0, std::move(error));
   }
 
   // --- file:// ---------------------------------------------------------------------
 
+  // One read per source: while the last one has not ended (cancelled at its deadline,
+  // it ends at once unless stuck in the kernel), the fetch waits for it, and starts its
+  // own read when it has; the deadline reports a read that never ends.
   void fetch_file(Source& s) {
-    if (s.file_read && !s.file_read->done())
-      return fail(s, 0, fmt::format("the read of {} started {}ms ago has not ended", s.path,
-                                    (shm::monotonic_ns() - s.file_read_started_ns) / 1'000'000));
-    s.file_read.reset();  // the late result of a read that timed out
     Fetch* f = new_fetch(s);
-    f->file = std::make_shared<FileRead>(s.path, config.max_body_bytes, config.source_timeout,
-                                         budget, file_done);
-    if (!FileRead::start(f->file)) {
-      std::string error = f->file->error();
-      end_fetch(*f);
+    if (s.file_read && !s.file_read->done()) return;
+    start_file_read(s, *f);
+  }
+
+  void start_file_read(Source& s, Fetch& f) {
+    int64_t deadline_ns =
+        s.started_mono_ns + std::chrono::nanoseconds(config.source_timeout).count();
+    f.file = std::make_shared<FileRead>(s.path, config.max_body_bytes, deadline_ns,
+                                        config.source_timeout, budget, file_done);
+    s.file_read.reset();
+    if (!FileRead::start(f.file)) {
+      std::string error = f.file->error();
+      end_fetch(f);
       return fail(s, 0, std::move(error));
     }
-    s.file_read = f->file;
+    s.file_read = f.file;
     s.file_read_started_ns = shm::monotonic_ns();
     event_add(file_done_event, nullptr);
   }
@@ -430,7 +441,12 @@ struct Pipeline::Impl {
       }
       std::shared_ptr<FileRead> read = std::move(s.file_read);
       Fetch* f = s.fetch.get();
-      if (!f || f->done || f->file != read) continue;
+      if (!f || f->done) continue;
+      if (f->file != read) {  // the fetch waited for this earlier read to end
+        if (!f->file) self->start_file_read(s, *f);
+        running |= s.file_read != nullptr;
+        continue;
+      }
       self->end_fetch(*f);
       if (!read->error().empty()) {
         self->fail(s, 0, read->error());

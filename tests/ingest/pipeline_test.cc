@@ -20,6 +20,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -136,10 +137,10 @@ class Upstream {
 };
 
 // A plain-socket upstream, for what an evhttp server cannot be made to send. Each
-// connection gets `response` once its request has arrived, then, when `repeat` is not
-// empty, `repeat` again and again until the client hangs up; then it is closed.
-// Nothing is answered until `hold_until` requests are waiting, so that the answers
-// stream at the same time.
+// connection gets `response` (or by_path[its request's path]) once its request has
+// arrived, then, when `repeat` is not empty, `repeat` again and again until the client
+// hangs up; then it is closed. Nothing is answered until `hold_until` requests are
+// waiting, so that the answers stream at the same time.
 class RawUpstream {
  public:
   explicit RawUpstream(event_base* base) : base_(base) {
@@ -160,9 +161,12 @@ class RawUpstream {
     event_free(accept_);
     close(listen_fd_);
   }
-  std::string url() const { return fmt::format("http://127.0.0.1:{}/", port_); }
+  std::string url(std::string_view path = "/") const {
+    return fmt::format("http://127.0.0.1:{}{}", port_, path);
+  }
 
   std::string response, repeat;
+  std::map<std::string, std::string, std::less<>> by_path;
   size_t hold_until = 1;
 
  private:
@@ -170,7 +174,7 @@ class RawUpstream {
     RawUpstream* owner;
     int fd = -1;
     event* ev = nullptr;
-    std::string out;
+    std::string request, out;
     size_t sent = 0;
     bool requested = false, answering = false;
   };
@@ -193,8 +197,9 @@ class RawUpstream {
     if (!c.answering) {
       char buf[4096];
       ssize_t n = recv(c.fd, buf, sizeof buf, 0);
-      if (n <= 0) return close_conn(c);
-      if (!c.requested) {
+      if (n <= 0 || c.request.size() > 65536) return close_conn(c);
+      c.request.append(buf, static_cast<size_t>(n));
+      if (!c.requested && c.request.find("\r\n\r\n") != std::string::npos) {
         c.requested = true;
         if (++self.requests_ >= self.hold_until)
           for (auto& other : self.conns_)
@@ -217,7 +222,10 @@ class RawUpstream {
 
   void answer(Conn& c) {
     c.answering = true;
-    c.out = response;
+    std::string_view target(c.request);  // "GET /path HTTP/1.1"
+    target = target.substr(target.find(' ') + 1);
+    auto it = by_path.find(target.substr(0, target.find(' ')));
+    c.out = it == by_path.end() ? response : it->second;
     event_del(c.ev);
     event_assign(c.ev, base_, c.fd, EV_WRITE | EV_PERSIST, &RawUpstream::on_io, &c);
     event_add(c.ev, nullptr);
@@ -531,30 +539,30 @@ TEST_CASE("a large body leaves no large buffer behind once its tick is over") {
 TEST_CASE("fetches in flight together hold at most fetch_memory_limit - a fetch that would pass it fails alone") {
   Base b;
   constexpr size_t kLimit = 4 << 20;
-  std::vector<std::unique_ptr<RawUpstream>> upstreams;
+  RawUpstream upstream(b.base);
   Config c;
   c.source_timeout = std::chrono::milliseconds(30000);
   c.max_body_bytes = kLimit;
   c.fetch_memory_limit = kLimit;
   for (int i = 0; i < 4; ++i) {
-    upstreams.push_back(std::make_unique<RawUpstream>(b.base));
-    upstreams.back()->response =
+    std::string path = fmt::format("/{}", i);
+    upstream.by_path[path] =
         http_response(fmt::format(R"([{{"metric":"up","labels":{{"src":"{}"}},"value":1}}])", i));
-    c.sources.push_back(upstreams.back()->url());
+    c.sources.push_back(upstream.url(path));
   }
   Published pub;
   Pipeline pipeline(b.base, c, recorder(pub));
   pipeline.run_once();
   for (const auto& s : pub.statuses) CHECK(s.last_error.empty());
 
-  // Now four bodies of 3 MiB at once: 12 MiB against a limit of 4. Two arrive with a
-  // Content-Length, two as one chunk each (held by evhttp until complete: counted all
-  // the same).
+  // Now four bodies of 3 MiB, answered together: 12 MiB against a limit of 4. Two come
+  // with a Content-Length, two as one chunk each (which evhttp holds until it is
+  // complete: counted all the same).
   for (int i = 0; i < 4; ++i) {
     std::string body = samples_body("big", std::to_string(i), 3 << 20);
-    upstreams[i]->response = i % 2 ? one_chunk_response(body) : http_response(body);
-    upstreams[i]->hold_until = 2;  // this tick's request is each upstream's second
+    upstream.by_path[fmt::format("/{}", i)] = i % 2 ? one_chunk_response(body) : http_response(body);
   }
+  upstream.hold_until = 4 + 4;  // the four requests of this tick
   pipeline.run_once();
   int failed = 0;
   for (int i = 0; i < 4; ++i) {
@@ -572,7 +580,7 @@ TEST_CASE("fetches in flight together hold at most fetch_memory_limit - a fetch 
     // The last good data of every source is kept, failed or not.
     CHECK(shm::SnapshotView(pub.snapshot).find(series_record_key(up)));
   }
-  CHECK(failed >= 1);  // the four stream at once: 3 MiB + 3 MiB never fit in 4
+  CHECK(failed >= 1);  // they stream at once, and 3 MiB + 3 MiB never fit in 4
   CHECK(pipeline.fetch_memory_peak() <= kLimit);
   CHECK(pipeline.fetch_memory_peak() > kLimit / 2);
 }
