@@ -54,6 +54,8 @@ Config Config::resolved() const {
   if (c.expire_after.count() == 0) c.expire_after = c.window;
   require(c.source_timeout.count() > 0, "source_timeout must be positive");
   require(c.max_body_bytes > 0, "max_body_bytes must be positive");
+  require(c.fetch_memory_limit >= c.max_body_bytes,
+          "fetch_memory_limit must be at least max_body_bytes");
   require(c.max_series > 0, "max_series must be positive");
   require(c.max_series_per_source > 0, "max_series_per_source must be positive");
   require(c.max_series <= (size_t{1} << 31), "max_series too large");

@@ -47,6 +47,7 @@ inline constexpr size_t kMaxLabelNameBytes = 128;    // 1..128 of [A-Za-z0-9_.:/
 inline constexpr size_t kMaxLabelValueBytes = 1024;  // any valid UTF-8, escaped on output
 inline constexpr size_t kMaxLabels = 32;             // per sample, resource labels included
 inline constexpr int64_t kMaxFutureNs = 300'000'000'000;  // samples > 5 min ahead dropped
+inline constexpr size_t kMaxResponseHeaderBytes = 64 * 1024;  // an upstream's status + headers
 inline constexpr std::string_view kDefaultSource = "synthetic://";
 
 // ---------------------------------------------------------------------------------
@@ -65,6 +66,9 @@ struct Config {
   std::chrono::milliseconds expire_after{0};  // 0: the window
   std::chrono::milliseconds source_timeout{1500};
   size_t max_body_bytes = size_t{64} << 20;
+  // Bytes all fetches in flight may hold together (at least max_body_bytes); a fetch
+  // that would take the total past it fails.
+  size_t fetch_memory_limit = size_t{256} << 20;
   size_t max_series_per_source = 1'000'000;
   size_t max_series = 1'000'000;
   size_t prom_series_limit = 10'000;  // per-series Prometheus gauges only below this
@@ -149,6 +153,12 @@ class Parser {
   static size_t padding();
 
   std::span<const Sample> samples() const;
+
+  // Bytes held by the parser's buffers, which grow to fit the largest body parsed.
+  size_t buffer_bytes() const;
+  // Frees them when they hold more than keep_bytes (a large body is rare: its buffers
+  // are not worth keeping for the next one). samples() is invalid afterwards.
+  void shrink(size_t keep_bytes);
 
  private:
   struct Impl;
@@ -260,6 +270,10 @@ class Pipeline {
   const Aggregator& aggregator() const;
   uint64_t ticks() const;          // completed ticks
   uint64_t ticks_skipped() const;  // timer fired while a tick was still in flight
+  // The highest total of bytes that fetches in flight held at once (at most
+  // fetch_memory_limit), and the bytes that fetch and parse buffers keep between ticks.
+  size_t fetch_memory_peak() const;
+  size_t buffer_bytes() const;
 
  private:
   struct Impl;

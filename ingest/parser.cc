@@ -37,6 +37,7 @@ struct RawSample {
   std::string_view suffix;
   uint32_t label_begin = 0, label_count = 0;
   uint32_t resource_begin = 0, resource_count = 0;
+  uint32_t index = 0;  // position in the body, for error messages
   double value = 0;
   int64_t ts_ns = 0;
 };
@@ -81,6 +82,12 @@ class Arena {
     current_ = 0;
     used_ = chunks_.empty() ? 0 : kChunk + 1;  // forces the first store to chunk 0
     if (!chunks_.empty()) current_ = static_cast<size_t>(-1);
+  }
+  size_t bytes() const { return chunks_.size() * kChunk; }
+  void release() {
+    chunks_.clear();
+    current_ = 0;
+    used_ = 0;
   }
 
  private:
@@ -151,6 +158,19 @@ const char* check_labels(std::span<const Label> labels) {
       if (labels[j].name == labels[i].name) return "duplicate label name";
   }
   return nullptr;
+}
+
+// The size of the union of a point's labels and its resource's (each without
+// duplicates): what the series will carry.
+size_t merged_label_count(std::span<const Label> own, std::span<const Label> resource) {
+  if (own.size() + resource.size() <= kMaxLabels) return own.size() + resource.size();
+  size_t count = own.size();
+  for (const Label& r : resource) {
+    bool clash = false;
+    for (const Label& l : own) clash |= l.name == r.name;
+    count += !clash;
+  }
+  return count;
 }
 
 }  // namespace
@@ -318,6 +338,7 @@ bool Parser::Impl::native_sample(od::value v) {
   }
   s.label_begin = static_cast<uint32_t>(label_begin);
   s.label_count = static_cast<uint32_t>(labels.size() - label_begin);
+  s.index = static_cast<uint32_t>(index);
   raw.push_back(s);
   return true;
 }
@@ -370,10 +391,22 @@ bool Parser::Impl::otlp_resource_metrics(od::value v) {
     raw.resize(first);
     return true;
   }
+  // The label limit holds for the series' whole label set: each point's own labels
+  // plus the resource's, a name in both counted once.
+  std::span<const Label> resource = std::span<const Label>(labels).subspan(rbegin, rcount);
+  size_t kept = first;
   for (size_t i = first; i < raw.size(); ++i) {
-    raw[i].resource_begin = rbegin;
-    raw[i].resource_count = rcount;
+    RawSample& s = raw[i];
+    auto own = std::span<const Label>(labels).subspan(s.label_begin, s.label_count);
+    if (merged_label_count(own, resource) > kMaxLabels) {
+      reject(s.index, fmt::format("more than {} labels with the resource attributes", kMaxLabels));
+      continue;
+    }
+    s.resource_begin = rbegin;
+    s.resource_count = rcount;
+    raw[kept++] = s;
   }
+  raw.resize(kept);
   return true;
 }
 
@@ -551,6 +584,7 @@ bool Parser::Impl::otlp_point(od::value v, bool histogram) {
   RawSample s;
   s.label_begin = static_cast<uint32_t>(label_begin);
   s.label_count = static_cast<uint32_t>(labels.size() - label_begin);
+  s.index = static_cast<uint32_t>(index);
   s.ts_ns = static_cast<int64_t>(ts);
   if (!histogram) {
     s.value = value;
@@ -684,6 +718,26 @@ ParseResult Parser::parse_padded(std::string_view body, size_t capacity,
 }
 
 std::span<const Sample> Parser::samples() const { return impl_->samples; }
+
+size_t Parser::buffer_bytes() const {
+  const Impl& i = *impl_;
+  // simdjson keeps 4 bytes of structural index and 5/3 bytes of string buffer per byte
+  // of capacity (the size of the largest document so far).
+  return i.json.capacity() / 3 * 17 + i.copy.capacity() + i.raw.capacity() * sizeof(RawSample) +
+         i.labels.capacity() * sizeof(Label) + i.samples.capacity() * sizeof(Sample) +
+         i.arena.bytes();
+}
+
+void Parser::shrink(size_t keep_bytes) {
+  if (buffer_bytes() <= keep_bytes) return;
+  Impl& i = *impl_;
+  i.json = od::parser{};
+  std::string().swap(i.copy);
+  std::vector<RawSample>().swap(i.raw);
+  std::vector<Label>().swap(i.labels);
+  std::vector<Sample>().swap(i.samples);
+  i.arena.release();
+}
 
 std::string_view format_name(Format format) {
   return format == Format::otlp ? "otlp" : "native";

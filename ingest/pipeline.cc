@@ -2,29 +2,44 @@
 //
 // A tick fetches every source at once: http:// through evhttp (non-blocking, each with
 // its own deadline timer, because evhttp's own timeout is an idle timeout that a
-// trickling body never trips), file:// and synthetic:// inline. Each body is parsed
-// and applied as soon as it arrives; the snapshot is built and handed over when the
-// last source has answered or hit its deadline, so one bad source delays the publish
-// by at most source_timeout and never blocks the others.
+// trickling body never trips), file:// on a thread per read (file_read.h), handed back
+// through an eventfd, synthetic:// inline. Each body is parsed and applied as soon as
+// it arrives; the snapshot is built and handed over when the last source has answered
+// or hit its deadline, so one bad source delays the publish by at most source_timeout
+// and never blocks the others.
+//
+// What one fetch may hold is bounded: the response head (kMaxResponseHeaderBytes), the
+// body (max_body_bytes, kept once: evhttp hands each piece over as it arrives and the
+// piece leaves evhttp's buffer), and all fetches together (fetch_memory_limit: every
+// byte a connection receives is counted as it is read, so a body that arrives in one
+// huge chunk is counted while evhttp still buffers it). Buffers that grew for a large
+// body are freed once it is parsed.
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
 #include <algorithm>
-#include <cerrno>
+#include <charconv>
 #include <cstring>
-#include <fstream>
 
 #include <fmt/format.h>
 
+#include "ingest/fetch_budget.h"
+#include "ingest/file_read.h"
 #include "ingest/ingest.h"
 #include "ingest/synthetic.h"
 
 namespace ingest {
 
 namespace {
+
+// A source's body buffer keeps its capacity up to this between fetches, the parser
+// its buffers up to kKeepParserBytes (about a 1.4 MiB body's worth).
+constexpr size_t kKeepBodyBytes = size_t{1} << 20;
+constexpr size_t kKeepParserBytes = size_t{8} << 20;
 
 timeval to_timeval(std::chrono::milliseconds ms) {
   timeval tv;
@@ -37,16 +52,21 @@ enum class Kind { http, file, synthetic };
 
 struct Source;
 
-// One HTTP request: the argument of its evhttp callbacks and of its deadline timer.
-// evhttp calls back at most once per request (response, failure, or synchronously
-// inside evhttp_cancel_request), so `done` is all it takes to ignore late news.
+// One fetch of one source: the argument of its evhttp callbacks and of its deadline
+// timer. evhttp calls back at most once per request (response, failure, or
+// synchronously inside evhttp_cancel_request), so `done` is all it takes to ignore
+// late news.
 struct Fetch {
   void* owner = nullptr;  // the Pipeline::Impl
   Source* source = nullptr;
-  evhttp_request* request = nullptr;
-  event* deadline = nullptr;
+  evhttp_request* request = nullptr;  // http: until evhttp has called back
+  std::shared_ptr<FileRead> file;     // file
+  event* deadline = nullptr;          // also made active at once to abort the fetch
   bool done = false;
-  const char* error_kind = nullptr;  // set by evhttp's error callback
+  bool headers_done = false;
+  int code = 0;          // the response's status, once its head is read
+  size_t received = 0;   // bytes the connection received, taken from the budget
+  std::string error;     // evhttp's error, or why the fetch is being aborted
   ~Fetch() {
     if (deadline) event_free(deadline);
   }
@@ -62,11 +82,14 @@ struct Source {
   std::unique_ptr<SyntheticSource> synthetic;
   evhttp_connection* connection = nullptr;
   std::unique_ptr<Fetch> fetch;
-  std::string body;  // reused between fetches, with simdjson's padding
+  std::shared_ptr<FileRead> file_read;  // the last read started, until it has ended
+  uint64_t file_read_started_ns = 0;     // monotonic
+  std::string body;  // http: the body as it arrives, then simdjson's padding
   int64_t started_mono_ns = 0;
   shm::SourceStatus status;
 
   ~Source() {
+    if (file_read) file_read->cancel();
     if (connection) evhttp_connection_free(connection);
   }
 };
@@ -105,6 +128,11 @@ std::unique_ptr<Source> make_source(const std::string& url) {
   return s;
 }
 
+std::string over_budget(const FetchBudget& budget) {
+  return fmt::format("over fetch_memory_limit: fetches in flight hold {} of {} bytes",
+                     budget.used(), budget.limit());
+}
+
 }  // namespace
 
 struct Pipeline::Impl {
@@ -116,6 +144,12 @@ struct Pipeline::Impl {
   Parser parser;
   shm::SnapshotBuilder builder;
   std::vector<std::unique_ptr<Source>> sources;
+  // Sources a reload removed: freed at the next tick rather than at once, because the
+  // reload may run inside a callback of their own connection.
+  std::vector<std::unique_ptr<Source>> retired;
+  std::shared_ptr<FetchBudget> budget;
+  std::shared_ptr<WakeFd> file_done;  // signalled by file-read threads
+  event* file_done_event = nullptr;
   uint32_t next_id = 0;
   event* timer = nullptr;
   bool running = false;
@@ -126,7 +160,12 @@ struct Pipeline::Impl {
   std::optional<Config> deferred;  // a reconfigure() that arrived mid-tick
 
   Impl(event_base* b, Config c, PublishFn p)
-      : base(b), config(c.resolved()), publish(std::move(p)), aggregator(config) {
+      : base(b),
+        config(c.resolved()),
+        publish(std::move(p)),
+        aggregator(config),
+        budget(std::make_shared<FetchBudget>(config.fetch_memory_limit)),
+        file_done(std::make_shared<WakeFd>()) {
     if (!base) throw std::invalid_argument("Pipeline: event_base is null");
     for (const std::string& url : config.sources) {
       sources.push_back(make_source(url));
@@ -136,12 +175,17 @@ struct Pipeline::Impl {
                                    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (!dns) dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     timer = event_new(base, -1, EV_PERSIST, &Impl::on_timer, this);
-    if (!dns || !timer) throw std::runtime_error("Pipeline: libevent allocation failed");
+    file_done_event =
+        event_new(base, file_done->fd(), EV_READ | EV_PERSIST, &Impl::on_file_done, this);
+    if (!dns || !timer || !file_done_event)
+      throw std::runtime_error("Pipeline: libevent allocation failed");
   }
   ~Impl() {
     cancel_fetches();
     sources.clear();  // frees connections before the dns base they use
+    retired.clear();
     if (timer) event_free(timer);
+    if (file_done_event) event_free(file_done_event);
     if (dns) evdns_base_free(dns, 0);
   }
 
@@ -154,11 +198,13 @@ struct Pipeline::Impl {
       ++skipped;
       return;
     }
+    retired.clear();
     in_flight = true;
     tick_ns = static_cast<int64_t>(shm::realtime_ns());
     pending = sources.size();
-    // file:// and synthetic:// complete inside begin(); the tick is finished after the
-    // loop in that case, since publishing may reconfigure the very list being walked.
+    // Sources that fail at once or are synthetic complete inside begin(); the tick is
+    // finished after the loop in that case, since publishing may reconfigure the very
+    // list being walked.
     starting = true;
     for (size_t i = 0; i < sources.size(); ++i) begin(*sources[i]);
     starting = false;
@@ -179,63 +225,133 @@ struct Pipeline::Impl {
     }
   }
 
-  void fetch_file(Source& s) {
-    std::ifstream in(s.path, std::ios::binary | std::ios::ate);
-    if (!in) return fail(s, 0, fmt::format("cannot open {}: {}", s.path, std::strerror(errno)));
-    auto size = static_cast<size_t>(in.tellg());
-    if (size > config.max_body_bytes)
-      return fail(s, 0, fmt::format("body of {} bytes over the limit of {}", size,
-                                    config.max_body_bytes));
-    s.body.resize(size + Parser::padding());
-    in.seekg(0);
-    if (!in.read(s.body.data(), static_cast<std::streamsize>(size)))
-      return fail(s, 0, fmt::format("cannot read {}", s.path));
-    parse_body(s, size, {}, 0);
+  Fetch* new_fetch(Source& s) {
+    s.fetch = std::make_unique<Fetch>();
+    Fetch* f = s.fetch.get();
+    f->owner = this;
+    f->source = &s;
+    f->deadline = evtimer_new(base, &Impl::on_deadline, f);
+    timeval tv = to_timeval(config.source_timeout);
+    evtimer_add(f->deadline, &tv);
+    return f;
   }
+
+  // Ends a fetch however it ended: stops its timer, request or read, gives its bytes
+  // back to the budget and lets go of a large body buffer.
+  void end_fetch(Fetch& f) {
+    f.done = true;
+    evtimer_del(f.deadline);
+    if (evhttp_request* req = std::exchange(f.request, nullptr)) evhttp_cancel_request(req);
+    if (f.file) f.file->cancel();
+    budget->give_back(std::exchange(f.received, 0));
+    std::string& body = f.source->body;
+    if (body.capacity() > kKeepBodyBytes) std::string().swap(body);
+    body.clear();
+  }
+
+  // --- http:// ---------------------------------------------------------------------
 
   void fetch_http(Source& s) {
     if (s.connection) evhttp_connection_free(s.connection);  // idle since the last tick
     s.connection = evhttp_connection_base_new(base, dns, s.host.c_str(),
                                               static_cast<uint16_t>(s.port));
     if (!s.connection) return fail(s, 0, "cannot create connection");
-    // evhttp's idle timeout only backs up the deadline below, which bounds the whole
-    // fetch and so reports every timeout the same way.
-    timeval tv = to_timeval(config.source_timeout);
+    // evhttp's idle timeout only backs up the deadline, which bounds the whole fetch
+    // and so reports every timeout the same way.
     timeval idle = to_timeval(config.source_timeout + std::chrono::seconds(1));
     evhttp_connection_set_timeout_tv(s.connection, &idle);
     evhttp_connection_set_retries(s.connection, 0);
+    evhttp_connection_set_max_headers_size(s.connection,
+                                           static_cast<ev_ssize_t>(kMaxResponseHeaderBytes));
     evhttp_connection_set_max_body_size(s.connection,
                                         static_cast<ev_ssize_t>(config.max_body_bytes));
-    s.fetch = std::make_unique<Fetch>();
-    Fetch* f = s.fetch.get();
-    f->owner = this;
-    f->source = &s;
+    // Counts every byte as the socket delivers it, before evhttp looks at it. The
+    // callback goes with the connection's bufferevent, which s outlives.
+    evbuffer_add_cb(bufferevent_get_input(evhttp_connection_get_bufferevent(s.connection)),
+                    &Impl::on_received, &s);
+    Fetch* f = new_fetch(s);
     f->request = evhttp_request_new(&Impl::on_response, f);
     evhttp_request_set_error_cb(f->request, &Impl::on_request_error);
+    evhttp_request_set_header_cb(f->request, &Impl::on_headers);
+    evhttp_request_set_chunked_cb(f->request, &Impl::on_body_piece);
     evkeyvalq* headers = evhttp_request_get_output_headers(f->request);
     evhttp_add_header(headers, "Host", s.host_header.c_str());
     evhttp_add_header(headers, "Accept", "application/json");
     evhttp_add_header(headers, "User-Agent", "telemetryd");
     evhttp_add_header(headers, "Connection", "close");
-    f->deadline = evtimer_new(base, &Impl::on_deadline, f);
-    evtimer_add(f->deadline, &tv);
     if (evhttp_make_request(s.connection, f->request, EVHTTP_REQ_GET, s.target.c_str()) != 0) {
       f->request = nullptr;  // evhttp has freed it
-      f->done = true;
-      evtimer_del(f->deadline);
+      end_fetch(*f);
       return fail(s, 0, "cannot send request");
     }
   }
 
+  // Bytes arrived on a fetch's connection: they count against fetch_memory_limit from
+  // now until the fetch ends. A read that would pass the limit aborts its fetch (from
+  // the deadline's callback, made active now: evhttp is not to be re-entered from
+  // inside its own read), and is not counted: the limit holds for what is accounted,
+  // and the bytes of that one read (at most 16 KiB) go when the fetch does.
+  static void on_received(evbuffer*, const evbuffer_cb_info* info, void* arg) {
+    Fetch* f = static_cast<Source*>(arg)->fetch.get();
+    if (info->n_added == 0 || !f || f->done || !f->request || !f->error.empty()) return;
+    auto* self = static_cast<Impl*>(f->owner);
+    if (self->budget->take(info->n_added)) {
+      f->received += info->n_added;
+      return;
+    }
+    f->error = over_budget(*self->budget);
+    event_active(f->deadline, EV_TIMEOUT, 1);
+  }
+
+  static int on_headers(evhttp_request* req, void* arg) {
+    auto* f = static_cast<Fetch*>(arg);
+    auto* self = static_cast<Impl*>(f->owner);
+    f->headers_done = true;
+    f->code = evhttp_request_get_response_code(req);
+    // A body of announced length is reserved once (evhttp refuses one over the limit).
+    const char* length =
+        evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Length");
+    size_t n = 0;
+    if (f->code == 200 && length &&
+        std::from_chars(length, length + std::strlen(length), n).ec == std::errc() &&
+        n <= self->config.max_body_bytes)
+      f->source->body.reserve(n + Parser::padding());
+    return 0;
+  }
+
+  // A piece of the body: moved out of evhttp's buffer into the source's, so the body
+  // is held once. evhttp drains whatever is left in its buffer after this returns.
+  static void on_body_piece(evhttp_request* req, void* arg) {
+    auto* f = static_cast<Fetch*>(arg);
+    if (f->done || f->code != 200 || !f->error.empty()) return;
+    auto* self = static_cast<Impl*>(f->owner);
+    evbuffer* in = evhttp_request_get_input_buffer(req);
+    std::string& body = f->source->body;
+    size_t n = evbuffer_get_length(in);
+    size_t need = body.size() + n + Parser::padding();
+    if (need > body.capacity())  // doubling, but never past the largest body's size
+      body.reserve(std::max(need, std::min(2 * body.capacity(),
+                                           self->config.max_body_bytes + Parser::padding())));
+    size_t at = body.size();
+    body.resize(at + n);
+    evbuffer_remove(in, body.data() + at, n);
+  }
+
   static void on_request_error(evhttp_request_error error, void* arg) {
     auto* f = static_cast<Fetch*>(arg);
+    if (!f->error.empty()) return;  // the fetch is being aborted for a reason of ours
     switch (error) {
-      case EVREQ_HTTP_TIMEOUT: f->error_kind = "timeout (connection idle)"; break;
-      case EVREQ_HTTP_EOF: f->error_kind = "connection closed before a response"; break;
-      case EVREQ_HTTP_INVALID_HEADER: f->error_kind = "invalid response"; break;
-      case EVREQ_HTTP_BUFFER_ERROR: f->error_kind = "connection failed (refused or reset)"; break;
-      case EVREQ_HTTP_REQUEST_CANCEL: f->error_kind = "cancelled"; break;
-      case EVREQ_HTTP_DATA_TOO_LONG: f->error_kind = "body over max_body_bytes"; break;
+      case EVREQ_HTTP_TIMEOUT: f->error = "timeout (connection idle)"; break;
+      case EVREQ_HTTP_EOF: f->error = "connection closed before a response"; break;
+      case EVREQ_HTTP_INVALID_HEADER:
+        // evhttp reports a head over its size limit as an invalid one.
+        f->error = !f->headers_done && f->received > kMaxResponseHeaderBytes
+                       ? fmt::format("response headers over {} bytes", kMaxResponseHeaderBytes)
+                       : "invalid response";
+        break;
+      case EVREQ_HTTP_BUFFER_ERROR: f->error = "connection failed (refused or reset)"; break;
+      case EVREQ_HTTP_REQUEST_CANCEL: f->error = "cancelled"; break;
+      case EVREQ_HTTP_DATA_TOO_LONG: f->error = "body over max_body_bytes"; break;
     }
   }
 
@@ -244,44 +360,118 @@ struct Pipeline::Impl {
     if (f->done) return;  // its deadline already finished it
     auto* self = static_cast<Impl*>(f->owner);
     Source& s = *f->source;
-    f->done = true;
-    f->request = nullptr;
-    evtimer_del(f->deadline);
+    f->request = nullptr;  // evhttp frees it after this callback
     int code = req ? evhttp_request_get_response_code(req) : 0;
-    if (code == 0) return self->fail(s, 0, f->error_kind ? f->error_kind : "connection failed");
-    if (code != 200) return self->fail(s, code, fmt::format("HTTP status {}", code));
-    evbuffer* in = evhttp_request_get_input_buffer(req);
-    size_t size = evbuffer_get_length(in);
-    s.body.resize(size + Parser::padding());
-    evbuffer_remove(in, s.body.data(), size);
-    const char* type = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
-    self->parse_body(s, size, type ? type : "", code);
+    std::string error = std::move(f->error);
+    if (error.empty() && code == 0) error = "connection failed";
+    if (error.empty() && code != 200) error = fmt::format("HTTP status {}", code);
+    if (error.empty()) {
+      const char* type =
+          evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+      size_t size = s.body.size();
+      s.body.append(Parser::padding(), '\0');
+      self->parse_and_apply(s, std::string_view(s.body.data(), size), s.body.size(),
+                            type ? type : "", code);
+      self->end_fetch(*f);
+      return self->complete(s);
+    }
+    self->end_fetch(*f);
+    self->fail(s, code, std::move(error));
   }
 
   // evhttp's own timeout only notices a silent connection; this one bounds the whole
-  // fetch, so a body trickling in byte by byte is cut off too.
+  // fetch, so a body trickling in byte by byte is cut off too. Made active at once, it
+  // aborts a fetch for the reason in f->error.
   static void on_deadline(evutil_socket_t, short, void* arg) {
     auto* f = static_cast<Fetch*>(arg);
     if (f->done) return;
     auto* self = static_cast<Impl*>(f->owner);
-    f->done = true;
-    if (evhttp_request* req = std::exchange(f->request, nullptr)) evhttp_cancel_request(req);
-    self->fail(*f->source,
-               0, fmt::format("timeout after {}ms", self->config.source_timeout.count()));
+    Source& s = *f->source;
+    std::string error = std::move(f->error);
+    if (error.empty() && s.kind == Kind::file && !f->file)
+      error = fmt::format("the read of {} started {}ms ago has not ended", s.path,
+                          (shm::monotonic_ns() - s.file_read_started_ns) / 1'000'000);
+    if (error.empty())
+      error = fmt::format("timeout after {}ms", self->config.source_timeout.count());
+    self->end_fetch(*f);
+    self->fail(s, 0, std::move(error));
   }
 
-  void parse_body(Source& s, size_t size, std::string_view content_type, int code) {
-    std::string_view body(s.body.data(), size);
-    ParseResult r = parser.parse_padded(body, s.body.size(), content_type);
-    s.status.bytes += size;
+  // --- file:// ---------------------------------------------------------------------
+
+  // One read per source: while the last one has not ended (cancelled at its deadline,
+  // it ends at once unless stuck in the kernel), the fetch waits for it, and starts its
+  // own read when it has; the deadline reports a read that never ends.
+  void fetch_file(Source& s) {
+    Fetch* f = new_fetch(s);
+    if (s.file_read && !s.file_read->done()) return;
+    start_file_read(s, *f);
+  }
+
+  void start_file_read(Source& s, Fetch& f) {
+    int64_t deadline_ns =
+        s.started_mono_ns + std::chrono::nanoseconds(config.source_timeout).count();
+    f.file = std::make_shared<FileRead>(s.path, config.max_body_bytes, deadline_ns,
+                                        config.source_timeout, budget, file_done);
+    s.file_read.reset();
+    if (!FileRead::start(f.file)) {
+      std::string error = f.file->error();
+      end_fetch(f);
+      return fail(s, 0, std::move(error));
+    }
+    s.file_read = f.file;
+    s.file_read_started_ns = shm::monotonic_ns();
+    event_add(file_done_event, nullptr);
+  }
+
+  // A file-read thread has ended: hand its result to its fetch, unless the deadline
+  // has already reported that fetch.
+  static void on_file_done(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<Impl*>(arg);
+    self->file_done->clear();
+    bool running = false;
+    // By index: completing the tick may reconfigure, replacing the list (the sources
+    // themselves stay alive in `retired`).
+    for (size_t i = 0; i < self->sources.size(); ++i) {
+      Source& s = *self->sources[i];
+      if (!s.file_read) continue;
+      if (!s.file_read->done()) {
+        running = true;
+        continue;
+      }
+      std::shared_ptr<FileRead> read = std::move(s.file_read);
+      Fetch* f = s.fetch.get();
+      if (!f || f->done) continue;
+      if (f->file != read) {  // the fetch waited for this earlier read to end
+        if (!f->file) self->start_file_read(s, *f);
+        running |= s.file_read != nullptr;
+        continue;
+      }
+      self->end_fetch(*f);
+      if (!read->error().empty()) {
+        self->fail(s, 0, read->error());
+        continue;
+      }
+      self->parse_and_apply(s, std::string_view(read->body().data(), read->size()),
+                            read->body().size(), {}, 0);
+      self->complete(s);
+    }
+    if (!running) event_del(self->file_done_event);
+  }
+
+  // --- every kind --------------------------------------------------------------------
+
+  void parse_and_apply(Source& s, std::string_view body, size_t capacity,
+                       std::string_view content_type, int code) {
+    ParseResult r = parser.parse_padded(body, capacity, content_type);
+    s.status.bytes += body.size();
     s.status.format = std::string(format_name(r.format));
-    if (!r.ok) return fail(s, code, "parse: " + r.error);
+    if (!r.ok) return record(s, code, "parse: " + r.error);
     std::string note = r.rejected ? fmt::format("{} samples rejected, first: {}", r.rejected,
                                                 r.error)
                                   : std::string();
     s.status.dropped += r.rejected;
     apply(s, parser.samples(), s.status.format, code, std::move(note));
-    complete(s);
   }
 
   void apply(Source& s, std::span<const Sample> samples, std::string_view format, int code,
@@ -319,6 +509,7 @@ struct Pipeline::Impl {
 
   void finish_tick() {
     aggregator.build(builder, tick_ns);
+    parser.shrink(kKeepParserBytes);
     in_flight = false;
     ++ticks;
     if (publish) publish(builder, statuses());
@@ -336,20 +527,21 @@ struct Pipeline::Impl {
     return out;
   }
 
+  // Ends every fetch in flight without a word; a file read that has not ended stays
+  // the source's, so the next tick does not start a second one beside it.
   void cancel_fetches() {
     for (auto& s : sources) {
-      if (!s->fetch) continue;
-      Fetch* f = s->fetch.get();
-      if (!f->done && f->request) {
-        f->done = true;
-        evhttp_request* req = f->request;
-        f->request = nullptr;
-        evhttp_cancel_request(req);
-      }
+      if (s->fetch && !s->fetch->done) end_fetch(*s->fetch);
       s->fetch.reset();
     }
     in_flight = false;
     pending = 0;
+  }
+
+  size_t buffer_bytes() const {
+    size_t total = parser.buffer_bytes();
+    for (const auto& s : sources) total += s->body.capacity();
+    return total;
   }
 
   void apply_config(const Config& c);
@@ -379,9 +571,13 @@ void Pipeline::Impl::apply_config(const Config& c) {
       next.back()->id = next_id++;
     }
   }
-  for (auto& gone : sources)
-    if (gone) aggregator.forget_source(gone->id);
+  for (auto& gone : sources) {
+    if (!gone) continue;
+    aggregator.forget_source(gone->id);
+    retired.push_back(std::move(gone));
+  }
   sources = std::move(next);
+  budget->set_limit(c.fetch_memory_limit);
   bool interval_changed = c.interval != config.interval;
   config = c;
   aggregator.reconfigure(config);
@@ -439,5 +635,7 @@ std::vector<shm::SourceStatus> Pipeline::statuses() const { return impl_->status
 const Aggregator& Pipeline::aggregator() const { return impl_->aggregator; }
 uint64_t Pipeline::ticks() const { return impl_->ticks; }
 uint64_t Pipeline::ticks_skipped() const { return impl_->skipped; }
+size_t Pipeline::fetch_memory_peak() const { return impl_->budget->peak(); }
+size_t Pipeline::buffer_bytes() const { return impl_->buffer_bytes(); }
 
 }  // namespace ingest

@@ -90,6 +90,8 @@ const std::vector<Setting>& settings() {
        ingest_duration("expire-after", &ingest::Config::expire_after)},
       {"max-body-bytes", Kind::value, "largest upstream body accepted",
        ingest_count("max-body-bytes", &ingest::Config::max_body_bytes)},
+      {"fetch-memory-limit", Kind::value, "bytes all upstream fetches in flight may hold together (default 256 MiB)",
+       ingest_count("fetch-memory-limit", &ingest::Config::fetch_memory_limit)},
       {"max-series", Kind::value, "series limit over all sources", ingest_count("max-series", &ingest::Config::max_series)},
       {"max-series-per-source", Kind::value, "series limit of one source",
        ingest_count("max-series-per-source", &ingest::Config::max_series_per_source)},

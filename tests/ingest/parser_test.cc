@@ -3,6 +3,8 @@
 
 #include <filesystem>
 
+#include <fmt/format.h>
+
 #include "ingest/ingest.h"
 #include "test_util.h"
 
@@ -214,6 +216,12 @@ TEST_CASE("Config::resolved fills defaults and rejects bad settings") {
   Config dup;
   dup.sources = {"file:///a", "file:///a"};
   CHECK_THROWS_AS(dup.resolved(), std::invalid_argument);
+  Config small_budget;
+  small_budget.max_body_bytes = 2 << 20;
+  small_budget.fetch_memory_limit = 1 << 20;  // one maximal body could never be fetched
+  CHECK_THROWS_WITH(small_budget.resolved(), Catch::Contains("fetch_memory_limit"));
+  small_budget.fetch_memory_limit = 2 << 20;
+  CHECK_NOTHROW(small_budget.resolved());
 }
 
 TEST_CASE("OTLP: a bad resource attribute rejects that resource's points only") {
@@ -239,4 +247,37 @@ TEST_CASE("OTLP: points flagged as having no recorded value are skipped") {
   CHECK(r.rejected == 0);
   REQUIRE(p.samples().size() == 1);
   CHECK(p.samples()[0].value == 5);
+}
+
+TEST_CASE("OTLP: point labels and resource attributes together are held to the label limit") {
+  // 20 resource attributes; points with 20 own names (40 together: over), with 12 (32:
+  // at the limit) and with 20 of which 10 repeat a resource name (30: a name in both
+  // counts once). The histogram point is over too: both its samples go.
+  auto attributes = [](const char* prefix, int from, int to) {
+    std::string out = "[";
+    for (int i = from; i < to; ++i)
+      out += fmt::format(R"({}{{"key":"{}{}","value":{{"stringValue":"v"}}}})", i > from ? "," : "",
+                         prefix, i);
+    return out + "]";
+  };
+  std::string body = fmt::format(
+      R"({{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"m","gauge":{{"dataPoints":[
+        {{"asDouble":1,"attributes":{}}},
+        {{"asDouble":2,"attributes":{}}},
+        {{"asDouble":3,"attributes":{}}}]}}}},
+        {{"name":"h","histogram":{{"dataPoints":[{{"count":4,"sum":5,"attributes":{}}}]}}}}]}}],
+      "resource":{{"attributes":{}}}}}]}})",
+      attributes("p", 0, 20), attributes("p", 0, 12), attributes("r", 10, 30),
+      attributes("p", 0, 13), attributes("r", 0, 20));
+  Parser p;
+  ParseResult r = p.parse(body);
+  REQUIRE(r.ok);
+  CHECK(r.rejected == 3);
+  INFO(r.error);
+  CHECK(r.error.find("sample 0: more than 32 labels with the resource attributes") == 0);
+  REQUIRE(p.samples().size() == 2);
+  CHECK(p.samples()[0].value == 2);
+  CHECK(p.samples()[0].labels.size() + p.samples()[0].resource_labels.size() == 32);
+  CHECK(p.samples()[1].value == 3);
+  CHECK(labels_of(p.samples()[1]).find("r29=\"v\"") != std::string::npos);
 }

@@ -1,19 +1,30 @@
-// pipeline_test.cc: the fetch loop against a local HTTP upstream on 127.0.0.1 (an evhttp
-// server on the same event base): good bodies, error statuses, refused connections,
-// hanging and trickling upstreams, oversized bodies; file:// and synthetic:// sources;
-// reconfiguration.
+// pipeline_test.cc: the fetch loop against local HTTP upstreams on 127.0.0.1 (an evhttp
+// server, and a plain-socket one for what evhttp will not send, on the same event
+// base): good bodies, error statuses, refused connections, hanging and trickling
+// upstreams, oversized bodies and heads, many large bodies at once; file:// sources
+// (a FIFO nobody writes) and synthetic:// ones; reconfiguration.
 #include <catch2/catch.hpp>
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <map>
+#include <cstdlib>
 #include <memory>
+#include <mutex>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -124,6 +135,139 @@ class Upstream {
   int port_ = 0;
   std::vector<std::unique_ptr<Trickle>> trickles_;
 };
+
+// A plain-socket upstream, for what an evhttp server cannot be made to send. Each
+// connection gets `response` (or by_path[its request's path]) once its request has
+// arrived, then, when `repeat` is not empty, `repeat` again and again until the client
+// hangs up; then it is closed. Nothing is answered until `hold_until` requests are
+// waiting, so that the answers stream at the same time.
+class RawUpstream {
+ public:
+  explicit RawUpstream(event_base* base) : base_(base) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(listen(listen_fd_, 64) == 0);
+    socklen_t len = sizeof addr;
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    accept_ = event_new(base, listen_fd_, EV_READ | EV_PERSIST, &RawUpstream::on_accept, this);
+    event_add(accept_, nullptr);
+  }
+  ~RawUpstream() {
+    for (auto& c : conns_) close_conn(*c);
+    event_free(accept_);
+    close(listen_fd_);
+  }
+  std::string url(std::string_view path = "/") const {
+    return fmt::format("http://127.0.0.1:{}{}", port_, path);
+  }
+
+  std::string response, repeat;
+  std::map<std::string, std::string, std::less<>> by_path;
+  size_t hold_until = 1;
+
+ private:
+  struct Conn {
+    RawUpstream* owner;
+    int fd = -1;
+    event* ev = nullptr;
+    std::string request, out;
+    size_t sent = 0;
+    bool requested = false, answering = false;
+  };
+
+  static void on_accept(evutil_socket_t fd, short, void* arg) {
+    auto* self = static_cast<RawUpstream*>(arg);
+    int c = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (c < 0) return;
+    auto conn = std::make_unique<Conn>();
+    conn->owner = self;
+    conn->fd = c;
+    conn->ev = event_new(self->base_, c, EV_READ | EV_PERSIST, &RawUpstream::on_io, conn.get());
+    event_add(conn->ev, nullptr);
+    self->conns_.push_back(std::move(conn));
+  }
+
+  static void on_io(evutil_socket_t, short, void* arg) {
+    auto& c = *static_cast<Conn*>(arg);
+    RawUpstream& self = *c.owner;
+    if (!c.answering) {
+      char buf[4096];
+      ssize_t n = recv(c.fd, buf, sizeof buf, 0);
+      if (n <= 0 || c.request.size() > 65536) return close_conn(c);
+      c.request.append(buf, static_cast<size_t>(n));
+      if (!c.requested && c.request.find("\r\n\r\n") != std::string::npos) {
+        c.requested = true;
+        if (++self.requests_ >= self.hold_until)
+          for (auto& other : self.conns_)
+            if (other->requested && !other->answering && other->fd >= 0) self.answer(*other);
+      }
+      return;
+    }
+    while (c.sent < c.out.size()) {
+      ssize_t n = send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+      if (n < 0 && errno == EAGAIN) return;
+      if (n <= 0) return close_conn(c);
+      c.sent += static_cast<size_t>(n);
+      if (c.sent == c.out.size() && !self.repeat.empty()) {
+        c.out = self.repeat;
+        c.sent = 0;
+      }
+    }
+    close_conn(c);
+  }
+
+  void answer(Conn& c) {
+    c.answering = true;
+    std::string_view target(c.request);  // "GET /path HTTP/1.1"
+    target = target.substr(target.find(' ') + 1);
+    auto it = by_path.find(target.substr(0, target.find(' ')));
+    c.out = it == by_path.end() ? response : it->second;
+    event_del(c.ev);
+    event_assign(c.ev, base_, c.fd, EV_WRITE | EV_PERSIST, &RawUpstream::on_io, &c);
+    event_add(c.ev, nullptr);
+  }
+
+  static void close_conn(Conn& c) {
+    if (c.fd < 0) return;
+    event_free(c.ev);
+    close(c.fd);
+    c.fd = -1;
+    std::string().swap(c.out);
+  }
+
+  event_base* base_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  event* accept_ = nullptr;
+  size_t requests_ = 0;
+  std::vector<std::unique_ptr<Conn>> conns_;
+};
+
+std::string http_response(std::string_view body) {
+  return fmt::format("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n"
+                     "Connection: close\r\n\r\n{}",
+                     body.size(), body);
+}
+
+// The body as one chunk of chunked transfer encoding: evhttp holds a chunk until it has
+// all of it.
+std::string one_chunk_response(std::string_view body) {
+  return fmt::format("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                     "{:x}\r\n{}\r\n0\r\n\r\n",
+                     body.size(), body);
+}
+
+// A native body of at least `bytes` bytes, every sample of metric `metric`{src=src}.
+std::string samples_body(std::string_view metric, std::string_view src, size_t bytes) {
+  std::string sample = fmt::format(R"({{"metric":"{}","labels":{{"src":"{}"}},"value":1}})", metric, src);
+  std::string body = "[" + sample;
+  while (body.size() < bytes) body.append(",").append(sample);
+  return body + "]";
+}
 
 // A loopback port nothing listens on: bound, then closed.
 int refused_port() {
@@ -337,4 +481,261 @@ TEST_CASE("the synthetic source is deterministic for a seed and realistic in sha
   CHECK(a == again);
   CHECK(a != other);
   CHECK(a[0].find("\"labels\":{\"dc\":") != std::string::npos);
+}
+
+TEST_CASE("a response head that never ends is cut off at kMaxResponseHeaderBytes") {
+  Base b;
+  RawUpstream endless_headers(b.base);
+  endless_headers.response = "HTTP/1.1 200 OK\r\n";
+  endless_headers.repeat = "X-Filler: " + std::string(1000, 'a') + "\r\n";
+  RawUpstream endless_status(b.base);
+  endless_status.response = "HTTP/1.1 200 ";
+  endless_status.repeat = std::string(4096, 'a');
+  Upstream good(b.base);
+  Config c;
+  c.source_timeout = std::chrono::milliseconds(3000);  // generous: the limit comes first
+  c.max_body_bytes = 1 << 20;
+  c.sources = {endless_headers.url(), endless_status.url(), good.url("/native")};
+  Published pub;
+  Pipeline pipeline(b.base, c, recorder(pub));
+  pipeline.run_once();
+  for (const std::string& url : {endless_headers.url(), endless_status.url()}) {
+    const auto& s = status_of(pub, url);
+    INFO(url << ": " << s.last_error);
+    CHECK(s.errors == 1);
+    CHECK(s.last_error == fmt::format("response headers over {} bytes", kMaxResponseHeaderBytes));
+  }
+  CHECK(status_of(pub, good.url("/native")).last_error.empty());
+  CHECK(status_of(pub, good.url("/native")).samples == 1);
+  // Each stopped at the limit plus one socket read, not at the deadline.
+  CHECK(pipeline.fetch_memory_peak() < 4 * kMaxResponseHeaderBytes);
+}
+
+TEST_CASE("a large body leaves no large buffer behind once its tick is over") {
+  Base b;
+  RawUpstream sized(b.base), chunked(b.base);
+  sized.response = http_response(samples_body("big", "sized", 8 << 20));
+  chunked.response = one_chunk_response(samples_body("big", "chunked", 8 << 20));
+  Config c;
+  c.source_timeout = std::chrono::milliseconds(30000);
+  c.max_body_bytes = 16 << 20;
+  c.fetch_memory_limit = 64 << 20;
+  c.sources = {sized.url(), chunked.url()};
+  Published pub;
+  Pipeline pipeline(b.base, c, recorder(pub));
+  pipeline.run_once();
+  for (const auto& s : pub.statuses) {
+    INFO(s.url << ": " << s.last_error);
+    CHECK(s.last_error.empty());
+    CHECK(s.bytes > (8 << 20));
+  }
+  CHECK(pipeline.aggregator().series("big{src=\"sized\"}"));
+  CHECK(pipeline.aggregator().series("big{src=\"chunked\"}"));
+  // Kept between ticks: at most 1 MiB per source body, 8 MiB of parser buffers.
+  CHECK(pipeline.buffer_bytes() <= (2 << 20) + (8 << 20));
+  CHECK(pipeline.fetch_memory_peak() > (8 << 20));
+}
+
+TEST_CASE("fetches in flight together hold at most fetch_memory_limit - a fetch that would pass it fails alone") {
+  Base b;
+  constexpr size_t kLimit = 4 << 20;
+  RawUpstream upstream(b.base);
+  Config c;
+  c.source_timeout = std::chrono::milliseconds(30000);
+  c.max_body_bytes = kLimit;
+  c.fetch_memory_limit = kLimit;
+  for (int i = 0; i < 4; ++i) {
+    std::string path = fmt::format("/{}", i);
+    upstream.by_path[path] =
+        http_response(fmt::format(R"([{{"metric":"up","labels":{{"src":"{}"}},"value":1}}])", i));
+    c.sources.push_back(upstream.url(path));
+  }
+  Published pub;
+  Pipeline pipeline(b.base, c, recorder(pub));
+  pipeline.run_once();
+  for (const auto& s : pub.statuses) CHECK(s.last_error.empty());
+
+  // Now four bodies of 3 MiB, answered together: 12 MiB against a limit of 4. Two come
+  // with a Content-Length, two as one chunk each (which evhttp holds until it is
+  // complete: counted all the same).
+  for (int i = 0; i < 4; ++i) {
+    std::string body = samples_body("big", std::to_string(i), 3 << 20);
+    upstream.by_path[fmt::format("/{}", i)] = i % 2 ? one_chunk_response(body) : http_response(body);
+  }
+  upstream.hold_until = 4 + 4;  // the four requests of this tick
+  pipeline.run_once();
+  int failed = 0;
+  for (int i = 0; i < 4; ++i) {
+    const auto& s = pub.statuses[i];
+    INFO(s.url << ": " << s.last_error);
+    std::string up = fmt::format("up{{src=\"{}\"}}", i);
+    std::string big = fmt::format("big{{src=\"{}\"}}", i);
+    if (s.last_error.empty()) {
+      CHECK(pipeline.aggregator().series(big));
+    } else {
+      ++failed;
+      CHECK(s.last_error.rfind("over fetch_memory_limit: ", 0) == 0);
+      CHECK_FALSE(pipeline.aggregator().series(big));
+    }
+    // The last good data of every source is kept, failed or not.
+    CHECK(shm::SnapshotView(pub.snapshot).find(series_record_key(up)));
+  }
+  CHECK(failed >= 1);  // they stream at once, and 3 MiB + 3 MiB never fit in 4
+  CHECK(pipeline.fetch_memory_peak() <= kLimit);
+  CHECK(pipeline.fetch_memory_peak() > kLimit / 2);
+}
+
+namespace {
+
+// A FIFO in a directory of its own, removed with it.
+struct Fifo {
+  std::string dir, path;
+  Fifo() {
+    char name[] = "/tmp/telemetryd-fifo-XXXXXX";
+    REQUIRE(mkdtemp(name));
+    dir = name;
+    path = dir + "/fifo";
+    REQUIRE(mkfifo(path.c_str(), 0600) == 0);
+  }
+  ~Fifo() {
+    unlink(path.c_str());
+    rmdir(dir.c_str());
+  }
+  std::string url() const { return "file://" + path; }
+};
+
+// Bounds how long a reader that blocks on a FIFO can hang a test: unless stopped
+// within `after`, it opens the FIFO for writing and closes it again (an end of file
+// for whoever waits to read it), over and over until it is stopped.
+class FifoWatchdog {
+ public:
+  FifoWatchdog(const std::string& path, std::chrono::seconds after)
+      : thread_([this, path, after] {
+          std::unique_lock lock(mu_);
+          if (cv_.wait_for(lock, after, [this] { return stop_; })) return;
+          while (!stop_) {
+            lock.unlock();
+            int fd = open(path.c_str(), O_WRONLY | O_NONBLOCK);  // ENXIO while nobody reads
+            if (fd >= 0) close(fd);
+            lock.lock();
+            cv_.wait_for(lock, std::chrono::milliseconds(10), [this] { return stop_; });
+          }
+        }) {}
+  ~FifoWatchdog() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE("a file source on a FIFO nobody writes times out alone - the others are fetched and published every tick") {
+  Fifo fifo;
+  FifoWatchdog watchdog(fifo.path, std::chrono::seconds(30));
+  Base b;
+  Upstream upstream(b.base);
+  const std::string synthetic = "synthetic://?hosts=2&metrics=2";
+  Config c;
+  c.source_timeout = std::chrono::milliseconds(300);
+  c.sources = {fifo.url(), upstream.url("/native"), synthetic};
+  Published pub;
+  Pipeline pipeline(b.base, c, recorder(pub));
+  for (int tick = 1; tick <= 3; ++tick) {
+    pipeline.run_once();
+    REQUIRE(pub.count == tick);
+    const auto& read = status_of(pub, fifo.url());
+    INFO(read.last_error);
+    CHECK(read.last_error == "timeout after 300ms");
+    CHECK(read.errors == static_cast<uint64_t>(tick));
+    CHECK(status_of(pub, upstream.url("/native")).last_error.empty());
+    CHECK(status_of(pub, upstream.url("/native")).samples == static_cast<uint64_t>(tick));
+    CHECK(status_of(pub, synthetic).samples == static_cast<uint64_t>(4 * tick));
+  }
+}
+
+TEST_CASE("destroying a pipeline does not wait for a file read blocked on a FIFO") {
+  Fifo fifo;
+  FifoWatchdog watchdog(fifo.path, std::chrono::seconds(30));
+  Base b;
+  Config c;
+  c.source_timeout = std::chrono::milliseconds(60000);
+  c.sources = {fifo.url(), "synthetic://?hosts=1&metrics=1"};
+  auto started = std::chrono::steady_clock::now();
+  {
+    Pipeline pipeline(b.base, c, nullptr);
+    pipeline.start();  // the FIFO's read is now in flight, for up to a minute
+    event_base_loop(b.base, EVLOOP_NONBLOCK);
+  }
+  // Generous: it takes microseconds; the watchdog ends a blocked test after 30 s.
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(20));
+}
+
+// Run by the next test in a process of its own, where every file read spins at its
+// start (failpoint ingest.file_read.start=spin), as one stuck in the kernel would.
+TEST_CASE("file read stuck - in a child process", "[.]") {
+  Base b;
+  Config c;
+  c.source_timeout = std::chrono::milliseconds(200);
+  const std::string path = data_path("good/native.json");
+  const std::string synthetic = "synthetic://?hosts=1&metrics=1";
+  c.sources = {"file://" + path, synthetic};
+  Published pub;
+  Pipeline pipeline(b.base, c, recorder(pub));
+  pipeline.run_once();
+  CHECK(pub.statuses[0].last_error == "timeout after 200ms");
+  pipeline.run_once();
+  const std::string& error = pub.statuses[0].last_error;
+  INFO(error);
+  CHECK(error.rfind("the read of " + path + " started ", 0) == 0);
+  CHECK(error.find("ms ago has not ended") != std::string::npos);
+  CHECK(pub.statuses[0].errors == 2);
+  CHECK(status_of(pub, synthetic).samples == 2);
+}
+
+TEST_CASE("a file read that has not ended is reported as such - not started again beside it") {
+  int out[2];
+  REQUIRE(pipe(out) == 0);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    setenv("TELEMETRYD_FAILPOINTS", "ingest.file_read.start=spin", 1);
+    execl("/proc/self/exe", "ingest_test", "file read stuck - in a child process", nullptr);
+    _exit(127);
+  }
+  close(out[1]);
+  std::string report;
+  char buf[4096];
+  // The report ends when the child exits (its spinning thread dies with it); it takes
+  // two 200 ms ticks, so a minute means it hangs.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    pollfd p{out[0], POLLIN, 0};
+    if (poll(&p, 1, 100) == 1) {
+      ssize_t n = read(out[0], buf, sizeof buf);
+      if (n <= 0) break;
+      report.append(buf, static_cast<size_t>(n));
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      FAIL("the child hangs: " << report);
+    }
+  }
+  close(out[0]);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  INFO(report);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(report.find("All tests passed") != std::string::npos);
 }
