@@ -215,7 +215,7 @@ function showStatus(s) {
   const problems = [];
   if (s.status === 'ok') {
     h.className = 'badge ok';
-    h.textContent = 'OK';
+    h.textContent = 'OK';  // or DEGRADED below, when something else is wrong
   } else if (s.status === 'stale') {
     h.className = 'badge warn';
     h.textContent = 'STALE SNAPSHOT';
@@ -230,6 +230,10 @@ function showStatus(s) {
   if (s.writer.state !== 'running') problems.push(`Writer: ${s.writer.state === 'none' ? 'not running' : 'late (no heartbeat for ' + fmtCount(s.writer.heartbeat_age_ms) + ' ms)'}.`);
   const late = s.readers.filter((r) => r.state !== 'running');
   if (late.length) problems.push(`${late.length} reader${late.length > 1 ? 's' : ''} late.`);
+  if (s.status === 'ok' && problems.length) {
+    h.className = 'badge warn';
+    h.textContent = 'DEGRADED';
+  }
   setBanner(problems);
 
   // Requests per second, from the difference to the previous poll.

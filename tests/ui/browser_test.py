@@ -344,6 +344,7 @@ def check(wd, svc, out):
         return rows[0]["cells"][-1] == api["last_error"] and api["last_error"]
     error = wait_for("the file source to show as failing", failing)
     assert "failing" in wd.text(wd.find("#banner"))
+    assert wd.text(wd.find("#health")) == "DEGRADED"
     print(f"failing source: shown as FAILING with '{error}'")
     wd.script("window.scrollTo(0, 0)")
     wd.screenshot(os.path.join(out, "ui.png"))
