@@ -119,10 +119,11 @@ void HttpServer::Impl::serve_ui(Conn& c, const Request& req, std::string_view na
   if (name == "/" || name == "/index.html") name = "";
   else if (name.starts_with('/')) name.remove_prefix(1);
   else if (!name.empty()) return respond_json_error(c, req, 404, generation, "no such endpoint");
+  static const std::string page_headers = std::string(kPageCache).append(kSecurityHeaders);
+  static const std::string asset_headers = std::string(kAssetCache).append(kSecurityHeaders);
   for (const UiAsset& a : ui_assets()) {
     if (a.name != name) continue;
-    std::string headers(a.immutable ? kAssetCache : kPageCache);
-    headers.append(kSecurityHeaders);
+    const std::string& headers = a.immutable ? asset_headers : page_headers;
     if (!req.if_none_match.empty() && http::etag_matches(req.if_none_match, a.etag))
       return respond(c, req, 304, generation, {}, {}, a.etag, headers);
     return respond(c, req, 200, generation, a.content_type, a.body, a.etag, headers);

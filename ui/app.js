@@ -198,6 +198,9 @@ function showUnreachable(e) {
 
 function setBanner(problems) {
   const b = $('banner');
+  const text = problems.join('\n');
+  if (b.dataset.text === text) return;  // unchanged: leave it (and screen readers) alone
+  b.dataset.text = text;
   b.replaceChildren();
   if (!problems.length) {
     b.hidden = true;
