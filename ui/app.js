@@ -23,10 +23,9 @@ const SEARCH_CONCURRENCY = 4;
 const $ = (id) => document.getElementById(id);
 
 const state = {
-  status: null,
   generation: -1,
   generationTimes: [],   // [performance.now(), generation] at each change seen
-  lastRequests: null,    // {t, total, byPid}: the previous poll, for rates
+  lastRequests: null,    // {t, byPid}: the previous poll, for rates
   metrics: [],
   metricsSort: { key: 'metric', dir: 1 },
   searchRun: 0,
@@ -189,10 +188,15 @@ async function poll() {
   setTimeout(poll, document.hidden ? HIDDEN_POLL_MS : POLL_MS);
 }
 
-function showUnreachable(e) {
+// The badge is a live region: its text is only touched when it changes.
+function setHealth(kind, text) {
   const h = $('health');
-  h.className = 'badge bad';
-  h.textContent = 'UNREACHABLE';
+  h.className = `badge ${kind}`;
+  if (h.textContent !== text) h.textContent = text;
+}
+
+function showUnreachable(e) {
+  setHealth('bad', 'UNREACHABLE');
   setBanner([`The service did not answer /v1/status: ${e.message}. The figures below are from the last answer.`]);
 }
 
@@ -213,19 +217,10 @@ function setBanner(problems) {
 
 function showStatus(s) {
   const now = performance.now();
-  state.status = s;
-  const h = $('health');
   const problems = [];
-  if (s.status === 'ok') {
-    h.className = 'badge ok';
-    h.textContent = 'OK';  // or DEGRADED below, when something else is wrong
-  } else if (s.status === 'stale') {
-    h.className = 'badge warn';
-    h.textContent = 'STALE SNAPSHOT';
+  if (s.status === 'stale') {
     problems.push(`The snapshot is ${fmtAge(s.age_s)} old (healthy below ${fmtAge(s.healthz_max_age_s)}): the writer is not publishing.`);
-  } else {
-    h.className = 'badge bad';
-    h.textContent = 'NO SNAPSHOT';
+  } else if (s.status !== 'ok') {
     problems.push('No snapshot has been published yet.');
   }
   const failing = s.sources.filter((x) => x.state === 'failing');
@@ -233,15 +228,14 @@ function showStatus(s) {
   if (s.writer.state !== 'running') problems.push(`Writer: ${s.writer.state === 'none' ? 'not running' : 'late (no heartbeat for ' + fmtCount(s.writer.heartbeat_age_ms) + ' ms)'}.`);
   const late = s.readers.filter((r) => r.state !== 'running');
   if (late.length) problems.push(`${late.length} reader${late.length > 1 ? 's' : ''} late.`);
-  if (s.status === 'ok' && problems.length) {
-    h.className = 'badge warn';
-    h.textContent = 'DEGRADED';
-  }
+  if (s.status === 'stale') setHealth('warn', 'STALE SNAPSHOT');
+  else if (s.status !== 'ok') setHealth('bad', 'NO SNAPSHOT');
+  else if (problems.length) setHealth('warn', 'DEGRADED');  // fresh, but something else is wrong
+  else setHealth('ok', 'OK');
   setBanner(problems);
 
   // Requests per second, from the difference to the previous poll.
   const byPid = new Map(s.readers.map((r) => [r.pid, r.requests]));
-  const total = s.readers.reduce((a, r) => a + r.requests, 0);
   const prev = state.lastRequests;
   const dt = prev ? (now - prev.t) / 1000 : 0;
   const rate = (pid, requests) => {
@@ -250,7 +244,7 @@ function showStatus(s) {
   };
   let totalRate = null;
   if (prev && dt > 0) totalRate = s.readers.reduce((a, r) => a + (rate(r.pid, r.requests) || 0), 0);
-  state.lastRequests = { t: now, total, byPid };
+  state.lastRequests = { t: now, byPid };
 
   if (s.generation !== state.generation) {
     state.generationTimes.push([now, s.generation]);

@@ -6,8 +6,9 @@ file:// source, drives Debian's Chromium through chromedriver's WebDriver HTTP A
 (stdlib urllib only) and checks what a user would: the metric list renders, search
 narrows it (by name and by label), sorting works from the keyboard, a metric's table
 shows the numbers GET /v1/query gives, the table follows the next publish, "more" pages
-through the series, and a source made to fail shows as failing with its error. Saves
-screenshots (wide and narrow) into --out.
+through the series, a source made to fail shows as failing with its error and its series
+as stale, and a stopped writer's old snapshot shows as stale. Saves screenshots (wide and
+narrow) into --out.
 
 Exit status: 0 passed, 1 failed, 77 skipped (no Chromium or chromedriver, or they cannot
 start: said on stdout; ctest reports the test as skipped, never as passed).
@@ -177,7 +178,7 @@ class Service:
         self.proc = subprocess.Popen([
             binary, "--listen", f"127.0.0.1:{self.port}", "--workers", "3",
             "--source", f"synthetic://?hosts={HOSTS}&metrics=5", "--source", f"file://{self.source}",
-            "--interval", "1s", "--shm-name", f"tdui{os.getpid()}",
+            "--interval", "1s", "--healthz-max-age", "3s", "--shm-name", f"tdui{os.getpid()}",
             "--admin-socket", os.path.join(tmp, "admin.sock"), "--log-file", self.log],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -344,7 +345,7 @@ def check(wd, svc, out):
         return rows[0]["cells"][-1] == api["last_error"] and api["last_error"]
     error = wait_for("the file source to show as failing", failing)
     assert "failing" in wd.text(wd.find("#banner"))
-    assert wd.text(wd.find("#health")) == "DEGRADED"
+    wait_for("the health badge to say DEGRADED", lambda: wd.text(wd.find("#health")) == "DEGRADED")
     print(f"failing source: shown as FAILING with '{error}'")
     wd.script("window.scrollTo(0, 0)")
     wd.screenshot(os.path.join(out, "ui.png"))
@@ -358,6 +359,18 @@ def check(wd, svc, out):
     wait_for("the broken source's series to show as stale", stale)
     wd.screenshot(os.path.join(out, "ui-stale.png"))
     print("stale series: marked STALE")
+
+    # An old snapshot: the writer stopped, past healthz-max-age (3 s) the page says so.
+    writer = svc.json("/v1/status")[0]["writer"]["pid"]
+    os.kill(writer, signal.SIGSTOP)
+    try:
+        wait_for("the page to show the snapshot as stale",
+                 lambda: wd.text(wd.find("#health")) == "STALE SNAPSHOT" and "old" in wd.text(wd.find("#banner")))
+        wd.screenshot(os.path.join(out, "ui-stale-snapshot.png"))
+    finally:
+        os.kill(writer, signal.SIGCONT)
+    wait_for("the page to see the writer publish again", lambda: wd.text(wd.find("#health")) == "DEGRADED")
+    print("old snapshot: STALE SNAPSHOT while the writer is stopped, back when it publishes")
 
     # A narrow screen: nothing wider than the viewport (tables scroll inside their box).
     wd.window(390, 844)
