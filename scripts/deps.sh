@@ -6,6 +6,7 @@ TELEMETRYD_PACKAGES=(
   libevent-dev libsimdjson-dev libfmt-dev
   libtomlplusplus-dev libcli11-dev
   catch2 spin curl python3
+  chromium chromium-driver
 )
 
 ensure_packages() {

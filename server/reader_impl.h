@@ -4,6 +4,7 @@
 //                       timeouts, the drain on SIGTERM, run_reader()
 //   routes.cc           routing a parsed request to its endpoint, and the endpoints
 //   snapshot_stream.cc  /v1/snapshot, streamed in batches under short guards
+//   ui.cc               the web view (/ui) and /v1/status
 // Not a public header: server/reader.h is the reader's manual.
 #pragma once
 
@@ -13,6 +14,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -41,6 +43,17 @@ struct SnapshotStream {
   bool chunked = true;  // HTTP/1.0 gets a close-delimited body instead
   bool head_only = false;
 };
+
+// One file of the web view (ui/), embedded into the binary at build time by
+// server/embed_ui.cmake (the generated ui_assets.cc defines ui_assets()).
+struct UiAsset {
+  std::string_view name;          // path under /ui/; "" for the page itself (/ui)
+  std::string_view content_type;
+  std::string_view etag;          // quoted: a hash of the content
+  bool immutable;                 // the page references it as /ui/NAME?v=HASH: cached for long
+  std::string_view body;
+};
+std::span<const UiAsset> ui_assets();
 
 struct HttpServer::Impl {
   struct Conn;
@@ -119,6 +132,8 @@ struct HttpServer::Impl {
   void serve_prom(Conn& c, const Request& req, const shm::SnapshotView* view);
   void serve_healthz(Conn& c, const Request& req, const shm::SnapshotView* view);
   void start_snapshot(Conn& c, const Request& req, const shm::SnapshotView& view);
+  void serve_ui(Conn& c, const Request& req, std::string_view name, uint64_t generation);
+  void serve_status(Conn& c, const Request& req, const shm::SnapshotView* view);
 };
 
 struct HttpServer::Impl::Conn {

@@ -19,7 +19,7 @@ constexpr size_t kQueryDefaultLimit = 1000;   // series per /v1/query page
 constexpr size_t kQueryMaxLimit = 10000;
 constexpr size_t kQueryMaxParams = 64;
 
-enum class Endpoint { series, query, metrics_list, metric, snapshot, prom, healthz, other };
+enum class Endpoint { series, query, metrics_list, metric, snapshot, prom, healthz, ui, status, other };
 
 uint32_t request_counter(Endpoint e) {
   switch (e) {
@@ -30,6 +30,8 @@ uint32_t request_counter(Endpoint e) {
     case Endpoint::snapshot: return kReqSnapshot;
     case Endpoint::prom: return kReqProm;
     case Endpoint::healthz: return kReqHealthz;
+    case Endpoint::ui:
+    case Endpoint::status:
     case Endpoint::other: return kReqOther;
   }
   return kReqOther;
@@ -123,6 +125,11 @@ void HttpServer::Impl::handle(Conn& c, const Request& req, const shm::SnapshotVi
     ep = Endpoint::prom;
   } else if (path == "/healthz") {
     ep = Endpoint::healthz;
+  } else if (path.starts_with("/ui")) {
+    ep = Endpoint::ui;
+    rest = path.substr(3);
+  } else if (path == "/v1/status") {
+    ep = Endpoint::status;
   }
   bump(request_counter(ep));
   const uint64_t gen = view ? view->generation() : 0;
@@ -132,6 +139,8 @@ void HttpServer::Impl::handle(Conn& c, const Request& req, const shm::SnapshotVi
     return respond_json_error(c, req, 405, gen, "method not allowed", "Allow: GET, HEAD\r\n");
   if (ep == Endpoint::prom) return serve_prom(c, req, view);
   if (ep == Endpoint::healthz) return serve_healthz(c, req, view);
+  if (ep == Endpoint::ui) return serve_ui(c, req, rest, gen);
+  if (ep == Endpoint::status) return serve_status(c, req, view);
   if (store_failed) return respond_json_error(c, req, 500, gen, "snapshot unreadable");
   if (!view) return respond_json_error(c, req, 503, gen, "no snapshot yet");
 
