@@ -162,10 +162,10 @@ start_time() {
 }
 # Only our own service's children are signalled.
 our_child() { [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f2)" = "$TD_PID" ]; }
-# A random line of stdin; RANDOM is read here, in the main shell (a subshell's copy of
-# the generator would not advance the main one).
-pick_line() { local n=$RANDOM; awk -v n="$n" '{ l[NR] = $0 } END { if (NR) print l[n % NR + 1] }'; }
-reader_gap() { echo $(((READER_KILL_MIN + RANDOM % (READER_KILL_MAX - READER_KILL_MIN + 1)) * 1000)); }
+# RANDOM (seeded with SEED) is only read in the main shell: a subshell, a pipeline stage
+# or a $(...) draws from a generator of its own, seeded anew.
+pick_line() { awk -v n="$1" '{ l[NR] = $0 } END { if (NR) print l[n % NR + 1] }'; }  # line n mod count of stdin
+reader_gap() { GAP=$(((READER_KILL_MIN + RANDOM % (READER_KILL_MAX - READER_KILL_MIN + 1)) * 1000)); }
 
 write_config() {  # $1 = interval
   cat >"$CONF.new" <<EOF
@@ -233,8 +233,8 @@ SHM_START=$(shm_segments)
 # ---------------------------------------------------------------------------------
 T0=$(ms)
 END=$((T0 + DURATION * 1000))
-gap=$(reader_gap)  # not $(( ... $(reader_gap) )): the assignment keeps RANDOM in this shell
-next_reader=$((T0 + gap))
+reader_gap
+next_reader=$((T0 + GAP))
 next_writer=$((T0 + WRITER_KILL_FIRST * 1000))
 next_stop=$((T0 + STOP_FIRST * 1000))
 next_reload=$((T0 + RELOAD_FIRST * 1000))
@@ -246,12 +246,11 @@ reload_n=0
 RELOAD_PIDS=()
 
 kill_reader() {
-  local line pid conns
-  line=$(workers | awk -v s="${STOPPED:-0}" '$1 == "reader" && $4 == "running" && $3 > 0 && $3 != s' | pick_line) || true
+  local line pid conns r=$RANDOM
+  line=$(workers | awk -v s="${STOPPED:-0}" '$1 == "reader" && $4 == "running" && $3 > 0 && $3 != s' | pick_line "$r") || true
   [ -n "$line" ] || { event "reader kill skipped: no running reader"; return; }
   read -r _ _ pid _ conns <<<"$line"
-  our_child "$pid" || return 0
-  kill -KILL "$pid"
+  our_child "$pid" && kill -KILL "$pid" 2>/dev/null || { event "reader $pid gone before the kill"; return 0; }
   ALLOWANCE=$((ALLOWANCE + conns)); READER_KILLS=$((READER_KILLS + 1))
   event "SIGKILL reader $pid ($conns connections)"
 }
@@ -261,31 +260,31 @@ kill_writer() {
   [ -n "$pid" ] && [ "$pid" -gt 0 ] && our_child "$pid" || { event "writer kill skipped: writer not running"; return; }
   if [ "$RELOAD_WITH_WRITER_KILL" = 1 ]; then
     # Stopped, the writer cannot answer the SIGHUP the reload sends it before it dies.
-    kill -STOP "$pid"
+    kill -STOP "$pid" 2>/dev/null || true
     reload
     for _ in $(seq 100); do grep -q "asking the writer (pid $pid)" "$LOG" && break; sleep 0.1; done
   fi
-  kill -KILL "$pid"
+  kill -KILL "$pid" 2>/dev/null || { event "writer $pid gone before the kill"; return 0; }
   WRITER_KILLS=$((WRITER_KILLS + 1))
   event "SIGKILL writer $pid"
 }
 stop_reader() {
-  local line pid conns
+  local line pid conns r=$RANDOM
   # The reader holding the most connections (clients that reconnect after a kill all
   # land on the readers alive then, so a fresh reader often holds none).
   line=$(workers | awk '$1 == "reader" && $4 == "running" && $3 > 0' | sort -k5,5nr |
-         awk 'NR == 1 { top = $5 } $5 == top' | pick_line) || true
+         awk 'NR == 1 { top = $5 } $5 == top' | pick_line "$r") || true
   [ -n "$line" ] || { event "stop skipped: no running reader"; return 1; }
   read -r _ _ pid _ conns <<<"$line"
   our_child "$pid" || return 1
   STOPPED_TIME=$(start_time "$pid")
-  kill -STOP "$pid"
+  kill -STOP "$pid" 2>/dev/null || { event "reader $pid gone before the stop"; return 1; }
   STOPPED=$pid STOPPED_CONNS=$conns STOPS=$((STOPS + 1))
   event "SIGSTOP reader $pid ($conns connections) for ${STOP_SECONDS}s"
 }
 cont_reader() {
   if [ -n "$STOPPED_TIME" ] && [ "$(start_time "$STOPPED")" = "$STOPPED_TIME" ]; then
-    kill -CONT "$STOPPED"
+    kill -CONT "$STOPPED" 2>/dev/null || true
     STOPS_SURVIVED=$((STOPS_SURVIVED + 1))
     event "SIGCONT reader $STOPPED: still alive, the watchdog did not kill it"
   else
@@ -313,8 +312,8 @@ while :; do
   if [ "$cont_at" -gt 0 ] && [ "$now" -ge "$cont_at" ]; then cont_reader; cont_at=0; fi
   if [ "$now" -ge "$next_reader" ]; then
     kill_reader
-    gap=$(reader_gap)
-    next_reader=$((now + gap))
+    reader_gap
+    next_reader=$((now + GAP))
   fi
   if [ "$now" -ge "$next_writer" ]; then kill_writer; next_writer=$((next_writer + WRITER_KILL_EVERY * 1000)); fi
   if [ "$now" -ge "$next_stop" ] && [ -z "$STOPPED" ]; then
@@ -333,6 +332,7 @@ for _ in $(seq 600); do
   kill -0 "$WRK_PID" 2>/dev/null || kill -0 "$LG_PID" 2>/dev/null || break
   sleep 0.1
 done
+kill "$WRK_PID" "$LG_PID" 2>/dev/null || true  # still running a minute late: no result, a miss
 wait "$WRK_PID" || true; WRK_PID=""
 wait "$LG_PID" || true; LG_PID=""
 for p in "${RELOAD_PIDS[@]}"; do wait "$p" || true; done  # reloads still in flight
