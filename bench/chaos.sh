@@ -55,11 +55,11 @@
 #                 wrk > 0, and at least one kill of each kind happened.
 #
 # QUICK=1 is the ctest profile (tests/ops, `ops.chaos`): DURATION 60, 2 readers, reader
-# kills every 4-6 s, writer kills at 20 s and 45 s, one stop at 30 s, reloads at 7 s and every 15 s,
-# wrk paced to ~4 x 200 req/s, loadgen 200 req/s.
+# kills every 4-6 s, writer kills at 20 s and 45 s, one stop at 30 s, reloads at 7 s and
+# every 15 s, wrk paced to ~4 x 200 req/s, loadgen 200 req/s.
 #
 # Environment (defaults: full profile / QUICK=1):
-#   DURATION=600/60 WARMUP=30/12 SEED=$$ (the schedule and victims; printed, so a run repeats)
+#   DURATION=600/60 WARMUP=30/12 SEED=$$ (picks the victims and the gaps between reader kills)
 #   WORKERS=4/3 SERIES_HOSTS=500/50 SERIES_METRICS=40/20 WINDOW=20s/10s INTERVALS="1s 700ms"/"500ms 300ms"
 #   READER_KILL_MIN=3/4 READER_KILL_MAX=7/6 WRITER_KILL_FIRST=30/20 WRITER_KILL_EVERY=30/25
 #   STOP_FIRST=40/30 STOP_EVERY=60/60 STOP_SECONDS=8 STUCK_TIMEOUT=3s

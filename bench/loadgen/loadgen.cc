@@ -301,6 +301,7 @@ void Client::on_readable(size_t c) {
     if (got < 0 && errno != ECONNRESET) ++n_.socket_errors;
     return broke(c);
   }
+  if (conn.scheduled == 0) return;  // nothing asked: not the answer to the next request
   conn.in.append(buf, static_cast<size_t>(got));
   Response r;
   while (conn.scheduled != 0 && parse_response(conn.in, &r)) {
