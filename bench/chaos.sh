@@ -12,10 +12,9 @@
 #     printed for each stop,
 #   - `telemetryctl reload` at RELOAD_FIRST s, then every RELOAD_EVERY s, the
 #     configuration file's interval alternating between two values (so the writer really
-#     reconfigures). The default times keep reloads 5 s or more away from writer kills:
-#     a reload whose SIGHUP reaches a writer that is being killed gets no answer (see
-#     docs/performance.md, Chaos). RELOAD_WITH_WRITER_KILL=1 reproduces that: before
-#     each writer kill, the writer is stopped and a reload is sent to it.
+#     reconfigures). RELOAD_WITH_WRITER_KILL=1 also sends a reload to a stopped writer
+#     just before each writer kill: the reload must still be answered ok (the writer
+#     that replaces it starts from the accepted configuration).
 # Deliberate kills are not a crash loop: the service runs with --crash-loop-limit 1000
 # and --restart-backoff-max 1s (a reader killed often is back within a second).
 #
