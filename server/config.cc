@@ -29,9 +29,6 @@ namespace {
 using Values = std::vector<std::string>;
 using ms = std::chrono::milliseconds;
 
-// The store has shm::kMaxReaders slots and the service needs workers + 1 of them
-// (Options::store_slots).
-constexpr uint32_t kMaxWorkers = shm::kMaxReaders - 1;
 // Longer than any sensible timeout, and far from where the supervisor's nanosecond
 // arithmetic (now + d) could overflow.
 constexpr ms kMaxDuration = std::chrono::hours(24);
@@ -48,9 +45,24 @@ struct Setting {
 uint64_t parse_count(const std::string& name, const std::string& text, uint64_t min, uint64_t max) {
   uint64_t n = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (ec != std::errc() || end != text.data() + text.size() || n < min || n > max)
-    throw std::invalid_argument(fmt::format("{}: '{}' is not a whole number in {}..{}", name, text, min, max));
+  if ((ec != std::errc() && ec != std::errc::result_out_of_range) || end != text.data() + text.size())
+    throw std::invalid_argument(fmt::format("{}: '{}' is not a whole number", name, text));
+  if (ec == std::errc::result_out_of_range || n < min || n > max)
+    throw std::invalid_argument(fmt::format("{}: {} is out of range {}..{}", name, text, min, max));
   return n;
+}
+
+// The store has shm::kMaxReaders slots and the service needs workers + 1 of them
+// (Options::store_slots).
+constexpr uint32_t kMaxWorkers = shm::kMaxReaders - 1;
+
+uint32_t check_workers(uint64_t n) {
+  if (n < 2 || n > kMaxWorkers)
+    throw std::invalid_argument(fmt::format(
+        "workers: {} is out of range 2..{} (the shared memory has {} reader slots, and the service needs one "
+        "per reader, a spare for rolling restarts and one for the supervisor)",
+        n, kMaxWorkers, shm::kMaxReaders));
+  return uint32_t(n);
 }
 
 ms parse_duration(const std::string& name, const std::string& text) {
@@ -88,7 +100,7 @@ const std::vector<Setting>& settings() {
   static const std::vector<Setting> table = {
       {"listen", Kind::value, "HTTP address HOST:PORT (default 127.0.0.1:8080)", text(&Options::listen)},
       {"workers", Kind::value, "processes: 1 writer + N-1 HTTP readers (default: cores, at least 2)",
-       [](Options& o, const Values& v) { o.workers = uint32_t(parse_count("workers", v.back(), 2, UINT32_MAX)); }},
+       [](Options& o, const Values& v) { o.workers = check_workers(parse_count("workers", v.back(), 0, UINT64_MAX)); }},
       {"source", Kind::list, "upstream URL: http://, file:// or synthetic:// (repeatable; default synthetic://)",
        [](Options& o, const Values& v) { o.ingest.sources = v; }},
       {"interval", Kind::value, "fetch and publish every DURATION (default 2s)",
@@ -199,12 +211,7 @@ size_t absolute_length(const std::string& path) {
 
 void check_options(Options& o) {
   parse_listen(o.listen);
-  if (o.workers == 0) o.workers = default_workers();
-  if (o.workers < 2 || o.workers > kMaxWorkers)
-    throw std::invalid_argument(fmt::format(
-        "workers: {} is out of range 2..{} (the shared memory has {} reader slots, and the service needs one "
-        "per reader, a spare for rolling restarts and one for the supervisor)",
-        o.workers, kMaxWorkers, shm::kMaxReaders));
+  o.workers = check_workers(o.workers == 0 ? default_workers() : o.workers);
   if (o.admin_socket.empty()) o.admin_socket = default_admin_socket();
   constexpr size_t max_socket_path = sizeof(sockaddr_un::sun_path) - 1;
   if (size_t n = absolute_length(o.admin_socket); n > max_socket_path)
@@ -280,9 +287,9 @@ CommandLine parse_command_line(int argc, char** argv) {
 
 namespace {
 
-// The file or text (when `read`), then the overrides, then the check. Every reason is made one line
-// (control characters from the input as \xNN), since it ends up as one log line or
-// one line on stderr.
+// The file or text (when `read`), then the overrides, then the check. Every reason is
+// made one line (control characters from the input as \xNN), since it ends up as one
+// log line or one line on stderr.
 template <typename ParseToml>
 Options load(bool read, const std::string& origin, ParseToml parse, const std::vector<Override>& overrides) {
   try {
