@@ -4,8 +4,8 @@
 // only the service's own uid may talk to it (SO_PEERCRED). A client sends lines; a
 // line holds one command, or several joined with ';' (at most kMaxCommandsPerLine).
 // Each command gets one reply, and every reply ends with an empty line, so a script
-// knows where it stops. A refused line gets one error reply. Replies
-// are `name: value` lines, or one JSON object when the command's last word is `json`.
+// knows where it stops; a refused line gets one error reply. Replies are
+// `name: value` lines, or one JSON object when the command's last word is `json`.
 // An error reply is one line `Error: reason` (JSON: {"error":"reason"}).
 // The commands themselves are the supervisor's (supervisor.cc); this file only frames them.
 #pragma once
