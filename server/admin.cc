@@ -127,20 +127,20 @@ std::string report_reply(const Command& command, const Report& report) {
 }
 
 // ---------------------------------------------------------------------------------
-// Connections
+// Lines
 // ---------------------------------------------------------------------------------
 
 namespace {
 
-constexpr size_t kMaxLineBytes = 64 * 1024;
+bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
 Command parse_command(std::string_view text) {
   Command c;
   size_t i = 0;
   while (i < text.size()) {
-    while (i < text.size() && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r')) ++i;
+    while (i < text.size() && is_blank(text[i])) ++i;
     size_t start = i;
-    while (i < text.size() && text[i] != ' ' && text[i] != '\t' && text[i] != '\r') ++i;
+    while (i < text.size() && !is_blank(text[i])) ++i;
     if (i > start) c.words.emplace_back(text.substr(start, i - start));
   }
   if (!c.words.empty() && c.words.back() == "json") {
@@ -152,87 +152,149 @@ Command parse_command(std::string_view text) {
 
 }  // namespace
 
+AdminLine parse_admin_line(std::string_view line) {
+  AdminLine out;
+  size_t start = 0;
+  while (start <= line.size()) {
+    size_t end = std::min(line.find(';', start), line.size());
+    Command c = parse_command(line.substr(start, end - start));
+    if (!c.words.empty() || c.json) {
+      if (out.commands.size() == kMaxCommandsPerLine) {
+        out.commands.clear();
+        out.error = fmt::format("too many commands on one line (at most {}); send them on several lines",
+                                kMaxCommandsPerLine);
+        return out;
+      }
+      out.commands.push_back(std::move(c));
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------
+// Connections
+// ---------------------------------------------------------------------------------
+
+namespace {
+
+// Replies the client has not read yet: past this, no further command runs until it
+// reads (and, the input filling up, libevent stops reading from it).
+constexpr size_t kMaxUnreadReplyBytes = 1024 * 1024;
+
+}  // namespace
+
 // One client. Commands run one at a time, in order: a command that waits (reload)
 // holds back the ones after it, so replies come back in the order they were asked.
+//
+// Every queue is bounded: the input by the read watermark (one line and a little), the
+// commands by the line they came from (the next line is parsed only when they are all
+// answered), the output by kMaxUnreadReplyBytes. Commands run in a loop, never by
+// recursion through the reply callback: a handler that replies at once returns into
+// the loop, so a long line of `ping;ping;...` costs no stack.
 struct AdminServer::Connection : std::enable_shared_from_this<Connection> {
   AdminServer* server = nullptr;
   bufferevent* bev = nullptr;
   std::deque<Command> queue;
-  bool busy = false;
-  bool eof = false;
+  uint64_t started = 0;  // commands handed to the handler; names the one awaited
+  bool busy = false;     // a command's reply is awaited
+  bool running = false;  // inside run()
+  bool eof = false;      // nothing more will be read
+  bool dropped = false;  // closed, waiting for its deferred deletion
 
   ~Connection() {
     if (bev) bufferevent_free(bev);
   }
 
-  void run_next() {
-    while (!busy && !queue.empty()) {
+  size_t unread_reply_bytes() { return evbuffer_get_length(bufferevent_get_output(bev)); }
+
+  void run() {
+    if (running || dropped) return;  // running: a reply from inside the handler, the loop below goes on
+    running = true;
+    for (;;) {
+      if (!stalled() && queue.empty()) take_line();
+      if (stalled() || queue.empty()) break;
       Command c = std::move(queue.front());
       queue.pop_front();
       busy = true;
       std::weak_ptr<Connection> self = shared_from_this();
-      server->handler_(c, [self](std::string body) {
-        if (auto conn = self.lock()) conn->reply(std::move(body));
-      });
+      ReplyFn reply_fn = [self, n = ++started](std::string body) {
+        if (auto conn = self.lock()) conn->reply(n, std::move(body));
+      };
+      try {
+        server->handler_(c, reply_fn);
+      } catch (const std::exception& e) {  // never into libevent's C frames
+        reply_fn(error_reply(c, e.what()));
+      }
+    }
+    running = false;
+    // Read only while lines are taken: libevent calls on_read again and again while
+    // reading is on and the input sits at the watermark, expecting it to be drained.
+    if (!eof) {
+      if (stalled()) bufferevent_disable(bev, EV_READ);
+      else bufferevent_enable(bev, EV_READ);
     }
     maybe_close();
   }
 
-  void reply(std::string body) {
+  // The next command cannot start: a reply is awaited, or the client is not reading.
+  bool stalled() { return busy || unread_reply_bytes() >= kMaxUnreadReplyBytes; }
+
+  void reply(uint64_t n, std::string body) {
+    if (!busy || n != started) return;  // a second reply to one command: ignored
+    write(std::move(body));
+    busy = false;
+    run();
+  }
+
+  void write(std::string body) {
     body += body.empty() ? "\n" : "\n\n";
     bufferevent_write(bev, body.data(), body.size());
-    busy = false;
-    run_next();
   }
 
   // Close once the client has sent everything and every reply is flushed.
   void maybe_close() {
-    if (eof && !busy && queue.empty() && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    if (eof && !busy && queue.empty() && evbuffer_get_length(bufferevent_get_input(bev)) == 0 &&
+        unread_reply_bytes() == 0)
       server->drop(this);
   }
 
-  void queue_line(std::string_view text) {
-    size_t start = 0;
-    while (start <= text.size()) {
-      size_t end = text.find(';', start);
-      if (end == std::string_view::npos) end = text.size();
-      Command c = parse_command(text.substr(start, end - start));
-      if (!c.words.empty() || c.json) queue.push_back(std::move(c));
-      start = end + 1;
-    }
-  }
-
-  void read_lines(bool at_eof = false) {
+  // Moves the next complete line (at EOF: the rest, `printf ping | nc -U` sends no
+  // newline) from the input into the queue, or answers it with its error.
+  void take_line() {
     evbuffer* in = bufferevent_get_input(bev);
     size_t n = 0;
-    while (char* line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF)) {
+    if (char* line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF)) {
       queue_line(std::string_view(line, n));
       free(line);
+      return;
     }
-    if (at_eof && evbuffer_get_length(in) > 0 && evbuffer_get_length(in) <= kMaxLineBytes) {
-      // `printf 'ping' | nc -U`: a last line without its newline still counts.
-      std::string rest(evbuffer_get_length(in), '\0');
+    size_t left = evbuffer_get_length(in);
+    if (left > kMaxLineBytes) {
+      write(fmt::format("Error: line too long (more than {} bytes)", kMaxLineBytes));
+      evbuffer_drain(in, left);
+      eof = true;  // a client that floods one line is not heard further
+      bufferevent_disable(bev, EV_READ);
+    } else if (eof && left > 0) {
+      std::string rest(left, '\0');
       evbuffer_remove(in, rest.data(), rest.size());
       queue_line(rest);
     }
-    if (evbuffer_get_length(in) > kMaxLineBytes) {
-      std::string e = "Error: line too long\n\n";
-      bufferevent_write(bev, e.data(), e.size());
-      evbuffer_drain(in, evbuffer_get_length(in));
-      eof = true;
-      bufferevent_disable(bev, EV_READ);
-    }
-    run_next();
   }
 
-  static void on_read(bufferevent*, void* arg) { static_cast<Connection*>(arg)->read_lines(); }
-  static void on_write(bufferevent*, void* arg) { static_cast<Connection*>(arg)->maybe_close(); }
+  void queue_line(std::string_view text) {
+    AdminLine line = parse_admin_line(text);
+    if (!line.error.empty()) return write("Error: " + line.error);
+    for (Command& c : line.commands) queue.push_back(std::move(c));
+  }
+
+  static void on_read(bufferevent*, void* arg) { static_cast<Connection*>(arg)->run(); }
+  static void on_write(bufferevent*, void* arg) { static_cast<Connection*>(arg)->run(); }
   static void on_event(bufferevent*, short what, void* arg) {
     auto* c = static_cast<Connection*>(arg);
     if (what & BEV_EVENT_EOF) {
       c->eof = true;
-      c->read_lines(true);
-      c->maybe_close();
+      c->run();
     } else if (what & BEV_EVENT_ERROR) {
       c->server->drop(c);
     }
@@ -315,6 +377,8 @@ void AdminServer::on_accept(int fd, short, void* arg) {
   conn->server = self;
   conn->bev = bufferevent_socket_new(self->base_, client, BEV_OPT_CLOSE_ON_FREE);
   bufferevent_setcb(conn->bev, &Connection::on_read, &Connection::on_write, &Connection::on_event, conn.get());
+  // Reading stops once a whole line's worth is buffered and resumes as lines are taken.
+  bufferevent_setwatermark(conn->bev, EV_READ, 0, kMaxLineBytes + 1);
   bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
   self->connections_.push_back(std::move(conn));
 }
@@ -325,6 +389,7 @@ void AdminServer::drop(Connection* c) {
     if (it->get() != c) continue;
     std::shared_ptr<Connection> keep = *it;
     connections_.erase(it);
+    keep->dropped = true;
     bufferevent_disable(keep->bev, EV_READ | EV_WRITE);
     event_base_once(base_, -1, EV_TIMEOUT, [](int, short, void* p) { delete static_cast<std::shared_ptr<Connection>*>(p); },
                     new std::shared_ptr<Connection>(std::move(keep)), nullptr);

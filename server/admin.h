@@ -2,17 +2,20 @@
 //
 // Protocol (in the spirit of HAProxy's runtime API): a Unix stream socket, mode 0600,
 // only the service's own uid may talk to it (SO_PEERCRED). A client sends lines; a
-// line holds one command, or several joined with ';'. Each command gets one reply,
-// and every reply ends with an empty line, so a script knows where it stops. Replies
-// are `name: value` lines, or one JSON object when the command's last word is `json`.
+// line holds one command, or several joined with ';' (at most kMaxCommandsPerLine).
+// Each command gets one reply, and every reply ends with an empty line, so a script
+// knows where it stops; a refused line gets one error reply. Replies are
+// `name: value` lines, or one JSON object when the command's last word is `json`.
 // An error reply is one line `Error: reason` (JSON: {"error":"reason"}).
 // The commands themselves are the supervisor's (supervisor.cc); this file only frames them.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -57,6 +60,18 @@ struct Command {
   bool json = false;
   std::string line() const;  // the words joined by spaces
 };
+
+// What the framing allows: a longer line is refused and its connection closed; a line
+// with more commands is refused whole (one error reply, none of them run).
+inline constexpr size_t kMaxLineBytes = 64 * 1024;
+inline constexpr size_t kMaxCommandsPerLine = 64;
+
+// One line split at ';' into commands (empty ones skipped), or why it is refused.
+struct AdminLine {
+  std::vector<Command> commands;
+  std::string error;  // "" when accepted
+};
+AdminLine parse_admin_line(std::string_view line);
 
 // Called once with the reply body (no final empty line). May be called later, from the
 // event loop, for commands that wait (reload, restart readers).

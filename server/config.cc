@@ -4,11 +4,16 @@
 // would get subtly wrong; this file only says what each setting means.
 #include "server/config.h"
 
+#include <algorithm>
 #include <charconv>
+#include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <iostream>
 #include <thread>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -24,6 +29,10 @@ namespace {
 using Values = std::vector<std::string>;
 using ms = std::chrono::milliseconds;
 
+// Longer than any sensible timeout, and far from where the supervisor's nanosecond
+// arithmetic (now + d) could overflow.
+constexpr ms kMaxDuration = std::chrono::hours(24);
+
 enum class Kind { value, list, flag };
 
 struct Setting {
@@ -36,9 +45,24 @@ struct Setting {
 uint64_t parse_count(const std::string& name, const std::string& text, uint64_t min, uint64_t max) {
   uint64_t n = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (ec != std::errc() || end != text.data() + text.size() || n < min || n > max)
-    throw std::invalid_argument(fmt::format("{}: '{}' is not a whole number in {}..{}", name, text, min, max));
+  if ((ec != std::errc() && ec != std::errc::result_out_of_range) || end != text.data() + text.size())
+    throw std::invalid_argument(fmt::format("{}: '{}' is not a whole number", name, text));
+  if (ec == std::errc::result_out_of_range || n < min || n > max)
+    throw std::invalid_argument(fmt::format("{}: {} is out of range {}..{}", name, text, min, max));
   return n;
+}
+
+// The store has shm::kMaxReaders slots and the service needs workers + 1 of them
+// (Options::store_slots).
+constexpr uint32_t kMaxWorkers = shm::kMaxReaders - 1;
+
+uint32_t check_workers(uint64_t n) {
+  if (n < 2 || n > kMaxWorkers)
+    throw std::invalid_argument(fmt::format(
+        "workers: {} is out of range 2..{} (the shared memory has {} reader slots, and the service needs one "
+        "per reader, a spare for rolling restarts and one for the supervisor)",
+        n, kMaxWorkers, shm::kMaxReaders));
+  return uint32_t(n);
 }
 
 ms parse_duration(const std::string& name, const std::string& text) {
@@ -76,7 +100,7 @@ const std::vector<Setting>& settings() {
   static const std::vector<Setting> table = {
       {"listen", Kind::value, "HTTP address HOST:PORT (default 127.0.0.1:8080)", text(&Options::listen)},
       {"workers", Kind::value, "processes: 1 writer + N-1 HTTP readers (default: cores, at least 2)",
-       [](Options& o, const Values& v) { o.workers = uint32_t(parse_count("workers", v.back(), 2, shm::kMaxReaders)); }},
+       [](Options& o, const Values& v) { o.workers = check_workers(parse_count("workers", v.back(), 0, UINT64_MAX)); }},
       {"source", Kind::list, "upstream URL: http://, file:// or synthetic:// (repeatable; default synthetic://)",
        [](Options& o, const Values& v) { o.ingest.sources = v; }},
       {"interval", Kind::value, "fetch and publish every DURATION (default 2s)",
@@ -150,17 +174,22 @@ std::string scalar_text(const toml::node& node, const std::string& where) {
   throw std::invalid_argument(fmt::format("{}: expected a string, number or boolean", where));
 }
 
-void apply_file(Options& options, const std::string& path) {
-  toml::table table;
+// toml::parse / toml::parse_file on `origin`, with a parse error as std::invalid_argument.
+template <typename Parse>
+toml::table parse_toml(Parse parse, const std::string& origin) {
   try {
-    table = toml::parse_file(path);
+    return parse();
   } catch (const toml::parse_error& e) {
-    throw std::invalid_argument(fmt::format("{}:{}:{}: {}", path, e.source().begin.line, e.source().begin.column,
+    throw std::invalid_argument(fmt::format("{}:{}:{}: {}", origin, e.source().begin.line, e.source().begin.column,
                                             e.description()));
   }
+}
+
+// `origin` (the file's path) prefixes every message.
+void apply_table(Options& options, const toml::table& table, const std::string& origin) {
   for (const auto& [key, node] : table) {
     std::string name(key.str());
-    std::string where = fmt::format("{}: {}", path, name);
+    std::string where = fmt::format("{}: {}", origin, name);
     const Setting* s = find_setting(name);
     if (!s) throw std::invalid_argument(fmt::format("{}: unknown setting (see telemetryd --help)", where));
     Values values;
@@ -174,19 +203,30 @@ void apply_file(Options& options, const std::string& path) {
     try {
       s->apply(options, values);
     } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument(fmt::format("{}: {}", path, e.what()));
+      throw std::invalid_argument(fmt::format("{}: {}", origin, e.what()));
     }
   }
 }
 
-uint32_t default_workers() { return std::max(2u, std::thread::hardware_concurrency()); }
+uint32_t default_workers() { return std::clamp(std::thread::hardware_concurrency(), 2u, kMaxWorkers); }
 
-void check(Options& o) {
+// What `path` will be once main() has made it absolute (from the current directory).
+size_t absolute_length(const std::string& path) {
+  if (path.empty() || path.front() == '/') return path.size();
+  char cwd[PATH_MAX];
+  return (getcwd(cwd, sizeof cwd) ? std::strlen(cwd) : PATH_MAX) + 1 + path.size();
+}
+
+}  // namespace
+
+void check_options(Options& o) {
   parse_listen(o.listen);
-  if (o.workers == 0) o.workers = default_workers();
+  o.workers = check_workers(o.workers == 0 ? default_workers() : o.workers);
   if (o.admin_socket.empty()) o.admin_socket = default_admin_socket();
-  if (o.admin_socket.size() >= 100)
-    throw std::invalid_argument(fmt::format("admin-socket: path too long ({} bytes, at most 99)", o.admin_socket.size()));
+  constexpr size_t max_socket_path = sizeof(sockaddr_un::sun_path) - 1;
+  if (size_t n = absolute_length(o.admin_socket); n > max_socket_path)
+    throw std::invalid_argument(
+        fmt::format("admin-socket: path too long ({} bytes as an absolute path, at most {})", n, max_socket_path));
   if (o.shm_name.empty() || o.shm_name.size() > 80 || o.shm_name.find('/') != std::string::npos)
     throw std::invalid_argument(fmt::format("shm-name: '{}' must be 1-80 characters without '/'", o.shm_name));
   if (!log::parse_level(o.log_level))
@@ -195,12 +235,19 @@ void check(Options& o) {
     throw std::invalid_argument(fmt::format("source: at most {} sources", shm::kMaxSources));
   if (o.stuck_timeout < ms(100)) throw std::invalid_argument("stuck-timeout: must be at least 100ms");
   if (o.writer_stuck_timeout < ms(500)) throw std::invalid_argument("writer-stuck-timeout: must be at least 500ms");
+  const std::pair<const char*, ms Options::*> durations[] = {
+      {"stuck-timeout", &Options::stuck_timeout},         {"writer-stuck-timeout", &Options::writer_stuck_timeout},
+      {"shutdown-timeout", &Options::shutdown_timeout},
+      {"restart-backoff-max", &Options::restart_backoff_max}, {"crash-loop-window", &Options::crash_loop_window},
+      {"idle-timeout", &Options::idle_timeout},           {"request-timeout", &Options::request_timeout},
+      {"healthz-max-age", &Options::healthz_max_age},
+  };
+  for (const auto& [name, field] : durations)
+    if (o.*field > kMaxDuration) throw std::invalid_argument(fmt::format("{}: must be at most 24h", name));
   o.ingest = o.ingest.resolved();  // throws std::invalid_argument naming the setting
   ingest::check_sources(o.ingest);  // and this one naming the URL: a reload that the
                                     // supervisor accepts is one the writer can apply
 }
-
-}  // namespace
 
 std::pair<std::string, uint16_t> parse_listen(const std::string& text) {
   size_t colon = text.rfind(':');
@@ -250,13 +297,45 @@ CommandLine parse_command_line(int argc, char** argv) {
   return out;
 }
 
+namespace {
+
+// The file or text (when `read`), then the overrides, then the check. Every reason is
+// made one line (control characters from the input as \xNN), since it ends up as one
+// log line or one line on stderr.
+template <typename ParseToml>
+Options load(bool read, const std::string& origin, ParseToml parse, const std::vector<Override>& overrides) {
+  try {
+    Options o;
+    if (read) apply_table(o, parse_toml(parse, origin), origin);
+    for (const Override& v : overrides) {
+      const Setting* s = find_setting(v.name);
+      if (!s) throw std::invalid_argument(fmt::format("{}: unknown setting", v.name));
+      s->apply(o, v.values);
+    }
+    check_options(o);
+    return o;
+  } catch (const std::invalid_argument& e) {
+    std::string why;
+    for (unsigned char c : std::string_view(e.what())) {
+      if (c < 0x20 || c == 0x7f) why += fmt::format("\\x{:02x}", c);
+      else why += char(c);
+    }
+    throw std::invalid_argument(why);
+  }
+}
+
+}  // namespace
+
 Options load_options(const CommandLine& command_line) {
-  Options o;
-  o.config_file = command_line.config_file;
-  if (!o.config_file.empty()) apply_file(o, o.config_file);
-  for (const Override& v : command_line.overrides) find_setting(v.name)->apply(o, v.values);
-  check(o);
+  const std::string& file = command_line.config_file;
+  Options o = load(!file.empty(), file, [&] { return toml::parse_file(file); }, command_line.overrides);
+  o.config_file = file;
   return o;
+}
+
+Options load_options_from_text(std::string_view toml_text, const std::string& origin,
+                               const std::vector<Override>& overrides) {
+  return load(true, origin, [&] { return toml::parse(toml_text, origin); }, overrides);
 }
 
 std::vector<std::string> restart_only_changes(const Options& a, const Options& b) {

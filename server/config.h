@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -52,6 +53,9 @@ struct Options {
   size_t max_connections_per_reader = 10000;  // capped by each reader's RLIMIT_NOFILE
 
   uint32_t readers() const { return workers - 1; }
+  // Reader slots the shm store needs: one per reader, a spare (a rolling restart starts
+  // the new reader before the old one stops) and the supervisor's own.
+  uint32_t store_slots() const { return workers + 1; }
 };
 
 // A setting given on the command line: reapplied over the file on every reload, so a
@@ -74,9 +78,19 @@ struct CommandLine {
 // std::invalid_argument with a one-line reason on a bad flag.
 CommandLine parse_command_line(int argc, char** argv);
 
-// Defaults, then the file, then the overrides; every value checked. Throws
-// std::invalid_argument naming the setting (and the file) on any problem.
+// Defaults, then the file, then the overrides; every value checked (check_options).
+// Throws std::invalid_argument naming the setting (and the file) on any problem, and
+// nothing else but std::bad_alloc.
 Options load_options(const CommandLine& command_line);
+
+// The same from TOML text instead of the file; `origin` names the text in messages.
+Options load_options_from_text(std::string_view toml_text, const std::string& origin,
+                               const std::vector<Override>& overrides = {});
+
+// Fills in the defaults that depend on the machine and checks every setting against
+// what the service can really start with, so that --check-config, start and reload
+// accept exactly the same values. Throws std::invalid_argument naming the setting.
+void check_options(Options& options);
 
 // $XDG_RUNTIME_DIR/telemetryd.sock when XDG_RUNTIME_DIR is set, else /tmp/telemetryd.sock.
 // Inline: telemetryctl uses it without linking the configuration code.

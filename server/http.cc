@@ -74,14 +74,18 @@ Parse parse_request_line(std::string_view line, Request& req) {
 
 Parse parse_request(std::string_view in, size_t max_head_bytes, Request& req) {
   req = Request{};
+  // The head must end within max_head_bytes, so nothing past them is looked at: every
+  // position below is inside `head`, and no size is computed by a subtraction that
+  // could wrap.
+  const std::string_view head = in.substr(0, max_head_bytes);
   // Robustness (RFC 9112 2.2): ignore empty lines before the request line.
   size_t start = 0;
-  while (start + 1 < in.size() && in[start] == '\r' && in[start + 1] == '\n') start += 2;
+  while (start + 1 < head.size() && head[start] == '\r' && head[start + 1] == '\n') start += 2;
 
   // Judge the request line as soon as it is complete, so garbage gets its 400 at once
   // instead of waiting for a blank line that may never come.
-  std::string_view rest = in.substr(start);
-  size_t line_end = rest.find("\r\n");
+  const std::string_view rest = head.substr(start);
+  const size_t line_end = rest.find("\r\n");
   if (line_end == std::string_view::npos) {
     if (in.size() >= max_head_bytes) return Parse::header_too_large;
     // A bare LF or NUL in what we have cannot become a valid request line.
@@ -91,13 +95,17 @@ Parse parse_request(std::string_view in, size_t max_head_bytes, Request& req) {
   }
   if (Parse p = parse_request_line(rest.substr(0, line_end), req); p != Parse::complete) return p;
 
-  const size_t searched = std::min(in.size(), max_head_bytes);
-  const void* end = memmem(in.data() + start + line_end, searched - start - line_end, "\r\n\r\n", 4);
-  if (!end) return in.size() >= max_head_bytes ? Parse::header_too_large : Parse::incomplete;
-  const size_t head_end = static_cast<const char*>(end) - in.data() + 4;
-  req.head_bytes = head_end;
+  // The blank line, searched from the request line's own CRLF (so that a request
+  // without headers matches too); line_crlf <= head.size() since the CRLF is in rest.
+  const size_t line_crlf = start + line_end;
+  const void* found = memmem(head.data() + line_crlf, head.size() - line_crlf, "\r\n\r\n", 4);
+  if (!found) return in.size() >= max_head_bytes ? Parse::header_too_large : Parse::incomplete;
+  const size_t blank = static_cast<size_t>(static_cast<const char*>(found) - head.data());  // >= line_crlf
+  req.head_bytes = blank + 4;
 
-  std::string_view headers = in.substr(start + line_end + 2, head_end - 2 - (start + line_end + 2));
+  // The header lines, each with its CRLF: from after the request line's CRLF to the
+  // end of the last header's (blank + 2 >= line_crlf + 2).
+  std::string_view headers = head.substr(line_crlf + 2, blank + 2 - (line_crlf + 2));
   int hosts = 0;
   bool have_length = false;
   uint64_t length = 0;

@@ -339,6 +339,35 @@ TEST_CASE("parse_request: versions, Connection, bodies and malformed input", "[h
   CHECK(r.method == Method::other);
 }
 
+TEST_CASE("parse_request: a request line longer than the limit, in one read, is header_too_large", "[http]") {
+  // Everything arrives at once, so the request line's end lies past the limit: the
+  // parser must not compute the rest of the head's length from it (it used to wrap
+  // around and hand memmem a huge length).
+  using namespace server::http;
+  Request r;
+  const size_t max = 8192;
+  std::string long_target = "GET /" + std::string(max + 100, 'a') + " HTTP/1.1\r\nHost: a\r\n\r\n";
+  CHECK(parse_request(long_target, max, r) == Parse::header_too_large);
+  CHECK(parse_request("GET / HTTP/1.1\r\nHost: a\r\n\r\n", 8, r) == Parse::header_too_large);
+  // Empty lines before the request line count too.
+  std::string blank_lines = std::string();
+  for (size_t i = 0; i < max; ++i) blank_lines += "\r\n";
+  CHECK(parse_request(blank_lines + "GET / HTTP/1.1\r\nHost: a\r\n\r\n", max, r) == Parse::header_too_large);
+  // Garbage that only ends past the limit is too large, not judged on bytes never read.
+  CHECK(parse_request(std::string(max + 1, 'x') + "\r\n\r\n", max, r) == Parse::header_too_large);
+
+  // The boundary: a head of exactly `max` bytes is complete, one more byte is not.
+  const std::string head = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+  REQUIRE(parse_request(head + "GET", head.size(), r) == Parse::complete);
+  CHECK(r.head_bytes == head.size());
+  CHECK(parse_request(head, head.size() - 1, r) == Parse::header_too_large);
+  CHECK(parse_request(head.substr(0, head.size() - 1), head.size(), r) == Parse::incomplete);
+  // Request line ending right at the limit, no room for the blank line.
+  const std::string line = "GET /x HTTP/1.1\r\n";
+  CHECK(parse_request(line + "Host: a\r\n\r\n", line.size(), r) == Parse::header_too_large);
+  CHECK(parse_request(line + "Host: a\r\n\r\n", line.size() + 1, r) == Parse::header_too_large);
+}
+
 TEST_CASE("percent decoding and entity tags", "[http]") {
   using namespace server::http;
   std::string out;
