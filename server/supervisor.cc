@@ -35,7 +35,7 @@ void Supervisor::open_store() {
   so.buffer_count = 3;
   // Slots 0..readers-1: the readers; slot `readers`: a spare for the reader started by
   // a rolling restart before the one it replaces stops; slot `workers`: our own.
-  so.reader_slots = options_.workers + 1;
+  so.reader_slots = options_.store_slots();
   store_ = shm::Store::create(so);
   peek_ = std::make_unique<shm::Reader>(*store_, options_.workers);
   store_->service_counter(kWorkers).store(options_.readers(), std::memory_order_relaxed);
