@@ -83,7 +83,9 @@ for _ in $(seq 300); do
   kill -0 "$TD_PID" 2>/dev/null || { echo "telemetryd died" >&2; exit 1; }
   sleep 0.1
 done
-$PY bench/peers/dump_bodies.py "http://127.0.0.1:$PORT" "$OUT" --keys-only
+if [[ " $PARTS " == *" latency "* ]] && [ ! -s "$OUT/keys.txt" ]; then
+  $PY bench/peers/dump_bodies.py "http://127.0.0.1:$PORT" "$OUT" --keys-only
+fi
 sleep 2
 
 # Per reader (slot order): connections_open, comma-separated; and their sum.
