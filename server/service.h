@@ -32,6 +32,7 @@ enum ServiceCounter : uint32_t {
   kWriterRequestedExit = 12,
   kWriterHeartbeatNs = 13,  // CLOCK_MONOTONIC of the writer loop's last turn (writer watchdog)
   kStuckWritersKilled = 14,
+  kIntervalNs = 15,         // the writer's ingest interval, set at its start and on reload
   kFirstFreeServiceCounter = 16,
 };
 

@@ -152,7 +152,10 @@ void HttpServer::Impl::serve_status(Conn& c, const Request& req, const shm::Snap
   else o.append("null");
   o.append(R"(,"healthz_max_age_s":)");
   append_seconds(o, max_age_ns);
-  o.append(R"(,"interval_s":null,"snapshot_bytes":)");  // the interval is the writer's alone
+  o.append(R"(,"interval_s":)");
+  if (uint64_t interval = counter(kIntervalNs)) append_seconds(o, interval);
+  else o.append("null");  // no writer has started yet
+  o.append(R"(,"snapshot_bytes":)");
   http::append_uint(o, view ? view->size() : 0);
   o.append(R"(,"snapshot_records":)");
   http::append_uint(o, view ? view->record_count() : 0);

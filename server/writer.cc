@@ -74,6 +74,7 @@ struct WriterProcess {
     try {
       Options fresh = load_options(command_line);
       pipeline->reconfigure(fresh.ingest);
+      counter(kIntervalNs).store(uint64_t(fresh.ingest.interval.count()) * 1000000, std::memory_order_relaxed);
       counter(kReloadDone).store(request, std::memory_order_release);
       log::info("reload {} applied: {} source(s), interval {}ms, window {}ms", request, fresh.ingest.sources.size(),
                 fresh.ingest.interval.count(), fresh.ingest.window.count());
@@ -153,6 +154,7 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
     signals.push_back(evsignal_new(w.base, s, &WriterProcess::on_signal, &w));
     event_add(signals.back(), nullptr);
   }
+  w.counter(kIntervalNs).store(uint64_t(options.ingest.interval.count()) * 1000000, std::memory_order_relaxed);
   event* beat = event_new(w.base, -1, EV_PERSIST, &WriterProcess::on_heartbeat, &w);
   event_add(beat, &kHeartbeatEvery);
   w.heartbeat();

@@ -460,6 +460,7 @@ TEST_CASE("a writer stuck in its loop is killed by the writer watchdog and repla
   for (int i = 0; i < 10; ++i) CHECK(http_get(svc.port(), "/v1/series/" + url_encode(kH1)).status == 200);
   CHECK(wait_for([&] { pid_t w = svc.writer_pid(); return w > 0 && w != writer; }));
   CHECK(Service::field(svc.admin("show info"), "stuck_writers_killed") == "1");
+  CHECK(http_get(svc.port(), "/v1/status").body.find("\"interval_s\":0.2") != std::string::npos);
   CHECK(http_get(svc.port(), "/metrics").body.find("telemetryd_watchdog_kills_total{role=\"writer\"} 1\n") != std::string::npos);
   CHECK(wait_for([&] { return svc.info_number("generation") > generation + 2; }));
   CHECK(svc.stop() == 0);

@@ -284,7 +284,7 @@ TEST_CASE("/v1/status: the service's state, with the sources the writer set", "[
   CHECK(double(doc["age_s"]) >= 0);
   CHECK(double(doc["age_s"]) < 60);
   CHECK(double(doc["healthz_max_age_s"]) == 10.0);
-  CHECK(doc["interval_s"].is_null());
+  CHECK(doc["interval_s"].is_null());  // no writer has said its interval yet
   CHECK(uint64_t(doc["publishes"]) == 1);
   CHECK(uint64_t(doc["publish_skipped"]) == 0);
   CHECK(uint64_t(doc["snapshot_records"]) == 3);
