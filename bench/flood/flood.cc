@@ -52,8 +52,7 @@ struct Options {
 
 Options parse_options(int argc, char** argv) {
   Options o;
-  if (argc < 2) o.mode = "";
-  else o.mode = argv[1];
+  if (argc >= 2) o.mode = argv[1];
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string_view k = argv[i];
     const char* v = argv[i + 1];
@@ -123,8 +122,10 @@ int burst(const Options& o) {
   std::vector<BurstConn> conns(static_cast<size_t>(o.conns));
   auto try_send = [&](BurstConn& c) {
     ssize_t n = send(c.fd, request.data(), request.size(), MSG_NOSIGNAL);
+    // Not connected yet: EAGAIN or ENOTCONN, sent once writable. A short send of a
+    // request this small into an empty socket buffer does not happen: counted as failed.
     if (n == static_cast<ssize_t>(request.size())) c.sent = true;
-    else if (n >= 0 || (errno != EAGAIN && errno != ENOTCONN)) c.failed = true;  // short send: not on loopback
+    else if (n >= 0 || (errno != EAGAIN && errno != ENOTCONN)) c.failed = true;
   };
   const int64_t start = now_ns();
   for (size_t i = 0; i < conns.size(); ++i) {
