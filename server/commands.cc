@@ -133,11 +133,13 @@ Report Supervisor::child_report(const Child& c, const shm::StoreInfo& info) cons
     uint64_t now = shm::monotonic_ns();
     r.add("requests", mine ? s.requests : 0)
         .add("connections_open", mine ? store_->reader_counter(c.slot, kConnectionsOpen) : 0)
+        .add("accept_step_asides", mine ? store_->reader_counter(c.slot, kAcceptStepAsides) : 0)
         .add("reading_generation", mine ? s.reading_generation : 0)
         .add("heartbeat_age_ms", mine && now > s.heartbeat_ns ? (now - s.heartbeat_ns) / 1000000 : 0);
   } else {
     r.add("requests", uint64_t(0))
         .add("connections_open", uint64_t(0))
+        .add("accept_step_asides", uint64_t(0))
         .add("reading_generation", info.generation)
         .add("heartbeat_age_ms", uint64_t(0));
   }
