@@ -198,19 +198,34 @@ struct ApplyStats {
   uint64_t too_old = 0;    // older than the window
   uint64_t too_new = 0;    // more than kMaxFutureNs ahead of the fetch time
   uint64_t over_limit = 0; // would create a series past max_series(_per_source)
+  // Of the duplicates: samples of a series this same fetch had already updated (a body
+  // that holds a series twice), and the first such series' key.
+  uint64_t repeated = 0;
+  std::string first_repeated;
   uint64_t dropped() const { return duplicate + too_old + too_new + over_limit; }
 };
 
 // Window aggregates of one series or one metric rollup. Non-finite results (a sum that
-// overflowed, say) render as null.
+// overflowed, say, or what a histogram does not tell: its min, max, first and last)
+// render as null.
 struct Aggregate {
-  uint64_t count = 0;
+  uint64_t count = 0;  // samples; for a histogram, the observations made in the window
   double sum = 0, min = 0, max = 0;
   double first = 0, last = 0;
   int64_t first_ts_ns = 0, last_ts_ns = 0;
   double p50 = 0, p90 = 0, p99 = 0;
+  SampleKind kind = SampleKind::gauge;
+  // Counters and buckets: the values just before each reset inside the window, so that
+  // the window's increase is last - first + resets.
+  double resets = 0;
+  bool rollup = false;  // a metric's rollup (built by folding its series)
+  // A rollup of counters or histograms: the sum of its series' rates.
+  std::optional<double> rate_sum;
   double mean() const;
-  std::optional<double> rate() const;  // per second; nullopt with < 2 samples or dt 0
+  // Per second; nullopt with < 2 samples or dt 0. A gauge's is (last - first) / dt, a
+  // counter's (last - first + resets) / dt, a histogram's observations / dt; a rollup
+  // of counters or histograms sums its series' rates.
+  std::optional<double> rate() const;
 };
 
 // Per-series sliding-window state for every source. Sources are named by a caller-chosen

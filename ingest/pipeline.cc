@@ -524,6 +524,11 @@ struct Pipeline::Impl {
     s.status.dropped += st.dropped();
     if (st.over_limit && note.empty())
       note = fmt::format("series limit reached: {} samples dropped", st.over_limit);
+    // The text format allows a series once per body; JSON bodies may repeat one (the
+    // later samples are duplicates, dropped without a word, as they always were).
+    if (st.repeated && note.empty() && format == format_name(Format::prometheus))
+      note = fmt::format("{} samples repeat a series earlier in the body, first: {}",
+                         st.repeated, st.first_repeated);
     record(s, code, std::move(note));
   }
 

@@ -42,21 +42,6 @@ inline void skip_blanks(const char*& p, const char* end) {
   while (p < end && blank(*p)) ++p;
 }
 
-// A value as the text format writes it: decimal or exponent notation, NaN, and
-// infinities with an optional sign (+Inf, -Inf). Out of a double's range is an error.
-bool parse_float(std::string_view text, double* out) {
-  const char* p = text.data();
-  const char* end = p + text.size();
-  if (p == end) return false;
-  bool negative = *p == '-';
-  if (*p == '+' || *p == '-') ++p;
-  if (p == end || *p == '+' || *p == '-') return false;
-  auto [stop, ec] = std::from_chars(p, end, *out);
-  if (ec != std::errc() || stop != end) return false;
-  if (negative) *out = -*out;
-  return true;
-}
-
 bool starts_with_ci(std::string_view text, std::string_view prefix) {
   if (text.size() < prefix.size()) return false;
   for (size_t i = 0; i < prefix.size(); ++i) {
@@ -81,6 +66,19 @@ const Label* find_label(std::span<const Label> labels, std::string_view name) {
 uint64_t hash_name(std::string_view name) { return std::hash<std::string_view>{}(name); }
 
 }  // namespace
+
+bool parse_float(std::string_view text, double* out) {
+  const char* p = text.data();
+  const char* end = p + text.size();
+  if (p == end) return false;
+  bool negative = *p == '-';
+  if (*p == '+' || *p == '-') ++p;
+  if (p == end || *p == '+' || *p == '-') return false;
+  auto [stop, ec] = std::from_chars(p, end, *out);
+  if (ec != std::errc() || stop != end) return false;
+  if (negative) *out = -*out;
+  return true;
+}
 
 bool is_prometheus_text(std::string_view content_type, std::string_view body,
                         bool* openmetrics) {

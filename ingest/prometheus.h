@@ -22,6 +22,11 @@ bool is_prometheus_text(std::string_view content_type, std::string_view body,
 // gaugehistogram, info and stateset, whose samples are taken as gauges.
 enum class PromType : uint8_t { untyped, counter, gauge, histogram, summary, other };
 
+// A value as the text format writes it: decimal or exponent notation, NaN, and
+// infinities with an optional sign (+Inf, -Inf). False for anything else, or out of a
+// double's range. Also reads histogram bounds (le).
+bool parse_float(std::string_view text, double* out);
+
 class PrometheusParser {
  public:
   // Replaces samples with the body's samples. Their views point into body and into this

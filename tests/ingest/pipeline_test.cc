@@ -793,7 +793,7 @@ TEST_CASE("prometheus sources: by Content-Type or by the ?format=prometheus mark
   CHECK(pipeline.aggregator().series("node_cpu_seconds_total{cpu=\"0\",mode=\"user\"}"));
 }
 
-TEST_CASE("a prometheus body with bad lines: line number and reason in last_error - the rest applied - NaN dropped without an error") {
+TEST_CASE("a prometheus body with bad lines: line number and reason in last_error - the rest applied - NaN dropped without an error - a repeated series reported") {
   Base b;
   Upstream upstream(b.base);
   Config c = small_config();
@@ -814,9 +814,15 @@ TEST_CASE("a prometheus body with bad lines: line number and reason in last_erro
   // The bad line's series keeps what it had.
   CHECK(pipeline.aggregator().series("prom_up{job=\"b\"}")->count == 1);
   CHECK_FALSE(pipeline.aggregator().series("prom_nan"));
+  // A series twice in one body: the format allows it once; the second is reported.
+  upstream.prom_body = "prom_up{job=\"a\"} 4\nprom_up{job=\"b\"} 4\nprom_up{job=\"a\"} 5\n";
+  pipeline.run_once();
+  CHECK(pub.statuses[0].last_error ==
+        "1 samples repeat a series earlier in the body, first: prom_up{job=\"a\"}");
+  CHECK(pipeline.aggregator().series("prom_up{job=\"a\"}")->last == 4);
   // Text after # EOF: the whole body is refused, every series keeps its data.
   upstream.prom_body = "prom_up{job=\"a\"} 3\n# EOF\nprom_up{job=\"b\"} 3\n";
   pipeline.run_once();
   CHECK(pub.statuses[0].last_error == "parse: line 3: text after # EOF");
-  CHECK(pipeline.aggregator().series("prom_up{job=\"a\"}")->last == 2);
+  CHECK(pipeline.aggregator().series("prom_up{job=\"a\"}")->last == 4);
 }
