@@ -63,7 +63,64 @@ const Label* find_label(std::span<const Label> labels, std::string_view name) {
   return nullptr;
 }
 
-uint64_t hash_name(std::string_view name) { return std::hash<std::string_view>{}(name); }
+// Family names are short and hashed once per family: eight bytes at a time.
+uint64_t hash_name(std::string_view name) {
+  uint64_t h = name.size();
+  size_t i = 0;
+  for (; i + 8 <= name.size(); i += 8) {
+    uint64_t chunk;
+    std::memcpy(&chunk, name.data() + i, 8);
+    h = (h ^ chunk) * 0x9e3779b97f4a7c15;
+  }
+  uint64_t tail = 0;
+  std::memcpy(&tail, name.data() + i, name.size() - i);
+  h = (h ^ tail) * 0x9e3779b97f4a7c15;
+  return h ^ (h >> 29);
+}
+
+// Powers of ten that a double holds exactly.
+constexpr double kExact10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                               1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                               1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+// The usual value, a short decimal (`254.99`, `1.445857e+06`), without from_chars: with
+// at most 15 significant digits and a power of ten up to 22, digits and power are both
+// exact doubles, so one multiplication or division rounds correctly (Clinger's fast
+// path). False when the text is anything else; parse_float then asks from_chars.
+bool parse_short_decimal(const char* p, const char* end, double* out) {
+  uint64_t digits = 0;
+  int count = 0, scale = 0;
+  while (p < end && *p >= '0' && *p <= '9') {
+    digits = digits * 10 + static_cast<uint64_t>(*p++ - '0');
+    ++count;
+  }
+  if (p < end && *p == '.') {
+    ++p;
+    while (p < end && *p >= '0' && *p <= '9') {
+      digits = digits * 10 + static_cast<uint64_t>(*p++ - '0');
+      ++count;
+      --scale;
+    }
+  }
+  if (count == 0) return false;
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    ++p;
+    bool negative = p < end && *p == '-';
+    if (p < end && (*p == '-' || *p == '+')) ++p;
+    int exponent = 0, exponent_digits = 0;
+    while (p < end && *p >= '0' && *p <= '9' && exponent_digits < 4) {
+      exponent = exponent * 10 + (*p++ - '0');
+      ++exponent_digits;
+    }
+    if (exponent_digits == 0) return false;
+    scale += negative ? -exponent : exponent;
+  }
+  if (p != end || count > 15) return false;
+  if (scale >= 0 && scale <= 22) *out = static_cast<double>(digits) * kExact10[scale];
+  else if (scale < 0 && scale >= -22) *out = static_cast<double>(digits) / kExact10[-scale];
+  else return false;
+  return true;
+}
 
 }  // namespace
 
@@ -74,6 +131,10 @@ bool parse_float(std::string_view text, double* out) {
   bool negative = *p == '-';
   if (*p == '+' || *p == '-') ++p;
   if (p == end || *p == '+' || *p == '-') return false;
+  if (parse_short_decimal(p, end, out)) {
+    if (negative) *out = -*out;
+    return true;
+  }
   auto [stop, ec] = std::from_chars(p, end, *out);
   if (ec != std::errc() || stop != end) return false;
   if (negative) *out = -*out;
@@ -97,29 +158,21 @@ void PrometheusParser::reject(size_t line, const char* why) {
   if (result_.rejected++ == 0) result_.error = fmt::format("line {}: {}", line, why);
 }
 
-PrometheusParser::Family* PrometheusParser::find_family(std::string_view name) {
-  if (families_.empty()) return nullptr;
-  size_t mask = families_.size() - 1;
-  for (size_t i = hash_name(name) & mask;; i = (i + 1) & mask) {
-    Family& f = families_[i];
-    if (f.name.empty()) return nullptr;
-    if (f.name == name) return &f;
-  }
-}
-
-PrometheusParser::Family* PrometheusParser::remember(const Family& family) {
+PrometheusParser::Family* PrometheusParser::family_slot(std::string_view name) {
   if ((family_count_ + 1) * 2 > families_.size()) {
     std::vector<Family> old = std::move(families_);
     families_.assign(std::max<size_t>(64, old.size() * 2), Family{});
-    family_count_ = 0;
-    for (const Family& f : old)
-      if (!f.name.empty()) remember(f);
+    size_t mask = families_.size() - 1;
+    for (const Family& f : old) {
+      if (f.name.empty()) continue;
+      size_t i = hash_name(f.name) & mask;
+      while (!families_[i].name.empty()) i = (i + 1) & mask;
+      families_[i] = f;
+    }
   }
   size_t mask = families_.size() - 1;
-  size_t i = hash_name(family.name) & mask;
-  while (!families_[i].name.empty()) i = (i + 1) & mask;
-  families_[i] = family;
-  ++family_count_;
+  size_t i = hash_name(name) & mask;
+  while (!families_[i].name.empty() && families_[i].name != name) i = (i + 1) & mask;
   return &families_[i];
 }
 
@@ -211,7 +264,8 @@ const char* PrometheusParser::type_line(std::string_view rest) {
   const char* name_begin = p;
   while (p < end && name_char(*p)) ++p;
   std::string_view name(name_begin, static_cast<size_t>(p - name_begin));
-  if (!valid_name(name, kMaxMetricNameBytes)) return "TYPE line without a valid metric name";
+  if (name.empty() || name.size() > kMaxMetricNameBytes)
+    return "TYPE line without a valid metric name";
   if (p == end || !blank(*p)) return "TYPE line without a type";
   skip_blanks(p, end);
   std::string_view word(p, static_cast<size_t>(end - p));
@@ -223,10 +277,13 @@ const char* PrometheusParser::type_line(std::string_view rest) {
   else if (word == "untyped" || word == "unknown") f.type = PromType::untyped;
   else if (word == "gaugehistogram" || word == "info" || word == "stateset") f.type = PromType::other;
   else return "unknown metric type in a TYPE line";
-  if (Family* seen = find_family(name))
-    return seen->typed ? "a second TYPE line for the same metric"
+  Family* slot = family_slot(name);
+  if (!slot->name.empty())
+    return slot->typed ? "a second TYPE line for the same metric"
                        : "TYPE line after samples of its metric";
-  current_ = *remember(f);
+  *slot = f;
+  ++family_count_;
+  current_ = f;
   return nullptr;
 }
 
@@ -262,12 +319,12 @@ const char* PrometheusParser::classify(std::string_view name, Raw& raw, bool* sk
   if (role == Role::none) {
     // Another family: one named earlier in the body (its samples out of place, which
     // the format does not allow but costs nothing to take), or a new, untyped one.
-    if (Family* seen = find_family(name)) {
-      current_ = *seen;
-    } else {
-      current_ = Family{name, PromType::untyped, false};
-      remember(current_);
+    Family* slot = family_slot(name);
+    if (slot->name.empty()) {
+      *slot = Family{name, PromType::untyped, false};
+      ++family_count_;
     }
+    current_ = *slot;
     role = role_in(current_.type, std::string_view());
   }
   auto labels = std::span<const Label>(labels_).subspan(raw.label_begin, raw.label_count);
@@ -305,6 +362,7 @@ const char* PrometheusParser::classify(std::string_view name, Raw& raw, bool* sk
 
 const char* PrometheusParser::labels(const char*& p, const char* end) {
   ++p;  // '{'
+  const size_t first = labels_.size();
   for (;;) {
     skip_blanks(p, end);
     if (p == end) return "label set without }";
@@ -317,6 +375,11 @@ const char* PrometheusParser::labels(const char*& p, const char* end) {
     if (p == name) return "expected a label name";
     Label label;
     label.name = std::string_view(name, static_cast<size_t>(p - name));
+    if (label.name.size() > kMaxLabelNameBytes) return "invalid label name";
+    // A label set is short: comparing with those before costs less than a set.
+    for (size_t i = first; i < labels_.size(); ++i)
+      if (labels_[i].name == label.name) return "duplicate label name";
+    if (labels_.size() - first == kMaxLabels) return "too many labels";
     skip_blanks(p, end);
     if (p == end || *p != '=') return "expected = after a label name";
     ++p;
@@ -327,6 +390,7 @@ const char* PrometheusParser::labels(const char*& p, const char* end) {
     if (p == end) return "label value without a closing quote";
     if (*p == '"') {
       label.value = std::string_view(value, static_cast<size_t>(p - value));
+      if (label.value.size() > kMaxLabelValueBytes) return "label value too long";
     } else {
       // Escapes (rare): unescaped into the arena.
       unescaped_.assign(value, p);
@@ -369,7 +433,7 @@ const char* PrometheusParser::sample_line(std::string_view line) {
   while (p < end && name_char(*p)) ++p;
   std::string_view name(line.data(), static_cast<size_t>(p - line.data()));
   if (name.empty()) return "expected a metric name";
-  if (!valid_name(name, kMaxMetricNameBytes))
+  if (name.size() > kMaxMetricNameBytes)  // its bytes are of the alphabet already
     return "invalid metric name (1-255 bytes of A-Z a-z 0-9 _ . : / -)";
   Raw raw;
   raw.label_begin = static_cast<uint32_t>(labels_.size());
@@ -416,8 +480,7 @@ const char* PrometheusParser::sample_line(std::string_view line) {
   if (p < end && !(openmetrics_ && *p == '#')) return fail("unexpected text after the value");
   bool skip = false;
   if (const char* why = classify(name, raw, &skip)) return fail(why);
-  if (const char* why = check_labels(std::span<const Label>(labels_).subspan(raw.label_begin)))
-    return fail(why);
+
   if (skip) return fail(nullptr);
   if (!std::isfinite(raw.value)) {
     ++result_.skipped;

@@ -57,9 +57,9 @@ class PrometheusParser {
   const char* type_line(std::string_view rest);
   const char* labels(const char*& p, const char* end);
   const char* classify(std::string_view name, Raw& raw, bool* skip);
-  // The family of that name met earlier in this body, or null; remember() adds one.
-  Family* find_family(std::string_view name);
-  Family* remember(const Family& family);
+  // The family of that name met earlier in this body, or the free slot where it goes
+  // (name empty; filling it, count it in family_count_).
+  Family* family_slot(std::string_view name);
   void reject(size_t line, const char* why);
 
   bool openmetrics_ = false;

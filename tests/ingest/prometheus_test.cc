@@ -3,9 +3,13 @@
 // their line numbers, limits, and node_exporter's own output.
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
+#include <random>
+
 #include <fmt/format.h>
 
 #include "ingest/ingest.h"
+#include "ingest/prometheus.h"
 #include "test_util.h"
 
 using namespace ingest;
@@ -367,4 +371,31 @@ TEST_CASE("prometheus: node_exporter's own output parses whole") {
   REQUIRE(gc);
   CHECK(gc->metric == "go_gc_duration_seconds");
   CHECK(gc->kind == SampleKind::counter);
+}
+
+TEST_CASE("prometheus: values read as strtod reads them - the short-decimal path included") {
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> mantissa(-1e6, 1e6);
+  std::uniform_int_distribution<int> exponent(-30, 30), precision(1, 19);
+  for (int i = 0; i < 200'000; ++i) {
+    double v = mantissa(rng) * std::pow(10.0, exponent(rng));
+    int digits = precision(rng);
+    for (const std::string& text : {fmt::format("{:.{}g}", v, digits), fmt::format("{:.{}e}", v, digits),
+                                    fmt::format("{:.{}f}", v, digits % 8), fmt::format("{}", v)}) {
+      double got = 0;
+      INFO(text);
+      REQUIRE(parse_float(text, &got));
+      REQUIRE(got == std::strtod(text.c_str(), nullptr));
+    }
+  }
+  for (const char* text : {"0", "-0", "+0.0", "1.", ".5", "1e0", "1E+2", "123456789012345",
+                           "1234567890123456789", "0.1e-22", "9e22", "9e23", "1.445857e+06"}) {
+    double got = 0;
+    INFO(text);
+    REQUIRE(parse_float(text, &got));
+    CHECK(got == std::strtod(text, nullptr));
+  }
+  double got = 0;
+  for (const char* text : {"", "+", "-", ".", "e5", "1e", "1e+", "--1", "+-1", "1.2.3", "0x10", "1_000", "1 "})
+    CHECK_FALSE(parse_float(text, &got));
 }
