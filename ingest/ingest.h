@@ -163,8 +163,9 @@ class Parser {
   Parser(const Parser&) = delete;
   Parser& operator=(const Parser&) = delete;
 
-  // The content type decides for Prometheus text (`text/plain` unless the body starts
-  // with `{` or `[`, `application/openmetrics-text`); otherwise the body's shape decides
+  // The content type decides for Prometheus text (`text/plain; version=...`, bare
+  // `text/plain` unless the body starts with `{` or `[`, `application/openmetrics-text`);
+  // otherwise the body's shape decides
   // between native and OTLP/JSON, and content_type (may be empty) only refuses protobuf
   // bodies with a clear error and labels a broken OTLP body as such.
   ParseResult parse(std::string_view body, std::string_view content_type = {});

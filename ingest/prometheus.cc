@@ -150,6 +150,9 @@ bool is_prometheus_text(std::string_view content_type, std::string_view body,
     return true;
   }
   if (!starts_with_ci(content_type, "text/plain")) return false;
+  // A version parameter (`version=0.0.4`) is the text format's own claim; bare text/plain
+  // is also what servers label JSON files with.
+  if (content_type.find("version=") != std::string_view::npos) return true;
   size_t first = body.find_first_not_of(" \t\r\n");
   return first == std::string_view::npos || (body[first] != '{' && body[first] != '[');
 }

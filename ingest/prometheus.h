@@ -13,8 +13,9 @@
 namespace ingest {
 
 // Whether a body of this Content-Type is Prometheus text: application/openmetrics-text
-// (then *openmetrics is set), or text/plain unless the body's first byte that is not
-// blank opens a JSON document ('{' or '[', which no text-format line starts with).
+// (then *openmetrics is set), text/plain with a version parameter, or bare text/plain
+// unless the body's first byte that is not blank opens a JSON document ('{' or '[',
+// which no text-format line starts with).
 bool is_prometheus_text(std::string_view content_type, std::string_view body,
                         bool* openmetrics);
 

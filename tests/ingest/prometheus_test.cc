@@ -45,6 +45,11 @@ TEST_CASE("prometheus: the content type or a text body decides the format") {
   r = p.parse(R"([{"metric":"m","value":2}])", "text/plain");
   REQUIRE(r.ok);
   CHECK(r.format == Format::native);
+  // With a version the content type says it all: a body that looks like JSON is bad text.
+  r = p.parse(R"([{"metric":"m","value":2}])" "\n", kText);
+  REQUIRE(r.ok);
+  CHECK(r.format == Format::prometheus);
+  CHECK(r.error == "line 1: expected a metric name");
   r = p.parse("up 3\n", "TEXT/PLAIN");
   REQUIRE(r.ok);
   CHECK(r.format == Format::prometheus);
