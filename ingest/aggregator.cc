@@ -281,7 +281,7 @@ struct Aggregator::Impl {
                   std::string_view suffix, uint32_t source, SampleKind kind);
   uint32_t metric_id(std::string_view metric, std::string_view suffix);
   bool link_bucket(uint32_t bucket, const Sample& s, std::span<const Label> labels,
-                   uint32_t source, size_t* source_series);
+                   uint32_t source, size_t* source_series, int64_t now_ns);
   void add(SeriesState& st, int64_t ts, double value);
   void trim(SeriesState& st, int64_t cutoff);
   void compact(const std::vector<bool>& dead);
@@ -382,7 +382,7 @@ uint32_t Aggregator::Impl::create(uint64_t hash, std::string_view key, std::stri
 // le), creating the histogram series if needed; false when that would pass a series
 // limit.
 bool Aggregator::Impl::link_bucket(uint32_t bucket, const Sample& s, std::span<const Label> labels,
-                                   uint32_t source, size_t* source_series) {
+                                   uint32_t source, size_t* source_series, int64_t now_ns) {
   double le = 0;
   bool have_le = false;
   histogram_labels.clear();
@@ -402,6 +402,7 @@ bool Aggregator::Impl::link_bucket(uint32_t bucket, const Sample& s, std::span<c
     if (series.size() >= config.max_series || *source_series >= config.max_series_per_source)
       return false;
     h = create(hash, histogram_key, s.metric, {}, source, SampleKind::histogram);
+    series[h].last_seen = now_ns;  // seen with its bucket, even if that sample is dropped
     ++*source_series;
   }
   std::vector<Bound>& bounds = extra_of(series[h]).bounds;
@@ -683,7 +684,7 @@ ApplyStats Aggregator::apply(uint32_t source, std::span<const Sample> samples, i
     }
     if (s.kind == SampleKind::bucket && m.series[index].kind == SampleKind::bucket &&
         m.series[index].histogram == kNoSeries &&
-        !m.link_bucket(index, s, labels, source, &source_series))
+        !m.link_bucket(index, s, labels, source, &source_series, now_ns))
       ++stats.over_limit;  // the histogram's series; the bucket is still kept
     SeriesState& st = m.series[index];
     if (ts <= st.last_ts) {

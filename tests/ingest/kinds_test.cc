@@ -207,3 +207,27 @@ TEST_CASE("histogram series render their unknowns as null and feed the Prometheu
   CHECK(std::string(*prom).find("telemetry_metric_quantile{metric=\"rq\",quantile=\"0.5\"} 0.5\n") !=
         std::string::npos);
 }
+
+TEST_CASE("a histogram over the series limit is created when there is room - and kept although its bucket's samples repeat") {
+  Config config = small_config();
+  config.max_series = 1;  // the bucket, no room for the histogram's own series
+  Aggregator agg(config);
+  Parser parser;
+  // An explicit timestamp: the second fetch repeats it, so its sample is a duplicate.
+  std::string body = "# TYPE rq histogram\nrq_bucket{le=\"+Inf\"} 4 1732700000000\n";
+  REQUIRE(parser.parse(body, kText).ok);
+  ApplyStats st = agg.apply(0, parser.samples(), kT0 + kSec);
+  CHECK(st.accepted == 1);
+  CHECK(st.over_limit == 1);  // the histogram's series; its bucket is kept
+  CHECK_FALSE(agg.series("rq"));
+  config.max_series = 2;
+  agg.reconfigure(config);
+  st = agg.apply(0, parser.samples(), kT0 + 2 * kSec);
+  CHECK(st.duplicate == 1);
+  CHECK(st.over_limit == 0);
+  REQUIRE(agg.series("rq"));
+  shm::SnapshotBuilder builder;
+  agg.build(builder, kT0 + 2 * kSec);  // expires what was not seen: the histogram was
+  CHECK(agg.series("rq"));
+  CHECK(agg.series_count() == 2);
+}
