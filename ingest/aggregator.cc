@@ -14,6 +14,11 @@
 //    few samples ahead: at a million series the cost of a sample is cache misses;
 //  - the key order is kept sorted incrementally (only series created since the last
 //    build are sorted), since sorting a million strings every tick would dominate.
+//
+// Kinds: a counter's (or a histogram bucket's) rate counts a decrease as a reset, the
+// counter starting again from 0; the values before its resets are kept while they are
+// in the window. A histogram is a series of its own, created with its first bucket,
+// whose aggregates come from its buckets' increases over the window (docs/ingest.md).
 #include <algorithm>
 #include <cassert>
 #include <limits>
@@ -21,6 +26,7 @@
 
 #include "ingest/ingest.h"
 #include "ingest/internal.h"
+#include "ingest/prometheus.h"
 #include "ingest/render.h"
 #include "ingest/sketch.h"
 
@@ -29,8 +35,19 @@ namespace ingest {
 double Aggregate::mean() const { return count ? sum / static_cast<double>(count) : 0; }
 
 std::optional<double> Aggregate::rate() const {
-  if (count < 2 || last_ts_ns <= first_ts_ns) return std::nullopt;
-  double r = (last - first) / (static_cast<double>(last_ts_ns - first_ts_ns) / 1e9);
+  if (rollup && kind != SampleKind::gauge) {
+    if (!rate_sum || !std::isfinite(*rate_sum)) return std::nullopt;
+    return rate_sum;
+  }
+  if (last_ts_ns <= first_ts_ns) return std::nullopt;
+  double change;
+  if (kind == SampleKind::histogram) {
+    change = static_cast<double>(count);  // observations
+  } else {
+    if (count < 2) return std::nullopt;
+    change = last - first + resets;  // resets is 0 for a gauge
+  }
+  double r = change / (static_cast<double>(last_ts_ns - first_ts_ns) / 1e9);
   if (!std::isfinite(r)) return std::nullopt;
   return r;
 }
@@ -38,6 +55,8 @@ std::optional<double> Aggregate::rate() const {
 namespace {
 
 constexpr int64_t kNs = 1'000'000;  // per millisecond
+constexpr uint32_t kNoSeries = UINT32_MAX;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 struct Bucket {
   int64_t first_ts, last_ts;
@@ -47,17 +66,86 @@ struct Bucket {
 };
 static_assert(sizeof(Bucket) == 64, "the memory figures in docs/ assume 64-byte buckets");
 
+// A counter's reset: at ts it fell from `before`, which the window's increase adds back.
+struct CounterReset {
+  int64_t ts;
+  double before;
+};
+
+// One bucket series of a histogram and its upper bound.
+struct Bound {
+  double le;
+  uint32_t series;
+};
+
+// A bound and the count of observations up to it (cumulative), for the estimates.
+struct BoundCount {
+  double le;
+  double count;
+};
+
+// What only some series need, allocated when first needed: a pointer for the others.
+struct SeriesExtra {
+  std::vector<CounterReset> resets;  // counters: resets in the window, oldest first
+  std::vector<Bound> bounds;         // histograms: their bucket series, by bound
+};
+
 struct SeriesState {
   std::string key;
   uint64_t hash = 0;
   uint32_t metric = 0;  // index into Impl::metric_names
   uint32_t source = 0;
+  uint32_t histogram = kNoSeries;  // a bucket: its histogram's series, once linked
+  SampleKind kind = SampleKind::gauge;  // of its first sample
   int64_t last_ts = std::numeric_limits<int64_t>::min();  // last accepted sample
   int64_t last_seen = 0;  // fetch time of the last accepted sample
   int64_t bucket_end = 0;  // end of the newest bucket's interval: a later ts starts one
   std::vector<Bucket> buckets;
   std::vector<SketchBin> bins;
+  std::unique_ptr<SeriesExtra> extra;
 };
+
+bool counts_up(SampleKind kind) {
+  return kind == SampleKind::counter || kind == SampleKind::bucket;
+}
+
+// The values before the resets inside the window (after its first sample).
+double resets_in_window(const SeriesState& st) {
+  if (!st.extra || st.buckets.empty()) return 0;
+  double total = 0;
+  for (const CounterReset& r : st.extra->resets)
+    if (r.ts > st.buckets.front().first_ts) total += r.before;
+  return total;
+}
+
+// How much a counter grew over the window, resets counted from 0.
+double window_increase(const SeriesState& st) {
+  if (st.buckets.empty()) return 0;
+  return st.buckets.back().last - st.buckets.front().first + resets_in_window(st);
+}
+
+// The q-quantile of the observations counted in cumulative buckets (by bound, the last
+// +Inf), as Prometheus' histogram_quantile estimates it: linear interpolation inside the
+// bucket holding the rank, the lowest bucket starting at 0 (unless its bound is not
+// positive: then the bound), and a rank in the +Inf bucket giving the highest finite
+// bound. NaN without observations or without a +Inf bucket.
+double bucket_quantile(double q, std::span<const BoundCount> b) {
+  if (b.empty() || !(std::isinf(b.back().le) && b.back().le > 0)) return kNaN;
+  double total = b.back().count;
+  if (!(total > 0)) return kNaN;
+  double rank = q * total;
+  size_t i = 0;
+  while (b[i].count < rank) ++i;  // ends at the last bucket at the latest
+  if (i == b.size() - 1) return i > 0 ? b[i - 1].le : kNaN;
+  double lower = 0, below = 0;
+  if (i > 0) {
+    lower = b[i - 1].le;
+    below = b[i - 1].count;
+  } else if (b[0].le <= 0) {
+    return b[0].le;
+  }
+  return lower + (b[i].le - lower) * (rank - below) / (b[i].count - below);
+}
 
 int64_t floor_div(int64_t a, int64_t b) {
   int64_t q = a / b;
@@ -71,10 +159,16 @@ uint64_t hash_key(std::string_view key) { return std::hash<std::string_view>{}(k
 // sketch.
 void fold(Aggregate& rollup, const Aggregate& a) {
   if (a.count == 0) return;
+  // Counters and histograms: a rollup's rate is the sum of its series' rates.
+  std::optional<double> rate = a.kind != SampleKind::gauge ? a.rate() : std::nullopt;
   if (rollup.count == 0) {
     rollup = a;
+    rollup.rollup = true;
+    rollup.resets = 0;
+    rollup.rate_sum = rate;
     return;
   }
+  if (rate) rollup.rate_sum = rollup.rate_sum.value_or(0) + *rate;
   rollup.count += a.count;
   rollup.sum += a.sum;
   rollup.min = std::min(rollup.min, a.min);
@@ -87,6 +181,34 @@ void fold(Aggregate& rollup, const Aggregate& a) {
     rollup.last = a.last;
     rollup.last_ts_ns = a.last_ts_ns;
   }
+}
+
+// Adds a histogram's cumulative counts into a rollup's. Series of one metric normally
+// share their bounds; where they do not, a sum would mix unlike buckets, so the rollup
+// gets no estimate (`differ`).
+void merge_bounds(std::vector<BoundCount>& into, bool* differ, std::span<const BoundCount> b) {
+  if (b.empty() || *differ) return;
+  if (into.empty()) {
+    into.assign(b.begin(), b.end());
+    return;
+  }
+  if (into.size() != b.size()) {
+    *differ = true;
+    return;
+  }
+  for (size_t i = 0; i < b.size(); ++i) {
+    if (into[i].le != b[i].le) {
+      *differ = true;
+      return;
+    }
+    into[i].count += b[i].count;
+  }
+}
+
+void set_bucket_quantiles(Aggregate& a, std::span<const BoundCount> bounds) {
+  a.p50 = bucket_quantile(0.5, bounds);
+  a.p90 = bucket_quantile(0.9, bounds);
+  a.p99 = bucket_quantile(0.99, bounds);
 }
 
 // Clamping to [min, max] keeps the 1% bound and never reports a value outside the data.
@@ -103,12 +225,16 @@ void set_quantiles(Aggregate& a, const QuantileSketch& sketch) {
 struct MetricBuild {
   Aggregate agg;
   QuantileSketch sketch;
+  std::vector<BoundCount> bounds;  // histograms: the sum of their series' buckets
+  bool bounds_differ = false;
   SeriesKeyList keys;             // series keys, sorted
   std::vector<uint32_t> records;  // their "s:" records' ids, same order
   std::string name_json;          // the metric name as a JSON string
   void clear() {
     agg = Aggregate{};
     sketch.clear();
+    bounds.clear();
+    bounds_differ = false;
     keys.clear();
     records.clear();
     name_json.clear();
@@ -135,6 +261,9 @@ struct Aggregator::Impl {
   std::string key_buf;
   std::vector<Label> merged;
   std::vector<SketchBin> bin_scratch;
+  std::vector<BoundCount> bound_scratch;  // a histogram's buckets, from aggregate()
+  std::vector<Label> histogram_labels;
+  std::string histogram_key;
   // Kept across builds: at a million series these are tens of megabytes that would
   // otherwise be allocated and page-faulted again at every tick.
   std::vector<uint32_t> all_records;  // scratch of build(), kept for its capacity
@@ -148,14 +277,31 @@ struct Aggregator::Impl {
   std::span<const Label> sorted_labels(const Sample& s);
   uint32_t* find_slot(uint64_t hash, std::string_view key);
   void grow_slots();
-  uint32_t create(uint64_t hash, const Sample& s, uint32_t source);
+  uint32_t create(uint64_t hash, std::string_view key, std::string_view metric,
+                  std::string_view suffix, uint32_t source, SampleKind kind);
   uint32_t metric_id(std::string_view metric, std::string_view suffix);
+  bool link_bucket(uint32_t bucket, const Sample& s, std::span<const Label> labels,
+                   uint32_t source, size_t* source_series, int64_t now_ns);
   void add(SeriesState& st, int64_t ts, double value);
   void trim(SeriesState& st, int64_t cutoff);
   void compact(const std::vector<bool>& dead);
   void merge_fresh();
-  Aggregate aggregate(const SeriesState& st);  // fills bin_scratch with its sorted bins
+  // Fills bin_scratch with its sorted bins, or for a histogram bound_scratch with its
+  // buckets' increases.
+  Aggregate aggregate(const SeriesState& st);
+  Aggregate histogram_aggregate(const SeriesState& h);
+  // The rollup's quantiles, from the merged sketch or, for histograms, the merged buckets.
+  static void finish_rollup(MetricBuild& ms);
 };
+
+namespace {
+
+SeriesExtra& extra_of(SeriesState& st) {
+  if (!st.extra) st.extra = std::make_unique<SeriesExtra>();
+  return *st.extra;
+}
+
+}  // namespace
 
 void Aggregator::Impl::set_config(const Config& c) {
   config = c.resolved();
@@ -215,12 +361,14 @@ uint32_t Aggregator::Impl::metric_id(std::string_view metric, std::string_view s
   return it->second;
 }
 
-uint32_t Aggregator::Impl::create(uint64_t hash, const Sample& s, uint32_t source) {
+uint32_t Aggregator::Impl::create(uint64_t hash, std::string_view key, std::string_view metric,
+                                  std::string_view suffix, uint32_t source, SampleKind kind) {
   SeriesState st;
-  st.key = key_buf;
+  st.key = key;
   st.hash = hash;
-  st.metric = metric_id(s.metric, s.suffix);
+  st.metric = metric_id(metric, suffix);
   st.source = source;
+  st.kind = kind;
   series.push_back(std::move(st));
   auto index = static_cast<uint32_t>(series.size() - 1);
   fresh.push_back(index);
@@ -230,7 +378,45 @@ uint32_t Aggregator::Impl::create(uint64_t hash, const Sample& s, uint32_t sourc
   return index;
 }
 
+// Links a bucket series to its histogram (the family's name and the bucket's labels but
+// le), creating the histogram series if needed; false when that would pass a series
+// limit.
+bool Aggregator::Impl::link_bucket(uint32_t bucket, const Sample& s, std::span<const Label> labels,
+                                   uint32_t source, size_t* source_series, int64_t now_ns) {
+  double le = 0;
+  bool have_le = false;
+  histogram_labels.clear();
+  for (const Label& l : labels) {
+    if (l.name == "le") have_le = parse_float(l.value, &le);
+    else histogram_labels.push_back(l);
+  }
+  if (!have_le || std::isnan(le)) return true;  // not a bucket after all: a counter alone
+  histogram_key.clear();
+  append_series_key(histogram_key, s.metric, {}, histogram_labels);
+  uint64_t hash = hash_key(histogram_key);
+  uint32_t h;
+  if (uint32_t slot = *find_slot(hash, histogram_key)) {
+    h = slot - 1;
+    if (series[h].kind != SampleKind::histogram) return true;  // a series of that name
+  } else {
+    if (series.size() >= config.max_series || *source_series >= config.max_series_per_source)
+      return false;
+    h = create(hash, histogram_key, s.metric, {}, source, SampleKind::histogram);
+    series[h].last_seen = now_ns;  // seen with its bucket, even if that sample is dropped
+    ++*source_series;
+  }
+  std::vector<Bound>& bounds = extra_of(series[h]).bounds;
+  auto at = std::upper_bound(bounds.begin(), bounds.end(), le,
+                             [](double v, const Bound& b) { return v < b.le; });
+  bounds.insert(at, Bound{le, bucket});
+  series[bucket].histogram = h;
+  return true;
+}
+
 void Aggregator::Impl::add(SeriesState& st, int64_t ts, double value) {
+  // A counter that went down was reset and counts from 0 again.
+  if (counts_up(st.kind) && !st.buckets.empty() && value < st.buckets.back().last)
+    extra_of(st).resets.push_back(CounterReset{ts, st.buckets.back().last});
   // ts is newer than every sample of the series (apply() drops the others), so it
   // belongs to the newest bucket or starts a new one.
   if (st.buckets.empty() || ts >= st.bucket_end) {
@@ -266,6 +452,15 @@ void Aggregator::Impl::trim(SeriesState& st, int64_t cutoff) {
   st.buckets.erase(st.buckets.begin(), st.buckets.begin() + static_cast<ptrdiff_t>(n));
   st.bins.erase(st.bins.begin(), st.bins.begin() + bins_gone);
   for (Bucket& b : st.buckets) b.bin_begin -= bins_gone;
+  if (!st.extra || st.extra->resets.empty()) return;
+  // Resets at or before the window's first sample are no part of its increase.
+  std::vector<CounterReset>& resets = st.extra->resets;
+  int64_t first = st.buckets.empty() ? std::numeric_limits<int64_t>::max()
+                                     : st.buckets.front().first_ts;
+  size_t gone = 0;
+  while (gone < resets.size() && resets[gone].ts <= first) ++gone;
+  resets.erase(resets.begin(), resets.begin() + static_cast<ptrdiff_t>(gone));
+  if (resets.empty() && st.extra->bounds.empty()) st.extra.reset();
 }
 
 void Aggregator::Impl::compact(const std::vector<bool>& dead) {
@@ -289,6 +484,16 @@ void Aggregator::Impl::compact(const std::vector<bool>& dead) {
   };
   remap_list(order);  // keeps its sorted order
   remap_list(fresh);
+  // A bucket whose histogram is gone is linked again at its next sample.
+  for (SeriesState& st : series) {
+    if (st.histogram != kNoSeries) st.histogram = remap[st.histogram];
+    if (!st.extra || st.extra->bounds.empty()) continue;
+    std::vector<Bound>& bounds = st.extra->bounds;
+    size_t out = 0;
+    for (const Bound& b : bounds)
+      if (remap[b.series] != UINT32_MAX) bounds[out++] = Bound{b.le, remap[b.series]};
+    bounds.resize(out);
+  }
   // Metric names of vanished series go too, so churning names cannot grow the table.
   std::vector<std::string> old_names = std::move(metric_names);
   metric_names.clear();
@@ -320,9 +525,13 @@ void Aggregator::Impl::merge_fresh() {
 }
 
 Aggregate Aggregator::Impl::aggregate(const SeriesState& st) {
+  if (st.kind == SampleKind::histogram) return histogram_aggregate(st);
   Aggregate a;
+  a.kind = st.kind;
   bin_scratch.clear();
+  bound_scratch.clear();
   if (st.buckets.empty()) return a;
+  if (counts_up(st.kind)) a.resets = resets_in_window(st);
   const Bucket& front = st.buckets.front();
   const Bucket& back = st.buckets.back();
   a.min = front.min;
@@ -358,6 +567,44 @@ Aggregate Aggregator::Impl::aggregate(const SeriesState& st) {
   return a;
 }
 
+// A histogram over the window: count is the observations made in it (the +Inf bucket's
+// increase), sum the increase of NAME_sum, the quantiles estimated from each bucket's
+// increase; min, max, first and last are unknown (NaN, rendered null).
+Aggregate Aggregator::Impl::histogram_aggregate(const SeriesState& h) {
+  Aggregate a;
+  a.kind = SampleKind::histogram;
+  a.sum = a.min = a.max = a.first = a.last = kNaN;
+  a.p50 = a.p90 = a.p99 = kNaN;
+  bin_scratch.clear();
+  bound_scratch.clear();
+  if (!h.extra || h.extra->bounds.empty()) return a;
+  for (const Bound& b : h.extra->bounds) {
+    double count = window_increase(series[b.series]);
+    // Cumulative counts never fall with the bound; a scrape caught between two updates
+    // of its buckets could say otherwise.
+    if (!bound_scratch.empty()) count = std::max(count, bound_scratch.back().count);
+    bound_scratch.push_back(BoundCount{b.le, count});
+  }
+  const SeriesState& top = series[h.extra->bounds.back().series];
+  if (top.buckets.empty()) return a;
+  a.first_ts_ns = top.buckets.front().first_ts;
+  a.last_ts_ns = top.buckets.back().last_ts;
+  a.count = static_cast<uint64_t>(std::llround(std::max(0.0, bound_scratch.back().count)));
+  // NAME_sum: the histogram's key with "_sum" after the name.
+  const std::string& name = metric_names[h.metric];
+  key_buf.assign(name).append("_sum").append(h.key, name.size());
+  if (uint32_t slot = *find_slot(hash_key(key_buf), key_buf))
+    a.sum = window_increase(series[slot - 1]);
+  set_bucket_quantiles(a, bound_scratch);
+  return a;
+}
+
+void Aggregator::Impl::finish_rollup(MetricBuild& ms) {
+  if (ms.agg.kind != SampleKind::histogram) return set_quantiles(ms.agg, ms.sketch);
+  if (ms.bounds_differ) ms.agg.p50 = ms.agg.p90 = ms.agg.p99 = kNaN;
+  else set_bucket_quantiles(ms.agg, ms.bounds);
+}
+
 // --- public ------------------------------------------------------------------------
 
 Aggregator::Aggregator(const Config& config) : impl_(std::make_unique<Impl>()) {
@@ -382,7 +629,6 @@ void Aggregator::reconfigure(const Config& config) {
 
 namespace {
 
-constexpr uint32_t kNoSeries = UINT32_MAX;
 constexpr size_t kPrefetchSeries = 16;  // samples ahead: the series record
 constexpr size_t kPrefetchData = 8;     // samples ahead: its key and newest bucket
 
@@ -431,19 +677,28 @@ ApplyStats Aggregator::apply(uint32_t source, std::span<const Sample> samples, i
           ++stats.over_limit;
           continue;
         }
-        index = m.create(hash, s, source);
+        index = m.create(hash, m.key_buf, s.metric, s.suffix, source, s.kind);
         ++source_series;
       }
       guess[i] = index;
     }
+    if (s.kind == SampleKind::bucket && m.series[index].kind == SampleKind::bucket &&
+        m.series[index].histogram == kNoSeries &&
+        !m.link_bucket(index, s, labels, source, &source_series, now_ns))
+      ++stats.over_limit;  // the histogram's series; the bucket is still kept
     SeriesState& st = m.series[index];
     if (ts <= st.last_ts) {
       ++stats.duplicate;
+      // Its own source updated it at this very fetch: the body holds the series twice.
+      // (Another source's sample of the same series at the same tick is no repeat.)
+      if (st.last_seen == now_ns && st.source == source && stats.repeated++ == 0)
+        stats.first_repeated = st.key;
       continue;
     }
     m.add(st, ts, s.value);
     st.last_ts = ts;
     st.last_seen = now_ns;
+    if (st.histogram != kNoSeries) m.series[st.histogram].last_seen = now_ns;
     ++stats.accepted;
   }
   return stats;
@@ -535,6 +790,7 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
     ms.records.push_back(id);
     fold(ms.agg, a);
     for (const SketchBin& b : m.bin_scratch) ms.sketch.add_key(b.key, b.count);
+    if (a.count) merge_bounds(ms.bounds, &ms.bounds_differ, m.bound_scratch);
     if (prom_series) series_aggs.push_back(a);
   }
   builder.add_list(kSeriesList, std::span<const uint32_t>(all_records));
@@ -551,7 +807,7 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   for (uint32_t i : metric_order) {
     MetricBuild& ms = metrics[i];
     Aggregate& r = ms.agg;
-    set_quantiles(r, ms.sketch);
+    m.finish_rollup(ms);
     const std::string& metric = m.metric_names[i];
     body.clear();
     render_metric(body, metric, r, window_s, ms.keys);
@@ -596,18 +852,19 @@ std::optional<Aggregate> Aggregator::metric(std::string_view name) const {
   Impl& m = *impl_;
   auto it = m.metric_ids.find(std::string(name));
   if (it == m.metric_ids.end()) return std::nullopt;
-  Aggregate r;
-  QuantileSketch sketch;
+  MetricBuild ms;
   bool any = false;
   for (const SeriesState& st : m.series) {
     if (st.metric != it->second) continue;
     any = true;
-    fold(r, m.aggregate(st));
-    for (const SketchBin& b : m.bin_scratch) sketch.add_key(b.key, b.count);
+    Aggregate a = m.aggregate(st);
+    fold(ms.agg, a);
+    for (const SketchBin& b : m.bin_scratch) ms.sketch.add_key(b.key, b.count);
+    if (a.count) merge_bounds(ms.bounds, &ms.bounds_differ, m.bound_scratch);
   }
   if (!any) return std::nullopt;
-  set_quantiles(r, sketch);
-  return r;
+  m.finish_rollup(ms);
+  return ms.agg;
 }
 
 size_t Aggregator::memory_bytes() const {
@@ -617,6 +874,9 @@ size_t Aggregator::memory_bytes() const {
   for (const SeriesState& st : m.series) {
     if (st.key.capacity() > 15) bytes += st.key.capacity() + 1;
     bytes += st.buckets.capacity() * sizeof(Bucket) + st.bins.capacity() * sizeof(SketchBin);
+    if (st.extra)
+      bytes += sizeof(SeriesExtra) + st.extra->resets.capacity() * sizeof(CounterReset) +
+               st.extra->bounds.capacity() * sizeof(Bound);
   }
   return bytes;
 }

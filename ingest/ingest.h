@@ -3,8 +3,9 @@
 //
 // Layers, each usable on its own:
 //
-//   Parser      body bytes -> samples (native JSON or OTLP/JSON metrics, simdjson).
-//               No sockets, no clock: tests feed it strings.
+//   Parser      body bytes -> samples (native JSON or OTLP/JSON metrics with simdjson,
+//               the Prometheus / OpenMetrics text format by hand). No sockets, no
+//               clock: tests feed it strings.
 //   Aggregator  samples of one source at one fetch time -> per-series window state;
 //               build() renders every body into a shm::SnapshotBuilder.
 //   Pipeline    the event-driven loop on a caller's libevent event_base: every interval
@@ -48,6 +49,7 @@ inline constexpr size_t kMaxLabelValueBytes = 1024;  // any valid UTF-8, escaped
 inline constexpr size_t kMaxLabels = 32;             // per sample, resource labels included
 inline constexpr int64_t kMaxFutureNs = 300'000'000'000;  // samples > 5 min ahead dropped
 inline constexpr size_t kMaxResponseHeaderBytes = 64 * 1024;  // an upstream's status + headers
+inline constexpr size_t kMaxLineBytes = 64 * 1024;  // a line of a Prometheus text body
 inline constexpr std::string_view kDefaultSource = "synthetic://";
 
 // ---------------------------------------------------------------------------------
@@ -109,28 +111,46 @@ std::optional<SeriesKey> parse_series_key(std::string_view key);
 // Parsing
 // ---------------------------------------------------------------------------------
 
-enum class Format { native, otlp };
-std::string_view format_name(Format format);  // "native", "otlp"
+enum class Format { native, otlp, prometheus };
+std::string_view format_name(Format format);  // "native", "otlp", "prometheus"
+
+// What a sample's series is, which decides how its rate is computed. The parsers give
+// gauge (native, OTLP, Prometheus gauges, untyped and summary quantiles), counter
+// (Prometheus counters and the _sum / _count of histograms and summaries) and bucket
+// (a histogram's `_bucket{le=..}`, a counter too); the aggregator adds one histogram
+// series per bucket set, whose quantiles are estimated from the buckets.
+enum class SampleKind : uint8_t { gauge, counter, bucket, histogram };
+
+// A source URL ending in this query parameter is parsed as Prometheus text whatever its
+// Content-Type (the parameter is not sent upstream); see docs/ingest.md.
+inline constexpr std::string_view kPrometheusMarker = "format=prometheus";
 
 // One sample as parsed: views into the Parser that produced it, valid until its next
 // parse. The series is metric + suffix with the union of labels and resource_labels
 // (a name present in both takes the labels' value).
 struct Sample {
   std::string_view metric;
-  std::string_view suffix;  // "" or "_count" / "_sum" for OTLP histogram points
+  // "" or "_count" / "_sum" for OTLP histogram points; for Prometheus histograms
+  // "_bucket" / "_sum" / "_count", metric being the family's name.
+  std::string_view suffix;
   std::span<const Label> labels;
   std::span<const Label> resource_labels;  // OTLP resource attributes; empty for native
   double value = 0;                        // always finite
   int64_t ts_ns = 0;                       // 0: no timestamp, the fetch time applies
+  SampleKind kind = SampleKind::gauge;     // never histogram
 };
 
 struct ParseResult {
   Format format = Format::native;
   // false: the body was rejected as a whole (invalid JSON or UTF-8, truncation, wrong
   // top-level shape) and samples() is empty. true: samples() holds every sound sample;
-  // `rejected` counts those refused one by one (bad type, name, value, label).
+  // `rejected` counts those refused one by one (bad type, name, value, label; for
+  // Prometheus text, bad lines).
   bool ok = false;
   size_t rejected = 0;
+  // Prometheus samples whose value is NaN or an infinity: the format's way of saying
+  // "no value", left out without an error (the aggregates stay finite).
+  size_t skipped = 0;
   std::string error;  // the whole-body error, or the first rejected sample's reason
 };
 
@@ -143,8 +163,11 @@ class Parser {
   Parser(const Parser&) = delete;
   Parser& operator=(const Parser&) = delete;
 
-  // The body's shape decides the format; content_type (may be empty) is only used to
-  // refuse protobuf bodies with a clear error and to label a broken OTLP body as such.
+  // The content type decides for Prometheus text (`text/plain; version=...`, bare
+  // `text/plain` unless the body starts with `{` or `[`, `application/openmetrics-text`);
+  // otherwise the body's shape decides
+  // between native and OTLP/JSON, and content_type (may be empty) only refuses protobuf
+  // bodies with a clear error and labels a broken OTLP body as such.
   ParseResult parse(std::string_view body, std::string_view content_type = {});
   // Same, without copying: body.data() must stay readable up to `capacity` bytes and
   // capacity >= body.size() + padding() (what simdjson reads past the end).
@@ -176,19 +199,34 @@ struct ApplyStats {
   uint64_t too_old = 0;    // older than the window
   uint64_t too_new = 0;    // more than kMaxFutureNs ahead of the fetch time
   uint64_t over_limit = 0; // would create a series past max_series(_per_source)
+  // Of the duplicates: samples of a series this same fetch had already updated (a body
+  // that holds a series twice), and the first such series' key.
+  uint64_t repeated = 0;
+  std::string first_repeated;
   uint64_t dropped() const { return duplicate + too_old + too_new + over_limit; }
 };
 
 // Window aggregates of one series or one metric rollup. Non-finite results (a sum that
-// overflowed, say) render as null.
+// overflowed, say, or what a histogram does not tell: its min, max, first and last)
+// render as null.
 struct Aggregate {
-  uint64_t count = 0;
+  uint64_t count = 0;  // samples; for a histogram, the observations made in the window
   double sum = 0, min = 0, max = 0;
   double first = 0, last = 0;
   int64_t first_ts_ns = 0, last_ts_ns = 0;
   double p50 = 0, p90 = 0, p99 = 0;
+  SampleKind kind = SampleKind::gauge;
+  // Counters and buckets: the values just before each reset inside the window, so that
+  // the window's increase is last - first + resets.
+  double resets = 0;
+  bool rollup = false;  // a metric's rollup (built by folding its series)
+  // A rollup of counters or histograms: the sum of its series' rates.
+  std::optional<double> rate_sum;
   double mean() const;
-  std::optional<double> rate() const;  // per second; nullopt with < 2 samples or dt 0
+  // Per second; nullopt with < 2 samples or dt 0. A gauge's is (last - first) / dt, a
+  // counter's (last - first + resets) / dt, a histogram's observations / dt; a rollup
+  // of counters or histograms sums its series' rates.
+  std::optional<double> rate() const;
 };
 
 // Per-series sliding-window state for every source. Sources are named by a caller-chosen

@@ -3,9 +3,12 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "ingest/ingest.h"
 
@@ -22,6 +25,56 @@ inline bool valid_name(std::string_view name, size_t max_bytes) {
   }
   return true;
 }
+
+// Checks one sample's labels: count, names, value lengths, duplicates. The reason, or
+// null when they are sound.
+inline const char* check_labels(std::span<const Label> labels) {
+  if (labels.size() > kMaxLabels) return "too many labels";
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (!valid_name(labels[i].name, kMaxLabelNameBytes)) return "invalid label name";
+    if (labels[i].value.size() > kMaxLabelValueBytes) return "label value too long";
+    for (size_t j = 0; j < i; ++j)
+      if (labels[j].name == labels[i].name) return "duplicate label name";
+  }
+  return nullptr;
+}
+
+
+// Stable storage for label text that is not in the document (OTLP int, double and
+// bool attribute values rendered as text, unescaped Prometheus label values). Chunks never move.
+class Arena {
+ public:
+  // Text longer than a chunk is refused (an empty view with a null data pointer).
+  std::string_view store(std::string_view text) {
+    if (text.size() > kChunk) return {};
+    if (chunks_.empty() || used_ + text.size() > kChunk) {
+      if (!chunks_.empty()) ++current_;
+      if (current_ == chunks_.size()) chunks_.push_back(std::make_unique<char[]>(kChunk));
+      used_ = 0;
+    }
+    char* at = chunks_[current_].get() + used_;
+    std::memcpy(at, text.data(), text.size());
+    used_ += text.size();
+    return {at, text.size()};
+  }
+  void reset() {
+    current_ = 0;
+    used_ = chunks_.empty() ? 0 : kChunk + 1;  // forces the first store to chunk 0
+    if (!chunks_.empty()) current_ = static_cast<size_t>(-1);
+  }
+  size_t bytes() const { return chunks_.size() * kChunk; }
+  void release() {
+    chunks_.clear();
+    current_ = 0;
+    used_ = 0;
+  }
+
+ private:
+  static constexpr size_t kChunk = 64 * 1024;
+  std::vector<std::unique_ptr<char[]>> chunks_;
+  size_t current_ = 0, used_ = 0;
+};
+
 
 void append_escaped_label_value(std::string& out, std::string_view value);
 // The canonical key of metric + suffix with labels already sorted by name.

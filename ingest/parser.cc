@@ -1,5 +1,5 @@
 // parser.cc: native JSON and OTLP/JSON metrics bodies -> samples, with simdjson On
-// Demand.
+// Demand; Prometheus text bodies go to prometheus.cc.
 //
 // Two kinds of error, because they call for different handling:
 //  - body errors (invalid JSON or UTF-8, truncation, a wrong top-level shape): the body
@@ -22,6 +22,7 @@
 
 #include "ingest/ingest.h"
 #include "ingest/internal.h"
+#include "ingest/prometheus.h"
 
 namespace ingest {
 
@@ -61,41 +62,6 @@ bool parse_decimal_i64(std::string_view text, int64_t* out) {
   return ec == std::errc() && end == text.data() + text.size();
 }
 
-// Stable storage for label text that is not in the document (OTLP int, double and
-// bool attribute values rendered as text). Chunks never move.
-class Arena {
- public:
-  // Text longer than a chunk is refused (an empty view with a null data pointer).
-  std::string_view store(std::string_view text) {
-    if (text.size() > kChunk) return {};
-    if (chunks_.empty() || used_ + text.size() > kChunk) {
-      if (!chunks_.empty()) ++current_;
-      if (current_ == chunks_.size()) chunks_.push_back(std::make_unique<char[]>(kChunk));
-      used_ = 0;
-    }
-    char* at = chunks_[current_].get() + used_;
-    std::memcpy(at, text.data(), text.size());
-    used_ += text.size();
-    return {at, text.size()};
-  }
-  void reset() {
-    current_ = 0;
-    used_ = chunks_.empty() ? 0 : kChunk + 1;  // forces the first store to chunk 0
-    if (!chunks_.empty()) current_ = static_cast<size_t>(-1);
-  }
-  size_t bytes() const { return chunks_.size() * kChunk; }
-  void release() {
-    chunks_.clear();
-    current_ = 0;
-    used_ = 0;
-  }
-
- private:
-  static constexpr size_t kChunk = 64 * 1024;
-  std::vector<std::unique_ptr<char[]>> chunks_;
-  size_t current_ = 0, used_ = 0;
-};
-
 }  // namespace
 
 struct Parser::Impl {
@@ -105,6 +71,7 @@ struct Parser::Impl {
   std::vector<Label> labels;
   std::vector<Sample> samples;
   Arena arena;
+  PrometheusParser prometheus;
   ParseResult result;
   bool format_known = false;
   size_t sample_index = 0;  // position in the body, for error messages
@@ -148,18 +115,6 @@ struct Parser::Impl {
 
 namespace {
 
-// Checks the labels appended since begin: count, names, value lengths, duplicates.
-const char* check_labels(std::span<const Label> labels) {
-  if (labels.size() > kMaxLabels) return "too many labels";
-  for (size_t i = 0; i < labels.size(); ++i) {
-    if (!valid_name(labels[i].name, kMaxLabelNameBytes)) return "invalid label name";
-    if (labels[i].value.size() > kMaxLabelValueBytes) return "label value too long";
-    for (size_t j = 0; j < i; ++j)
-      if (labels[j].name == labels[i].name) return "duplicate label name";
-  }
-  return nullptr;
-}
-
 // The size of the union of a point's labels and its resource's (each without
 // duplicates): what the series will carry.
 size_t merged_label_count(std::span<const Label> own, std::span<const Label> resource) {
@@ -192,6 +147,11 @@ ParseResult Parser::Impl::run(std::string_view body, size_t capacity,
 
   if (content_type.find("protobuf") != std::string_view::npos) {
     fail("protobuf bodies are not supported: send OTLP/JSON (application/json)");
+    return result;
+  }
+  bool openmetrics = false;
+  if (is_prometheus_text(content_type, body, &openmetrics)) {
+    result = prometheus.parse(body, openmetrics, samples);
     return result;
   }
   if (content_type.find("otlp") != std::string_view::npos) set_format(Format::otlp);
@@ -725,7 +685,7 @@ size_t Parser::buffer_bytes() const {
   // of capacity (the size of the largest document so far).
   return i.json.capacity() / 3 * 17 + i.copy.capacity() + i.raw.capacity() * sizeof(RawSample) +
          i.labels.capacity() * sizeof(Label) + i.samples.capacity() * sizeof(Sample) +
-         i.arena.bytes();
+         i.arena.bytes() + i.prometheus.buffer_bytes();
 }
 
 void Parser::shrink(size_t keep_bytes) {
@@ -737,10 +697,16 @@ void Parser::shrink(size_t keep_bytes) {
   std::vector<Label>().swap(i.labels);
   std::vector<Sample>().swap(i.samples);
   i.arena.release();
+  i.prometheus.release();
 }
 
 std::string_view format_name(Format format) {
-  return format == Format::otlp ? "otlp" : "native";
+  switch (format) {
+    case Format::native: return "native";
+    case Format::otlp: return "otlp";
+    case Format::prometheus: return "prometheus";
+  }
+  return "native";
 }
 
 }  // namespace ingest

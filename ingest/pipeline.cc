@@ -41,6 +41,16 @@ namespace {
 constexpr size_t kKeepBodyBytes = size_t{1} << 20;
 constexpr size_t kKeepParserBytes = size_t{8} << 20;
 
+// The Accept header: JSON first, the text formats too; a source marked as Prometheus
+// asks for text only.
+constexpr const char* kAcceptAny =
+    "application/json, text/plain;version=0.0.4;q=0.5, "
+    "application/openmetrics-text;version=1.0.0;q=0.4";
+constexpr const char* kAcceptPrometheus =
+    "text/plain;version=0.0.4, application/openmetrics-text;version=1.0.0;q=0.5";
+// What a marked source's body is taken as, unless it says it is OpenMetrics.
+constexpr std::string_view kPrometheusContentType = "text/plain; version=0.0.4";
+
 timeval to_timeval(std::chrono::milliseconds ms) {
   timeval tv;
   tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
@@ -79,6 +89,7 @@ struct Source {
   std::string host, target, path;  // http: host and request target; file: path
   std::string host_header;         // host, with the port unless it is 80
   int port = 80;
+  bool prometheus = false;  // marked ?format=prometheus: parsed as Prometheus text
   std::unique_ptr<SyntheticSource> synthetic;
   evhttp_connection* connection = nullptr;
   std::unique_ptr<Fetch> fetch;
@@ -94,6 +105,27 @@ struct Source {
   }
 };
 
+// Takes the kPrometheusMarker parameter out of a URL's query (which may become empty);
+// true when it was there.
+bool take_prometheus_marker(std::string& query) {
+  bool found = false;
+  std::string kept;
+  size_t at = 0;
+  while (at <= query.size()) {
+    size_t amp = std::min(query.find('&', at), query.size());
+    std::string_view param(query.data() + at, amp - at);
+    if (param == kPrometheusMarker) {
+      found = true;
+    } else if (!param.empty()) {
+      if (!kept.empty()) kept += '&';
+      kept.append(param);
+    }
+    at = amp + 1;
+  }
+  query = std::move(kept);
+  return found;
+}
+
 // Parses and checks a source URL; throws std::invalid_argument with the reason.
 std::unique_ptr<Source> make_source(const std::string& url) {
   auto s = std::make_unique<Source>();
@@ -105,6 +137,11 @@ std::unique_ptr<Source> make_source(const std::string& url) {
   } else if (url.rfind("file://", 0) == 0) {
     s->kind = Kind::file;
     s->path = url.substr(7);
+    size_t mark = s->path.size() - std::min(s->path.size(), kPrometheusMarker.size() + 1);
+    if (s->path.compare(mark, std::string::npos, "?" + std::string(kPrometheusMarker)) == 0) {
+      s->prometheus = true;
+      s->path.resize(mark);
+    }
     if (s->path.empty() || s->path[0] != '/')
       throw std::invalid_argument("file source needs an absolute path: " + url);
   } else if (url.rfind("http://", 0) == 0) {
@@ -120,7 +157,9 @@ std::unique_ptr<Source> make_source(const std::string& url) {
     const char* query = evhttp_uri_get_query(uri);
     s->target = path && *path ? path : "/";
     s->host_header = s->port == 80 ? s->host : fmt::format("{}:{}", s->host, s->port);
-    if (query) s->target.append("?").append(query);
+    std::string rest = query ? query : "";
+    s->prometheus = take_prometheus_marker(rest);
+    if (!rest.empty()) s->target.append("?").append(rest);
     evhttp_uri_free(uri);
   } else {
     throw std::invalid_argument("unsupported source (http://, file://, synthetic://): " + url);
@@ -276,7 +315,7 @@ struct Pipeline::Impl {
     evhttp_request_set_chunked_cb(f->request, &Impl::on_body_piece);
     evkeyvalq* headers = evhttp_request_get_output_headers(f->request);
     evhttp_add_header(headers, "Host", s.host_header.c_str());
-    evhttp_add_header(headers, "Accept", "application/json");
+    evhttp_add_header(headers, "Accept", s.prometheus ? kAcceptPrometheus : kAcceptAny);
     evhttp_add_header(headers, "User-Agent", "telemetryd");
     evhttp_add_header(headers, "Connection", "close");
     if (evhttp_make_request(s.connection, f->request, EVHTTP_REQ_GET, s.target.c_str()) != 0) {
@@ -463,14 +502,17 @@ struct Pipeline::Impl {
 
   void parse_and_apply(Source& s, std::string_view body, size_t capacity,
                        std::string_view content_type, int code) {
+    if (s.prometheus && content_type.find("openmetrics") == std::string_view::npos)
+      content_type = kPrometheusContentType;
     ParseResult r = parser.parse_padded(body, capacity, content_type);
     s.status.bytes += body.size();
     s.status.format = std::string(format_name(r.format));
     if (!r.ok) return record(s, code, "parse: " + r.error);
-    std::string note = r.rejected ? fmt::format("{} samples rejected, first: {}", r.rejected,
-                                                r.error)
-                                  : std::string();
-    s.status.dropped += r.rejected;
+    std::string note =
+        r.rejected ? fmt::format("{} {} rejected, first: {}", r.rejected,
+                                 r.format == Format::prometheus ? "lines" : "samples", r.error)
+                   : std::string();
+    s.status.dropped += r.rejected + r.skipped;
     apply(s, parser.samples(), s.status.format, code, std::move(note));
   }
 
@@ -482,6 +524,11 @@ struct Pipeline::Impl {
     s.status.dropped += st.dropped();
     if (st.over_limit && note.empty())
       note = fmt::format("series limit reached: {} samples dropped", st.over_limit);
+    // The text format allows a series once per body; JSON bodies may repeat one (the
+    // later samples are duplicates, dropped without a word, as they always were).
+    if (st.repeated && note.empty() && format == format_name(Format::prometheus))
+      note = fmt::format("{} samples repeat a series earlier in the body, first: {}",
+                         st.repeated, st.first_repeated);
     record(s, code, std::move(note));
   }
 

@@ -306,7 +306,7 @@ constexpr Family kFamilies[] = {
      [](const Aggregate& a, double* v) { return a.count && finite(a.mean(), v); }},
     {"last", "Latest sample in the window.",
      [](const Aggregate& a, double* v) { return a.count && finite(a.last, v); }},
-    {"rate", "Per-second change from the first to the last sample of the window.",
+    {"rate", "Per-second change over the window (counters: resets count from 0).",
      [](const Aggregate& a, double* v) { return a.rate() && finite(*a.rate(), v); }},
 };
 

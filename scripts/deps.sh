@@ -6,7 +6,7 @@ TELEMETRYD_PACKAGES=(
   libevent-dev libsimdjson-dev libfmt-dev
   libtomlplusplus-dev libcli11-dev
   catch2 spin curl python3 wrk
-  chromium chromium-driver
+  chromium chromium-driver prometheus-node-exporter
 )
 
 ensure_packages() {
@@ -18,6 +18,19 @@ ensure_packages() {
   echo "installing: ${missing[*]}"
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Packages with a service (prometheus-node-exporter) would start it on install; a
+  # policy-rc.d that says no keeps them stopped. Ours only if there was none, and
+  # removed again afterwards; the tests start what they need themselves.
+  local policy=/usr/sbin/policy-rc.d made_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    made_policy=1
+  fi
+  local rc=0
+  $sudo apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
+    rc=$?
+  [ -n "$made_policy" ] && $sudo rm -f "$policy"
+  return $rc
 }

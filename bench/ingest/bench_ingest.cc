@@ -3,10 +3,12 @@
 //   parse + aggregate, native and OTLP/JSON: samples/s and MB/s on one core, steady state
 //     (series exist; every fetch carries new timestamps, as a live upstream would), and
 //     simdjson's DOM parse of the same body alone: the floor of any simdjson parser
+//   Prometheus text: node_exporter's own /metrics (bench/ingest/node_exporter.txt),
+//     parsed and aggregated the same way, beside the same samples as a native JSON body
 //   snapshot build: Aggregator::build + SnapshotBuilder::serialize_into for N series
 //   memory: writer state per series (1 sample, and a full window) and snapshot bytes
 //
-// Usage: bench_ingest [series=100000] [repeats=5] [all|parse|build]. Every figure is
+// Usage: bench_ingest [series=100000] [repeats=5] [all|parse|prometheus|build]. Every figure is
 // the median of the repeats. Times are this thread's CPU time (CLOCK_THREAD_CPUTIME_ID),
 // so that other processes on a shared machine do not count as our cost; they still
 // share the caches and memory bandwidth.
@@ -16,6 +18,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -147,6 +151,100 @@ double dom_parse_floor(size_t series, int repeats, std::string (*make)(size_t, i
   return median(rates);
 }
 
+// One body fetched again and again, as a live upstream is scraped every tick: samples
+// without timestamps, so every fetch's samples are new (they take the fetch time).
+Throughput run_body(const std::string& text, std::string_view content_type, size_t samples) {
+  constexpr int kWarm = 11, kTimed = 200;
+  Config config;
+  config.interval = std::chrono::milliseconds(2000);
+  config.window = std::chrono::milliseconds(20'000);
+  Parser parser;
+  Aggregator agg(config);
+  std::string body = text;
+  body.reserve(body.size() + Parser::padding());
+  double parse_s = 0, total_s = 0;
+  for (int t = 0; t < kWarm + kTimed; ++t) {
+    int64_t now = kT0 + static_cast<int64_t>(t) * 2 * kSec;
+    auto start = Clock::now();
+    ParseResult r = parser.parse_padded(body, body.capacity(), content_type);
+    double p = seconds_since(start);
+    ApplyStats st = agg.apply(0, parser.samples(), now);
+    double total = seconds_since(start);
+    if (!r.ok || r.rejected || st.accepted != samples) {
+      fmt::print(stderr, "bench: {} of {} samples accepted ({})\n", st.accepted, samples, r.error);
+      std::exit(1);
+    }
+    if (t % 10 == 0) agg.expire(now);
+    if (t < kWarm) continue;
+    parse_s += p;
+    total_s += total;
+  }
+  double n = static_cast<double>(samples * kTimed);
+  double mb = static_cast<double>(text.size() * kTimed) / 1e6;
+  return {n / parse_s, mb / parse_s, n / total_s, mb / total_s};
+}
+
+// The samples of a parsed body as a native JSON body (no timestamps either).
+std::string native_from(std::span<const Sample> samples) {
+  std::string out = "{\"samples\":[";
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const Sample& s = samples[i];
+    if (i) out += ',';
+    out += "{\"metric\":";
+    append_json_string(out, std::string(s.metric) + std::string(s.suffix));
+    out += ",\"labels\":{";
+    for (size_t j = 0; j < s.labels.size(); ++j) {
+      if (j) out += ',';
+      append_json_string(out, s.labels[j].name);
+      out += ':';
+      append_json_string(out, s.labels[j].value);
+    }
+    fmt::format_to(std::back_inserter(out), "}},\"value\":{}}}", s.value);
+  }
+  return out + "]}";
+}
+
+// node_exporter's output against the native parser on the same samples.
+void bench_node_exporter(int repeats) {
+  std::ifstream in(NODE_EXPORTER_BODY, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string prom = text.str();
+  constexpr std::string_view kType = "text/plain; version=0.0.4; charset=utf-8";
+  Parser parser;
+  ParseResult r = parser.parse(prom, kType);
+  if (!r.ok || r.rejected || parser.samples().empty()) {
+    fmt::print(stderr, "bench: cannot parse {}: {}\n", NODE_EXPORTER_BODY, r.error);
+    std::exit(1);
+  }
+  const size_t samples = parser.samples().size();
+  const std::string native = native_from(parser.samples());
+  struct Case {
+    const char* name;
+    const std::string& body;
+    std::string_view type;
+  };
+  const Case cases[] = {{"prometheus", prom, kType}, {"native", native, "application/json"}};
+  // Repetitions alternate between the two, so that a machine that slows down or speeds
+  // up meanwhile weighs on both alike.
+  std::vector<double> ps[2], pm[2], ts[2], tm[2];
+  for (int i = 0; i < repeats; ++i) {
+    for (int c = 0; c < 2; ++c) {
+      Throughput t = run_body(cases[c].body, cases[c].type, samples);
+      ps[c].push_back(t.parse_sps);
+      pm[c].push_back(t.parse_mbps);
+      ts[c].push_back(t.total_sps);
+      tm[c].push_back(t.total_mbps);
+    }
+  }
+  for (int c = 0; c < 2; ++c)
+    fmt::print("{:<10} node_exporter body: {:>4} samples {:>6.1f} B/sample  parse {:>6.2f} M samples/s"
+               " {:>6.0f} MB/s   parse+aggregate {:>6.2f} M samples/s {:>6.0f} MB/s\n",
+               cases[c].name, samples,
+               static_cast<double>(cases[c].body.size()) / static_cast<double>(samples),
+               median(ps[c]) / 1e6, median(pm[c]), median(ts[c]) / 1e6, median(tm[c]));
+}
+
 void bench_format(const char* name, size_t series, int repeats,
                   std::string (*make)(size_t, int)) {
   std::vector<double> ps, pm, ts, tm;
@@ -233,6 +331,7 @@ int main(int argc, char** argv) {
     bench_format("otlp", 10'000, repeats, otlp_body);
     bench_format("otlp", series, repeats, otlp_body);
   }
+  if (only == "all" || only == "parse" || only == "prometheus") bench_node_exporter(repeats);
   if (only == "all" || only == "build") {
     bench_build(series, 1, repeats);
     bench_build(series, 30, repeats);
