@@ -33,6 +33,7 @@
 #include "server/service.h"
 #include "shm/shm.h"
 #include "e2e_util.h"
+#include "server_thread.h"
 
 namespace {
 
@@ -64,16 +65,7 @@ struct Site {
     shm::SnapshotBuilder b;
     b.add("x", "y");
     writer->publish(b);
-    listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    REQUIRE(listen_fd >= 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(listen_fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(listen(listen_fd, 4096) == 0);
-    socklen_t len = sizeof a;
-    getsockname(listen_fd, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
+    listen_fd = test_server::listen_loopback(&port, 4096);
   }
   ~Site() {
     close(listen_fd);
@@ -97,54 +89,12 @@ struct Site {
   uint16_t port = 0;
 };
 
-// One HttpServer on its own thread and event_base, stopped (drain, then join) by the
-// destructor.
-struct ServerThread {
-  ServerThread(Site& site, server::ReaderOptions o) {
-    REQUIRE(pipe(stop_pipe) == 0);
-    thread = std::thread([this, &site, o] {
-      shm::Reader reader(*site.store, o.slot);
-      event_base* base = event_base_new();
-      {
-        server::HttpServer s(base, reader, *site.store, o);
-        event* stop_ev = event_new(
-            base, stop_pipe[0], EV_READ,
-            [](evutil_socket_t, short, void* p) { static_cast<server::HttpServer*>(p)->shutdown(); }, &s);
-        event_add(stop_ev, nullptr);
-        ready = true;
-        event_base_dispatch(base);
-        event_free(stop_ev);
-      }
-      event_base_free(base);
-    });
-    while (!ready.load()) std::this_thread::sleep_for(1ms);
-  }
-  ~ServerThread() { stop(); }
-  void stop() {
-    if (!thread.joinable()) return;
-    char b = 1;
-    (void)!write(stop_pipe[1], &b, 1);
-    thread.join();
-    close(stop_pipe[0]);
-    close(stop_pipe[1]);
-  }
-  int stop_pipe[2] = {-1, -1};
-  std::atomic<bool> ready{false};
-  std::thread thread;
+// One HttpServer of the site's store on its own thread.
+struct ServerThread : test_server::ServerThread {
+  ServerThread(Site& site, server::ReaderOptions o) : test_server::ServerThread(*site.store, o) {}
 };
 
-int connect_to(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  timeval tv{10, 0};  // generous: a hung server fails the test instead of hanging it
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
+int connect_to(uint16_t port) { return test_server::connect_loopback(port); }
 
 void send_request(int fd) {
   const std::string req = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -317,8 +267,7 @@ TEST_CASE("a draining peer does not hold up new connections", "[flood]") {
   }
   REQUIRE(site.counter(2, server::kConnectionsOpen) == 1);
   const size_t before = fds.size();
-  char one = 1;
-  REQUIRE(write(draining.stop_pipe[1], &one, 1) == 1);  // shutdown(): it stops accepting, keeps its connection
+  draining.request_shutdown();  // it stops accepting, keeps its connection
   REQUIRE(wait_for([&] { return site.counter(2, server::kAccepting) == 0; }));
   // busy holds more than a slack above the draining reader, whose heartbeat is fresh.
   // Each new connection must still be answered at once, not when the drain ends.

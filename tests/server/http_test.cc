@@ -27,6 +27,7 @@
 #include "server/reader.h"
 #include "server/service.h"
 #include "shm/shm.h"
+#include "server_thread.h"
 
 namespace {
 
@@ -90,20 +91,6 @@ std::string unique_name() {
   return "tdhttp-" + std::to_string(getpid()) + "-" + std::to_string(++n);
 }
 
-int listen_loopback(uint16_t* port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(listen(fd, 512) == 0);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  *port = ntohs(a.sin_port);
-  return fd;
-}
-
 struct Fixture {
   explicit Fixture(server::ReaderOptions opt = {}, bool publish = true, size_t extra_series = 0) {
     name = unique_name();
@@ -113,13 +100,11 @@ struct Fixture {
     store = shm::Store::create(so);
     writer = std::make_unique<shm::Writer>(*store);
     if (publish) generation = writer->publish(build_snapshot(extra_series));
-    listen_fd = listen_loopback(&port);
+    listen_fd = test_server::listen_loopback(&port);
     opt.listen_fd = listen_fd;
     opt.slot = 1;
     options = opt;
-    REQUIRE(pipe(stop_pipe) == 0);
-    thread = std::thread([this] { serve(); });
-    while (!ready.load()) std::this_thread::sleep_for(1ms);
+    server = std::make_unique<test_server::ServerThread>(*store, opt);
   }
   ~Fixture() {
     stop();
@@ -128,31 +113,7 @@ struct Fixture {
     store.reset();
     shm::Store::remove(name);
   }
-  void stop() {
-    if (!thread.joinable()) return;
-    char b = 1;
-    (void)!write(stop_pipe[1], &b, 1);
-    thread.join();
-    close(stop_pipe[0]);
-    close(stop_pipe[1]);
-  }
-  void serve() {
-    shm::Reader reader(*store, options.slot);
-    event_base* base = event_base_new();
-    {
-      server::HttpServer server(base, reader, *store, options);
-      srv = &server;
-      event* stop_ev = event_new(
-          base, stop_pipe[0], EV_READ, [](evutil_socket_t, short, void* s) { static_cast<server::HttpServer*>(s)->shutdown(); },
-          &server);
-      event_add(stop_ev, nullptr);
-      ready = true;
-      event_base_dispatch(base);
-      event_free(stop_ev);
-      srv = nullptr;
-    }
-    event_base_free(base);
-  }
+  void stop() { server->stop(); }
   uint64_t counter(uint32_t i) const { return store->reader_counter(options.slot, i); }
 
   std::string name;
@@ -162,10 +123,7 @@ struct Fixture {
   int listen_fd = -1;
   uint16_t port = 0;
   server::ReaderOptions options;
-  int stop_pipe[2] = {-1, -1};
-  std::atomic<bool> ready{false};
-  server::HttpServer* srv = nullptr;
-  std::thread thread;
+  std::unique_ptr<test_server::ServerThread> server;
 };
 
 // ---------------------------------------------------------------------------------
@@ -183,15 +141,8 @@ struct Response {
 };
 
 int connect_to(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  timeval tv{10, 0};  // generous: a hung server fails the test instead of hanging it
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  int fd = test_server::connect_loopback(port);
+  timeval tv{10, 0};
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   return fd;
 }
@@ -832,8 +783,7 @@ TEST_CASE("shutdown drains: open connections get their next answer with Connecti
   for (int fd : {a, b}) send_all(fd, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
   REQUIRE(read_response(a, abuf));
   REQUIRE(read_response(b, bbuf));
-  char one = 1;
-  (void)!write(f.stop_pipe[1], &one, 1);  // shutdown() on the server's thread, no join
+  f.server->request_shutdown();  // no join
 
   // Idle when the drain began, `a` stays open: its next request is answered (not
   // reset) and says Connection: close. Until the server thread sees the stop, the
@@ -886,7 +836,7 @@ TEST_CASE("run_reader in a forked child: serves, then exits 0 on SIGTERM", "[ser
   auto writer = std::make_unique<shm::Writer>(*store);
   writer->publish(build_snapshot());
   uint16_t port = 0;
-  int lfd = listen_loopback(&port);
+  int lfd = test_server::listen_loopback(&port);
 
   pid_t pid = fork();
   REQUIRE(pid >= 0);

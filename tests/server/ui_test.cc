@@ -21,6 +21,7 @@
 #include "ingest/ingest.h"
 #include "server/reader.h"
 #include "shm/shm.h"
+#include "server_thread.h"
 
 namespace {
 
@@ -48,43 +49,13 @@ struct Fixture {
     writer = std::make_unique<shm::Writer>(*store);
     if (publish) generation = writer->publish(small_snapshot());
 
-    listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    REQUIRE(listen_fd >= 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(listen_fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(listen(listen_fd, 64) == 0);
-    socklen_t len = sizeof a;
-    getsockname(listen_fd, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
-
+    listen_fd = test_server::listen_loopback(&port, 64);
     opt.listen_fd = listen_fd;
     opt.slot = 1;
-    REQUIRE(pipe(stop_pipe) == 0);
-    thread = std::thread([this, opt] {
-      shm::Reader reader(*store, opt.slot);
-      event_base* base = event_base_new();
-      {
-        server::HttpServer server(base, reader, *store, opt);
-        event* stop_ev = event_new(
-            base, stop_pipe[0], EV_READ,
-            [](evutil_socket_t, short, void* s) { static_cast<server::HttpServer*>(s)->shutdown(); }, &server);
-        event_add(stop_ev, nullptr);
-        ready = true;
-        event_base_dispatch(base);
-        event_free(stop_ev);
-      }
-      event_base_free(base);
-    });
-    while (!ready.load()) std::this_thread::sleep_for(1ms);
+    server = std::make_unique<test_server::ServerThread>(*store, opt);
   }
   ~Fixture() {
-    char b = 1;
-    (void)!write(stop_pipe[1], &b, 1);
-    thread.join();
-    close(stop_pipe[0]);
-    close(stop_pipe[1]);
+    server.reset();
     close(listen_fd);
     writer.reset();
     store.reset();
@@ -97,9 +68,7 @@ struct Fixture {
   uint64_t generation = 0;
   int listen_fd = -1;
   uint16_t port = 0;
-  int stop_pipe[2] = {-1, -1};
-  std::atomic<bool> ready{false};
-  std::thread thread;
+  std::unique_ptr<test_server::ServerThread> server;
 };
 
 struct Response {
@@ -114,15 +83,7 @@ struct Response {
 
 // One request on a fresh connection; the response is read until the server closes it.
 Response request(uint16_t port, const std::string& method, const std::string& target, const std::string& extra = "") {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  timeval tv{10, 0};  // a hung server fails the test instead of hanging it
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  int fd = test_server::connect_loopback(port);
   const std::string req = method + " " + target + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + extra + "\r\n";
   REQUIRE(send(fd, req.data(), req.size(), MSG_NOSIGNAL) == ssize_t(req.size()));
   std::string in;
