@@ -157,7 +157,11 @@ long status_kb(pid_t pid, const std::string& name) {
 int fill_descriptor_holes() {
   int top = 0;
   if (DIR* d = opendir("/proc/self/fd")) {
-    while (dirent* e = readdir(d)) top = std::max(top, std::atoi(e->d_name));
+    const int own = dirfd(d);  // closed below: not one the caller holds
+    while (dirent* e = readdir(d)) {
+      const int fd = std::atoi(e->d_name);
+      if (fd != own) top = std::max(top, fd);
+    }
     closedir(d);
   }
   for (;;) {
