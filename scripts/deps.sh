@@ -6,7 +6,9 @@ TELEMETRYD_PACKAGES=(
   libevent-dev libsimdjson-dev libfmt-dev
   libtomlplusplus-dev libcli11-dev
   catch2 spin curl python3 wrk
-  chromium chromium-driver prometheus-node-exporter
+  chromium chromium-driver prometheus-node-exporter prometheus
+  libprotobuf-dev protobuf-compiler zlib1g-dev
+  libhiredis-dev libzstd-dev redis-server redis-sentinel
 )
 
 ensure_packages() {
@@ -18,7 +20,7 @@ ensure_packages() {
   echo "installing: ${missing[*]}"
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  # Packages with a service (prometheus-node-exporter) would start it on install; a
+  # Packages with a service (prometheus, node_exporter, redis) would start it on install; a
   # policy-rc.d that says no keeps them stopped. Ours only if there was none, and
   # removed again afterwards; the tests start what they need themselves.
   local policy=/usr/sbin/policy-rc.d made_policy=""
