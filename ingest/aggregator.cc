@@ -890,6 +890,12 @@ int64_t plus(int64_t base, int64_t d) {
   return static_cast<int64_t>(static_cast<uint64_t>(base) + static_cast<uint64_t>(d));
 }
 
+// A loaded time: within [0, kMaxTimeNs], so that differences of times never overflow.
+int64_t checked_time(int64_t ns, const char* what) {
+  if (ns < 0 || ns > kMaxTimeNs) wire::Reader::fail(what);
+  return ns;
+}
+
 }  // namespace
 
 void Aggregator::save(std::string& out) const {
@@ -1004,19 +1010,19 @@ void Aggregator::load(std::string_view saved) {
     st.kind = static_cast<SampleKind>(kind);
     uint64_t histogram = in.count("series histogram", n);
     st.histogram = histogram ? static_cast<uint32_t>(histogram - 1) : kNoSeries;
-    const int64_t base = in.svarint("series last_seen");
+    const int64_t base = checked_time(in.svarint("series last_seen"), "series last_seen");
     st.last_seen = base;
     uint8_t accepted_any = in.byte("series last_ts");
     if (accepted_any > 1) wire::Reader::fail("series last_ts");
-    if (accepted_any) st.last_ts = plus(base, in.svarint("series last_ts"));
-    st.bucket_end = plus(base, in.svarint("series bucket_end"));
+    if (accepted_any) st.last_ts = checked_time(plus(base, in.svarint("series last_ts")), "series last_ts");
+    st.bucket_end = checked_time(plus(base, in.svarint("series bucket_end")), "series bucket_end");
     uint64_t buckets = in.count("bucket count", in.left());
     st.buckets.reserve(buckets);
     uint64_t bins = 0;
     for (uint64_t k = 0; k < buckets; ++k) {
       Bucket b;
-      b.first_ts = plus(base, in.svarint("bucket first_ts"));
-      b.last_ts = plus(b.first_ts, in.svarint("bucket last_ts"));
+      b.first_ts = checked_time(plus(base, in.svarint("bucket first_ts")), "bucket first_ts");
+      b.last_ts = checked_time(plus(b.first_ts, in.svarint("bucket last_ts")), "bucket last_ts");
       b.count = static_cast<uint32_t>(in.count("bucket count", UINT32_MAX));
       uint64_t bucket_bins = in.count("bucket bins", in.left());
       b.bin_begin = static_cast<uint32_t>(bins);
@@ -1047,7 +1053,7 @@ void Aggregator::load(std::string_view saved) {
     uint64_t resets = in.count("reset count", in.left());
     if (resets) extra_of(st).resets.reserve(resets);
     for (uint64_t k = 0; k < resets; ++k) {
-      int64_t ts = plus(base, in.svarint("reset ts"));
+      int64_t ts = checked_time(plus(base, in.svarint("reset ts")), "reset ts");
       st.extra->resets.push_back(CounterReset{ts, in.f64("reset value")});
     }
     uint64_t bounds = in.count("bound count", in.left());

@@ -15,6 +15,10 @@
 
 namespace ingest {
 
+// Times in replicated state (entries, checkpoints) lie in [0, kMaxTimeNs] (the year
+// 2116), so that the aggregator's differences and sums of times cannot overflow.
+inline constexpr int64_t kMaxTimeNs = int64_t{1} << 62;
+
 // Metric and label names: 1..max bytes of [A-Za-z0-9_.:/-]. Restricting the alphabet
 // keeps keys unambiguous (no '{', '=', ',', '"') without escaping names.
 inline bool valid_name(std::string_view name, size_t max_bytes) {

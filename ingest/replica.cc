@@ -266,7 +266,9 @@ void Replica::stage(uint32_t url_index, std::span<const Sample> samples, int64_t
       id = it == ids_.end() ? kNoId : it->second;
       guess[i] = id;
     }
-    const bool at_clock = s.ts_ns == 0 || s.ts_ns == clock;
+    // A time past kMaxTimeNs is too far ahead of the clock either way (too_new).
+    const int64_t ts = std::min(s.ts_ns, kMaxTimeNs);
+    const bool at_clock = ts == 0 || ts == clock;
     uint8_t flags = static_cast<uint8_t>(s.kind) | (at_clock ? kFlagAtClock : 0) |
                     (id == kNoId ? kFlagDefines : 0);
     out.push_back(static_cast<char>(flags));
@@ -276,7 +278,7 @@ void Replica::stage(uint32_t url_index, std::span<const Sample> samples, int64_t
       wire::put_svarint(out, int64_t{id} - next);
       next = int64_t{id} + 1;
     }
-    if (!at_clock) wire::put_svarint(out, s.ts_ns - clock);
+    if (!at_clock) wire::put_svarint(out, ts - clock);
     wire::put_double(out, s.value);
   }
   ++staged_groups_;
@@ -325,7 +327,7 @@ void Replica::apply(std::string_view payload, uint64_t seq, int64_t clock, Aggre
       int64_t ts = clock;
       if (!(flags & kFlagAtClock)) {
         int64_t d = in.svarint("sample time");
-        if (__builtin_add_overflow(clock, d, &ts) || ts <= 0)
+        if (__builtin_add_overflow(clock, d, &ts) || ts <= 0 || ts > kMaxTimeNs)
           throw std::invalid_argument("entry: sample time out of range");
       }
       if (!std::isfinite(in.f64("sample value")))
@@ -423,7 +425,7 @@ void Replica::read_entry_header(std::string_view entry, uint64_t* seq, int64_t* 
   *seq = read_header(in, kEntryMagic, "log entry", kEntryHeaderBytes);
   *clock = static_cast<int64_t>(in.u64("log entry"));
   if (*seq == 0) throw std::invalid_argument("log entry with seq 0");
-  if (*clock <= 0) throw std::invalid_argument("log entry with a clock before 1970");
+  if (*clock <= 0 || *clock > kMaxTimeNs) throw std::invalid_argument("log entry with a clock out of range");
 }
 
 // --- checkpoints -------------------------------------------------------------------------
@@ -493,6 +495,7 @@ void Replica::restore(std::string_view checkpoint, const Config& base, Replica* 
     auto id = static_cast<uint32_t>(in.count("checkpoint series id", dict_size - 1));
     if (is_free[id] || r.dict_[id].live) throw std::invalid_argument("checkpoint: bad series id");
     int64_t last_used = in.svarint("checkpoint series use");
+    if (last_used < 0 || last_used > kMaxTimeNs) throw std::invalid_argument("checkpoint: series use out of range");
     read_definition(in, def);
     // define() takes the next free id: make it this one.
     r.free_ids_.push_back(id);
