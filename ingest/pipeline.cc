@@ -539,7 +539,7 @@ struct Pipeline::Impl {
              std::string note) {
     s.status.format = std::string(format);
     if (tick_leader) {
-      replica.stage(s.index, samples, tick_ns);
+      s.status.dropped += replica.stage(s.index, samples, tick_ns);
       return record(s, code, std::move(note));
     }
     ApplyStats st = aggregator.apply(s.id, samples, tick_ns);
@@ -587,12 +587,12 @@ struct Pipeline::Impl {
     parser.shrink(kKeepParserBytes);
     in_flight = false;
     following = false;
+    ++ticks;
     const uint64_t seq = applied_seq + 1;
     std::string entry;
     if (tick_leader && !seal_tick(seq, &entry)) return;
     aggregator.build(builder, tick_ns);
     applied_seq = seq;
-    ++ticks;
     if (publish) publish(builder, statuses(), seq);
     if (tick_leader && sink) sink(seq, std::move(entry));
     if (deferred) {

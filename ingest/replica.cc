@@ -107,23 +107,37 @@ struct Definition {
   std::vector<Label> labels;
 };
 
+// A series a definition may hold: names as the parsers allow them, labels sorted by
+// distinct names. The reason, or null.
+const char* series_fault(std::string_view metric, std::string_view suffix,
+                         std::span<const Label> labels) {
+  if (!valid_name(metric, kMaxMetricNameBytes) ||
+      (!suffix.empty() && !valid_name(suffix, kMaxMetricNameBytes)))
+    return "invalid series name";
+  for (size_t i = 1; i < labels.size(); ++i)
+    if (!(labels[i - 1].name < labels[i].name)) return "series labels not sorted by name";
+  return check_labels(labels);
+}
+
+size_t wire_size(uint64_t v) {
+  size_t n = 1;
+  for (; v >= 0x80; v >>= 7) ++n;
+  return n;
+}
+
 void read_definition(wire::Reader& in, Definition& d) {
   d.metric = in.string("series metric", kMaxMetricNameBytes);
   d.suffix = in.string("series suffix", kMaxMetricNameBytes);
-  if (!valid_name(d.metric, kMaxMetricNameBytes) ||
-      (!d.suffix.empty() && !valid_name(d.suffix, kMaxMetricNameBytes)))
-    throw std::invalid_argument("entry: invalid series name");
   uint64_t n = in.count("series label count", kMaxLabels);
   d.labels.clear();
   for (uint64_t i = 0; i < n; ++i) {
     Label l;
     l.name = in.string("label name", kMaxLabelNameBytes);
     l.value = in.string("label value", kMaxLabelValueBytes);
-    if (!d.labels.empty() && !(d.labels.back().name < l.name))
-      throw std::invalid_argument("entry: series labels not sorted by name");
     d.labels.push_back(l);
   }
-  if (const char* why = check_labels(d.labels)) throw std::invalid_argument(std::string("entry: ") + why);
+  if (const char* why = series_fault(d.metric, d.suffix, d.labels))
+    throw std::invalid_argument(std::string("entry: ") + why);
 }
 
 void put_definition(std::string& out, std::string_view metric, std::string_view suffix,
@@ -247,15 +261,22 @@ std::string Replica::take_staged() {
   return payload;
 }
 
-void Replica::stage(uint32_t url_index, std::span<const Sample> samples, int64_t clock) {
+size_t Replica::stage(uint32_t url_index, std::span<const Sample> samples, int64_t clock) {
   std::string& out = groups_;
   wire::put_varint(out, url_index);
+  const size_t count_at = out.size();
   wire::put_varint(out, samples.size());
   std::vector<uint32_t>& guess = positions_[staged_urls_[url_index]];
   guess.resize(samples.size(), kNoId);
   int64_t next = 0;  // the id expected after the previous one
+  size_t left_out = 0;
   for (size_t i = 0; i < samples.size(); ++i) {
     const Sample& s = samples[i];
+    // What the parsers never give, and apply() would refuse the whole entry for.
+    if (!std::isfinite(s.value) || s.ts_ns < 0) {
+      ++left_out;
+      continue;
+    }
     std::span<const Label> labels = sorted_sample_labels(s, label_scratch_);
     uint32_t id = guess[i];
     if (id >= dict_.size() || !dict_[id].live ||
@@ -271,6 +292,10 @@ void Replica::stage(uint32_t url_index, std::span<const Sample> samples, int64_t
     const bool at_clock = ts == 0 || ts == clock;
     uint8_t flags = static_cast<uint8_t>(s.kind) | (at_clock ? kFlagAtClock : 0) |
                     (id == kNoId ? kFlagDefines : 0);
+    if (id == kNoId && series_fault(s.metric, s.suffix, labels)) {
+      ++left_out;
+      continue;
+    }
     out.push_back(static_cast<char>(flags));
     if (id == kNoId) {
       put_definition(out, s.metric, s.suffix, labels);
@@ -281,7 +306,13 @@ void Replica::stage(uint32_t url_index, std::span<const Sample> samples, int64_t
     if (!at_clock) wire::put_svarint(out, ts - clock);
     wire::put_double(out, s.value);
   }
+  if (left_out) {  // the count written ahead was too high
+    std::string count;
+    wire::put_varint(count, samples.size() - left_out);
+    out.replace(count_at, wire_size(samples.size()), count);
+  }
   ++staged_groups_;
+  return left_out;
 }
 
 void Replica::apply(std::string_view payload, uint64_t seq, int64_t clock, Aggregator& aggregator,

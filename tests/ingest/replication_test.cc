@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -19,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "ingest/ingest.h"
+#include "ingest/replica.h"
 #include "test_util.h"
 
 using namespace ingest;
@@ -343,4 +345,27 @@ TEST_CASE("replication - a leader's tick abandoned half-way leaves no trace") {
   CHECK(leader.pipeline.checkpoint() == before);
   CHECK(leader.pipeline.applied_seq() == 0);
   ::close(listener);
+}
+
+TEST_CASE("replication - a leader leaves out samples no entry may hold, and keeps the rest of the tick") {
+  Config c = Config{}.resolved();
+  Aggregator aggregator(c);
+  Replica replica;
+  static const Label good[] = {{"host", "a"}};
+  static const Label unsorted[] = {{"z", "1"}, {"a", "2"}};
+  Sample samples[] = {
+      Sample{"cpu", "", good, {}, 1.5, 0, SampleKind::gauge},
+      Sample{"cpu", "", good, {}, std::nan(""), 0, SampleKind::gauge},
+      Sample{"bad name{", "", {}, {}, 1, 0, SampleKind::gauge},
+      Sample{"mem", "", unsorted, {}, 2, 0, SampleKind::gauge},  // sorted when staged
+  };
+  const std::string urls[] = {"synthetic://"};
+  replica.stage_begin(c, urls);
+  CHECK(replica.stage(0, samples, kT0) == 2);
+  std::vector<ApplyStats> stats;
+  replica.apply(replica.take_staged(), 1, kT0, aggregator, &stats, nullptr);
+  REQUIRE(stats.size() == 1);
+  CHECK(stats[0].accepted == 2);
+  CHECK(aggregator.series(R"(cpu{host="a"})"));
+  CHECK(aggregator.series(R"(mem{a="2",z="1"})"));
 }
