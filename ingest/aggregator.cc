@@ -1002,8 +1002,11 @@ void Aggregator::load(std::string_view saved) {
     if (i > 0 && !(m.series.back().key < st.key)) wire::Reader::fail("series keys (out of order)");
     if (metrics == 0) wire::Reader::fail("series metric");
     st.metric = static_cast<uint32_t>(in.count("series metric", metrics - 1));
-    const std::string& metric = m.metric_names[st.metric];
-    if (st.key.compare(0, metric.size(), metric) != 0) wire::Reader::fail("series key (not its metric's)");
+    // Rendering walks the key's labels and the histogram's _sum is found by the
+    // metric's length: a key must be canonical and of its metric.
+    std::optional<SeriesKey> parsed = parse_series_key(st.key);
+    if (!parsed) wire::Reader::fail("series key (not canonical)");
+    if (parsed->metric != m.metric_names[st.metric]) wire::Reader::fail("series key (not its metric's)");
     st.source = static_cast<uint32_t>(in.count("series source", UINT32_MAX));
     uint8_t kind = in.byte("series kind");
     if (kind > static_cast<uint8_t>(SampleKind::histogram)) wire::Reader::fail("series kind");

@@ -784,9 +784,8 @@ Pipeline::EntryResult Pipeline::apply_entry(std::string_view entry, std::string*
   if (seq > m.applied_seq + 1) return EntryResult::gap;
   std::vector<shm::SourceStatus> statuses;
   try {
-    // Far more than an entry of max_series samples takes.
-    constexpr size_t kMaxPayload = size_t{1} << 31;
-    std::string payload = wire::decompress(entry.substr(Replica::kEntryHeaderBytes), kMaxPayload);
+    std::string payload =
+        wire::decompress(entry.substr(Replica::kEntryHeaderBytes), Replica::kMaxEntryPayload);
     m.replica.apply(payload, seq, clock, m.aggregator, nullptr, &statuses);
   } catch (const std::invalid_argument& e) {
     return bad(fmt::format("entry {}: {}", seq, e.what()));

@@ -31,9 +31,6 @@ constexpr char kEntryMagic[4] = {'t', 'd', 'l', 'g'};
 constexpr char kCheckpointMagic[4] = {'t', 'd', 'c', 'k'};
 constexpr uint32_t kNoId = UINT32_MAX;
 constexpr int64_t kMs = 1'000'000;
-// Larger payloads are refused: far past what max_series samples could take.
-constexpr size_t kMaxEntryPayload = size_t{1} << 31;
-constexpr size_t kMaxCheckpointPayload = size_t{1} << 36;
 
 constexpr uint8_t kFlagKind = 0x03;
 constexpr uint8_t kFlagAtClock = 0x04;

@@ -23,6 +23,9 @@ class Replica {
   // and a hash of them; a checkpoint's has no clock.
   static constexpr size_t kEntryHeaderBytes = 32;
   static constexpr size_t kCheckpointHeaderBytes = 24;
+  // Larger payloads are refused: far past what max_series samples could take.
+  static constexpr size_t kMaxEntryPayload = size_t{1} << 31;
+  static constexpr size_t kMaxCheckpointPayload = size_t{1} << 36;
 
   // The aggregator source id of a URL, given when it first appears, and the table
   // brought to urls: URLs gone lose their series (forget_source), new ones get ids.
