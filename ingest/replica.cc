@@ -270,7 +270,7 @@ size_t Replica::stage(uint32_t url_index, std::span<const Sample> samples, int64
   for (size_t i = 0; i < samples.size(); ++i) {
     const Sample& s = samples[i];
     // What the parsers never give, and apply() would refuse the whole entry for.
-    if (!std::isfinite(s.value) || s.ts_ns < 0) {
+    if (!std::isfinite(s.value) || s.ts_ns < 0 || s.kind > SampleKind::bucket) {
       ++left_out;
       continue;
     }

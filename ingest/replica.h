@@ -35,8 +35,8 @@ class Replica {
   // Leader: one tick's entry payload, staged while sources answer. Reads the
   // dictionary, changes nothing: a tick abandoned half-way leaves no trace.
   void stage_begin(const Config& settings, std::span<const std::string> urls);
-  // Returns the samples left out: a value not finite, a negative time or a series no
-  // entry may hold (which the parsers never give).
+  // Returns the samples left out: a value not finite, a negative time, the histogram
+  // kind or a series no entry may hold (which the parsers never give).
   size_t stage(uint32_t url_index, std::span<const Sample> samples, int64_t clock);
   // The staged payload (settings, sources, groups), ready for apply() without statuses.
   std::string take_staged();

@@ -358,10 +358,11 @@ TEST_CASE("replication - a leader leaves out samples no entry may hold, and keep
       Sample{"cpu", "", good, {}, std::nan(""), 0, SampleKind::gauge},
       Sample{"bad name{", "", {}, {}, 1, 0, SampleKind::gauge},
       Sample{"mem", "", unsorted, {}, 2, 0, SampleKind::gauge},  // sorted when staged
+      Sample{"h", "", {}, {}, 2, 0, SampleKind::histogram},
   };
   const std::string urls[] = {"synthetic://"};
   replica.stage_begin(c, urls);
-  CHECK(replica.stage(0, samples, kT0) == 2);
+  CHECK(replica.stage(0, samples, kT0) == 3);
   std::vector<ApplyStats> stats;
   replica.apply(replica.take_staged(), 1, kT0, aggregator, &stats, nullptr);
   REQUIRE(stats.size() == 1);
