@@ -340,8 +340,11 @@ class Pipeline {
   uint64_t applied_seq() const;
   void set_applied_seq(uint64_t seq);  // before start(), or after restore()
 
-  // Empty: standalone. Takes effect at the next tick (a tick in flight completes as it
-  // began). Called inside the tick's libevent callback; must not throw.
+  // Empty: standalone. Takes effect at the next tick; clearing it abandons a leader's
+  // tick in flight (which changed nothing), so that no entry is applied here without
+  // going to a sink. The sink is called inside the tick's libevent callback; it must
+  // not throw. A follower becoming leader sets a sink, then set_fetching(true); a
+  // leader losing its lease calls set_fetching(false) and clears the sink.
   using EntrySink = std::function<void(uint64_t seq, std::string entry)>;
   void set_entry_sink(EntrySink sink);
 
@@ -364,7 +367,8 @@ class Pipeline {
   // The whole replicated state (aggregator, series dictionary, source table,
   // applied_seq, the leader's settings) as compressed bytes, and back. restore() throws
   // std::invalid_argument on bad bytes or an unknown version and then changes nothing.
-  // It publishes nothing: the next entry applied does.
+  // It publishes nothing: the next entry applied does; a tick in flight is abandoned.
+  // Both take seconds at a million series (docs/performance.md, Replication).
   std::string checkpoint() const;
   void restore(std::string_view checkpoint);
 

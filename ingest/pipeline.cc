@@ -750,7 +750,11 @@ void Pipeline::run_once() {
 
 uint64_t Pipeline::applied_seq() const { return impl_->applied_seq; }
 void Pipeline::set_applied_seq(uint64_t seq) { impl_->applied_seq = seq; }
-void Pipeline::set_entry_sink(EntrySink sink) { impl_->sink = std::move(sink); }
+void Pipeline::set_entry_sink(EntrySink sink) {
+  Impl& m = *impl_;
+  m.sink = std::move(sink);
+  if (!m.sink && m.in_flight && m.tick_leader) m.cancel_fetches();
+}
 bool Pipeline::fetching() const { return impl_->fetching; }
 
 void Pipeline::set_fetching(bool on) {

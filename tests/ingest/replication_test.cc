@@ -341,9 +341,25 @@ TEST_CASE("replication - a leader's tick abandoned half-way leaves no trace") {
   for (int i = 0; i < 20; ++i) event_base_loop(leader.b.base, EVLOOP_NONBLOCK);
   CHECK(leader.entries.empty());
   CHECK(leader.pipeline.apply_entry("x") == Pipeline::EntryResult::bad);  // busy
-  leader.pipeline.set_fetching(false);
+  SECTION("fetching turned off") { leader.pipeline.set_fetching(false); }
+  SECTION("the sink cleared") {
+    leader.pipeline.set_entry_sink({});
+    // Abandoned: a follower's entry applies (it would be refused while a tick runs).
+    Config other = c;
+    other.sources = {"synthetic://?hosts=1&metrics=1&seed=2"};
+    Node source(other);
+    source.lead();
+    source.pipeline.run_once();
+    CHECK(leader.pipeline.apply_entry(source.entries.at(0).second) == Pipeline::EntryResult::applied);
+    leader.pipeline.set_fetching(false);
+    CHECK(leader.published.size() == 1);
+    CHECK(leader.published.at(1) == source.published.at(1));
+    ::close(listener);
+    return;
+  }
   CHECK(leader.pipeline.checkpoint() == before);
   CHECK(leader.pipeline.applied_seq() == 0);
+  CHECK(leader.published.empty());
   ::close(listener);
 }
 
