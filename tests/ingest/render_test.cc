@@ -169,15 +169,41 @@ TEST_CASE("Prometheus text: families / escaping / label names made valid") {
   std::vector<PromSeries> series = {{key, "cpu.temp", &a}};
   std::string out;
   render_prometheus(out, metrics, series);
-  CHECK(out.find("# TYPE telemetry_metric_count gauge\n") != std::string::npos);
+  CHECK(out.find("# TYPE telemetry_metric_samples gauge\n") != std::string::npos);
+  CHECK(out.find("telemetry_metric_samples{metric=\"cpu.temp\"} 2\n") != std::string::npos);
+  CHECK(out.find("telemetry_metric_sum_of_samples{metric=\"cpu.temp\"} 3\n") != std::string::npos);
   CHECK(out.find("telemetry_metric_mean{metric=\"cpu.temp\"} 1.5\n") != std::string::npos);
   CHECK(out.find("telemetry_metric_rate{metric=\"cpu.temp\"} 0.5\n") != std::string::npos);
+  CHECK(out.find("# TYPE telemetry_metric_quantile summary\n") != std::string::npos);
   CHECK(out.find("telemetry_metric_quantile{metric=\"cpu.temp\",quantile=\"0.99\"} 2\n") !=
         std::string::npos);
-  CHECK(out.find("telemetry_metric_sum{metric=\"big\"}") == std::string::npos);  // inf left out
-  CHECK(out.find("telemetry_series_last{metric=\"cpu.temp\",_9a=\"z\",host_name=\"x\\\"y\","
-                 "exported_metric=\"m\"} 2\n") != std::string::npos);
+  CHECK(out.find("telemetry_metric_sum_of_samples{metric=\"big\"}") == std::string::npos);  // inf left out
+  CHECK(out.find("telemetry_series_last{metric=\"cpu.temp\",_9a=\"z\",exported_metric=\"m\","
+                 "host_name=\"x\\\"y\"} 2\n") != std::string::npos);
+  // Gauges never take the suffixes of summaries, histograms and counters.
+  for (std::string_view reserved : {"_count{", "_sum{", "_bucket{", "_total{"})
+    CHECK(out.find(reserved) == std::string::npos);
   CHECK(out.back() == '\n');
   CHECK(out.find("nan") == std::string::npos);
   CHECK(out.find("inf") == std::string::npos);
+}
+
+// Prometheus refuses a whole scrape when a sample holds a label name twice, and takes
+// "le", "quantile" and "__" names for its own.
+TEST_CASE("Prometheus text: labels whose valid names collide become one label") {
+  Aggregate a;
+  a.count = 1;
+  a.sum = a.min = a.max = a.first = a.last = a.p50 = a.p90 = a.p99 = 7;
+  std::string key = make_series_key(
+      "m", std::vector<Label>{{"host.name", "a"}, {"host_name", "b"}, {"metric", "c"},
+                              {"exported_metric", "d"}, {"le", "0.5"}, {"quantile", "0.9"},
+                              {"__name__", "n"}});
+  std::vector<PromMetric> metrics = {{"m", 1, &a}};
+  std::vector<PromSeries> series = {{key, "m", &a}};
+  std::string out;
+  render_prometheus(out, metrics, series);
+  INFO(out);
+  CHECK(out.find("telemetry_series_last{metric=\"m\",exported___name__=\"n\",exported_le=\"0.5\","
+                 "exported_metric=\"d;c\",exported_quantile=\"0.9\",host_name=\"a;b\"} 7\n") !=
+        std::string::npos);
 }
