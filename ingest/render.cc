@@ -9,6 +9,7 @@
 #include <array>
 #include <cstring>
 #include <cmath>
+#include <unordered_map>
 #include <vector>
 
 #include <fmt/compile.h>
@@ -287,8 +288,10 @@ void append_prom_label_name(std::string& out, std::string_view name) {
 // same Prometheus name (host.name and host_name) would make Prometheus reject the whole
 // scrape (a label name twice in a sample); as OpenTelemetry's Prometheus exporter does,
 // they become one label whose value is theirs joined by ';', in the order of the
-// original names (the key's order, which the stable sort keeps).
-void append_series_prom_labels(std::string& out, std::string_view metric, std::string_view key) {
+// original names (the key's order, which the stable sort keeps). with_key adds the label
+// series_key, the series' own key, for series whose labels alone would be another's.
+void append_series_prom_labels(std::string& out, std::string_view metric, std::string_view key,
+                               bool with_key) {
   struct Label {
     std::string name;
     std::string_view value;  // in Prometheus escaping already, as the key holds it
@@ -300,6 +303,11 @@ void append_series_prom_labels(std::string& out, std::string_view metric, std::s
     append_prom_label_name(l.name, name);
     l.value = value;
   });
+  std::string escaped_key;
+  if (with_key) {
+    append_escaped_label_value(escaped_key, key);
+    labels.push_back({"series_key", escaped_key});
+  }
   std::stable_sort(labels.begin(), labels.end(),
                    [](const Label& a, const Label& b) { return a.name < b.name; });
   out += "metric=\""sv;
@@ -405,11 +413,31 @@ void render_prometheus(std::string& out, std::span<const PromMetric> metrics,
   // Each series' labels are rendered once and used by every family.
   std::string labels;
   std::vector<size_t> ends;
-  ends.reserve(series.size());
-  for (const PromSeries& s : series) {
-    append_series_prom_labels(labels, s.metric, s.key);
-    ends.push_back(labels.size());
+  auto render_labels = [&](const std::vector<bool>& with_key) {
+    labels.clear();
+    ends.clear();
+    for (size_t i = 0; i < series.size(); ++i) {
+      append_series_prom_labels(labels, series[i].metric, series[i].key, with_key[i]);
+      ends.push_back(labels.size());
+    }
+  };
+  auto labels_of = [&](size_t i) {
+    size_t begin = i ? ends[i - 1] : 0;
+    return std::string_view(labels).substr(begin, ends[i] - begin);
+  };
+  std::vector<bool> with_key(series.size(), false);
+  render_labels(with_key);
+  // Series of one metric whose labels differ only in what made them valid (a.b and a_b)
+  // come out alike, and Prometheus would keep one of their samples without a word: each
+  // of them gets its key as a label.
+  std::unordered_map<std::string_view, size_t> first_with;
+  first_with.reserve(series.size());
+  bool alike = false;
+  for (size_t i = 0; i < series.size(); ++i) {
+    auto [it, fresh] = first_with.emplace(labels_of(i), i);
+    if (!fresh) with_key[i] = with_key[it->second] = alike = true;
   }
+  if (alike) render_labels(with_key);
   for (const Family& f : kFamilies) {
     fmt::format_to(std::back_inserter(out),
                    "# HELP telemetry_series_{0} {1}\n# TYPE telemetry_series_{0} gauge\n",
@@ -417,9 +445,8 @@ void render_prometheus(std::string& out, std::span<const PromMetric> metrics,
     for (size_t i = 0; i < series.size(); ++i) {
       double v;
       if (!f.value(*series[i].aggregate, &v)) continue;
-      size_t begin = i ? ends[i - 1] : 0;
       fmt::format_to(std::back_inserter(out), "telemetry_series_{}{{", f.name);
-      out.append(labels, begin, ends[i] - begin);
+      out += labels_of(i);
       out += "} "sv;
       append_prom_number(out, v);
       out += '\n';

@@ -207,3 +207,25 @@ TEST_CASE("Prometheus text: labels whose valid names collide become one label") 
                  "exported_metric=\"d;c\",exported_quantile=\"0.9\",host_name=\"a;b\"} 7\n") !=
         std::string::npos);
 }
+
+// Prometheus keeps one sample of two alike series of a scrape and drops the other.
+TEST_CASE("Prometheus text: series whose labels come out alike get their keys as a label") {
+  Aggregate one, two, three;
+  for (auto [agg, v] : {std::pair{&one, 1.0}, {&two, 2.0}, {&three, 3.0}}) {
+    agg->count = 1;
+    agg->sum = agg->min = agg->max = agg->first = agg->last = agg->p50 = agg->p90 = agg->p99 = v;
+  }
+  std::string a = make_series_key("dup", std::vector<Label>{{"a.b", "1"}});
+  std::string b = make_series_key("dup", std::vector<Label>{{"a_b", "1"}});
+  std::string c = make_series_key("dup", std::vector<Label>{{"a_b", "2"}});
+  std::vector<PromMetric> metrics = {{"dup", 3, &one}};
+  std::vector<PromSeries> series = {{a, "dup", &one}, {b, "dup", &two}, {c, "dup", &three}};
+  std::string out;
+  render_prometheus(out, metrics, series);
+  INFO(out);
+  CHECK(out.find("telemetry_series_last{metric=\"dup\",a_b=\"1\",series_key=\"dup{a.b=\\\"1\\\"}\"} 1\n") !=
+        std::string::npos);
+  CHECK(out.find("telemetry_series_last{metric=\"dup\",a_b=\"1\",series_key=\"dup{a_b=\\\"1\\\"}\"} 2\n") !=
+        std::string::npos);
+  CHECK(out.find("telemetry_series_last{metric=\"dup\",a_b=\"2\"} 3\n") != std::string::npos);
+}
