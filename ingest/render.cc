@@ -266,15 +266,15 @@ void render_metrics(std::string& out, std::span<const MetricCount> metrics) {
 
 namespace {
 
+bool prom_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
 // Prometheus label names must match [a-zA-Z_][a-zA-Z0-9_]*; ours may hold . : / -, which
 // become _, and may start with a digit, which gets a leading _. A name that means
 // something else to Prometheus gets the conventional "exported_" prefix: "metric" (ours),
 // "le" (a histogram's bucket bound), "quantile" (a summary's) and the names that would
 // start with "__", which Prometheus reserves ("__name__" would clash with the family name).
-bool prom_name_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
 void append_prom_label_name(std::string& out, std::string_view name) {
   bool reserved = name.size() >= 2 && !prom_name_char(name[0]) && !prom_name_char(name[1]);
   if (reserved || name == "metric" || name == "le" || name == "quantile")
