@@ -5,9 +5,12 @@
 // (an overflowed sum, say) renders as null in JSON and is left out of Prometheus text.
 #include "ingest/render.h"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <cmath>
+#include <unordered_map>
+#include <vector>
 
 #include <fmt/compile.h>
 #include <fmt/format.h>
@@ -263,22 +266,65 @@ void render_metrics(std::string& out, std::span<const MetricCount> metrics) {
 
 namespace {
 
-// Label names must match [a-zA-Z_][a-zA-Z0-9_]*; ours may hold . : / -. A series label
-// called "metric" would clash with ours and gets the conventional "exported_" prefix.
-void append_prom_label_name(std::string& out, std::string_view name) {
-  if (name == "metric") {
-    out += "exported_metric"sv;
-    return;
-  }
-  if (name[0] >= '0' && name[0] <= '9') out += '_';
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-    out += ok ? c : '_';
-  }
+bool prom_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
-void append_prom_value(std::string& out, std::string_view metric_label) {
-  append_escaped_label_value(out, metric_label);
+// Prometheus label names must match [a-zA-Z_][a-zA-Z0-9_]*; ours may hold . : / -, which
+// become _, and may start with a digit, which gets a leading _. A name that means
+// something else to Prometheus gets the conventional "exported_" prefix: "metric" (ours),
+// "le" (a histogram's bucket bound), "quantile" (a summary's) and the names that would
+// start with "__", which Prometheus reserves ("__name__" would clash with the family name).
+void append_prom_label_name(std::string& out, std::string_view name) {
+  bool reserved = name.size() >= 2 && !prom_name_char(name[0]) && !prom_name_char(name[1]);
+  if (reserved || name == "metric" || name == "le" || name == "quantile")
+    out += "exported_"sv;
+  else if (!name.empty() && name[0] >= '0' && name[0] <= '9')
+    out += '_';
+  for (char c : name) out += prom_name_char(c) ? c : '_';
+}
+
+// Appends `metric="M",name="value",...` for one series. Two labels whose names become the
+// same Prometheus name (host.name and host_name) would make Prometheus reject the whole
+// scrape (a label name twice in a sample); as OpenTelemetry's Prometheus exporter does,
+// they become one label whose value is theirs joined by ';', in the order of the
+// original names (the key's order, which the stable sort keeps). with_key adds the label
+// series_key, the series' own key, for series whose labels alone would be another's.
+void append_series_prom_labels(std::string& out, std::string_view metric, std::string_view key,
+                               bool with_key) {
+  struct Label {
+    std::string name;
+    std::string_view value;  // in Prometheus escaping already, as the key holds it
+  };
+  thread_local std::vector<Label> labels;
+  labels.clear();
+  for_each_key_label(key, [&](std::string_view name, std::string_view value) {
+    Label& l = labels.emplace_back();
+    append_prom_label_name(l.name, name);
+    l.value = value;
+  });
+  std::string escaped_key;
+  if (with_key) {
+    append_escaped_label_value(escaped_key, key);
+    labels.push_back({"series_key", escaped_key});
+  }
+  std::stable_sort(labels.begin(), labels.end(),
+                   [](const Label& a, const Label& b) { return a.name < b.name; });
+  out += "metric=\""sv;
+  append_escaped_label_value(out, metric);
+  out += '"';
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (i == 0 || labels[i].name != labels[i - 1].name) {
+      if (i) out += '"';
+      out += ',';
+      out += labels[i].name;
+      out += "=\""sv;
+    } else {
+      out += ';';
+    }
+    out.append(labels[i].value);
+  }
+  if (!labels.empty()) out += '"';
 }
 
 struct Family {
@@ -294,9 +340,9 @@ bool finite(double v, double* out) {
 }
 
 constexpr Family kFamilies[] = {
-    {"count", "Samples in the window.",
+    {"samples", "Samples in the window.",
      [](const Aggregate& a, double* v) { return finite(static_cast<double>(a.count), v); }},
-    {"sum", "Sum of the samples in the window.",
+    {"sum_of_samples", "Sum of the samples in the window.",
      [](const Aggregate& a, double* v) { return finite(a.sum, v); }},
     {"min", "Smallest sample in the window.",
      [](const Aggregate& a, double* v) { return a.count && finite(a.min, v); }},
@@ -318,13 +364,18 @@ void append_prom_number(std::string& out, double v) {
 
 }  // namespace
 
+// Families and names follow Prometheus' rules as promtool checks them: gauges, since
+// every value describes the window and may go down; no gauge name ends in _count, _sum,
+// _bucket or _total, which belong to summaries, histograms and counters. The quantiles
+// are a summary without _sum and _count: those are counters in a summary (OpenMetrics),
+// and the window's count and sum are not.
 void render_prometheus(std::string& out, std::span<const PromMetric> metrics,
                        std::span<const PromSeries> series) {
   out += "# HELP telemetry_metric_series Series of the metric in the window.\n"
          "# TYPE telemetry_metric_series gauge\n";
   for (const PromMetric& m : metrics) {
     out += "telemetry_metric_series{metric=\""sv;
-    append_prom_value(out, m.metric);
+    append_escaped_label_value(out, m.metric);
     out += "\"} "sv;
     append_prom_number(out, static_cast<double>(m.series_count));
     out += '\n';
@@ -337,14 +388,14 @@ void render_prometheus(std::string& out, std::span<const PromMetric> metrics,
       double v;
       if (!f.value(*m.aggregate, &v)) continue;
       fmt::format_to(std::back_inserter(out), "telemetry_metric_{}{{metric=\"", f.name);
-      append_prom_value(out, m.metric);
+      append_escaped_label_value(out, m.metric);
       out += "\"} "sv;
       append_prom_number(out, v);
       out += '\n';
     }
   }
-  out += "# HELP telemetry_metric_quantile Quantiles of the window (1% relative accuracy).\n"
-         "# TYPE telemetry_metric_quantile gauge\n";
+  out += "# HELP telemetry_metric_quantile Quantiles of the samples in the window (1% relative accuracy).\n"
+         "# TYPE telemetry_metric_quantile summary\n";
   for (const PromMetric& m : metrics) {
     const Aggregate& a = *m.aggregate;
     if (!a.count) continue;
@@ -352,30 +403,50 @@ void render_prometheus(std::string& out, std::span<const PromMetric> metrics,
     for (auto [q, v] : qs) {
       if (!std::isfinite(v)) continue;
       out += "telemetry_metric_quantile{metric=\""sv;
-      append_prom_value(out, m.metric);
+      append_escaped_label_value(out, m.metric);
       fmt::format_to(std::back_inserter(out), "\",quantile=\"{}\"}} ", q);
       append_prom_number(out, v);
       out += '\n';
     }
   }
   if (series.empty()) return;
+  // Each series' labels are rendered once and used by every family.
+  std::string labels;
+  std::vector<size_t> ends;
+  auto render_labels = [&](const std::vector<bool>& with_key) {
+    labels.clear();
+    ends.clear();
+    for (size_t i = 0; i < series.size(); ++i) {
+      append_series_prom_labels(labels, series[i].metric, series[i].key, with_key[i]);
+      ends.push_back(labels.size());
+    }
+  };
+  auto labels_of = [&](size_t i) {
+    size_t begin = i ? ends[i - 1] : 0;
+    return std::string_view(labels).substr(begin, ends[i] - begin);
+  };
+  std::vector<bool> with_key(series.size(), false);
+  render_labels(with_key);
+  // Series of one metric whose labels differ only in what made them valid (a.b and a_b)
+  // come out alike, and Prometheus would keep one of their samples without a word: each
+  // of them gets its key as a label.
+  std::unordered_map<std::string_view, size_t> first_with;
+  first_with.reserve(series.size());
+  bool alike = false;
+  for (size_t i = 0; i < series.size(); ++i) {
+    auto [it, fresh] = first_with.emplace(labels_of(i), i);
+    if (!fresh) with_key[i] = with_key[it->second] = alike = true;
+  }
+  if (alike) render_labels(with_key);
   for (const Family& f : kFamilies) {
     fmt::format_to(std::back_inserter(out),
                    "# HELP telemetry_series_{0} {1}\n# TYPE telemetry_series_{0} gauge\n",
                    f.name, f.help);
-    for (const PromSeries& s : series) {
+    for (size_t i = 0; i < series.size(); ++i) {
       double v;
-      if (!f.value(*s.aggregate, &v)) continue;
-      fmt::format_to(std::back_inserter(out), "telemetry_series_{}{{metric=\"", f.name);
-      append_prom_value(out, s.metric);
-      out += '"';
-      for_each_key_label(s.key, [&](std::string_view name, std::string_view value) {
-        out += ',';
-        append_prom_label_name(out, name);
-        out += "=\""sv;
-        out.append(value);  // already in Prometheus escaping
-        out += '"';
-      });
+      if (!f.value(*series[i].aggregate, &v)) continue;
+      fmt::format_to(std::back_inserter(out), "telemetry_series_{}{{", f.name);
+      out += labels_of(i);
       out += "} "sv;
       append_prom_number(out, v);
       out += '\n';

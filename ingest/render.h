@@ -52,7 +52,8 @@ struct PromSeries {
   std::string_view metric;
   const Aggregate* aggregate;
 };
-// Text exposition 0.0.4, gauges only, families in a fixed order.
+// Text exposition 0.0.4: gauges and a summary of the quantiles, families in a fixed order
+// (docs/ingest.md, Snapshot contents).
 void render_prometheus(std::string& out, std::span<const PromMetric> metrics,
                        std::span<const PromSeries> series);
 

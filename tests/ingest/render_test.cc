@@ -169,15 +169,63 @@ TEST_CASE("Prometheus text: families / escaping / label names made valid") {
   std::vector<PromSeries> series = {{key, "cpu.temp", &a}};
   std::string out;
   render_prometheus(out, metrics, series);
-  CHECK(out.find("# TYPE telemetry_metric_count gauge\n") != std::string::npos);
+  CHECK(out.find("# TYPE telemetry_metric_samples gauge\n") != std::string::npos);
+  CHECK(out.find("telemetry_metric_samples{metric=\"cpu.temp\"} 2\n") != std::string::npos);
+  CHECK(out.find("telemetry_metric_sum_of_samples{metric=\"cpu.temp\"} 3\n") != std::string::npos);
   CHECK(out.find("telemetry_metric_mean{metric=\"cpu.temp\"} 1.5\n") != std::string::npos);
   CHECK(out.find("telemetry_metric_rate{metric=\"cpu.temp\"} 0.5\n") != std::string::npos);
+  CHECK(out.find("# TYPE telemetry_metric_quantile summary\n") != std::string::npos);
   CHECK(out.find("telemetry_metric_quantile{metric=\"cpu.temp\",quantile=\"0.99\"} 2\n") !=
         std::string::npos);
-  CHECK(out.find("telemetry_metric_sum{metric=\"big\"}") == std::string::npos);  // inf left out
-  CHECK(out.find("telemetry_series_last{metric=\"cpu.temp\",_9a=\"z\",host_name=\"x\\\"y\","
-                 "exported_metric=\"m\"} 2\n") != std::string::npos);
+  CHECK(out.find("telemetry_metric_sum_of_samples{metric=\"big\"}") == std::string::npos);  // inf left out
+  CHECK(out.find("telemetry_series_last{metric=\"cpu.temp\",_9a=\"z\",exported_metric=\"m\","
+                 "host_name=\"x\\\"y\"} 2\n") != std::string::npos);
+  // Gauges never take the suffixes of summaries, histograms and counters.
+  for (std::string_view reserved : {"_count{", "_sum{", "_bucket{", "_total{"})
+    CHECK(out.find(reserved) == std::string::npos);
   CHECK(out.back() == '\n');
   CHECK(out.find("nan") == std::string::npos);
   CHECK(out.find("inf") == std::string::npos);
+}
+
+// Prometheus refuses a whole scrape when a sample holds a label name twice, and takes
+// "le", "quantile" and "__" names for its own.
+TEST_CASE("Prometheus text: labels whose valid names collide become one label") {
+  Aggregate a;
+  a.count = 1;
+  a.sum = a.min = a.max = a.first = a.last = a.p50 = a.p90 = a.p99 = 7;
+  std::string key = make_series_key(
+      "m", std::vector<Label>{{"host.name", "a"}, {"host_name", "b"}, {"metric", "c"},
+                              {"exported_metric", "d"}, {"le", "0.5"}, {"quantile", "0.9"},
+                              {"__name__", "n"}});
+  std::vector<PromMetric> metrics = {{"m", 1, &a}};
+  std::vector<PromSeries> series = {{key, "m", &a}};
+  std::string out;
+  render_prometheus(out, metrics, series);
+  INFO(out);
+  CHECK(out.find("telemetry_series_last{metric=\"m\",exported___name__=\"n\",exported_le=\"0.5\","
+                 "exported_metric=\"d;c\",exported_quantile=\"0.9\",host_name=\"a;b\"} 7\n") !=
+        std::string::npos);
+}
+
+// Prometheus keeps one sample of two alike series of a scrape and drops the other.
+TEST_CASE("Prometheus text: series whose labels come out alike get their keys as a label") {
+  Aggregate one, two, three;
+  for (auto [agg, v] : {std::pair{&one, 1.0}, {&two, 2.0}, {&three, 3.0}}) {
+    agg->count = 1;
+    agg->sum = agg->min = agg->max = agg->first = agg->last = agg->p50 = agg->p90 = agg->p99 = v;
+  }
+  std::string a = make_series_key("dup", std::vector<Label>{{"a.b", "1"}});
+  std::string b = make_series_key("dup", std::vector<Label>{{"a_b", "1"}});
+  std::string c = make_series_key("dup", std::vector<Label>{{"a_b", "2"}});
+  std::vector<PromMetric> metrics = {{"dup", 3, &one}};
+  std::vector<PromSeries> series = {{a, "dup", &one}, {b, "dup", &two}, {c, "dup", &three}};
+  std::string out;
+  render_prometheus(out, metrics, series);
+  INFO(out);
+  CHECK(out.find("telemetry_series_last{metric=\"dup\",a_b=\"1\",series_key=\"dup{a.b=\\\"1\\\"}\"} 1\n") !=
+        std::string::npos);
+  CHECK(out.find("telemetry_series_last{metric=\"dup\",a_b=\"1\",series_key=\"dup{a_b=\\\"1\\\"}\"} 2\n") !=
+        std::string::npos);
+  CHECK(out.find("telemetry_series_last{metric=\"dup\",a_b=\"2\"} 3\n") != std::string::npos);
 }

@@ -2,13 +2,15 @@
 // parser, the aggregator (twice, so that counters, resets and histograms have a window)
 // and the snapshot build. Checks what must hold whatever the input: no crash, a refused
 // body yields no samples and says why, only finite values, kinds that fit their
-// samples, canonical keys (they parse back), and a serializable snapshot.
+// samples, canonical keys (they parse back), a serializable snapshot, and Prometheus
+// text that Prometheus takes whole (prom_text_check.h).
 #include <cmath>
 #include <cstdlib>
 #include <string_view>
 #include <vector>
 
 #include "ingest/ingest.h"
+#include "tests/ingest/fuzz/prom_text_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, size_t size) {
   static ingest::Parser parser;
@@ -36,6 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, size_t size) {
   agg.build(builder, now + 1'000'000'000);
   std::vector<std::byte> bytes = builder.serialize(1, 0);
   shm::SnapshotView view(bytes);
+  auto prom = view.find(ingest::kPromRecord);
+  if (!prom || !prom_text_check::check(*prom)) std::abort();
   for (const shm::Record& rec : view.list(ingest::kSeriesList)) {
     std::string_view key = rec.key.substr(ingest::kSeriesPrefix.size());
     if (!ingest::parse_series_key(key)) std::abort();
