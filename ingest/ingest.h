@@ -138,6 +138,11 @@ struct Sample {
   double value = 0;                        // always finite
   int64_t ts_ns = 0;                       // 0: no timestamp, the fetch time applies
   SampleKind kind = SampleKind::gauge;     // never histogram
+  // OTLP points of delta temporality: value is the change since the point before, over
+  // [start_ns, ts_ns]. DeltaTotals turns them into running totals before they are
+  // applied; the Aggregator never sees one.
+  bool delta = false;
+  int64_t start_ns = 0;
 };
 
 struct ParseResult {
@@ -272,8 +277,24 @@ class Aggregator {
 // Pipeline
 // ---------------------------------------------------------------------------------
 
+// A source that is not fetched: samples pushed to the writer between ticks (the
+// OTLP/HTTP receiver, otlp_receiver.h). At every tick the Pipeline takes what arrived
+// and applies it like a fetched body, as the source named url().
+class PushSource {
+ public:
+  struct Batch {
+    std::span<const Sample> samples;  // valid until the next take()
+    uint64_t bytes = 0;               // body bytes received since the last take()
+    uint64_t rejected = 0;            // data points refused on arrival
+    std::string error;                // why the last request or point was refused, or ""
+  };
+  virtual ~PushSource() = default;
+  virtual const std::string& url() const = 0;
+  virtual Batch take(int64_t now_ns) = 0;
+};
+
 // Receives every built snapshot and the status of each configured source, in the
-// configuration's order (index i is Config::sources[i]). Called on the event loop,
+// configuration's order (index i is Config::sources[i]), then of each push source. Called on the event loop,
 // inside a libevent callback: it must not throw (handle publish errors inside it). It
 // may call Pipeline::reconfigure().
 using PublishFn =
@@ -298,6 +319,11 @@ class Pipeline {
   // counters; removed sources' series go at once. A tick in flight completes first with
   // the old source list.
   void reconfigure(Config config);
+
+  // Adds a source that pushes instead of being fetched; it stays through reconfigure()
+  // and its status comes after the configured sources'. source must outlive the
+  // Pipeline.
+  void add_push_source(PushSource* source);
 
   // Runs one whole tick synchronously (fetch everything, apply, build, publish) by
   // looping base until it is done. For tests and tools; not from a callback of base.

@@ -58,7 +58,7 @@ timeval to_timeval(std::chrono::milliseconds ms) {
   return tv;
 }
 
-enum class Kind { http, file, synthetic };
+enum class Kind { http, file, synthetic, push };
 
 struct Source;
 
@@ -91,6 +91,7 @@ struct Source {
   int port = 80;
   bool prometheus = false;  // marked ?format=prometheus: parsed as Prometheus text
   std::unique_ptr<SyntheticSource> synthetic;
+  PushSource* push = nullptr;
   evhttp_connection* connection = nullptr;
   std::unique_ptr<Fetch> fetch;
   std::shared_ptr<FileRead> file_read;  // the last read started, until it has ended
@@ -261,6 +262,7 @@ struct Pipeline::Impl {
       }
       case Kind::file: return fetch_file(s);
       case Kind::http: return fetch_http(s);
+      case Kind::push: return take_pushed(s);
     }
   }
 
@@ -434,6 +436,16 @@ struct Pipeline::Impl {
       error = fmt::format("timeout after {}ms", self->config.source_timeout.count());
     self->end_fetch(*f);
     self->fail(s, 0, std::move(error));
+  }
+
+  // --- pushed -----------------------------------------------------------------------
+
+  void take_pushed(Source& s) {
+    PushSource::Batch batch = s.push->take(tick_ns);
+    s.status.bytes += batch.bytes;
+    s.status.dropped += batch.rejected;
+    apply(s, batch.samples, format_name(Format::otlp), 0, std::move(batch.error));
+    complete(s);
   }
 
   // --- file:// ---------------------------------------------------------------------
@@ -618,6 +630,8 @@ void Pipeline::Impl::apply_config(const Config& c) {
       next.back()->id = next_id++;
     }
   }
+  for (auto& push : sources)
+    if (push && push->kind == Kind::push) next.push_back(std::move(push));
   for (auto& gone : sources) {
     if (!gone) continue;
     aggregator.forget_source(gone->id);
@@ -665,6 +679,16 @@ void Pipeline::reconfigure(Config config) {
     return;
   }
   impl_->apply_config(c);
+}
+
+void Pipeline::add_push_source(PushSource* source) {
+  auto s = std::make_unique<Source>();
+  s->kind = Kind::push;
+  s->push = source;
+  s->url = source->url();
+  s->status.url = s->url;
+  s->id = impl_->next_id++;
+  impl_->sources.push_back(std::move(s));
 }
 
 void Pipeline::run_once() {
