@@ -23,11 +23,13 @@ bool DeltaTotals::add(const Sample& s, int64_t now_ns, std::vector<Sample>& out)
   if (fresh) {
     if (totals_.size() >= max_series_) return false;
     it = totals_.emplace(std::move(key), Total{}).first;
-    if (s.start_ns > 0 && s.start_ns < s.ts_ns) {
+    // A point without a time takes the tick's: its 0 would take it too, and be
+    // dropped as a repeat; such a series' window counts from its first total.
+    if (s.ts_ns > 1) {
       Sample zero = s;
       zero.delta = false;
       zero.value = 0;
-      zero.ts_ns = s.start_ns;
+      zero.ts_ns = s.start_ns > 0 && s.start_ns < s.ts_ns ? s.start_ns : s.ts_ns - 1;
       out.push_back(zero);
     }
   }

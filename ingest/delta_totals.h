@@ -18,8 +18,9 @@ class DeltaTotals {
 
   // Appends to out the samples that stand for s: s itself unless it is a delta;
   // otherwise the series' running total at s's time, preceded, for a series not seen
-  // before, by a 0 at the point's start time (so that the window counts the first
-  // delta too). False, and nothing appended, when a new series would pass max_series.
+  // before, by a 0 at the point's start time, or 1 ns before s when the start is not
+  // earlier (SDKs stamp in milliseconds): the window counts the first delta too. False,
+  // and nothing appended, when a new series would pass max_series.
   // The labels of appended samples are s's.
   bool add(const Sample& s, int64_t now_ns, std::vector<Sample>& out);
   // Forgets the series not updated since cutoff_ns.

@@ -135,7 +135,10 @@ TEST_CASE("OTLP: delta points become running totals with a 0 at the first start"
   REQUIRE(delta("a", kT0 + kSec, kT0 + 2 * kSec, 3));
   REQUIRE(out.size() == 1);
   CHECK(out[0].value == 8);
-  REQUIRE(delta("b", kT0, kT0 + kSec, 1));
+  REQUIRE(delta("b", kT0 + kSec, kT0 + kSec, 1));  // no start before the time
+  REQUIRE(out.size() == 2);
+  CHECK(out[0].ts_ns == kT0 + kSec - 1);
+  CHECK(out[0].value == 0);
   CHECK_FALSE(delta("c", kT0, kT0 + kSec, 1));  // a third series: over the limit of 2
   CHECK(out.empty());
   totals.expire(kT0 + 2 * kSec);  // b was last updated at kT0 + 1s
