@@ -33,11 +33,14 @@ bool DeltaTotals::add(const Sample& s, int64_t now_ns, std::vector<Sample>& out)
       out.push_back(zero);
     }
   }
-  it->second.value += s.value;
-  it->second.updated_ns = now_ns;
+  Total& t = it->second;
+  if (s.ts_ns != 0 && s.ts_ns <= t.last_ts) return true;
+  t.value += s.value;
+  t.last_ts = s.ts_ns;
+  t.updated_ns = now_ns;
   Sample total = s;
   total.delta = false;
-  total.value = it->second.value;
+  total.value = t.value;
   out.push_back(total);
   return true;
 }

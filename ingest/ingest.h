@@ -115,8 +115,9 @@ enum class Format { native, otlp, prometheus };
 std::string_view format_name(Format format);  // "native", "otlp", "prometheus"
 
 // What a sample's series is, which decides how its rate is computed. The parsers give
-// gauge (native, OTLP, Prometheus gauges, untyped and summary quantiles), counter
-// (Prometheus counters and the _sum / _count of histograms and summaries) and bucket
+// gauge (native, OTLP gauges and non-monotonic sums, Prometheus gauges, untyped and
+// summary quantiles), counter (Prometheus counters, OTLP monotonic sums and the _sum /
+// _count of histograms and summaries) and bucket
 // (a histogram's `_bucket{le=..}`, a counter too); the aggregator adds one histogram
 // series per bucket set, whose quantiles are estimated from the buckets.
 enum class SampleKind : uint8_t { gauge, counter, bucket, histogram };
@@ -130,8 +131,8 @@ inline constexpr std::string_view kPrometheusMarker = "format=prometheus";
 // (a name present in both takes the labels' value).
 struct Sample {
   std::string_view metric;
-  // "" or "_count" / "_sum" for OTLP histogram points; for Prometheus histograms
-  // "_bucket" / "_sum" / "_count", metric being the family's name.
+  // "" or, for histograms, "_bucket" / "_sum" / "_count", metric being the family's
+  // name (OTLP histograms are mapped to the same, ingest/otlp_points.h).
   std::string_view suffix;
   std::span<const Label> labels;
   std::span<const Label> resource_labels;  // OTLP resource attributes; empty for native

@@ -17,7 +17,7 @@ struct OtlpOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 4318;  // 0: any free port (tests), see OtlpReceiver::port()
   size_t max_body_bytes = size_t{4} << 20;  // received, and again once decompressed
-  size_t max_pending = 1'000'000;           // samples waiting for the next tick
+  size_t max_pending = 100'000;             // samples waiting for the next tick
   std::chrono::milliseconds retry_after{2000};  // the interval: when there is room again
   size_t max_delta_series = 1'000'000;
   std::chrono::milliseconds delta_expire{60000};  // running totals unseen this long go

@@ -27,6 +27,7 @@
 
 #include <fmt/format.h>
 
+#include "ingest/delta_totals.h"
 #include "ingest/fetch_budget.h"
 #include "ingest/file_read.h"
 #include "ingest/ingest.h"
@@ -97,6 +98,7 @@ struct Source {
   std::shared_ptr<FileRead> file_read;  // the last read started, until it has ended
   uint64_t file_read_started_ns = 0;     // monotonic
   std::string body;  // http: the body as it arrives, then simdjson's padding
+  std::unique_ptr<DeltaTotals> deltas;  // once a body held OTLP delta points
   int64_t started_mono_ns = 0;
   shm::SourceStatus status;
 
@@ -525,7 +527,21 @@ struct Pipeline::Impl {
                                  r.format == Format::prometheus ? "lines" : "samples", r.error)
                    : std::string();
     s.status.dropped += r.rejected + r.skipped;
-    apply(s, parser.samples(), s.status.format, code, std::move(note));
+    std::span<const Sample> samples = parser.samples();
+    if (std::any_of(samples.begin(), samples.end(), [](const Sample& x) { return x.delta; }))
+      samples = running_totals(s, samples);
+    apply(s, samples, s.status.format, code, std::move(note));
+  }
+
+  // OTLP delta points as the running totals they add up to (delta_totals.h).
+  std::vector<Sample> totals;
+  std::span<const Sample> running_totals(Source& s, std::span<const Sample> samples) {
+    if (!s.deltas) s.deltas = std::make_unique<DeltaTotals>(config.max_series_per_source);
+    s.deltas->expire(tick_ns - std::chrono::nanoseconds(config.expire_after).count());
+    totals.clear();
+    for (const Sample& x : samples)
+      if (!s.deltas->add(x, tick_ns, totals)) ++s.status.dropped;
+    return totals;
   }
 
   void apply(Source& s, std::span<const Sample> samples, std::string_view format, int code,

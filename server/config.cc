@@ -128,7 +128,7 @@ const std::vector<Setting>& settings() {
       {"otlp-max-body", Kind::value, "largest OTLP request body, as received and once decompressed (default 4 MiB)",
        [](Options& o, const Values& v) { o.otlp_max_body = parse_count("otlp-max-body", v.back(), 1024, 1 << 30); }},
       {"otlp-max-pending", Kind::value,
-       "OTLP samples waiting for the next interval; beyond, pushes get 503 + Retry-After (default 1000000)",
+       "OTLP samples waiting for the next interval; beyond, pushes get 503 + Retry-After (default 100000)",
        [](Options& o, const Values& v) {
          o.otlp_max_pending = parse_count("otlp-max-pending", v.back(), 1, uint64_t(1) << 32);
        }},

@@ -40,7 +40,7 @@ struct Options {
   // The OTLP/HTTP receiver, run by the writer (a change needs a restart).
   std::string otlp_listen;  // HOST:PORT; "" when off
   size_t otlp_max_body = size_t{4} << 20;
-  size_t otlp_max_pending = 1'000'000;
+  size_t otlp_max_pending = 100'000;
 
   // Supervision.
   std::chrono::milliseconds stuck_timeout{5000};

@@ -135,6 +135,8 @@ TEST_CASE("OTLP: delta points become running totals with a 0 at the first start"
   REQUIRE(delta("a", kT0 + kSec, kT0 + 2 * kSec, 3));
   REQUIRE(out.size() == 1);
   CHECK(out[0].value == 8);
+  REQUIRE(delta("a", kT0 + kSec, kT0 + 2 * kSec, 3));  // the same point again
+  CHECK(out.empty());
   REQUIRE(delta("b", kT0 + kSec, kT0 + kSec, 1));  // no start before the time
   REQUIRE(out.size() == 2);
   CHECK(out[0].ts_ns == kT0 + kSec - 1);

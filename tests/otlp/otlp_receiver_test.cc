@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <event2/event.h>
 
+#include <cstdio>
 #include <future>
 
 #include "ingest/ingest.h"
@@ -208,4 +209,37 @@ TEST_CASE("OTLP receiver: an address in use is a clear error at start") {
     CHECK(std::string(e.what()) ==
           fmt::format("otlp-listen 127.0.0.1:{}: cannot listen: Address already in use", o.port));
   }
+}
+
+TEST_CASE("fetched OTLP/JSON delta points become running totals too - a body read twice adds nothing") {
+  Loop loop;
+  char path[] = "/tmp/telemetryd-otlp-delta-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  close(fd);
+  auto write_delta = [&](int64_t start, int64_t ts, double value) {
+    std::string body = fmt::format(
+        R"({{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[{{"name":"jobs","sum":{{"aggregationTemporality":1,
+          "isMonotonic":true,"dataPoints":[{{"startTimeUnixNano":"{}","timeUnixNano":"{}","asDouble":{}}}]}}}}]}}]}}]}})",
+        start, ts, value);
+    FILE* f = std::fopen(path, "w");
+    std::fwrite(body.data(), 1, body.size(), f);
+    std::fclose(f);
+  };
+  Config c = tick_config();
+  c.sources = {std::string("file://") + path};
+  Pipeline pipeline(loop.base, c, nullptr);
+  int64_t t = int64_t(shm::realtime_ns()) - 10 * kSec;
+  write_delta(t, t + kSec, 5);
+  pipeline.run_once();
+  write_delta(t + kSec, t + 2 * kSec, 3);
+  pipeline.run_once();
+  pipeline.run_once();  // the same body again
+  auto jobs = pipeline.aggregator().series("jobs");
+  REQUIRE(jobs);
+  CHECK(jobs->last == 8);
+  CHECK(jobs->first == 0);
+  CHECK(jobs->count == 3);
+  CHECK(jobs->kind == SampleKind::counter);
+  unlink(path);
 }
