@@ -321,9 +321,9 @@ class Pipeline {
   // the old source list.
   void reconfigure(Config config);
 
-  // Adds a source that pushes instead of being fetched; it stays through reconfigure()
-  // and its status comes after the configured sources'. source must outlive the
-  // Pipeline.
+  // Adds a source that pushes instead of being fetched, before start(); it stays
+  // through reconfigure() and its status comes after the configured sources'. source
+  // must outlive the Pipeline.
   void add_push_source(PushSource* source);
 
   // Runs one whole tick synchronously (fetch everything, apply, build, publish) by

@@ -20,6 +20,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -40,6 +41,8 @@ namespace {
 constexpr std::string_view kPath = "/v1/metrics";
 constexpr size_t kMaxHeaderBytes = 16 * 1024;
 constexpr int kRequestTimeoutSeconds = 30;
+// The JSON parser's buffers grow to the largest body; beyond this they are freed.
+constexpr size_t kKeepParserBytes = size_t{8} << 20;
 // gRPC status codes in error bodies (google.rpc.Status.code).
 constexpr int kInvalidArgument = 3, kResourceExhausted = 8, kUnavailable = 14,
               kUnimplemented = 12, kNotFound = 5;
@@ -261,8 +264,9 @@ struct OtlpReceiver::Impl {
       result = protobuf.parse(payload);
       samples = protobuf.samples();
     }
-    if (!result.ok) return refuse(req, encoding, 400, kInvalidArgument, result.error);
-    admit(req, encoding, result, samples);
+    if (result.ok) admit(req, encoding, result, samples);
+    else refuse(req, encoding, 400, kInvalidArgument, result.error);
+    json.shrink(kKeepParserBytes);  // the samples are copied or refused by now
   }
 
   // Copies the samples into the pending batch, all or none.
