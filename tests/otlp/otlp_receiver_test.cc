@@ -162,6 +162,16 @@ TEST_CASE("OTLP receiver: gzip and chunked bodies - partial success in the reque
   CHECK(status.dropped == 4 * 2);
   CHECK(status.last_error.find("8 data point(s) refused") == 0);
   CHECK(rx.pending() == 0);
+
+  // A reload keeps the push source, its series and its counters.
+  Config other = tick_config();
+  other.sources = {"synthetic://?hosts=2&metrics=1"};
+  pipeline.reconfigure(other);
+  pipeline.run_once();
+  REQUIRE(pipeline.statuses().size() == 2);
+  CHECK(pipeline.statuses().back().url == rx.url());
+  CHECK(pipeline.statuses().back().samples == 4 * 17 + 1);
+  CHECK(agg.series(R"(requests{lib="web",route="/pay",service.name="checkout"})"));
 }
 
 TEST_CASE("OTLP receiver: 503 with Retry-After while the pending batch is full - served again after the tick") {
