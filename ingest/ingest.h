@@ -115,8 +115,9 @@ enum class Format { native, otlp, prometheus };
 std::string_view format_name(Format format);  // "native", "otlp", "prometheus"
 
 // What a sample's series is, which decides how its rate is computed. The parsers give
-// gauge (native, OTLP, Prometheus gauges, untyped and summary quantiles), counter
-// (Prometheus counters and the _sum / _count of histograms and summaries) and bucket
+// gauge (native, OTLP gauges and non-monotonic sums, Prometheus gauges, untyped and
+// summary quantiles), counter (Prometheus counters, OTLP monotonic sums and the _sum /
+// _count of histograms and summaries) and bucket
 // (a histogram's `_bucket{le=..}`, a counter too); the aggregator adds one histogram
 // series per bucket set, whose quantiles are estimated from the buckets.
 enum class SampleKind : uint8_t { gauge, counter, bucket, histogram };
@@ -130,14 +131,19 @@ inline constexpr std::string_view kPrometheusMarker = "format=prometheus";
 // (a name present in both takes the labels' value).
 struct Sample {
   std::string_view metric;
-  // "" or "_count" / "_sum" for OTLP histogram points; for Prometheus histograms
-  // "_bucket" / "_sum" / "_count", metric being the family's name.
+  // "" or, for histograms, "_bucket" / "_sum" / "_count", metric being the family's
+  // name (OTLP histograms are mapped to the same, ingest/otlp_points.h).
   std::string_view suffix;
   std::span<const Label> labels;
   std::span<const Label> resource_labels;  // OTLP resource attributes; empty for native
   double value = 0;                        // always finite
   int64_t ts_ns = 0;                       // 0: no timestamp, the fetch time applies
   SampleKind kind = SampleKind::gauge;     // never histogram
+  // OTLP points of delta temporality: value is the change since the point before, over
+  // [start_ns, ts_ns]. DeltaTotals turns them into running totals before they are
+  // applied; the Aggregator never sees one.
+  bool delta = false;
+  int64_t start_ns = 0;
 };
 
 struct ParseResult {
@@ -280,8 +286,25 @@ class Aggregator {
 // Pipeline
 // ---------------------------------------------------------------------------------
 
+// A source that is not fetched: samples pushed to the writer between ticks (the
+// OTLP/HTTP receiver, otlp_receiver.h). At every tick the Pipeline takes what arrived
+// and applies it like a fetched body, as the source named url().
+class PushSource {
+ public:
+  struct Batch {
+    std::span<const Sample> samples;  // valid until the next take()
+    uint64_t bytes = 0;               // body bytes received since the last take()
+    uint64_t rejected = 0;            // data points refused on arrival
+    std::string error;                // why the last request or point was refused, or ""
+  };
+  virtual ~PushSource() = default;
+  virtual const std::string& url() const = 0;
+  virtual Batch take(int64_t now_ns) = 0;
+};
+
 // Receives every built snapshot, the status of each configured source, in the
-// configuration's order (index i is Config::sources[i]; a follower gets the leader's),
+// configuration's order (index i is Config::sources[i], then each push source; a
+// follower gets the leader's),
 // and the generation to publish it as: the log sequence number (seq) of the tick or
 // entry. Called on the event loop, inside a libevent callback: it must not throw
 // (handle publish errors inside it). It may call Pipeline::reconfigure().
@@ -318,6 +341,11 @@ class Pipeline {
   // counters; removed sources' series go at once. A tick in flight completes first with
   // the old source list.
   void reconfigure(Config config);
+
+  // Adds a source that pushes instead of being fetched, before start(); it stays
+  // through reconfigure() and its status comes after the configured sources'. source
+  // must outlive the Pipeline.
+  void add_push_source(PushSource* source);
 
   // Runs one whole tick synchronously (fetch everything, apply, build, publish) by
   // looping base until it is done. For tests and tools; not from a callback of base.

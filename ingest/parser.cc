@@ -22,6 +22,7 @@
 
 #include "ingest/ingest.h"
 #include "ingest/internal.h"
+#include "ingest/otlp_points.h"
 #include "ingest/prometheus.h"
 
 namespace ingest {
@@ -37,10 +38,14 @@ struct RawSample {
   std::string_view metric;
   std::string_view suffix;
   uint32_t label_begin = 0, label_count = 0;
-  uint32_t resource_begin = 0, resource_count = 0;
-  uint32_t index = 0;  // position in the body, for error messages
+  uint32_t resource_begin = 0, resource_count = 0;  // OTLP: scope and resource labels
+  uint32_t scope_begin = 0, scope_count = 0;
+  uint32_t index = 0;  // position in the body, for error messages (OTLP: the point's)
   double value = 0;
   int64_t ts_ns = 0;
+  int64_t start_ns = 0;
+  SampleKind kind = SampleKind::gauge;
+  bool delta = false;
 };
 
 // Errors after which the document is still positioned on a whole value, so the walk
@@ -102,33 +107,30 @@ struct Parser::Impl {
   bool otlp_resource_metrics(od::value v);
   bool otlp_resource(od::value v, uint32_t* begin, uint32_t* count, const char** why);
   bool otlp_scope_metrics(od::value v);
+  bool otlp_scope(od::value v, uint32_t* begin, uint32_t* count, const char** why);
   bool otlp_metric(od::value v);
-  bool otlp_points(od::value v, bool histogram);
-  bool otlp_point(od::value v, bool histogram);
+  bool otlp_points(od::value v, OtlpType type);
+  bool otlp_point(od::value v, OtlpType type);
+  bool otlp_buckets(od::value v, int32_t* offset, std::vector<uint64_t>& counts,
+                    const char** why);
+  bool u64_array(od::value v, std::vector<uint64_t>& out, const char** why, const char* what);
+  bool i32_field(od::value v, int32_t* out, const char** why, const char* what);
+  bool double_field(od::value v, double* out, const char** why, const char* what);
+  void add_otlp_samples(const RawSample& point, size_t label_begin);
+  void reject_points(size_t first, std::string_view why);
   bool otlp_attributes(od::value v, const char** why);
   bool otlp_attribute(od::value v, const char** why);
   bool otlp_any_value(od::value v, std::string_view* text, const char** why);
   // Reads a uint64 given as a JSON number or a decimal string.
   bool u64_field(od::value v, uint64_t* out, const char** why, const char* what);
   void finish_labels(size_t begin, const char** why);
+
+  // One OTLP point's arrays, reused from point to point.
+  std::vector<double> bounds;
+  std::vector<uint64_t> counts, negative;
+  std::vector<OtlpSample> expanded;
 };
 
-namespace {
-
-// The size of the union of a point's labels and its resource's (each without
-// duplicates): what the series will carry.
-size_t merged_label_count(std::span<const Label> own, std::span<const Label> resource) {
-  if (own.size() + resource.size() <= kMaxLabels) return own.size() + resource.size();
-  size_t count = own.size();
-  for (const Label& r : resource) {
-    bool clash = false;
-    for (const Label& l : own) clash |= l.name == r.name;
-    count += !clash;
-  }
-  return count;
-}
-
-}  // namespace
 
 void Parser::Impl::finish_labels(size_t begin, const char** why) {
   if (*why) return;
@@ -182,6 +184,9 @@ ParseResult Parser::Impl::run(std::string_view body, size_t capacity,
         std::span<const Label>(labels).subspan(r.resource_begin, r.resource_count);
     s.value = r.value;
     s.ts_ns = r.ts_ns;
+    s.kind = r.kind;
+    s.delta = r.delta;
+    s.start_ns = r.start_ns;
     samples.push_back(s);
   }
   return result;
@@ -329,6 +334,28 @@ bool Parser::Impl::native_labels(od::value v, const char** why) {
 }
 
 // --- OTLP/JSON -------------------------------------------------------------------
+//
+// The mapping of points to samples is otlp_points.h's, shared with the protobuf
+// decoder. Fields may come in any order, so what an enclosing object says about its
+// points (a sum's temporality and monotonicity, the scope's and the resource's
+// attributes, the metric's name) is attached to their samples once the object ends.
+// `rejected` counts data points, as OTLP's partial success does.
+
+namespace {
+
+// Points among raw[first..]: a point's samples are adjacent and share its index.
+size_t points_in(const std::vector<RawSample>& raw, size_t first) {
+  size_t n = 0;
+  for (size_t i = first; i < raw.size(); ++i) n += i == first || raw[i].index != raw[i - 1].index;
+  return n;
+}
+
+}  // namespace
+
+void Parser::Impl::reject_points(size_t first, std::string_view why) {
+  if (raw.size() > first) reject(raw[first].index, why, points_in(raw, first));
+  raw.resize(first);
+}
 
 bool Parser::Impl::otlp_resource_metrics(od::value v) {
   od::object obj;
@@ -347,24 +374,53 @@ bool Parser::Impl::otlp_resource_metrics(od::value v) {
   }
   // The resource may come after its metrics in the body; its labels are attached now.
   if (resource_why) {
-    reject(sample_index, std::string("resource: ") + resource_why, raw.size() - first);
-    raw.resize(first);
+    reject_points(first, std::string("resource: ") + resource_why);
     return true;
   }
-  // The label limit holds for the series' whole label set: each point's own labels
-  // plus the resource's, a name in both counted once.
-  std::span<const Label> resource = std::span<const Label>(labels).subspan(rbegin, rcount);
+  // A sample's context labels: its scope's attributes, then the resource's that the
+  // scope does not name (a point's own attributes win over both, a scope's over the
+  // resource's). Built once per scope, in labels.
+  uint32_t cbegin = rbegin, ccount = rcount;
+  uint32_t built_begin = 0, built_count = 0;
   size_t kept = first;
-  for (size_t i = first; i < raw.size(); ++i) {
-    RawSample& s = raw[i];
-    auto own = std::span<const Label>(labels).subspan(s.label_begin, s.label_count);
-    if (merged_label_count(own, resource) > kMaxLabels) {
-      reject(s.index, fmt::format("more than {} labels with the resource attributes", kMaxLabels));
-      continue;
+  for (size_t i = first; i < raw.size();) {
+    size_t end = i + 1;  // the point's samples: [i, end)
+    while (end < raw.size() && raw[end].index == raw[i].index) ++end;
+    const RawSample& s = raw[i];
+    if (s.scope_count == 0) {
+      cbegin = rbegin;
+      ccount = rcount;
+    } else if (s.scope_begin != built_begin || s.scope_count != built_count) {
+      built_begin = s.scope_begin;
+      built_count = s.scope_count;
+      labels.reserve(labels.size() + built_count + rcount);
+      cbegin = static_cast<uint32_t>(labels.size());
+      auto scope = std::span<const Label>(labels).subspan(built_begin, built_count);
+      auto resource = std::span<const Label>(labels).subspan(rbegin, rcount);
+      for (const Label& l : scope) labels.push_back(l);
+      for (const Label& r : resource) {
+        bool clash = false;
+        for (const Label& l : scope) clash |= l.name == r.name;
+        if (!clash) labels.push_back(r);
+      }
+      ccount = static_cast<uint32_t>(labels.size() - cbegin);
     }
-    s.resource_begin = rbegin;
-    s.resource_count = rcount;
-    raw[kept++] = s;
+    auto context = std::span<const Label>(labels).subspan(cbegin, ccount);
+    bool over = false;
+    for (size_t k = i; k < end; ++k) {
+      auto own = std::span<const Label>(labels).subspan(raw[k].label_begin, raw[k].label_count);
+      over |= merged_label_count(own, context) > kMaxLabels;
+    }
+    if (over) {
+      reject(s.index, fmt::format("more than {} labels with the resource attributes", kMaxLabels));
+    } else {
+      for (size_t k = i; k < end; ++k) {
+        raw[k].resource_begin = cbegin;
+        raw[k].resource_count = ccount;
+        raw[kept++] = raw[k];
+      }
+    }
+    i = end;
   }
   raw.resize(kept);
   return true;
@@ -393,9 +449,16 @@ bool Parser::Impl::otlp_scope_metrics(od::value v) {
   for (auto s : scopes) {
     od::object scope;
     if (auto e = s.get_object().get(scope)) return fail(e, "scopeMetrics element");
+    size_t first = raw.size();
+    uint32_t sbegin = 0, scount = 0;
+    const char* scope_why = nullptr;
     for (auto f : scope) {
       od::field field;
       if (auto e = std::move(f).get(field)) return fail(e, "invalid JSON in scopeMetrics");
+      if (field.key() == "scope") {
+        if (!otlp_scope(field.value(), &sbegin, &scount, &scope_why)) return false;
+        continue;
+      }
       if (field.key() != "metrics") continue;
       od::array metrics;
       if (auto e = field.value().get_array().get(metrics)) return fail(e, "metrics");
@@ -405,8 +468,23 @@ bool Parser::Impl::otlp_scope_metrics(od::value v) {
         if (!otlp_metric(metric)) return false;
       }
     }
+    if (scope_why) {
+      reject_points(first, std::string("scope: ") + scope_why);
+      continue;
+    }
+    for (size_t i = first; i < raw.size(); ++i) {
+      raw[i].scope_begin = sbegin;
+      raw[i].scope_count = scount;
+    }
   }
   return true;
+}
+
+bool Parser::Impl::otlp_scope(od::value v, uint32_t* begin, uint32_t* count, const char** why) {
+  od::json_type type;
+  if (auto e = v.type().get(type)) return fail(e, "invalid JSON in scope");
+  if (type == od::json_type::null) return true;
+  return otlp_resource(v, begin, count, why);
 }
 
 bool Parser::Impl::otlp_metric(od::value v) {
@@ -424,38 +502,63 @@ bool Parser::Impl::otlp_metric(od::value v) {
         if (!sample_level(e)) return fail(e, "invalid JSON in metric");
         why = "metric \"name\" is not a string";
       }
-    } else if (key == "gauge" || key == "sum") {
-      if (!otlp_points(field.value(), false)) return false;
+    } else if (key == "gauge") {
+      if (!otlp_points(field.value(), OtlpType::gauge)) return false;
+    } else if (key == "sum") {
+      if (!otlp_points(field.value(), OtlpType::sum)) return false;
     } else if (key == "histogram") {
-      if (!otlp_points(field.value(), true)) return false;
+      if (!otlp_points(field.value(), OtlpType::histogram)) return false;
+    } else if (key == "exponentialHistogram") {
+      if (!otlp_points(field.value(), OtlpType::exponential_histogram)) return false;
     }
-    // summary and exponentialHistogram carry no single value per point: ignored.
+    // A summary's quantiles were computed upstream over an unknown window: ignored.
   }
-  if (!why && !valid_name(name, kMaxMetricNameBytes - 6))  // room for "_count"
-    why = "invalid or missing metric name (1-249 bytes of A-Z a-z 0-9 _ . : / -)";
+  if (!why && !valid_name(name, kMaxOtlpNameBytes))
+    why = "invalid or missing metric name (1-248 bytes of A-Z a-z 0-9 _ . : / -)";
   if (why) {
-    if (raw.size() > first) reject(sample_index, why, raw.size() - first);
-    raw.resize(first);
+    reject_points(first, why);
     return true;
   }
   for (size_t i = first; i < raw.size(); ++i) raw[i].metric = name;
   return true;
 }
 
-bool Parser::Impl::otlp_points(od::value v, bool histogram) {
+bool Parser::Impl::otlp_points(od::value v, OtlpType type) {
   od::object obj;
   if (auto e = v.get_object().get(obj)) return fail(e, "gauge/sum/histogram");
+  size_t first = raw.size();
+  uint64_t temporality = 0;
+  bool monotonic = false;
+  const char* why = nullptr;
   for (auto f : obj) {
     od::field field;
     if (auto e = std::move(f).get(field)) return fail(e, "invalid JSON in metric data");
-    if (field.key() != "dataPoints") continue;
-    od::array points;
-    if (auto e = field.value().get_array().get(points)) return fail(e, "dataPoints");
-    for (auto p : points) {
-      od::value point;
-      if (auto e = p.get(point)) return fail(e, "invalid JSON in dataPoints");
-      if (!otlp_point(point, histogram)) return false;
+    auto key = field.key();
+    if (key == "aggregationTemporality") {
+      if (!u64_field(field.value(), &temporality, &why, "bad aggregationTemporality"))
+        return false;
+    } else if (key == "isMonotonic") {
+      if (auto e = field.value().get_bool().get(monotonic)) {
+        if (!sample_level(e)) return fail(e, "invalid JSON in metric data");
+        if (!why) why = "isMonotonic is not a boolean";
+      }
+    } else if (key == "dataPoints") {
+      od::array points;
+      if (auto e = field.value().get_array().get(points)) return fail(e, "dataPoints");
+      for (auto p : points) {
+        od::value point;
+        if (auto e = p.get(point)) return fail(e, "invalid JSON in dataPoints");
+        if (!otlp_point(point, type)) return false;
+      }
     }
+  }
+  if (why) {
+    reject_points(first, why);
+    return true;
+  }
+  for (size_t i = first; i < raw.size(); ++i) {
+    if (type == OtlpType::sum) raw[i].kind = otlp_sum_kind(monotonic);
+    raw[i].delta = type != OtlpType::gauge && temporality == kOtlpDelta;
   }
   return true;
 }
@@ -476,46 +579,103 @@ bool Parser::Impl::u64_field(od::value v, uint64_t* out, const char** why, const
   return true;
 }
 
-bool Parser::Impl::otlp_point(od::value v, bool histogram) {
+bool Parser::Impl::i32_field(od::value v, int32_t* out, const char** why, const char* what) {
+  int64_t n = 0;
+  if (auto e = v.get_int64().get(n)) {
+    if (!sample_level(e)) return fail(e, "invalid JSON in dataPoints");
+    if (!*why) *why = what;
+    return true;
+  }
+  if (n < INT32_MIN || n > INT32_MAX) {
+    if (!*why) *why = what;
+    return true;
+  }
+  *out = static_cast<int32_t>(n);
+  return true;
+}
+
+// proto3 JSON writes NaN and infinities as strings: refused like any non-number.
+bool Parser::Impl::double_field(od::value v, double* out, const char** why, const char* what) {
+  if (auto e = v.get_double().get(*out)) {
+    if (!sample_level(e)) return fail(e, "invalid JSON in dataPoints");
+    if (!*why) *why = what;
+  }
+  return true;
+}
+
+bool Parser::Impl::u64_array(od::value v, std::vector<uint64_t>& out, const char** why,
+                             const char* what) {
+  od::array arr;
+  if (auto e = v.get_array().get(arr)) {
+    if (!sample_level(e)) return fail(e, "invalid JSON in dataPoints");
+    if (!*why) *why = what;
+    return true;
+  }
+  for (auto element : arr) {
+    od::value n;
+    if (auto e = element.get(n)) return fail(e, "invalid JSON in dataPoints");
+    uint64_t count = 0;
+    if (!u64_field(n, &count, why, what)) return false;
+    out.push_back(count);
+  }
+  return true;
+}
+
+bool Parser::Impl::otlp_buckets(od::value v, int32_t* offset, std::vector<uint64_t>& out,
+                                const char** why) {
+  od::object obj;
+  if (auto e = v.get_object().get(obj)) {
+    if (!sample_level(e)) return fail(e, "invalid JSON in dataPoints");
+    if (!*why) *why = "exponential histogram buckets are not an object";
+    return true;
+  }
+  for (auto f : obj) {
+    od::field field;
+    if (auto e = std::move(f).get(field)) return fail(e, "invalid JSON in dataPoints");
+    if (field.key() == "offset") {
+      if (!i32_field(field.value(), offset, why, "bad bucket offset")) return false;
+    } else if (field.key() == "bucketCounts") {
+      if (!u64_array(field.value(), out, why, "bad bucketCounts")) return false;
+    }
+  }
+  return true;
+}
+
+bool Parser::Impl::otlp_point(od::value v, OtlpType type) {
   size_t index = sample_index++;
   od::object obj;
   if (auto e = v.get_object().get(obj)) return fail(e, "dataPoints element");
   size_t label_begin = labels.size();
   const char* why = nullptr;
-  uint64_t ts = 0, count = 0, flags = 0;
-  double value = 0, sum = 0;
-  bool have_value = false, have_count = false, have_sum = false;
+  uint64_t ts = 0, start = 0, flags = 0;
+  OtlpPoint point;
+  point.type = type;
+  bounds.clear();
+  counts.clear();
+  negative.clear();
+  bool histogram = type == OtlpType::histogram || type == OtlpType::exponential_histogram;
+  bool have_value = false, have_count = false;
   for (auto f : obj) {
     od::field field;
     if (auto e = std::move(f).get(field)) return fail(e, "invalid JSON in dataPoints");
     auto key = field.key();
+    bool ok = true;
     if (key == "attributes") {
-      if (!otlp_attributes(field.value(), &why)) return false;
+      ok = otlp_attributes(field.value(), &why);
     } else if (key == "timeUnixNano") {
-      if (!u64_field(field.value(), &ts, &why, "bad timeUnixNano")) return false;
+      ok = u64_field(field.value(), &ts, &why, "bad timeUnixNano");
+    } else if (key == "startTimeUnixNano") {
+      ok = u64_field(field.value(), &start, &why, "bad startTimeUnixNano");
     } else if (key == "flags") {
-      if (!u64_field(field.value(), &flags, &why, "bad flags")) return false;
-    } else if (key == "count" && histogram) {
-      if (!u64_field(field.value(), &count, &why, "bad histogram count")) return false;
-      have_count = true;
-    } else if (key == "sum" && histogram) {
-      if (auto e = field.value().get_double().get(sum)) {
-        if (!sample_level(e)) return fail(e, "invalid JSON in dataPoints");
-        if (!why) why = "histogram sum is not a finite number";
-      }
-      have_sum = true;
-    } else if (key == "asDouble") {
-      // proto3 JSON writes NaN and infinities as strings: refused like any non-number.
-      if (auto e = field.value().get_double().get(value)) {
-        if (!sample_level(e)) return fail(e, "invalid JSON in dataPoints");
-        if (!why) why = "asDouble is not a finite number";
-      }
+      ok = u64_field(field.value(), &flags, &why, "bad flags");
+    } else if (!histogram && key == "asDouble") {
+      ok = double_field(field.value(), &point.value, &why, "asDouble is not a finite number");
       have_value = true;
-    } else if (key == "asInt") {
-      od::json_type type;
-      if (auto e = field.value().type().get(type)) return fail(e, "invalid JSON in dataPoints");
+    } else if (!histogram && key == "asInt") {
+      od::json_type jtype;
+      if (auto e = field.value().type().get(jtype)) return fail(e, "invalid JSON in dataPoints");
       int64_t n = 0;
-      if (type == od::json_type::string) {
+      if (jtype == od::json_type::string) {
         std::string_view text;
         if (auto e = field.value().get_string().get(text)) return fail(e, "invalid JSON");
         if (!parse_decimal_i64(text, &n) && !why) why = "asInt is not an integer";
@@ -523,43 +683,95 @@ bool Parser::Impl::otlp_point(od::value v, bool histogram) {
         if (!sample_level(e)) return fail(e, "invalid JSON in dataPoints");
         if (!why) why = "asInt is not an integer";
       }
-      value = static_cast<double>(n);
+      point.value = static_cast<double>(n);
       have_value = true;
+    } else if (histogram && key == "count") {
+      ok = u64_field(field.value(), &point.count, &why, "bad histogram count");
+      have_count = true;
+    } else if (histogram && key == "sum") {
+      ok = double_field(field.value(), &point.sum, &why, "histogram sum is not a finite number");
+      point.have_sum = true;
+    } else if (type == OtlpType::histogram && key == "bucketCounts") {
+      ok = u64_array(field.value(), counts, &why, "bad bucketCounts");
+    } else if (type == OtlpType::histogram && key == "explicitBounds") {
+      od::array arr;
+      if (auto e = field.value().get_array().get(arr)) {
+        if (!sample_level(e)) return fail(e, "invalid JSON in dataPoints");
+        if (!why) why = "explicitBounds is not an array";
+        continue;
+      }
+      for (auto element : arr) {
+        od::value b;
+        if (auto e = element.get(b)) return fail(e, "invalid JSON in dataPoints");
+        double bound = 0;
+        if (!double_field(b, &bound, &why, "explicitBounds holds a non-number")) return false;
+        bounds.push_back(bound);
+      }
+    } else if (type == OtlpType::exponential_histogram) {
+      if (key == "scale") {
+        ok = i32_field(field.value(), &point.scale, &why, "bad scale");
+      } else if (key == "zeroCount") {
+        ok = u64_field(field.value(), &point.zero_count, &why, "bad zeroCount");
+      } else if (key == "zeroThreshold") {
+        ok = double_field(field.value(), &point.zero_threshold, &why, "bad zeroThreshold");
+      } else if (key == "positive") {
+        ok = otlp_buckets(field.value(), &point.offset, counts, &why);
+      } else if (key == "negative") {
+        ok = otlp_buckets(field.value(), &point.negative_offset, negative, &why);
+      }
     }
+    if (!ok) return false;
   }
   finish_labels(label_begin, &why);
-  if (flags & 1) {  // FLAG_NO_RECORDED_VALUE: a gap marker, not a sample
+  if (flags & kOtlpNoRecordedValue) {  // a gap marker, not a sample
     labels.resize(label_begin);
     return true;
   }
-  if (!why && ts > static_cast<uint64_t>(INT64_MAX)) why = "timeUnixNano out of range";
+  if (!why && (ts > static_cast<uint64_t>(INT64_MAX) || start > static_cast<uint64_t>(INT64_MAX)))
+    why = "timeUnixNano out of range";
   if (!why && !histogram && !have_value) why = "no asDouble or asInt";
   if (!why && histogram && !have_count) why = "histogram point without count";
-  if (!why && (!std::isfinite(value) || !std::isfinite(sum))) why = "value is not finite";
+  if (!why && histogram) {
+    for (size_t i = label_begin; i < labels.size(); ++i)
+      if (labels[i].name == "le") why = "attribute \"le\" is the bucket label of a histogram";
+  }
+  point.bounds = bounds;
+  point.counts = counts;
+  point.negative = negative;
+  expanded.clear();
+  if (!why) why = expand_otlp_point(point, expanded);
   if (why) {
     labels.resize(label_begin);
     reject(index, why);
     return true;
   }
   RawSample s;
-  s.label_begin = static_cast<uint32_t>(label_begin);
-  s.label_count = static_cast<uint32_t>(labels.size() - label_begin);
   s.index = static_cast<uint32_t>(index);
   s.ts_ns = static_cast<int64_t>(ts);
-  if (!histogram) {
-    s.value = value;
-    raw.push_back(s);
-    return true;
-  }
-  s.suffix = "_count";
-  s.value = static_cast<double>(count);
-  raw.push_back(s);
-  if (have_sum) {
-    s.suffix = "_sum";
-    s.value = sum;
-    raw.push_back(s);
-  }
+  s.start_ns = static_cast<int64_t>(start);
+  s.label_begin = static_cast<uint32_t>(label_begin);
+  s.label_count = static_cast<uint32_t>(labels.size() - label_begin);
+  add_otlp_samples(s, label_begin);
   return true;
+}
+
+// The expanded samples of one point: `_bucket` samples get a copy of the point's
+// labels with le added.
+void Parser::Impl::add_otlp_samples(const RawSample& point, size_t label_begin) {
+  uint32_t own = point.label_count;
+  for (const OtlpSample& e : expanded) {
+    RawSample s = point;
+    s.suffix = e.suffix;
+    s.value = e.value;
+    s.kind = e.kind;
+    if (e.kind == SampleKind::bucket) {
+      s.label_begin = static_cast<uint32_t>(labels.size());
+      for (uint32_t k = 0; k < own; ++k) labels.push_back(labels[label_begin + k]);
+      labels.push_back(Label{"le", otlp_le_text(e.le, arena)});
+      s.label_count = own + 1;
+    }
+    raw.push_back(s);
+  }
 }
 
 bool Parser::Impl::otlp_attributes(od::value v, const char** why) {

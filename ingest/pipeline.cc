@@ -27,6 +27,7 @@
 
 #include <fmt/format.h>
 
+#include "ingest/delta_totals.h"
 #include "ingest/fetch_budget.h"
 #include "ingest/file_read.h"
 #include "ingest/ingest.h"
@@ -60,7 +61,7 @@ timeval to_timeval(std::chrono::milliseconds ms) {
   return tv;
 }
 
-enum class Kind { http, file, synthetic };
+enum class Kind { http, file, synthetic, push };
 
 struct Source;
 
@@ -94,11 +95,13 @@ struct Source {
   int port = 80;
   bool prometheus = false;  // marked ?format=prometheus: parsed as Prometheus text
   std::unique_ptr<SyntheticSource> synthetic;
+  PushSource* push = nullptr;
   evhttp_connection* connection = nullptr;
   std::unique_ptr<Fetch> fetch;
   std::shared_ptr<FileRead> file_read;  // the last read started, until it has ended
   uint64_t file_read_started_ns = 0;     // monotonic
   std::string body;  // http: the body as it arrives, then simdjson's padding
+  std::unique_ptr<DeltaTotals> deltas;  // once a body held OTLP delta points
   int64_t started_mono_ns = 0;
   shm::SourceStatus status;
 
@@ -278,6 +281,7 @@ struct Pipeline::Impl {
       }
       case Kind::file: return fetch_file(s);
       case Kind::http: return fetch_http(s);
+      case Kind::push: return take_pushed(s);
     }
   }
 
@@ -453,6 +457,16 @@ struct Pipeline::Impl {
     self->fail(s, 0, std::move(error));
   }
 
+  // --- pushed -----------------------------------------------------------------------
+
+  void take_pushed(Source& s) {
+    PushSource::Batch batch = s.push->take(tick_ns);
+    s.status.bytes += batch.bytes;
+    s.status.dropped += batch.rejected;
+    apply(s, batch.samples, format_name(Format::otlp), 0, std::move(batch.error));
+    complete(s);
+  }
+
   // --- file:// ---------------------------------------------------------------------
 
   // One read per source: while the last one has not ended (cancelled at its deadline,
@@ -530,7 +544,21 @@ struct Pipeline::Impl {
                                  r.format == Format::prometheus ? "lines" : "samples", r.error)
                    : std::string();
     s.status.dropped += r.rejected + r.skipped;
-    apply(s, parser.samples(), s.status.format, code, std::move(note));
+    std::span<const Sample> samples = parser.samples();
+    if (std::any_of(samples.begin(), samples.end(), [](const Sample& x) { return x.delta; }))
+      samples = running_totals(s, samples);
+    apply(s, samples, s.status.format, code, std::move(note));
+  }
+
+  // OTLP delta points as the running totals they add up to (delta_totals.h).
+  std::vector<Sample> totals;
+  std::span<const Sample> running_totals(Source& s, std::span<const Sample> samples) {
+    if (!s.deltas) s.deltas = std::make_unique<DeltaTotals>(config.max_series_per_source);
+    s.deltas->expire(tick_ns - std::chrono::nanoseconds(config.expire_after).count());
+    totals.clear();
+    for (const Sample& x : samples)
+      if (!s.deltas->add(x, tick_ns, totals)) ++s.status.dropped;
+    return totals;
   }
 
   // A leader's tick only stages the samples: they are applied with the whole entry
@@ -686,6 +714,8 @@ void Pipeline::Impl::apply_config(const Config& c) {
     if (it != sources.end()) next.push_back(std::move(*it));
     else next.push_back(std::move(fresh[fresh_at++]));
   }
+  for (auto& push : sources)
+    if (push && push->kind == Kind::push) next.push_back(std::move(push));
   for (auto& gone : sources)
     if (gone) retired.push_back(std::move(gone));
   sources = std::move(next);
@@ -736,6 +766,15 @@ void Pipeline::reconfigure(Config config) {
     return;
   }
   impl_->apply_config(c);
+}
+
+void Pipeline::add_push_source(PushSource* source) {
+  auto s = std::make_unique<Source>();
+  s->kind = Kind::push;
+  s->push = source;
+  s->url = source->url();
+  s->status.url = s->url;
+  impl_->sources.push_back(std::move(s));
 }
 
 void Pipeline::run_once() {

@@ -12,6 +12,8 @@
 #include <functional>
 #include <iostream>
 #include <thread>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -121,6 +123,15 @@ const std::vector<Setting>& settings() {
        ingest_count("max-series-per-source", &ingest::Config::max_series_per_source)},
       {"prom-series-limit", Kind::value, "/metrics lists per-series gauges only below this many series",
        ingest_count("prom-series-limit", &ingest::Config::prom_series_limit)},
+      {"otlp-listen", Kind::value, "serve OTLP/HTTP metrics pushes (POST /v1/metrics) on HOST:PORT (default off)",
+       text(&Options::otlp_listen)},
+      {"otlp-max-body", Kind::value, "largest OTLP request body, as received and once decompressed (default 4 MiB)",
+       [](Options& o, const Values& v) { o.otlp_max_body = parse_count("otlp-max-body", v.back(), 1024, 1 << 30); }},
+      {"otlp-max-pending", Kind::value,
+       "OTLP samples waiting for the next interval; beyond, pushes get 503 + Retry-After (default 100000)",
+       [](Options& o, const Values& v) {
+         o.otlp_max_pending = parse_count("otlp-max-pending", v.back(), 1, uint64_t(1) << 32);
+       }},
       {"admin-socket", Kind::value, "admin socket path (default $XDG_RUNTIME_DIR/telemetryd.sock or /tmp/telemetryd.sock)",
        text(&Options::admin_socket)},
       {"shm-name", Kind::value, "POSIX shared memory name (default telemetryd)", text(&Options::shm_name)},
@@ -208,6 +219,27 @@ void apply_table(Options& options, const toml::table& table, const std::string& 
   }
 }
 
+// The address must parse and resolve, and not be the read API's; whether it is free
+// is known only when the writer binds it.
+void check_otlp_listen(const Options& o) {
+  std::pair<std::string, uint16_t> address;
+  try {
+    address = parse_listen(o.otlp_listen);
+  } catch (const std::invalid_argument&) {
+    throw std::invalid_argument(fmt::format("otlp-listen: '{}' is not HOST:PORT", o.otlp_listen));
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  std::string port = std::to_string(address.second);
+  if (int rc = getaddrinfo(address.first.c_str(), port.c_str(), &hints, &found))
+    throw std::invalid_argument(fmt::format("otlp-listen: '{}': {}", address.first, gai_strerror(rc)));
+  freeaddrinfo(found);
+  if (address.second != 0 && address == parse_listen(o.listen))
+    throw std::invalid_argument(fmt::format("otlp-listen: {} is the read API's address (listen)", o.otlp_listen));
+}
+
 uint32_t default_workers() { return std::clamp(std::thread::hardware_concurrency(), 2u, kMaxWorkers); }
 
 // What `path` will be once main() has made it absolute (from the current directory).
@@ -231,8 +263,10 @@ void check_options(Options& o) {
     throw std::invalid_argument(fmt::format("shm-name: '{}' must be 1-80 characters without '/'", o.shm_name));
   if (!log::parse_level(o.log_level))
     throw std::invalid_argument(fmt::format("log-level: '{}' is not debug, info, warn or error", o.log_level));
-  if (o.ingest.sources.size() > shm::kMaxSources)
-    throw std::invalid_argument(fmt::format("source: at most {} sources", shm::kMaxSources));
+  if (!o.otlp_listen.empty()) check_otlp_listen(o);
+  if (o.ingest.sources.size() + !o.otlp_listen.empty() > shm::kMaxSources)
+    throw std::invalid_argument(fmt::format("source: at most {} sources ({} with otlp-listen)", shm::kMaxSources,
+                                            shm::kMaxSources - 1));
   if (o.stuck_timeout < ms(100)) throw std::invalid_argument("stuck-timeout: must be at least 100ms");
   if (o.writer_stuck_timeout < ms(500)) throw std::invalid_argument("writer-stuck-timeout: must be at least 500ms");
   const std::pair<const char*, ms Options::*> durations[] = {
@@ -345,6 +379,9 @@ std::vector<std::string> restart_only_changes(const Options& a, const Options& b
   if (a.admin_socket != b.admin_socket) changed.push_back("admin-socket");
   if (a.shm_name != b.shm_name) changed.push_back("shm-name");
   if (a.pidfile != b.pidfile) changed.push_back("pidfile");
+  if (a.otlp_listen != b.otlp_listen || a.otlp_max_body != b.otlp_max_body ||
+      a.otlp_max_pending != b.otlp_max_pending)
+    changed.push_back("otlp-listen/otlp-max-body/otlp-max-pending");
   if (a.idle_timeout != b.idle_timeout || a.request_timeout != b.request_timeout ||
       a.healthz_max_age != b.healthz_max_age || a.max_header_bytes != b.max_header_bytes ||
       a.max_connections_per_reader != b.max_connections_per_reader)

@@ -37,6 +37,11 @@ struct Options {
   // Ingest (reloadable).
   ingest::Config ingest;
 
+  // The OTLP/HTTP receiver, run by the writer (a change needs a restart).
+  std::string otlp_listen;  // HOST:PORT; "" when off
+  size_t otlp_max_body = size_t{4} << 20;
+  size_t otlp_max_pending = 100'000;
+
   // Supervision.
   std::chrono::milliseconds stuck_timeout{5000};
   std::chrono::milliseconds writer_stuck_timeout{60000};

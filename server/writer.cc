@@ -10,6 +10,7 @@
 #include <event2/event.h>
 
 #include "ingest/ingest.h"
+#include "ingest/otlp_receiver.h"
 #include "server/log.h"
 #include "server/service.h"
 
@@ -28,6 +29,7 @@ struct WriterProcess {
   event_base* base = nullptr;
   std::unique_ptr<shm::Writer> writer;
   std::unique_ptr<ingest::Pipeline> pipeline;
+  std::unique_ptr<ingest::OtlpReceiver> otlp;  // the push source, when otlp-listen is set
   uint64_t last_generation = 0;
 
   std::atomic<uint64_t>& counter(ServiceCounter c) { return store.service_counter(c); }
@@ -131,7 +133,7 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
   errno = 0;
   if (nice(kWriterNice) == -1 && errno != 0)
     log::warn("writer: nice({}): {}", kWriterNice, std::strerror(errno));
-  WriterProcess w{store, command_line, nullptr, nullptr, nullptr, 0, false};
+  WriterProcess w{store, command_line, nullptr, nullptr, nullptr, nullptr, 0, false};
   try {
     w.writer = std::make_unique<shm::Writer>(store);
   } catch (const shm::Error& e) {
@@ -154,6 +156,28 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
   } catch (const std::invalid_argument& e) {
     log::error("bad ingest configuration: {}", e.what());
     return kExitBadConfig;
+  }
+  if (!options.otlp_listen.empty()) {
+    // Bound here rather than in the supervisor: the receiver is the writer's, and
+    // SO_REUSEADDR lets a restarted writer bind the same address at once. A failure
+    // (address in use, no permission) cannot be fixed by restarting.
+    auto [host, port] = parse_listen(options.otlp_listen);
+    ingest::OtlpOptions o;
+    o.host = host;
+    o.port = port;
+    o.max_body_bytes = options.otlp_max_body;
+    o.max_pending = options.otlp_max_pending;
+    o.retry_after = options.ingest.interval;
+    o.max_delta_series = options.ingest.max_series_per_source;
+    o.delta_expire = options.ingest.expire_after;
+    try {
+      w.otlp = std::make_unique<ingest::OtlpReceiver>(w.base, o);
+    } catch (const std::exception& e) {
+      log::error("{}", e.what());
+      return kExitBadConfig;
+    }
+    w.pipeline->add_push_source(w.otlp.get());
+    log::info("OTLP/HTTP receiver listening on {}", w.otlp->url());
   }
   std::vector<event*> signals;
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) {
@@ -182,6 +206,7 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
     code = kExitFailure;
   }
   w.pipeline.reset();
+  w.otlp.reset();
   for (event* e : signals) event_free(e);
   event_free(beat);
   event_base_free(w.base);

@@ -360,7 +360,7 @@ TEST_CASE("one tick fetches every source - bad ones fail alone and within the ti
   const auto& otlp = status_of(pub, upstream->url("/otlp"));
   CHECK(otlp.format == "otlp");
   CHECK(otlp.samples == 1);
-  CHECK(otlp.dropped == 4);
+  CHECK(otlp.dropped == 6);
 
   auto failed = [&](const std::string& url, std::string_view text) {
     const auto& s = status_of(pub, url);

@@ -1,0 +1,81 @@
+// otlp_points.h: how one OTLP data point becomes samples. Shared by the OTLP/JSON
+// parser (parser.cc) and the protobuf decoder (otlp_proto.cc), so that both encodings
+// of one request give the same series (docs/ingest.md, OTLP).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "ingest/ingest.h"
+#include "ingest/internal.h"
+
+namespace ingest {
+
+enum class OtlpType : uint8_t { gauge, sum, histogram, exponential_histogram };
+
+// AggregationTemporality: DELTA is 1, CUMULATIVE 2, UNSPECIFIED 0 (taken as cumulative).
+inline constexpr uint64_t kOtlpDelta = 1;
+// DataPointFlags.NO_RECORDED_VALUE: the point marks a gap and carries no value.
+inline constexpr uint64_t kOtlpNoRecordedValue = 1;
+// Most buckets one histogram point may carry (an exponential one's positive, negative
+// and zero buckets together): each is a series.
+inline constexpr size_t kMaxOtlpBuckets = 400;
+// A metric name leaves room for the longest suffix, "_bucket".
+inline constexpr size_t kMaxOtlpNameBytes = kMaxMetricNameBytes - 7;
+
+struct OtlpPoint {
+  OtlpType type = OtlpType::gauge;
+  double value = 0;  // gauge, sum
+  uint64_t count = 0;  // histograms
+  double sum = 0;
+  bool have_sum = false;
+  std::span<const double> bounds;    // histogram: explicit_bounds
+  std::span<const uint64_t> counts;  // histogram: bucket_counts; exponential: positive
+  int32_t offset = 0;                // exponential: positive offset
+  std::span<const uint64_t> negative;
+  int32_t negative_offset = 0;
+  int32_t scale = 0;
+  uint64_t zero_count = 0;
+  double zero_threshold = 0;
+};
+
+// One sample of a point before its labels are attached: `_bucket` samples take the
+// point's labels plus le.
+struct OtlpSample {
+  std::string_view suffix;  // "", "_count", "_sum" or "_bucket"
+  double le = 0;
+  double value = 0;
+  SampleKind kind = SampleKind::gauge;
+};
+
+// Appends the point's samples to out (a gauge or sum: one; a histogram: _count, _sum
+// when present, then one _bucket per bound with cumulative counts, +Inf last). A sum's
+// sample is a gauge; the caller sets its kind with otlp_sum_kind once it knows the
+// sum's monotonicity. Returns the reason the point is refused (out unchanged), or null.
+const char* expand_otlp_point(const OtlpPoint& point, std::vector<OtlpSample>& out);
+
+// Monotonic sums are counters (cumulative, or delta made cumulative by DeltaTotals);
+// the others are gauges.
+inline SampleKind otlp_sum_kind(bool monotonic) {
+  return monotonic ? SampleKind::counter : SampleKind::gauge;
+}
+
+// The size of the union of a point's labels and its context's (scope and resource
+// attributes, each without duplicates): what the series will carry.
+inline size_t merged_label_count(std::span<const Label> own, std::span<const Label> context) {
+  if (own.size() + context.size() <= kMaxLabels) return own.size() + context.size();
+  size_t count = own.size();
+  for (const Label& r : context) {
+    bool clash = false;
+    for (const Label& l : own) clash |= l.name == r.name;
+    count += !clash;
+  }
+  return count;
+}
+
+// The text of an le label ("+Inf", or the shortest text that reads back as le).
+std::string_view otlp_le_text(double le, Arena& arena);
+
+}  // namespace ingest

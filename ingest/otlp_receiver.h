@@ -1,0 +1,46 @@
+// otlp_receiver.h: the OTLP/HTTP metrics receiver. Serves POST /v1/metrics (OTLP/JSON
+// or OTLP/protobuf, gzip or not, Content-Length or chunked) on the writer's event loop
+// and keeps the samples for the next tick, when the Pipeline takes them as the push
+// source otlp://HOST:PORT. Status codes, limits and the mapping: docs/ingest.md.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ingest/ingest.h"
+
+namespace ingest {
+
+struct OtlpOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 4318;  // 0: any free port (tests), see OtlpReceiver::port()
+  size_t max_body_bytes = size_t{4} << 20;  // received, and again once decompressed
+  size_t max_pending = 100'000;             // samples waiting for the next tick
+  std::chrono::milliseconds retry_after{2000};  // the interval: when there is room again
+  size_t max_delta_series = 1'000'000;
+  std::chrono::milliseconds delta_expire{60000};  // running totals unseen this long go
+};
+
+class OtlpReceiver final : public PushSource {
+ public:
+  // Binds host:port (SO_REUSEADDR, so a restarted writer rebinds at once) and serves
+  // on base. Throws std::runtime_error naming the address and the system's reason.
+  OtlpReceiver(event_base* base, const OtlpOptions& options);
+  ~OtlpReceiver() override;
+  OtlpReceiver(const OtlpReceiver&) = delete;
+  OtlpReceiver& operator=(const OtlpReceiver&) = delete;
+
+  const std::string& url() const override;
+  Batch take(int64_t now_ns) override;
+
+  uint16_t port() const;  // the bound port
+  size_t pending() const;  // samples waiting for the next take()
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ingest
