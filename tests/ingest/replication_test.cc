@@ -386,3 +386,72 @@ TEST_CASE("replication - a leader leaves out samples no entry may hold, and keep
   CHECK(aggregator.series(R"(cpu{host="a"})"));
   CHECK(aggregator.series(R"(mem{a="2",z="1"})"));
 }
+
+namespace {
+
+// A push source (the OTLP receiver's place in the Pipeline) that hands over the same
+// gauge, counter and histogram bucket at every tick, the values moving.
+class FixedPush final : public PushSource {
+ public:
+  const std::string& url() const override { return url_; }
+  Batch take(int64_t now_ns) override {
+    ++takes_;
+    samples_.clear();
+    samples_.push_back(sample("push_temp", "", SampleKind::gauge, 20.0 + takes_, now_ns));
+    samples_.push_back(sample("push_requests_total", "", SampleKind::counter, 10.0 * takes_, now_ns));
+    samples_.push_back(sample("push_latency", "_bucket", SampleKind::bucket, 3.0 * takes_, now_ns));
+    return Batch{samples_, 100, 0, ""};
+  }
+
+ private:
+  Sample sample(std::string_view metric, std::string_view suffix, SampleKind kind, double value, int64_t ts) {
+    Sample s;
+    s.metric = metric;
+    s.suffix = suffix;
+    s.labels = kind == SampleKind::bucket ? std::span<const Label>(le_) : std::span<const Label>();
+    s.resource_labels = resource_;
+    s.value = value;
+    s.ts_ns = ts;
+    s.kind = kind;
+    return s;
+  }
+  std::string url_ = "otlp://127.0.0.1:4318";
+  int takes_ = 0;
+  Label le_[1] = {{"le", "0.5"}};
+  Label resource_[1] = {{"service.name", "checkout"}};
+  std::vector<Sample> samples_;
+};
+
+}  // namespace
+
+TEST_CASE("replication - pushed points reach the followers through the leader's entries") {
+  const std::string prom = temp_path("prom.txt"), native = temp_path("native.json");
+  write_file(prom, prometheus_body(0));
+  write_file(native, native_body(0));
+  FixedPush push;
+  Node leader(leader_config(prom, native));
+  leader.pipeline.add_push_source(&push);
+  leader.lead();
+  std::vector<std::unique_ptr<Node>> nodes;
+  Node& f = follower(nodes);  // has no push source of its own
+  for (int t = 0; t < 4; ++t) {
+    leader.pipeline.run_once();
+    REQUIRE(f.pipeline.apply_entry(leader.entries.back().second) == Pipeline::EntryResult::applied);
+  }
+  for (const auto& [seq, body] : leader.published) {
+    INFO("seq " << seq);
+    CHECK(f.published.at(seq) == body);
+  }
+  const std::string& last = leader.published.rbegin()->second;
+  CHECK(last.find(R"(push_temp{service.name=\"checkout\"})") != std::string::npos);
+  auto counter = f.pipeline.aggregator().series(R"(push_requests_total{service.name="checkout"})");
+  REQUIRE(counter);
+  CHECK(counter->count == 4);
+  CHECK(counter->last == 40.0);
+  const auto& statuses = f.statuses.at(leader.pipeline.applied_seq());
+  REQUIRE(statuses.size() == 4);  // the three configured sources, then the push source
+  CHECK(statuses[3].url == "otlp://127.0.0.1:4318");
+  CHECK(statuses[3].samples == 12);  // accepted since the start: 3 a tick
+  std::remove(prom.c_str());
+  std::remove(native.c_str());
+}
