@@ -28,6 +28,7 @@ void Node::Impl::append(uint64_t seq, std::string entry) {
   if (role == Role::leader && monotonic_ns() >= lease_deadline_ns)
     step_down("the lease ran out before it could be renewed");
   if (!leading) return;
+  applied_term = term;  // the entry is applied here already, under this term
   pending.push_back(Entry{seq, unix_ms(), std::move(entry)});
   if (pending.size() > settings.max_pending) {
     // Bounded memory while Redis is away: what falls out is covered by a checkpoint.

@@ -13,7 +13,7 @@ namespace cluster {
 
 namespace {
 constexpr std::chrono::milliseconds kFirstBackoff{50};
-constexpr std::chrono::milliseconds kMaxBackoff{2000};
+constexpr std::chrono::milliseconds kMaxBackoff{1000};
 constexpr std::chrono::milliseconds kConnectTimeout{2000};
 constexpr timeval kCheckEvery{0, 50'000};
 }  // namespace
