@@ -37,6 +37,13 @@ struct Options {
   // Ingest (reloadable).
   ingest::Config ingest;
 
+  // Cluster (a change needs a restart). An empty `cluster` is a standalone node.
+  std::string cluster;                    // redis://HOST:PORT[/DB]
+  std::string cluster_name = "telemetryd";  // prefix of every Redis key
+  std::string node_id;                    // "" until resolved: HOSTNAME:PORT of listen
+  std::chrono::milliseconds lease{6000};
+  std::string role = "auto";              // auto or follower (never leads)
+
   // Supervision.
   std::chrono::milliseconds stuck_timeout{5000};
   std::chrono::milliseconds writer_stuck_timeout{60000};
