@@ -27,7 +27,12 @@ uint64_t to_u64(std::string_view text) {
 void Node::Impl::append(uint64_t seq, std::string entry) {
   if (role == Role::leader && monotonic_ns() >= lease_deadline_ns)
     step_down("the lease ran out before it could be renewed");
-  if (!leading) return;
+  if (!leading) {
+    // The host applied this entry (a tick that ended after the step-down, e.g. when
+    // the process ran again after a stop): its state is not the log's any more.
+    resync("entry " + std::to_string(seq) + " was applied here after this node stopped leading", true);
+    return;
+  }
   applied_term = term;  // the entry is applied here already, under this term
   pending.push_back(Entry{seq, unix_ms(), std::move(entry)});
   if (pending.size() > settings.max_pending) {
