@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-60}
 jobs=$(nproc)
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DTELEMETRYD_BENCH=OFF >/dev/null
+  -DTELEMETRYD_BENCH=OFF -DTELEMETRYD_FUZZ=ON >/dev/null
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cd build-fuzz/fuzz && ls *.seeds | sed 's/\.seeds$//')

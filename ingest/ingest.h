@@ -243,6 +243,14 @@ class Aggregator {
   // Window, interval, staleness and limits change; series are kept. Buckets are
   // re-sliced to the new interval lazily (old ones simply age out).
   void reconfigure(const Config& config);
+  const Config& config() const;  // resolved
+
+  // The whole window state, appended to out in key order: the same state gives the same
+  // bytes, whatever its history (docs/architecture.md, Replication). load() replaces
+  // this Aggregator's series with saved ones (its config stays); it throws
+  // std::invalid_argument on malformed bytes and then leaves this Aggregator unchanged.
+  void save(std::string& out) const;
+  void load(std::string_view saved);
 
   // Applies samples in order at fetch time now_ns (the ts of samples without one).
   ApplyStats apply(uint32_t source, std::span<const Sample> samples, int64_t now_ns);
@@ -272,12 +280,24 @@ class Aggregator {
 // Pipeline
 // ---------------------------------------------------------------------------------
 
-// Receives every built snapshot and the status of each configured source, in the
-// configuration's order (index i is Config::sources[i]). Called on the event loop,
-// inside a libevent callback: it must not throw (handle publish errors inside it). It
-// may call Pipeline::reconfigure().
-using PublishFn =
-    std::function<void(const shm::SnapshotBuilder&, const std::vector<shm::SourceStatus>&)>;
+// Receives every built snapshot, the status of each configured source, in the
+// configuration's order (index i is Config::sources[i]; a follower gets the leader's),
+// and the generation to publish it as: the log sequence number (seq) of the tick or
+// entry. Called on the event loop, inside a libevent callback: it must not throw
+// (handle publish errors inside it). It may call Pipeline::reconfigure().
+using PublishFn = std::function<void(const shm::SnapshotBuilder&,
+                                     const std::vector<shm::SourceStatus>&, uint64_t seq)>;
+
+// Replication (docs/architecture.md, Replication). One tick's samples as every node
+// applies them are a log entry: binary, versioned (kLogFormatVersion), zstd-compressed.
+// It carries its sequence number, the tick's clock (Unix ns, the leader's tick time: the
+// only "now" that apply and build use), the leader's settings that affect aggregation
+// (interval, window, stale_after, expire_after, max_series, max_series_per_source,
+// prom_series_limit), its source URLs and statuses, and the samples after parsing, in
+// the order the leader applied them. A series is spelled out in the first entry that
+// has it; later entries refer to it by a number (a dictionary that is part of the
+// replicated state and of checkpoints). Checkpoints carry the same version.
+inline constexpr uint32_t kLogFormatVersion = 1;
 
 class Pipeline {
  public:
@@ -303,8 +323,59 @@ class Pipeline {
   // looping base until it is done. For tests and tools; not from a callback of base.
   void run_once();
 
+  // --- replication: how a writer is a cluster's leader or follower ---------------
+  //
+  // Standalone (no sink, fetching) each tick is applied as its sources answer and
+  // published as seq applied_seq() + 1, encoding nothing. A leader (a sink set) stages
+  // each tick's samples without changing any state; when the tick completes it makes
+  // the entry for seq = applied_seq() + 1, applies it through apply_entry()'s own
+  // decode-and-apply path, builds, publishes (generation = seq), then hands the entry
+  // to the sink. If the sink cannot append it, this Pipeline holds an entry the log
+  // does not: restore() a checkpoint (or replay the log into a fresh Pipeline) before
+  // following. A follower does not fetch: its state changes only through
+  // apply_entry() and restore().
+
+  // The seq of the last entry applied or tick published (0: none). A standalone
+  // writer starts it from the store's generation, so generations stay monotonic.
+  uint64_t applied_seq() const;
+  void set_applied_seq(uint64_t seq);  // before start(), or after restore()
+
+  // Empty: standalone. Takes effect at the next tick; clearing it abandons a leader's
+  // tick in flight (which changed nothing), so that no entry is applied here without
+  // going to a sink. The sink is called inside the tick's libevent callback; it must
+  // not throw. A follower becoming leader sets a sink, then set_fetching(true); a
+  // leader losing its lease calls set_fetching(false) and clears the sink.
+  using EntrySink = std::function<void(uint64_t seq, std::string entry)>;
+  void set_entry_sink(EntrySink sink);
+
+  // Off: no fetch timer, a tick in flight is abandoned (it changed nothing if it was a
+  // leader's). On (the default): start() runs ticks. Turning it on while started
+  // starts a tick now.
+  void set_fetching(bool on);
+  bool fetching() const;
+
+  // Applies one log entry: decode, check version and seq, apply, build, publish.
+  // seq <= applied_seq(): duplicate, ignored. seq > applied_seq() + 1: gap (the caller
+  // loads a checkpoint). Bad bytes or an unknown version: bad, *error says why, and
+  // nothing changes. Not while a tick is in flight (bad).
+  enum class EntryResult { applied, duplicate, gap, bad };
+  EntryResult apply_entry(std::string_view entry, std::string* error = nullptr);
+  // The entry's seq from its header only (cheap); 0 when it is not an entry of this
+  // format version.
+  static uint64_t entry_seq(std::string_view entry);
+
+  // The whole replicated state (aggregator, series dictionary, source table,
+  // applied_seq, the leader's settings) as compressed bytes, and back. restore() throws
+  // std::invalid_argument on bad bytes or an unknown version and then changes nothing.
+  // It publishes nothing: the next entry applied does; a tick in flight is abandoned.
+  // Both take seconds at a million series (docs/performance.md, Replication).
+  std::string checkpoint() const;
+  void restore(std::string_view checkpoint);
+
   const Config& config() const;
   std::vector<shm::SourceStatus> statuses() const;
+  // Its config() holds the settings aggregation follows: a follower's are the last
+  // entry's, whatever its own configuration says.
   const Aggregator& aggregator() const;
   uint64_t ticks() const;          // completed ticks
   uint64_t ticks_skipped() const;  // timer fired while a tick was still in flight

@@ -1,6 +1,7 @@
 // internal.h: helpers shared by the ingest implementation files (not public API).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -13,6 +14,10 @@
 #include "ingest/ingest.h"
 
 namespace ingest {
+
+// Times in replicated state (entries, checkpoints) lie in [0, kMaxTimeNs] (the year
+// 2116), so that the aggregator's differences and sums of times cannot overflow.
+inline constexpr int64_t kMaxTimeNs = int64_t{1} << 62;
 
 // Metric and label names: 1..max bytes of [A-Za-z0-9_.:/-]. Restricting the alphabet
 // keeps keys unambiguous (no '{', '=', ',', '"') without escaping names.
@@ -37,6 +42,26 @@ inline const char* check_labels(std::span<const Label> labels) {
       if (labels[j].name == labels[i].name) return "duplicate label name";
   }
   return nullptr;
+}
+
+// A sample's labels sorted by name, resource labels merged in (a point label wins a
+// clash): what its series key is made of. Samples usually arrive sorted and without
+// resource labels: that path copies nothing; otherwise the result is in scratch.
+inline std::span<const Label> sorted_sample_labels(const Sample& s, std::vector<Label>& scratch) {
+  auto by_name = [](const Label& a, const Label& b) { return a.name < b.name; };
+  if (s.resource_labels.empty() && std::is_sorted(s.labels.begin(), s.labels.end(), by_name))
+    return s.labels;
+  scratch.assign(s.labels.begin(), s.labels.end());
+  for (const Label& r : s.resource_labels) {
+    bool clash = false;
+    for (const Label& l : s.labels) clash |= l.name == r.name;
+    if (!clash) scratch.push_back(r);
+  }
+  // Insertion sort: a handful of labels, usually almost in order.
+  for (size_t i = 1; i < scratch.size(); ++i)
+    for (size_t j = i; j > 0 && by_name(scratch[j], scratch[j - 1]); --j)
+      std::swap(scratch[j], scratch[j - 1]);
+  return scratch;
 }
 
 

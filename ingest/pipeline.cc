@@ -30,7 +30,9 @@
 #include "ingest/fetch_budget.h"
 #include "ingest/file_read.h"
 #include "ingest/ingest.h"
+#include "ingest/replica.h"
 #include "ingest/synthetic.h"
+#include "ingest/wire.h"
 
 namespace ingest {
 
@@ -84,6 +86,7 @@ struct Fetch {
 
 struct Source {
   uint32_t id = 0;  // the Aggregator's source id, stable while the URL stays configured
+  uint32_t index = 0;  // in the configuration, as of the tick's start
   std::string url;
   Kind kind = Kind::file;
   std::string host, target, path;  // http: host and request target; file: path
@@ -180,6 +183,14 @@ struct Pipeline::Impl {
   Config config;
   PublishFn publish;
   Aggregator aggregator;
+  Replica replica;
+  uint64_t applied_seq = 0;
+  EntrySink sink;
+  bool fetching = true;
+  bool tick_leader = false;  // the tick in flight stages an entry
+  // What a follower publishes: the statuses of the last entry applied.
+  std::vector<shm::SourceStatus> entry_statuses;
+  bool following = false;
   Parser parser;
   shm::SnapshotBuilder builder;
   std::vector<std::unique_ptr<Source>> sources;
@@ -189,7 +200,6 @@ struct Pipeline::Impl {
   std::shared_ptr<FetchBudget> budget;
   std::shared_ptr<WakeFd> file_done;  // signalled by file-read threads
   event* file_done_event = nullptr;
-  uint32_t next_id = 0;
   event* timer = nullptr;
   bool running = false;
   bool in_flight = false;
@@ -206,10 +216,9 @@ struct Pipeline::Impl {
         budget(std::make_shared<FetchBudget>(config.fetch_memory_limit)),
         file_done(std::make_shared<WakeFd>()) {
     if (!base) throw std::invalid_argument("Pipeline: event_base is null");
-    for (const std::string& url : config.sources) {
-      sources.push_back(make_source(url));
-      sources.back()->id = next_id++;
-    }
+    // Source ids are given at the first standalone tick or entry: a follower's own
+    // sources never enter the replicated source table.
+    for (const std::string& url : config.sources) sources.push_back(make_source(url));
     dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
                                    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (!dns) dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
@@ -240,6 +249,14 @@ struct Pipeline::Impl {
     retired.clear();
     in_flight = true;
     tick_ns = static_cast<int64_t>(shm::realtime_ns());
+    tick_leader = static_cast<bool>(sink);
+    std::vector<std::string> urls;
+    for (size_t i = 0; i < sources.size(); ++i) {
+      sources[i]->index = static_cast<uint32_t>(i);
+      urls.push_back(sources[i]->url);
+    }
+    if (tick_leader) replica.stage_begin(config, urls);
+    else assign_source_ids();
     pending = sources.size();
     // Sources that fail at once or are synthetic complete inside begin(); the tick is
     // finished after the loop in that case, since publishing may reconfigure the very
@@ -516,20 +533,32 @@ struct Pipeline::Impl {
     apply(s, parser.samples(), s.status.format, code, std::move(note));
   }
 
+  // A leader's tick only stages the samples: they are applied with the whole entry
+  // when the tick completes.
   void apply(Source& s, std::span<const Sample> samples, std::string_view format, int code,
              std::string note) {
-    ApplyStats st = aggregator.apply(s.id, samples, tick_ns);
     s.status.format = std::string(format);
+    if (tick_leader) {
+      s.status.dropped += replica.stage(s.index, samples, tick_ns);
+      return record(s, code, std::move(note));
+    }
+    ApplyStats st = aggregator.apply(s.id, samples, tick_ns);
+    record(s, code, count_applied(s, st, std::move(note)));
+  }
+
+  // Adds what apply() accepted and dropped to the source's status; the note to report
+  // (note, unless it is empty and the drops deserve one).
+  std::string count_applied(Source& s, const ApplyStats& st, std::string note) {
     s.status.samples += st.accepted;
     s.status.dropped += st.dropped();
     if (st.over_limit && note.empty())
       note = fmt::format("series limit reached: {} samples dropped", st.over_limit);
     // The text format allows a series once per body; JSON bodies may repeat one (the
     // later samples are duplicates, dropped without a word, as they always were).
-    if (st.repeated && note.empty() && format == format_name(Format::prometheus))
+    if (st.repeated && note.empty() && s.status.format == format_name(Format::prometheus))
       note = fmt::format("{} samples repeat a series earlier in the body, first: {}",
                          st.repeated, st.first_repeated);
-    record(s, code, std::move(note));
+    return note;
   }
 
   void fail(Source& s, int code, std::string error) {
@@ -555,11 +584,17 @@ struct Pipeline::Impl {
   }
 
   void finish_tick() {
-    aggregator.build(builder, tick_ns);
     parser.shrink(kKeepParserBytes);
     in_flight = false;
+    following = false;
     ++ticks;
-    if (publish) publish(builder, statuses());
+    const uint64_t seq = applied_seq + 1;
+    std::string entry;
+    if (tick_leader && !seal_tick(seq, &entry)) return;
+    aggregator.build(builder, tick_ns);
+    applied_seq = seq;
+    if (publish) publish(builder, statuses(), seq);
+    if (tick_leader && sink) sink(seq, std::move(entry));
     if (deferred) {
       Config c = std::move(*deferred);
       deferred.reset();
@@ -567,7 +602,44 @@ struct Pipeline::Impl {
     }
   }
 
+  // A leader's tick: applies the staged samples as a follower applies an entry, then
+  // completes the sources' statuses and seals the entry. False (and the tick dropped,
+  // the state unchanged) only if the staged payload fails its own checks, a bug.
+  bool seal_tick(uint64_t seq, std::string* entry) {
+    std::string payload = replica.take_staged();
+    std::vector<ApplyStats> stats;
+    try {
+      replica.apply(payload, seq, tick_ns, aggregator, &stats, nullptr);
+    } catch (const std::exception& e) {
+      for (auto& s : sources) record(*s, 0, std::string("entry refused: ") + e.what());
+      return false;
+    }
+    for (size_t i = 0; i < sources.size() && i < stats.size(); ++i) {
+      Source& s = *sources[i];
+      std::string note = count_applied(s, stats[i], {});
+      if (!note.empty() && s.status.last_error.empty()) {
+        ++s.status.errors;
+        s.status.last_error_ns = shm::realtime_ns();
+        s.status.last_error = std::move(note);
+      }
+    }
+    Replica::put_statuses(payload, statuses());
+    *entry = Replica::seal_entry(seq, tick_ns, payload);
+    return true;
+  }
+
+  // Standalone: the source table follows the configuration at once, and the
+  // aggregator the configured settings.
+  void assign_source_ids() {
+    std::vector<std::string> urls;
+    for (const auto& s : sources) urls.push_back(s->url);
+    replica.reconcile_sources(urls, aggregator);
+    for (auto& s : sources) s->id = replica.source_id(s->url);
+  }
+  bool replicated() const { return sink || !fetching; }
+
   std::vector<shm::SourceStatus> statuses() const {
+    if (following) return entry_statuses;
     std::vector<shm::SourceStatus> out;
     out.reserve(sources.size());
     for (const auto& s : sources) out.push_back(s->status);
@@ -611,24 +683,22 @@ void Pipeline::Impl::apply_config(const Config& c) {
   for (const std::string& url : c.sources) {
     auto it = std::find_if(sources.begin(), sources.end(),
                            [&](const auto& old) { return old && old->url == url; });
-    if (it != sources.end()) {
-      next.push_back(std::move(*it));
-    } else {
-      next.push_back(std::move(fresh[fresh_at++]));
-      next.back()->id = next_id++;
-    }
+    if (it != sources.end()) next.push_back(std::move(*it));
+    else next.push_back(std::move(fresh[fresh_at++]));
   }
-  for (auto& gone : sources) {
-    if (!gone) continue;
-    aggregator.forget_source(gone->id);
-    retired.push_back(std::move(gone));
-  }
+  for (auto& gone : sources)
+    if (gone) retired.push_back(std::move(gone));
   sources = std::move(next);
   budget->set_limit(c.fetch_memory_limit);
   bool interval_changed = c.interval != config.interval;
   config = c;
-  aggregator.reconfigure(config);
-  if (running && interval_changed) schedule();
+  // Replicated, the aggregation follows the entries (which carry the new settings and
+  // source list from the leader's next tick on).
+  if (!replicated()) {
+    assign_source_ids();
+    aggregator.reconfigure(config);
+  }
+  if (running && fetching && interval_changed) schedule();
 }
 
 void check_sources(const Config& config) {
@@ -642,6 +712,7 @@ Pipeline::~Pipeline() = default;
 
 void Pipeline::start() {
   impl_->running = true;
+  if (!impl_->fetching) return;
   impl_->schedule();
   impl_->start_tick();
 }
@@ -675,6 +746,89 @@ void Pipeline::run_once() {
     if (event_base_loop(impl_->base, EVLOOP_ONCE) < 0)
       throw std::runtime_error("Pipeline::run_once: event loop failed");
   }
+}
+
+uint64_t Pipeline::applied_seq() const { return impl_->applied_seq; }
+void Pipeline::set_applied_seq(uint64_t seq) { impl_->applied_seq = seq; }
+void Pipeline::set_entry_sink(EntrySink sink) {
+  Impl& m = *impl_;
+  m.sink = std::move(sink);
+  if (!m.sink && m.in_flight && m.tick_leader) m.cancel_fetches();
+}
+bool Pipeline::fetching() const { return impl_->fetching; }
+
+void Pipeline::set_fetching(bool on) {
+  Impl& m = *impl_;
+  if (m.fetching == on) return;
+  m.fetching = on;
+  if (!on) {
+    event_del(m.timer);
+    m.cancel_fetches();
+  } else if (m.running) {
+    m.schedule();
+    m.start_tick();
+  }
+}
+
+Pipeline::EntryResult Pipeline::apply_entry(std::string_view entry, std::string* error) {
+  Impl& m = *impl_;
+  auto bad = [error](std::string why) {
+    if (error) *error = std::move(why);
+    return EntryResult::bad;
+  };
+  if (m.in_flight) return bad("a tick of this node is in flight");
+  uint64_t seq;
+  int64_t clock;
+  try {
+    Replica::read_entry_header(entry, &seq, &clock);
+  } catch (const std::invalid_argument& e) {
+    return bad(e.what());
+  }
+  if (seq <= m.applied_seq) return EntryResult::duplicate;
+  if (seq > m.applied_seq + 1) return EntryResult::gap;
+  std::vector<shm::SourceStatus> statuses;
+  try {
+    std::string payload =
+        wire::decompress(entry.substr(Replica::kEntryHeaderBytes), Replica::kMaxEntryPayload);
+    m.replica.apply(payload, seq, clock, m.aggregator, nullptr, &statuses);
+  } catch (const std::invalid_argument& e) {
+    return bad(fmt::format("entry {}: {}", seq, e.what()));
+  }
+  m.entry_statuses = std::move(statuses);
+  m.following = true;
+  m.aggregator.build(m.builder, clock);
+  m.applied_seq = seq;
+  ++m.ticks;
+  if (m.publish) m.publish(m.builder, m.entry_statuses, seq);
+  return EntryResult::applied;
+}
+
+uint64_t Pipeline::entry_seq(std::string_view entry) {
+  uint64_t seq = 0;
+  int64_t clock;
+  try {
+    Replica::read_entry_header(entry, &seq, &clock);
+  } catch (const std::invalid_argument&) {
+    return 0;
+  }
+  return seq;
+}
+
+std::string Pipeline::checkpoint() const {
+  return impl_->replica.checkpoint(impl_->aggregator, impl_->applied_seq);
+}
+
+void Pipeline::restore(std::string_view checkpoint) {
+  Impl& m = *impl_;
+  Replica replica;
+  std::unique_ptr<Aggregator> aggregator;
+  uint64_t seq;
+  Replica::restore(checkpoint, m.config, &replica, &aggregator, &seq);
+  // A tick in flight staged against the state being replaced.
+  if (m.in_flight) m.cancel_fetches();
+  m.replica = std::move(replica);
+  m.aggregator = std::move(*aggregator);
+  m.applied_seq = seq;
 }
 
 const Config& Pipeline::config() const { return impl_->config; }

@@ -35,9 +35,10 @@ struct WriterProcess {
   bool failed = false;
 
   // Called by the pipeline on the loop: exceptions must not cross libevent's C frames.
-  void publish(const shm::SnapshotBuilder& builder, const std::vector<shm::SourceStatus>& statuses) {
+  void publish(const shm::SnapshotBuilder& builder, const std::vector<shm::SourceStatus>& statuses,
+               uint64_t seq) {
     try {
-      publish_or_throw(builder, statuses);
+      publish_or_throw(builder, statuses, seq);
     } catch (const std::exception& e) {
       log::error("publish failed, exiting so that the supervisor starts a fresh writer: {}", e.what());
       failed = true;
@@ -45,8 +46,9 @@ struct WriterProcess {
     }
   }
 
-  void publish_or_throw(const shm::SnapshotBuilder& builder, const std::vector<shm::SourceStatus>& statuses) {
-    uint64_t generation = writer->publish(builder);
+  void publish_or_throw(const shm::SnapshotBuilder& builder, const std::vector<shm::SourceStatus>& statuses,
+                        uint64_t seq) {
+    uint64_t generation = writer->publish(builder, seq);
     if (generation == 0) {
       log::warn("publish skipped: every spare buffer is held by a reader (see show snapshot: publish_skipped)");
     } else {
@@ -144,7 +146,11 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
   try {
     w.pipeline = std::make_unique<ingest::Pipeline>(
         w.base, options.ingest,
-        [&w](const shm::SnapshotBuilder& b, const std::vector<shm::SourceStatus>& s) { w.publish(b, s); });
+        [&w](const shm::SnapshotBuilder& b, const std::vector<shm::SourceStatus>& s, uint64_t seq) {
+          w.publish(b, s, seq);
+        });
+    // Generations go on from the store's, as the previous writer left them.
+    w.pipeline->set_applied_seq(w.writer->generation());
   } catch (const std::invalid_argument& e) {
     log::error("bad ingest configuration: {}", e.what());
     return kExitBadConfig;

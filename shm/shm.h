@@ -287,6 +287,10 @@ class Writer {
   // mapped. After a throw the current snapshot is unchanged and readable; a segment
   // the failed publish left unrecorded is removed by the next Writer.
   uint64_t publish(const SnapshotBuilder& builder);
+  // The same, as the given generation rather than current+1 (a cluster's log sequence
+  // number, the same on every node for the same data). Throws shm::Error, changing
+  // nothing, unless generation is greater than the current one and fits in 56 bits.
+  uint64_t publish(const SnapshotBuilder& builder, uint64_t generation);
   uint64_t generation() const;  // the last generation published by anyone
 
   // Never throw, but at an armed failpoint (an index >= kMaxSources is ignored; text

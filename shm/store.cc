@@ -635,12 +635,20 @@ void grow_buffer(Store::Control& c, const std::string& name, uint32_t b, Segment
 }  // namespace
 
 uint64_t Writer::publish(const SnapshotBuilder& builder) {
+  return publish(builder, generation() + 1);
+}
+
+uint64_t Writer::publish(const SnapshotBuilder& builder, uint64_t generation) {
   Store::Control& c = store_.control();
   if (c.writer_pid.load(std::memory_order_relaxed) != getpid())
     throw Error(fmt::format("shm /{}: this process no longer holds the writer role", store_.name()));
   const uint64_t t0 = monotonic_ns();
   const uint64_t cur = c.current.load(std::memory_order_acquire);
-  const uint64_t generation = current_generation(cur) + 1;
+  if (generation <= current_generation(cur))
+    throw Error(fmt::format("shm /{}: cannot publish generation {}: generation {} is already published "
+                            "(generations only increase)", store_.name(), generation, current_generation(cur)));
+  if (generation >= (uint64_t{1} << 56))
+    throw Error(fmt::format("shm /{}: generation {} does not fit in 56 bits", store_.name(), generation));
   int b = acquire_free_buffer(c, store_.impl_->shape, current_buffer(cur), cur != 0);
   if (b < 0) {
     c.publish_skipped.fetch_add(1, std::memory_order_relaxed);

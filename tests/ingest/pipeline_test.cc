@@ -309,7 +309,7 @@ struct Published {
 };
 
 PublishFn recorder(Published& p) {
-  return [&p](const shm::SnapshotBuilder& b, const std::vector<shm::SourceStatus>& s) {
+  return [&p](const shm::SnapshotBuilder& b, const std::vector<shm::SourceStatus>& s, uint64_t) {
     ++p.count;
     p.snapshot = b.serialize(static_cast<uint64_t>(p.count), 0);
     p.statuses = s;

@@ -51,6 +51,29 @@ TEST_CASE("publish makes a snapshot current and readers see each generation", "[
   CHECK(info.readers[0].pid == getpid());
 }
 
+TEST_CASE("publish with an explicit generation skips ahead and refuses to go back", "[store]") {
+  ScopedName n;
+  auto store = Store::create(options(n.name));
+  Writer writer(*store);
+  Reader reader(*store, 0);
+  REQUIRE(writer.publish(snapshot_of(10, "a"), 41) == 41);
+  REQUIRE(writer.publish(snapshot_of(10, "b")) == 42);  // current + 1
+  REQUIRE(writer.publish(snapshot_of(10, "c"), 50) == 50);
+  for (uint64_t stale : {uint64_t(50), uint64_t(49), uint64_t(1)}) {
+    try {
+      writer.publish(snapshot_of(10, "old"), stale);
+      FAIL("generation " << stale << " was published after 50");
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()).find("generation 50 is already published") != std::string::npos);
+    }
+  }
+  CHECK_THROWS_AS(writer.publish(snapshot_of(10, "huge"), uint64_t{1} << 56), Error);
+  auto guard = reader.enter();
+  REQUIRE(guard);
+  CHECK(guard->generation() == 50);
+  CHECK(*guard->view().find("k7") == "c:7");
+}
+
 TEST_CASE("a snapshot larger than its buffer grows the buffer and readers re-map", "[store]") {
   ScopedName n;
   auto store = Store::create(options(n.name, 2));
