@@ -76,7 +76,7 @@ void Node::Impl::heartbeat() {
           if (local_only && leader_id != settings.node_id)
             resync("another node leads; the entries ingested without Redis are dropped", true);
         }
-        heard = true;
+        ++heartbeats;
         update_synced();
         pump();
       });

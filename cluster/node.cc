@@ -108,7 +108,11 @@ void Node::Impl::on_period() {
   if (role == Role::leader) {
     renew();
     pump();
-  } else if (settings.may_lead && heard && !loading && !want_checkpoint && leader_id.empty()) {
+  } else if (settings.may_lead && !loading && !want_checkpoint && leader_id.empty() &&
+             (heartbeats >= 2 || (local_only && heartbeats >= 1))) {
+    // One round of heartbeats first (Redis may have restarted empty and forgotten the
+    // nodes), except for a leader that ingested on while Redis was away: it holds the
+    // most, and takes the lease back first.
     uint64_t highest = 0;
     for (const Member& m : members)
       if (m.node_id != settings.node_id) highest = std::max(highest, m.applied);
@@ -119,7 +123,7 @@ void Node::Impl::on_period() {
 }
 
 void Node::Impl::on_commands_change(bool up) {
-  heard = false;
+  heartbeats = 0;
   appending = false;
   checkpointing = false;
   if (!up) return;
@@ -185,7 +189,7 @@ void Node::Impl::resync(const std::string& why, bool state_diverged) {
 }
 
 void Node::Impl::update_synced() {
-  if (leading_now() || (heard && !loading && !want_checkpoint && host.applied_seq() >= log_end)) synced = true;
+  if (leading_now() || (heartbeats > 0 && !loading && !want_checkpoint && host.applied_seq() >= log_end)) synced = true;
 }
 
 Status Node::Impl::status() const {

@@ -71,7 +71,7 @@ struct Node::Impl {
   uint64_t takeover_end = 0;  // leader: apply up to here before producing entries
   uint64_t applied_term = 0;
   uint64_t log_end = 0;
-  bool heard = false;         // a heartbeat answered since the connection came up
+  uint32_t heartbeats = 0;    // answered since the connection came up
   bool synced = false;
   bool want_checkpoint = true;  // at start: load the newest checkpoint before tailing
   bool loading = false;
