@@ -141,6 +141,10 @@ const std::vector<Setting>& settings() {
        duration("lease", &Options::lease)},
       {"role", Kind::value, "auto (may lead the cluster) or follower (a read replica, never leads) (default auto)",
        text(&Options::role)},
+      {"checkpoint-every", Kind::value, "the cluster leader writes a checkpoint every N log entries (default 30)",
+       [](Options& o, const Values& v) {
+         o.checkpoint_every = uint32_t(parse_count("checkpoint-every", v.back(), 1, 1000000));
+       }},
       {"stuck-timeout", Kind::value, "kill a reader whose loop has not ticked for DURATION (default 5s)",
        duration("stuck-timeout", &Options::stuck_timeout)},
       {"writer-stuck-timeout", Kind::value,
@@ -389,7 +393,7 @@ std::vector<std::string> restart_only_changes(const Options& a, const Options& b
   if (a.shm_name != b.shm_name) changed.push_back("shm-name");
   if (a.pidfile != b.pidfile) changed.push_back("pidfile");
   if (a.cluster != b.cluster || a.cluster_name != b.cluster_name || a.node_id != b.node_id || a.lease != b.lease ||
-      a.role != b.role)
+      a.role != b.role || a.checkpoint_every != b.checkpoint_every)
     changed.push_back("cluster settings");
   if (a.idle_timeout != b.idle_timeout || a.request_timeout != b.request_timeout ||
       a.healthz_max_age != b.healthz_max_age || a.max_header_bytes != b.max_header_bytes ||

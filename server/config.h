@@ -43,6 +43,7 @@ struct Options {
   std::string node_id;                    // "" until resolved: HOSTNAME:PORT of listen
   std::chrono::milliseconds lease{6000};
   std::string role = "auto";              // auto or follower (never leads)
+  uint32_t checkpoint_every = 30;         // the leader checkpoints every N entries
 
   // Supervision.
   std::chrono::milliseconds stuck_timeout{5000};

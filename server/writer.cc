@@ -252,6 +252,7 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
     cs.node_id = options.node_id;
     cs.lease = options.lease;
     cs.may_lead = options.role != "follower";
+    cs.checkpoint_every = options.checkpoint_every;
     w.node = std::make_unique<cluster::Node>(w.base, cs, w);
     w.counter(kClusterSynced).store(0, std::memory_order_relaxed);
     log::info("cluster: node {} of cluster '{}' at {}, lease {}ms, role {}", cs.node_id, cs.name, cs.redis.text(),
