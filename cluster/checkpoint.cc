@@ -52,7 +52,7 @@ void Node::Impl::write_checkpoint() {
       problem("writing checkpoint " + std::to_string(seq) + ": " + failure);
       return;
     }
-    commands.command(
+    bool sent = commands.command(
         {"EVAL", kCommitCheckpointScript, "3", keys.lease, keys.checkpoints, keys.log, lease_value(),
          std::to_string(seq), std::to_string(ckpt_term), std::to_string(chunks), keys.chunk_prefix,
          std::to_string(written_ms)},
@@ -73,6 +73,7 @@ void Node::Impl::write_checkpoint() {
           log::debug("cluster: checkpoint at {} written", seq);
           pump();
         });
+    if (!sent) checkpointing = false;
   };
   for (size_t i = 0; i < chunks; ++i) {
     std::string chunk = bytes.substr(std::min(bytes.size(), i * kChunkBytes), kChunkBytes);
@@ -97,7 +98,7 @@ void Node::Impl::load_checkpoint() {
   }
   loading = true;
   synced = false;
-  commands.command({"LINDEX", keys.checkpoints, "0"}, [this](const redisReply* r, const std::string& error) {
+  bool sent = commands.command({"LINDEX", keys.checkpoints, "0"}, [this](const redisReply* r, const std::string& error) {
     if (!r) {
       loading = false;
       problem("reading the checkpoint list: " + error);
@@ -168,6 +169,11 @@ void Node::Impl::load_checkpoint() {
       }
     }
   });
+  if (!sent) {
+    // The connection is going (a drop is pending): try again once it is back.
+    loading = false;
+    evtimer_add(retry, &kReloadRetry);
+  }
 }
 
 }  // namespace cluster

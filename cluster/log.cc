@@ -15,7 +15,7 @@ namespace log = server::log;
 
 namespace {
 constexpr int kTailBlockMs = 500;
-constexpr int kTailBatch = 64;
+constexpr int kTailBatch = 4;  // an entry of 1,000,000 series is ~16 MB: keep replies small
 
 uint64_t to_u64(std::string_view text) {
   uint64_t v = 0;
