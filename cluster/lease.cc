@@ -27,12 +27,12 @@ void Node::Impl::acquire() {
         if (r->element[0]->integer == 1) {
           if (role == Role::leader) return;
           lease_deadline_ns = sent + settings.lease.count() * 1'000'000;
-          become_leader(uint64_t(r->element[1]->integer), std::stoull(std::string(r->element[2]->str, r->element[2]->len)));
+          become_leader(uint64_t(r->element[1]->integer), parse_u64(std::string_view(r->element[2]->str, r->element[2]->len)));
         } else if (r->element[1]->type == REDIS_REPLY_STRING) {
           std::string holder(r->element[1]->str, r->element[1]->len);
           size_t space = holder.rfind(' ');
           leader_id = holder.substr(0, space);
-          if (space != std::string::npos) term = std::max<uint64_t>(term, std::stoull(holder.substr(space + 1)));
+          if (space != std::string::npos) term = std::max<uint64_t>(term, parse_u64(std::string_view(holder).substr(space + 1)));
           seen_pttl_ms = r->element[2]->integer;
           seen_pttl_at_ns = monotonic_ns();
           role = Role::follower;

@@ -17,11 +17,6 @@ namespace {
 constexpr int kTailBlockMs = 500;
 constexpr int kTailBatch = 4;  // an entry of 1,000,000 series is ~16 MB: keep replies small
 
-uint64_t to_u64(std::string_view text) {
-  uint64_t v = 0;
-  std::from_chars(text.data(), text.data() + text.size(), v);
-  return v;
-}
 }  // namespace
 
 void Node::Impl::append(uint64_t seq, std::string entry) {
@@ -97,7 +92,7 @@ void Node::Impl::tail_next() {
           for (size_t i = 0; i < entries->elements && !loading; ++i) {
             const redisReply* item = entries->element[i];
             std::string_view id(item->element[0]->str, item->element[0]->len);
-            uint64_t seq = to_u64(id.substr(0, id.find('-')));
+            uint64_t seq = parse_u64(id.substr(0, id.find('-')));
             uint64_t entry_term = 0;
             int64_t publish_ms = 0;
             std::string_view bytes;
@@ -105,8 +100,8 @@ void Node::Impl::tail_next() {
             for (size_t f = 0; f + 1 < fields->elements; f += 2) {
               std::string_view name(fields->element[f]->str, fields->element[f]->len);
               std::string_view value(fields->element[f + 1]->str, fields->element[f + 1]->len);
-              if (name == "t") entry_term = to_u64(value);
-              else if (name == "p") publish_ms = int64_t(to_u64(value));
+              if (name == "t") entry_term = parse_u64(value);
+              else if (name == "p") publish_ms = int64_t(parse_u64(value));
               else if (name == "e") bytes = value;
             }
             on_entry(seq, entry_term, publish_ms, bytes);

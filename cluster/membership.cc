@@ -36,9 +36,9 @@ void Node::Impl::heartbeat() {
         if (r->type != REDIS_REPLY_ARRAY || r->elements < 5) return;
         std::string holder = text_of(r->element[0]);
         int64_t pttl = r->element[1]->integer;
-        log_end = std::max<uint64_t>(role == Role::leader ? log_end : 0, std::stoull(text_of(r->element[2])));
+        log_end = std::max<uint64_t>(role == Role::leader ? log_end : 0, parse_u64(text_of(r->element[2])));
         std::string newest = text_of(r->element[3]);
-        int64_t redis_now = std::stoll(text_of(r->element[4]));
+        int64_t redis_now = int64_t(parse_u64(text_of(r->element[4])));
         redis_now_offset_ms = redis_now - (sent_ms + unix_ms()) / 2;
         if (!newest.empty()) {
           std::istringstream in(newest);
@@ -69,7 +69,7 @@ void Node::Impl::heartbeat() {
         } else {
           size_t space = holder.rfind(' ');
           leader_id = holder.substr(0, space);
-          if (space != std::string::npos) term = std::max<uint64_t>(term, std::stoull(holder.substr(space + 1)));
+          if (space != std::string::npos) term = std::max<uint64_t>(term, parse_u64(std::string_view(holder).substr(space + 1)));
           seen_pttl_ms = pttl;
           seen_pttl_at_ns = monotonic_ns();
           role = Role::follower;

@@ -42,6 +42,12 @@ Address parse_address(std::string_view url) {
   return a;
 }
 
+uint64_t parse_u64(std::string_view text) {
+  uint64_t v = 0;
+  std::from_chars(text.data(), text.data() + text.size(), v);
+  return v;
+}
+
 std::string_view role_name(Role role) {
   switch (role) {
     case Role::follower: return "follower";

@@ -14,7 +14,11 @@ struct event;
 
 namespace cluster {
 
-inline constexpr size_t kChunkBytes = 1 << 20;  // Redis values stay small (see docs/architecture.md)
+inline constexpr size_t kChunkBytes = 1 << 20;
+
+// A number in Redis's text (the keys may hold anything another client wrote): 0 when
+// it is not one, never an exception inside a hiredis callback.
+uint64_t parse_u64(std::string_view text);  // Redis values stay small (see docs/architecture.md)
 
 struct Node::Impl {
   Impl(event_base* base, Settings settings, Host& host);
