@@ -8,12 +8,14 @@
 #   - Redis bytes per interval (the log entry's size) and per sample, and the stream's
 #     memory in Redis per sample (MEMORY USAGE over the entries it holds);
 #   - CPU (user + system) of the leader's and the follower's writer per interval.
-# Environment: SERIES=100000 INTERVAL=2s INTERVALS=40 BUILD=build OUT=/tmp/telemetryd-cluster-bench
+# Environment: SERIES=100000 INTERVAL=2s INTERVALS=40 LEASE=6s BUILD=build OUT=/tmp/telemetryd-cluster-bench
+# (the lease must exceed the longest tick: a tick holds the writer's loop)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SERIES=${SERIES:-100000}
 INTERVAL=${INTERVAL:-2s}
 INTERVALS=${INTERVALS:-40}
+LEASE=${LEASE:-6s}
 BUILD=${BUILD:-build}
 OUT=${OUT:-/tmp/telemetryd-cluster-bench}
 TD=$BUILD/server/telemetryd
@@ -43,7 +45,7 @@ start_node() {  # name port [flags]
   "$TD" --listen 127.0.0.1:"$port" --workers 2 --shm-name "tdclbench$$$name" --admin-socket "$OUT/$name.sock" \
     --log-file "$OUT/$name.log" --interval "$INTERVAL" --source "synthetic://?hosts=$HOSTS&metrics=10" \
     --max-series $((SERIES * 2)) --max-series-per-source $((SERIES * 2)) --writer-stuck-timeout 10m \
-    --cluster "redis://127.0.0.1:$RPORT" --cluster-name bench --node-id "$name" "$@" &
+    --cluster "redis://127.0.0.1:$RPORT" --cluster-name bench --node-id "$name" --lease "$LEASE" "$@" &
   PIDS+=($!)
 }
 start_node leader 18601
