@@ -27,6 +27,7 @@ void Node::Impl::acquire() {
         if (r->element[0]->integer == 1) {
           if (role == Role::leader) return;
           lease_deadline_ns = sent + settings.lease.count() * 1'000'000;
+          renewed_at_ns = sent;
           become_leader(uint64_t(r->element[1]->integer), parse_u64(std::string_view(r->element[2]->str, r->element[2]->len)));
         } else if (r->element[1]->type == REDIS_REPLY_STRING) {
           std::string holder(r->element[1]->str, r->element[1]->len);
@@ -43,6 +44,7 @@ void Node::Impl::acquire() {
 
 void Node::Impl::renew() {
   int64_t sent = monotonic_ns();
+  renewed_at_ns = sent;
   uint64_t renewing = term;
   commands.command({"EVAL", kRenewScript, "1", keys.lease, lease_value(), std::to_string(settings.lease.count())},
                    [this, sent, renewing](const redisReply* r, const std::string& error) {

@@ -1,6 +1,6 @@
 // cluster/membership.cc: membership and the view of the cluster. Every node runs
-// kHeartbeatScript every third of the lease: it records itself (role, applied seq,
-// lag) with an expiry of one lease, forgets nodes whose expiry passed, raises the term
+// kHeartbeatScript every third of the lease (at least every second): it records itself
+// (role, applied seq, lag) with an expiry of one lease, forgets nodes whose expiry passed, raises the term
 // counter to the highest term this node has seen (so that a Redis restarted empty
 // never hands out an old term again), and returns the lease holder, the log's end,
 // the newest checkpoint and the live nodes.

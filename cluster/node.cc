@@ -95,7 +95,9 @@ Node::Impl::~Impl() {
 }
 
 void Node::Impl::start() {
-  int64_t every_ms = settings.lease.count() / 3;
+  // Heartbeats at least every second, so that a long lease does not slow down noticing
+  // a free lease or a node that joined; renewals stay every third of the lease.
+  int64_t every_ms = std::min<int64_t>(settings.lease.count() / 3, 1000);
   timeval tv{time_t(every_ms / 1000), suseconds_t(every_ms % 1000 * 1000)};
   event_add(period, &tv);
   commands.start();
@@ -112,7 +114,7 @@ void Node::Impl::on_period() {
   if (!commands.up()) return;
   heartbeat();
   if (role == Role::leader) {
-    renew();
+    if (monotonic_ns() >= renewed_at_ns + settings.lease.count() * 1'000'000 / 3 - 50'000'000) renew();
     pump();
   } else if (settings.may_lead && !loading && !want_checkpoint && leader_id.empty() &&
              (heartbeats >= 2 || (local_only && heartbeats >= 1))) {

@@ -61,7 +61,7 @@ struct Node::Impl {
   Keys keys;
   Connection commands;  // everything but the tail
   Connection tail;      // XREAD BLOCK: a blocked connection serves nothing else
-  event* period = nullptr;  // every third of the lease: heartbeat, renew or acquire
+  event* period = nullptr;  // every third of the lease (at most 1s): heartbeat, renew or acquire
   event* expiry = nullptr;  // leader: the lease runs out
   event* retry = nullptr;   // a checkpoint load that found nothing usable, tried again
 
@@ -69,6 +69,7 @@ struct Node::Impl {
   uint64_t term = 0;          // the lease's term: held (leader) or last seen
   std::string leader_id;
   int64_t lease_deadline_ns = 0;  // leader: monotonic; measured from before the request
+  int64_t renewed_at_ns = 0;      // leader: when the last acquire or renewal was sent
   int64_t seen_pttl_ms = 0, seen_pttl_at_ns = 0;
   bool leading = false;       // host.set_leading(true) in force
   bool local_only = false;    // lease lost while Redis was away: ingest on, append later
