@@ -278,7 +278,10 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
   int code = kExitOk;
   try {
     w.pipeline->start();
-    if (w.node) w.node->start();
+    if (w.node) {
+      w.node->start();
+      w.report_cluster();  // `show cluster` answers from the start
+    }
     event_base_dispatch(w.base);
     if (w.failed) code = kExitFailure;
   } catch (const std::exception& e) {

@@ -263,6 +263,7 @@ TEST_CASE("a follower-only node never leads, and follows whoever does") {
   auto a = start_node(redis);
   auto f = start_node(redis, {"--role", "follower"});
   REQUIRE(cluster_field(*a, "role") == "leader");
+  REQUIRE(e2e::wait_for([&] { return cluster_field(*f, "role") == "follower"; }));
   signal_all(*a, SIGKILL);
   INFO(f->log());
   for (int i = 0; i < 15; ++i) {
