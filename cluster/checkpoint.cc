@@ -19,6 +19,9 @@ namespace log = server::log;
 
 namespace {
 constexpr timeval kReloadRetry{0, 200'000};
+// A chunk expires unless its checkpoint is recorded: a leader that dies or is fenced off
+// between writing the chunks and recording them leaves nothing behind for good.
+constexpr int64_t kChunkTtlMs = 10 * 60 * 1000;
 
 struct Manifest {
   uint64_t seq = 0, term = 0, chunks = 0;
@@ -77,7 +80,7 @@ void Node::Impl::write_checkpoint() {
   };
   for (size_t i = 0; i < chunks; ++i) {
     std::string chunk = bytes.substr(std::min(bytes.size(), i * kChunkBytes), kChunkBytes);
-    bool sent = commands.command({"SET", prefix + std::to_string(i), chunk},
+    bool sent = commands.command({"SET", prefix + std::to_string(i), chunk, "PX", std::to_string(kChunkTtlMs)},
                                  [left, failed, commit](const redisReply* r, const std::string& error) {
                                    if (!r && failed->empty()) *failed = error;
                                    if (--*left == 0) commit(*failed);

@@ -31,8 +31,10 @@ extern const char* const kRenewScript;
 // "FENCED ..." when the lease is not this node's in this term.
 extern const char* const kAppendScript;
 // KEYS lease checkpoints log; ARGV "NODE_ID TERM" seq term chunks chunk_prefix unix_ms.
-// Records a checkpoint whose chunks are written, keeps the newest two, deletes the
-// older ones' chunks and trims the log behind the oldest kept one.
+// Records a checkpoint whose chunks are written (with an expiry, so that the chunks of
+// a checkpoint never recorded go away by themselves: this makes them persistent),
+// keeps the newest two, deletes the older ones' chunks and trims the log behind the
+// oldest kept one.
 extern const char* const kCommitCheckpointScript;
 // KEYS nodes node_info term lease log checkpoints; ARGV node_id info ttl_ms term_floor.
 // -> {holder or "", lease pttl, log_end, newest checkpoint or "", now_ms, id, info, ...}
