@@ -16,8 +16,9 @@ void Node::Impl::acquire() {
   int64_t sent = monotonic_ns();
   uint64_t floor = std::max(term, applied_term);
   commands.command(
-      {"EVAL", kAcquireScript, "4", keys.lease, keys.term, keys.log, keys.checkpoints, settings.node_id,
-       std::to_string(settings.lease.count()), std::to_string(floor)},
+      {"EVAL", kAcquireScript, "6", keys.lease, keys.term, keys.log, keys.checkpoints, keys.nodes, keys.node_info,
+       settings.node_id, std::to_string(settings.lease.count()), std::to_string(floor),
+       std::to_string(host.applied_seq())},
       [this, sent](const redisReply* r, const std::string& error) {
         if (!r) {
           problem("taking the lease: " + error);

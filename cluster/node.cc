@@ -117,10 +117,12 @@ void Node::Impl::on_period() {
     if (monotonic_ns() >= renewed_at_ns + settings.lease.count() * 1'000'000 / 3 - 50'000'000) renew();
     pump();
   } else if (settings.may_lead && !loading && !want_checkpoint && leader_id.empty() &&
-             (heartbeats >= 2 || (local_only && heartbeats >= 1))) {
-    // One round of heartbeats first (Redis may have restarted empty and forgotten the
-    // nodes), except for a leader that ingested on while Redis was away: it holds the
-    // most, and takes the lease back first.
+             heartbeats >= 1 && (local_only || monotonic_ns() >= connected_at_ns + settings.lease.count() * 1'000'000)) {
+    // A lease's time after connecting first (Redis may have restarted empty and
+    // forgotten the nodes; a leader that ingested on while Redis was away needs that
+    // long to be back and heard), except for that leader itself: it holds the most and
+    // takes the lease back first. The acquire script also refuses a node when a live
+    // node has applied more.
     uint64_t highest = 0;
     for (const Member& m : members)
       if (m.node_id != settings.node_id) highest = std::max(highest, m.applied);
@@ -132,6 +134,7 @@ void Node::Impl::on_period() {
 
 void Node::Impl::on_commands_change(bool up) {
   heartbeats = 0;
+  connected_at_ns = monotonic_ns();
   appending = false;
   checkpointing = false;
   if (!up) return;

@@ -77,6 +77,7 @@ struct Node::Impl {
   uint64_t applied_term = 0;
   uint64_t log_end = 0;
   uint32_t heartbeats = 0;    // answered since the connection came up
+  int64_t connected_at_ns = 0;
   bool synced = false;
   bool want_checkpoint = true;  // at start: load the newest checkpoint before tailing
   bool loading = false;

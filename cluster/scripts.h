@@ -20,10 +20,11 @@ struct Keys {
   std::string node_info;     // hash: node id -> "ROLE APPLIED LAG_MS"
 };
 
-// KEYS lease term log checkpoints; ARGV node_id lease_ms term_floor.
-// Takes a free lease with a term above every term handed out and above term_floor
-// (the highest term the node has seen: Redis may have restarted empty).
-// -> {1, term, log_end} or {0, holder, pttl}.
+// KEYS lease term log checkpoints nodes node_info; ARGV node_id lease_ms term_floor
+// applied. Takes a free lease with a term above every term handed out and above
+// term_floor (the highest term the node has seen: Redis may have restarted empty),
+// unless a live node has applied more (it takes over, so nothing applied is lost).
+// -> {1, term, log_end} or {0, holder or "", pttl}.
 extern const char* const kAcquireScript;
 // KEYS lease; ARGV "NODE_ID TERM" lease_ms -> 1 renewed, 0 not ours any more.
 extern const char* const kRenewScript;
