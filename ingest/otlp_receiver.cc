@@ -180,6 +180,7 @@ struct OtlpReceiver::Impl {
   std::string body, inflated, error_text;
   uint64_t bytes = 0, rejected = 0, refused = 0;
   std::string last_error;
+  std::string refusal;  // set_refusal()
 
   Impl(event_base* b, const OtlpOptions& o)
       : base(b), options(o), deltas(o.max_delta_series) {
@@ -229,6 +230,10 @@ struct OtlpReceiver::Impl {
       return refuse(req, Encoding::json, 415, kInvalidArgument,
                     fmt::format("unsupported Content-Type \"{}\": send application/json or "
                                 "application/x-protobuf", type));
+    if (!refusal.empty()) {
+      add_retry_after(req);
+      return refuse(req, encoding, 503, kUnavailable, refusal);
+    }
     const char* coding = evhttp_find_header(in, "Content-Encoding");
     bool gzip = coding && token_is(coding, "gzip");
     if (coding && !gzip && !token_is(coding, "identity"))
@@ -269,6 +274,12 @@ struct OtlpReceiver::Impl {
     json.shrink(kKeepParserBytes);  // the samples are copied or refused by now
   }
 
+  void add_retry_after(evhttp_request* req) {
+    long seconds = std::max<long>(1, (options.retry_after.count() + 999) / 1000);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                      std::to_string(seconds).c_str());
+  }
+
   // Copies the samples into the pending batch, all or none.
   void admit(evhttp_request* req, Encoding encoding, const ParseResult& result,
              std::span<const Sample> samples) {
@@ -280,9 +291,7 @@ struct OtlpReceiver::Impl {
                     fmt::format("{} samples in one request, over otlp-max-pending ({})", need,
                                 options.max_pending));
     if (pending.size() + need > options.max_pending) {
-      long seconds = std::max<long>(1, (options.retry_after.count() + 999) / 1000);
-      evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
-                        std::to_string(seconds).c_str());
+      add_retry_after(req);
       return refuse(req, encoding, 503, kUnavailable,
                     fmt::format("{} samples wait for the next interval (otlp-max-pending {}): "
                                 "retry later", pending.size(), options.max_pending));
@@ -391,5 +400,6 @@ const std::string& OtlpReceiver::url() const { return impl_->url; }
 PushSource::Batch OtlpReceiver::take(int64_t now_ns) { return impl_->take(now_ns); }
 uint16_t OtlpReceiver::port() const { return impl_->port; }
 size_t OtlpReceiver::pending() const { return impl_->pending.size(); }
+void OtlpReceiver::set_refusal(std::string reason) { impl_->refusal = std::move(reason); }
 
 }  // namespace ingest

@@ -38,6 +38,11 @@ class OtlpReceiver final : public PushSource {
   uint16_t port() const;  // the bound port
   size_t pending() const;  // samples waiting for the next take()
 
+  // Non-empty: every request is answered 503 with Retry-After and this reason, as on a
+  // cluster node that does not lead (only the leader's ticks take pushed points).
+  // Points already pending stay for the next take().
+  void set_refusal(std::string reason);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -30,6 +30,7 @@ constexpr std::string_view kHelp =
     "show sources: every upstream source with its last fetch\n"
     "show snapshot: the current snapshot and the store's buffers\n"
     "show series KEY: one series body from the current snapshot\n"
+    "show cluster: this node's role, term, leader, applied entry, lag, Redis and the live nodes\n"
     "reload: re-read the configuration and apply it (waits for the outcome)\n"
     "restart readers: replace the readers one at a time, without refusing connections\n"
     "set log-level LEVEL: debug, info, warn or error, in every process\n"
@@ -51,6 +52,7 @@ void Supervisor::on_command(const Command& c, ReplyFn reply) {
     if (is({"show", "workers"})) return reply(report_reply(c, show_workers()));
     if (is({"show", "sources"})) return reply(report_reply(c, show_sources()));
     if (is({"show", "snapshot"})) return reply(report_reply(c, show_snapshot()));
+    if (is({"show", "cluster"})) return reply(show_cluster(c));
     if (w.size() == 3 && w[0] == "show" && w[1] == "series") return reply(show_series(c, w[2]));
     if (is({"reload"})) {
       if (stopping_) return reply(error_reply(c, "the service is stopping"));
@@ -200,6 +202,16 @@ Report Supervisor::show_snapshot() const {
       .add("last_publish", iso_time(info.last_publish_ns))
       .add("last_build_us", info.last_build_ns / 1000);
   return r;
+}
+
+// The writer renders the report (it holds the cluster state) into the store's status
+// text as "TEXT\0JSON" (server/cluster_status.h).
+std::string Supervisor::show_cluster(const Command& c) const {
+  if (options_.cluster.empty()) return error_reply(c, "not a cluster node (started without --cluster)");
+  std::string status = store_->status_text();
+  size_t split = status.find('\0');
+  if (split == std::string::npos) return error_reply(c, "the writer has not reported the cluster's state yet");
+  return c.json ? status.substr(split + 1) : status.substr(0, split);
 }
 
 std::string Supervisor::show_series(const Command& c, const std::string& key) {

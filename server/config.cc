@@ -8,6 +8,7 @@
 #include <charconv>
 #include <climits>
 #include <cstdlib>
+#include <cctype>
 #include <cstring>
 #include <functional>
 #include <iostream>
@@ -21,6 +22,7 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include "cluster/cluster.h"
 #include "server/log.h"
 #include "shm/shm.h"
 
@@ -140,6 +142,20 @@ const std::vector<Setting>& settings() {
       {"pidfile", Kind::value, "write the supervisor's pid to FILE", text(&Options::pidfile)},
       {"daemon", Kind::flag, "detach from the terminal (returns once the service is ready)",
        [](Options& o, const Values& v) { o.daemon = parse_bool("daemon", v.back()); }},
+      {"cluster", Kind::value, "join the cluster whose log is in this Redis: redis://HOST:PORT[/DB] (default: none)",
+       text(&Options::cluster)},
+      {"cluster-name", Kind::value, "prefix of the cluster's Redis keys (default telemetryd)",
+       text(&Options::cluster_name)},
+      {"node-id", Kind::value, "this node's name in the cluster (default HOSTNAME:PORT of listen)",
+       text(&Options::node_id)},
+      {"lease", Kind::value, "the cluster leader's lease, renewed every third of it (default 6s)",
+       duration("lease", &Options::lease)},
+      {"role", Kind::value, "auto (may lead the cluster) or follower (a read replica, never leads) (default auto)",
+       text(&Options::role)},
+      {"checkpoint-every", Kind::value, "the cluster leader writes a checkpoint every N log entries (default 30)",
+       [](Options& o, const Values& v) {
+         o.checkpoint_every = uint32_t(parse_count("checkpoint-every", v.back(), 1, 1000000));
+       }},
       {"stuck-timeout", Kind::value, "kill a reader whose loop has not ticked for DURATION (default 5s)",
        duration("stuck-timeout", &Options::stuck_timeout)},
       {"writer-stuck-timeout", Kind::value,
@@ -249,6 +265,36 @@ size_t absolute_length(const std::string& path) {
   return (getcwd(cwd, sizeof cwd) ? std::strlen(cwd) : PATH_MAX) + 1 + path.size();
 }
 
+bool plain_name(const std::string& text) {
+  return std::all_of(text.begin(), text.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == ':';
+  });
+}
+
+void check_cluster(Options& o) {
+  if (o.role != "auto" && o.role != "follower")
+    throw std::invalid_argument(fmt::format("role: '{}' is not auto or follower", o.role));
+  if (o.cluster_name.empty() || o.cluster_name.size() > 64 || !plain_name(o.cluster_name))
+    throw std::invalid_argument(fmt::format(
+        "cluster-name: '{}' must be 1-64 letters, digits or '-', '_', '.', ':'", o.cluster_name));
+  if (o.lease < ms(300) || o.lease > std::chrono::hours(1))
+    throw std::invalid_argument("lease: must be from 300ms to 1h");
+  if (o.cluster.empty()) return;
+  try {
+    cluster::parse_address(o.cluster);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(fmt::format("cluster: {}", e.what()));
+  }
+  if (o.node_id.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "localhost");
+    o.node_id = fmt::format("{}:{}", host, parse_listen(o.listen).second);
+  }
+  if (o.node_id.size() > 128 || !plain_name(o.node_id))
+    throw std::invalid_argument(fmt::format(
+        "node-id: '{}' must be 1-128 letters, digits or '-', '_', '.', ':'", o.node_id));
+}
+
 }  // namespace
 
 void check_options(Options& o) {
@@ -278,6 +324,7 @@ void check_options(Options& o) {
   };
   for (const auto& [name, field] : durations)
     if (o.*field > kMaxDuration) throw std::invalid_argument(fmt::format("{}: must be at most 24h", name));
+  check_cluster(o);
   o.ingest = o.ingest.resolved();  // throws std::invalid_argument naming the setting
   ingest::check_sources(o.ingest);  // and this one naming the URL: a reload that the
                                     // supervisor accepts is one the writer can apply
@@ -382,6 +429,9 @@ std::vector<std::string> restart_only_changes(const Options& a, const Options& b
   if (a.otlp_listen != b.otlp_listen || a.otlp_max_body != b.otlp_max_body ||
       a.otlp_max_pending != b.otlp_max_pending)
     changed.push_back("otlp-listen/otlp-max-body/otlp-max-pending");
+  if (a.cluster != b.cluster || a.cluster_name != b.cluster_name || a.node_id != b.node_id || a.lease != b.lease ||
+      a.role != b.role || a.checkpoint_every != b.checkpoint_every)
+    changed.push_back("cluster settings");
   if (a.idle_timeout != b.idle_timeout || a.request_timeout != b.request_timeout ||
       a.healthz_max_age != b.healthz_max_age || a.max_header_bytes != b.max_header_bytes ||
       a.max_connections_per_reader != b.max_connections_per_reader)

@@ -42,6 +42,14 @@ struct Options {
   size_t otlp_max_body = size_t{4} << 20;
   size_t otlp_max_pending = 100'000;
 
+  // Cluster (a change needs a restart). An empty `cluster` is a standalone node.
+  std::string cluster;                    // redis://HOST:PORT[/DB]
+  std::string cluster_name = "telemetryd";  // prefix of every Redis key
+  std::string node_id;                    // "" until resolved: HOSTNAME:PORT of listen
+  std::chrono::milliseconds lease{6000};
+  std::string role = "auto";              // auto or follower (never leads)
+  uint32_t checkpoint_every = 30;         // the leader checkpoints every N entries
+
   // Supervision.
   std::chrono::milliseconds stuck_timeout{5000};
   std::chrono::milliseconds writer_stuck_timeout{60000};

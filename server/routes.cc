@@ -275,6 +275,15 @@ void HttpServer::Impl::serve_healthz(Conn& c, const Request& req, const shm::Sna
     body.assign(R"({"status":"no snapshot","generation":0})");
     return respond(c, req, 503, 0, "application/json", body);
   }
+  // A cluster node takes no traffic before it serves the cluster's data: until then its
+  // snapshot may be an old one of its own (the writer sets kClusterSynced).
+  if (store.service_counter(kClusterEnabled).load(std::memory_order_relaxed) &&
+      !store.service_counter(kClusterSynced).load(std::memory_order_relaxed)) {
+    body.assign(R"({"status":"syncing","generation":)");
+    http::append_uint(body, gen);
+    body.append("}");
+    return respond(c, req, 503, gen, "application/json", body);
+  }
   const uint64_t now = shm::realtime_ns(), built = view->built_at_ns();
   const uint64_t age_ns = now > built ? now - built : 0;
   const bool fresh = age_ns <= static_cast<uint64_t>(opt.healthz_max_age.count()) * 1'000'000;
@@ -285,6 +294,31 @@ void HttpServer::Impl::serve_healthz(Conn& c, const Request& req, const shm::Sna
   body.append(R"(,"age_s":)").append(age, p).append("}");
   respond(c, req, fresh ? 200 : 503, gen, "application/json", body);
 }
+
+namespace {
+template <typename Help, typename Line>
+void append_cluster_metrics(std::string& out, Help help, Line line, const shm::Store& store) {
+  auto counter = [&](uint32_t i) { return store.service_counter(i).load(std::memory_order_relaxed); };
+  help("telemetryd_cluster_role", "gauge", "1 for this node's cluster role (leader, follower or candidate).");
+  static constexpr const char* kRoles[] = {"follower", "candidate", "leader"};
+  for (uint64_t r = 0; r < 3; ++r)
+    line("telemetryd_cluster_role", std::string("role=\"") + kRoles[r] + "\"", counter(kClusterRole) == r + 1 ? 1 : 0);
+  help("telemetryd_cluster_term", "gauge", "The cluster's lease term as this node knows it.");
+  line("telemetryd_cluster_term", {}, counter(kClusterTerm));
+  help("telemetryd_cluster_synced", "gauge", "1 once this node serves the cluster's data.");
+  line("telemetryd_cluster_synced", {}, counter(kClusterSynced));
+  help("telemetryd_cluster_replication_lag_ms", "gauge",
+       "The leader's publish to this node's publish of the last applied log entry.");
+  line("telemetryd_cluster_replication_lag_ms", {}, counter(kClusterLagMs));
+  help("telemetryd_cluster_entries_applied_total", "counter", "Log entries applied from Redis by this node.");
+  line("telemetryd_cluster_entries_applied_total", {}, counter(kClusterApplied));
+  help("telemetryd_cluster_redis_errors_total", "counter", "Failed Redis commands and lost connections.");
+  line("telemetryd_cluster_redis_errors_total", {}, counter(kClusterRedisErrors));
+  help("telemetryd_cluster_checkpoint_age_seconds", "gauge", "Age of the newest checkpoint in Redis (-1: none).");
+  uint64_t age = counter(kClusterCheckpointAgeS);
+  out.append("telemetryd_cluster_checkpoint_age_seconds ").append(age ? std::to_string(age - 1) : "-1").append("\n");
+}
+}  // namespace
 
 // /metrics: the writer's rendering of the snapshot, then the service's own metrics.
 void HttpServer::Impl::serve_prom(Conn& c, const Request& req, const shm::SnapshotView* view) {
@@ -358,6 +392,7 @@ void HttpServer::Impl::serve_prom(Conn& c, const Request& req, const shm::Snapsh
   help("telemetryd_watchdog_kills_total", "counter", "Children killed by the supervisor for making no progress, by role.");
   line("telemetryd_watchdog_kills_total", "role=\"writer\"", store.service_counter(kStuckWritersKilled).load(std::memory_order_relaxed));
   line("telemetryd_watchdog_kills_total", "role=\"reader\"", store.service_counter(kStuckReadersKilled).load(std::memory_order_relaxed));
+  if (store.service_counter(kClusterEnabled).load(std::memory_order_relaxed)) append_cluster_metrics(out, help, line, store);
   respond(c, req, 200, gen, "text/plain; version=0.0.4; charset=utf-8", out);
 }
 

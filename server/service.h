@@ -33,7 +33,17 @@ enum ServiceCounter : uint32_t {
   kWriterHeartbeatNs = 13,  // CLOCK_MONOTONIC of the writer loop's last turn (writer watchdog)
   kStuckWritersKilled = 14,
   kIntervalNs = 15,         // the writer's ingest interval, set at its start and on reload
-  kFirstFreeServiceCounter = 16,
+  // Cluster (cluster/): set by the writer, except kClusterEnabled (the supervisor, at
+  // start). The full status (node list, leader, ...) is the store's status text.
+  kClusterEnabled = 16,     // 1 when started with --cluster
+  kClusterSynced = 17,      // 1 once the node serves the cluster's data (/healthz)
+  kClusterRole = 18,        // cluster::Role + 1; 0 before the writer started
+  kClusterTerm = 19,
+  kClusterLagMs = 20,       // leader's publish -> this node's publish of the last applied entry
+  kClusterApplied = 21,     // log entries applied by this node (writer incarnation)
+  kClusterRedisErrors = 22,
+  kClusterCheckpointAgeS = 23,  // age of the newest checkpoint + 1; 0: none
+  kFirstFreeServiceCounter = 24,
 };
 
 // Reader::counter(i): per reader, relaxed; only the owning reader writes them.

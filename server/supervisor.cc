@@ -40,6 +40,7 @@ void Supervisor::open_store() {
   peek_ = std::make_unique<shm::Reader>(*store_, options_.workers);
   store_->service_counter(kWorkers).store(options_.readers(), std::memory_order_relaxed);
   store_->service_counter(kStartedAtNs).store(started_ns_, std::memory_order_relaxed);
+  store_->service_counter(kClusterEnabled).store(options_.cluster.empty() ? 0 : 1, std::memory_order_relaxed);
   store_->service_counter(kLogLevel).store(uint64_t(*log::parse_level(options_.log_level)), std::memory_order_relaxed);
   log::set_level_source(&store_->service_counter(kLogLevel));
 }

@@ -127,6 +127,7 @@ class Supervisor {
   Report show_workers() const;
   Report show_sources() const;
   Report show_snapshot() const;
+  std::string show_cluster(const Command& command) const;
   std::string show_series(const Command& command, const std::string& key);
   Report child_report(const Child& c, const shm::StoreInfo& info) const;
 

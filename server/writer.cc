@@ -9,8 +9,10 @@
 
 #include <event2/event.h>
 
+#include "cluster/cluster.h"
 #include "ingest/ingest.h"
 #include "ingest/otlp_receiver.h"
+#include "server/cluster_status.h"
 #include "server/log.h"
 #include "server/service.h"
 
@@ -23,14 +25,23 @@ namespace server {
 
 namespace {
 
-struct WriterProcess {
+// In a cluster the writer is also the node's cluster::Host: its Pipeline is the
+// replicated state, fed by its own ticks (leader) or by the log (follower).
+struct WriterProcess : cluster::Host {
+  WriterProcess(shm::Store& s, const CommandLine& c, const Options& o) : store(s), command_line(c), options(o) {}
+
   shm::Store& store;
   const CommandLine& command_line;
+  const Options& options;
   event_base* base = nullptr;
   std::unique_ptr<shm::Writer> writer;
   std::unique_ptr<ingest::Pipeline> pipeline;
   std::unique_ptr<ingest::OtlpReceiver> otlp;  // the push source, when otlp-listen is set
+  std::unique_ptr<cluster::Node> node;  // null: standalone
+  event* leading_change = nullptr;      // applies set_leading() outside the pipeline's callbacks
+  bool want_leading = false;
   uint64_t last_generation = 0;
+  std::string settings_note;  // how the leader's settings differ from ours, logged once
 
   std::atomic<uint64_t>& counter(ServiceCounter c) { return store.service_counter(c); }
 
@@ -50,6 +61,13 @@ struct WriterProcess {
 
   void publish_or_throw(const shm::SnapshotBuilder& builder, const std::vector<shm::SourceStatus>& statuses,
                         uint64_t seq) {
+    // A cluster node that reloads a checkpoint replays entries it had published
+    // already (or, fenced off as leader, published differently): readers keep the
+    // newer generation until the replay passes it, so generations never go back.
+    if (node && seq <= writer->generation()) {
+      heartbeat();
+      return;
+    }
     uint64_t generation = writer->publish(builder, seq);
     if (generation == 0) {
       log::warn("publish skipped: every spare buffer is held by a reader (see show snapshot: publish_skipped)");
@@ -69,6 +87,90 @@ struct WriterProcess {
     counter(kSamplesDropped).store(dropped, std::memory_order_relaxed);
     counter(kTicks).fetch_add(1, std::memory_order_relaxed);
     heartbeat();
+  }
+
+  std::unique_ptr<ingest::Pipeline> make_pipeline(const ingest::Config& config) {
+    auto p = std::make_unique<ingest::Pipeline>(
+        base, config, [this](const shm::SnapshotBuilder& b, const std::vector<shm::SourceStatus>& s, uint64_t seq) {
+          publish(b, s, seq);
+        });
+    if (otlp) p->add_push_source(otlp.get());
+    if (options.cluster.empty()) {
+      // Generations go on from the store's, as the previous writer left them.
+      p->set_applied_seq(writer->generation());
+    } else {
+      // The state comes from the cluster (checkpoint + log); ticks only as leader.
+      p->set_fetching(false);
+      p->set_entry_sink([this](uint64_t seq, std::string entry) { node->append(seq, std::move(entry)); });
+    }
+    return p;
+  }
+
+  // cluster::Host
+  uint64_t applied_seq() const override { return pipeline->applied_seq(); }
+  Applied apply(uint64_t seq, std::string_view entry, std::string* error) override {
+    if (ingest::Pipeline::entry_seq(entry) != seq) {
+      if (error) *error = "the entry's own seq is " + std::to_string(ingest::Pipeline::entry_seq(entry));
+      return Applied::bad;
+    }
+    switch (pipeline->apply_entry(entry, error)) {
+      case ingest::Pipeline::EntryResult::applied: note_settings(); return Applied::applied;
+      case ingest::Pipeline::EntryResult::duplicate: return Applied::duplicate;
+      case ingest::Pipeline::EntryResult::gap: return Applied::gap;
+      case ingest::Pipeline::EntryResult::bad: break;
+    }
+    return Applied::bad;
+  }
+  std::string checkpoint() const override { return pipeline->checkpoint(); }
+  void restore(std::string_view bytes) override { pipeline->restore(bytes); }
+  void reset() override {
+    pipeline = make_pipeline(options.ingest);
+    pipeline->start();
+  }
+  // Called by the node from inside the pipeline's own callbacks too (its entry sink), so
+  // the change is made from a callback of its own.
+  void set_leading(bool on) override {
+    want_leading = on;
+    event_active(leading_change, 0, 0);
+  }
+  static void on_leading_change(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<WriterProcess*>(arg);
+    if (self->pipeline->fetching() != self->want_leading) self->pipeline->set_fetching(self->want_leading);
+    self->refuse_pushes_unless_leading();
+  }
+  // Only the leader's ticks take pushed points: elsewhere they would wait for ever.
+  void refuse_pushes_unless_leading() {
+    if (otlp && node)
+      otlp->set_refusal(want_leading ? "" : "this node does not lead the cluster: push to the leader "
+                                            "(telemetryctl show cluster names it)");
+  }
+
+  // Aggregation follows the leader's settings, carried in each entry; say so when they
+  // are not the ones this node was started with.
+  void note_settings() {
+    const ingest::Config& leader = pipeline->config();
+    const ingest::Config mine = options.ingest.resolved();
+    std::string note;
+    auto differ = [&](const char* name, auto a, auto b) {
+      if (a != b) note += fmt::format("{}{} {} (here {})", note.empty() ? "" : "; ", name, a, b);
+    };
+    differ("interval", leader.interval.count(), mine.interval.count());
+    differ("window", leader.window.count(), mine.window.count());
+    differ("stale-after", leader.stale_after.count(), mine.stale_after.count());
+    differ("expire-after", leader.expire_after.count(), mine.expire_after.count());
+    differ("max-series", leader.max_series, mine.max_series);
+    differ("max-series-per-source", leader.max_series_per_source, mine.max_series_per_source);
+    differ("prom-series-limit", leader.prom_series_limit, mine.prom_series_limit);
+    if (note == settings_note) return;
+    settings_note = note;
+    if (!note.empty()) log::warn("cluster: following the leader's settings, which differ from this node's: {}", note);
+  }
+
+  void report_cluster() {
+    if (!node) return;
+    cluster::Status s = node->status();
+    if (!settings_note.empty()) s.notes.push_back("leader's settings differ: " + settings_note);
+    publish_cluster_status(store, *writer, s, writer->generation());
   }
 
   // SIGHUP from the supervisor, which has already checked the file. We check again
@@ -99,6 +201,7 @@ struct WriterProcess {
   static void on_heartbeat(evutil_socket_t, short, void* arg) {
     shm::failpoint("writer.heartbeat");
     static_cast<WriterProcess*>(arg)->heartbeat();
+    static_cast<WriterProcess*>(arg)->report_cluster();
   }
 
   static void on_signal(evutil_socket_t signal, short, void* arg) {
@@ -133,7 +236,7 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
   errno = 0;
   if (nice(kWriterNice) == -1 && errno != 0)
     log::warn("writer: nice({}): {}", kWriterNice, std::strerror(errno));
-  WriterProcess w{store, command_line, nullptr, nullptr, nullptr, nullptr, 0, false};
+  WriterProcess w(store, command_line, options);
   try {
     w.writer = std::make_unique<shm::Writer>(store);
   } catch (const shm::Error& e) {
@@ -145,18 +248,7 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
     log::error("event_base_new failed");
     return kExitFailure;
   }
-  try {
-    w.pipeline = std::make_unique<ingest::Pipeline>(
-        w.base, options.ingest,
-        [&w](const shm::SnapshotBuilder& b, const std::vector<shm::SourceStatus>& s, uint64_t seq) {
-          w.publish(b, s, seq);
-        });
-    // Generations go on from the store's, as the previous writer left them.
-    w.pipeline->set_applied_seq(w.writer->generation());
-  } catch (const std::invalid_argument& e) {
-    log::error("bad ingest configuration: {}", e.what());
-    return kExitBadConfig;
-  }
+  w.leading_change = event_new(w.base, -1, 0, &WriterProcess::on_leading_change, &w);
   if (!options.otlp_listen.empty()) {
     // Bound here rather than in the supervisor: the receiver is the writer's, and
     // SO_REUSEADDR lets a restarted writer bind the same address at once. A failure
@@ -176,8 +268,27 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
       log::error("{}", e.what());
       return kExitBadConfig;
     }
-    w.pipeline->add_push_source(w.otlp.get());
     log::info("OTLP/HTTP receiver listening on {}", w.otlp->url());
+  }
+  try {
+    w.pipeline = w.make_pipeline(options.ingest);
+  } catch (const std::invalid_argument& e) {
+    log::error("bad ingest configuration: {}", e.what());
+    return kExitBadConfig;
+  }
+  if (!options.cluster.empty()) {
+    cluster::Settings cs;
+    cs.redis = cluster::parse_address(options.cluster);  // checked by check_options
+    cs.name = options.cluster_name;
+    cs.node_id = options.node_id;
+    cs.lease = options.lease;
+    cs.may_lead = options.role != "follower";
+    cs.checkpoint_every = options.checkpoint_every;
+    w.node = std::make_unique<cluster::Node>(w.base, cs, w);
+    w.refuse_pushes_unless_leading();
+    w.counter(kClusterSynced).store(0, std::memory_order_relaxed);
+    log::info("cluster: node {} of cluster '{}' at {}, lease {}ms, role {}", cs.node_id, cs.name, cs.redis.text(),
+              cs.lease.count(), options.role);
   }
   std::vector<event*> signals;
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) {
@@ -199,14 +310,20 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
   int code = kExitOk;
   try {
     w.pipeline->start();
+    if (w.node) {
+      w.node->start();
+      w.report_cluster();  // `show cluster` answers from the start
+    }
     event_base_dispatch(w.base);
     if (w.failed) code = kExitFailure;
   } catch (const std::exception& e) {
     log::error("writer failed: {}", e.what());
     code = kExitFailure;
   }
+  w.node.reset();
   w.pipeline.reset();
   w.otlp.reset();
+  event_free(w.leading_change);
   for (event* e : signals) event_free(e);
   event_free(beat);
   event_base_free(w.base);

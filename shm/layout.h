@@ -70,7 +70,7 @@ struct ListHeader {
 // ---------------------------------------------------------------------------------
 
 constexpr uint64_t kControlMagic = 0x4c52544344594d54ull;  // "TMYDCTRL" little-endian
-constexpr uint32_t kLayoutVersion = 1;
+constexpr uint32_t kLayoutVersion = 2;
 constexpr size_t kSourceUrlBytes = 256;
 constexpr size_t kSourceErrorBytes = 256;
 
@@ -135,6 +135,15 @@ struct SourceSlot {
   uint64_t last_error_ns;
 };
 
+// Free text the writer publishes for the supervisor (server/ keeps the cluster status
+// there), under the same seqlock as SourceSlot.
+struct StatusTextSlot {
+  std::atomic<uint64_t> seq;
+  uint32_t length;
+  uint32_t reserved;
+  char text[kStatusTextBytes];
+};
+
 struct Store::Control {
   // Identity: written once by create() before any other process can open the segment.
   // open() validates buffer_count, reader_slots and reclaim_timeout_ms and keeps its
@@ -174,6 +183,7 @@ struct Store::Control {
   BufferDesc buffers[kMaxBuffers];
   ReaderSlot slots[kMaxReaders];
   SourceSlot sources[kMaxSources];
+  StatusTextSlot status_text;
 };
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics must be lock-free");

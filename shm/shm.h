@@ -204,6 +204,7 @@ constexpr uint32_t kMaxReaders = 256;
 constexpr uint32_t kMaxSources = 64;
 constexpr uint32_t kServiceCounters = 64;  // Store::service_counter(): meaning set by server/
 constexpr uint32_t kReaderCounters = 32;   // Reader::counter(): meaning set by server/
+constexpr size_t kStatusTextBytes = 16384;  // Writer::set_status_text()
 
 struct StoreOptions {
   // POSIX shm name without the leading '/': 1-100 characters, no '/', and not ending in
@@ -296,6 +297,8 @@ class Writer {
   // is truncated to its field).
   void set_source_status(uint32_t index, const SourceStatus& status);
   void set_source_count(uint32_t n);
+  // Free text for server/ (truncated to kStatusTextBytes), read with Store::status_text().
+  void set_status_text(std::string_view text);
 
  private:
   Store& store_;
@@ -382,6 +385,7 @@ class Store {
   // they read inside it (the counts are those validated at open).
   StoreInfo info() const;
   std::vector<SourceStatus> sources() const;
+  std::string status_text() const;
 
   // Supervisor: frees a reader slot whose process has exited (pid must match).
   void clear_reader_slot(uint32_t slot, int32_t pid);

@@ -431,6 +431,20 @@ std::vector<SourceStatus> Store::sources() const {
   return out;
 }
 
+// The same seqlock as sources().
+std::string Store::status_text() const {
+  const StatusTextSlot& s = impl_->c().status_text;
+  std::string out;
+  for (int tries = 0; tries < 1000; ++tries) {
+    uint64_t before = s.seq.load(std::memory_order_acquire);
+    uint32_t length = std::min<uint32_t>(s.length, kStatusTextBytes);
+    out.assign(s.text, length);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (!(before & 1) && s.seq.load(std::memory_order_relaxed) == before) break;
+  }
+  return out;
+}
+
 namespace {
 
 // ReaderSlot::pid (and Control::writer_pid) is 0 when free, the owner's pid when owned,
@@ -693,6 +707,17 @@ void Writer::set_source_status(uint32_t index, const SourceStatus& st) {
   s.errors = st.errors;
   copy_text(s.last_error, sizeof s.last_error, st.last_error);
   s.last_error_ns = st.last_error_ns;
+  s.seq.store(seq + 2, std::memory_order_release);
+}
+
+void Writer::set_status_text(std::string_view text) {
+  StatusTextSlot& s = store_.control().status_text;
+  const uint64_t seq = (s.seq.load(std::memory_order_relaxed) + 1) & ~uint64_t{1};
+  s.seq.store(seq + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  size_t n = std::min(text.size(), kStatusTextBytes);
+  std::memcpy(s.text, text.data(), n);
+  s.length = uint32_t(n);
   s.seq.store(seq + 2, std::memory_order_release);
 }
 

@@ -1,0 +1,182 @@
+// cluster/checkpoint.cc: checkpoints of the replicated state. The leader writes one
+// every checkpoint_every entries (and on taking over, or when entries waiting for
+// Redis overflowed): the bytes in chunks of at most 1 MB under keys of their own, then
+// kCommitCheckpointScript records it (fenced like an append), keeps the newest two and
+// trims the log behind the older. A node that starts, or finds a gap in the log or
+// that its state is not the log's, loads the newest and tails the log after it.
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include <memory>
+#include <sstream>
+
+#include "cluster/node_impl.h"
+#include "server/log.h"
+
+namespace cluster {
+
+namespace log = server::log;
+
+namespace {
+constexpr timeval kReloadRetry{0, 200'000};
+// A chunk expires unless its checkpoint is recorded: a leader that dies or is fenced off
+// between writing the chunks and recording them leaves nothing behind for good.
+constexpr int64_t kChunkTtlMs = 10 * 60 * 1000;
+
+struct Manifest {
+  uint64_t seq = 0, term = 0, chunks = 0;
+  int64_t unix_ms = 0;
+};
+
+bool parse_manifest(std::string_view text, Manifest& m) {
+  std::istringstream in{std::string(text)};
+  return bool(in >> m.seq >> m.term >> m.chunks >> m.unix_ms);
+}
+}  // namespace
+
+void Node::Impl::write_checkpoint() {
+  if (checkpointing || !leading_now() || !commands.up()) return;
+  checkpointing = true;
+  uint64_t seq = host.applied_seq();
+  uint64_t ckpt_term = term;
+  std::string bytes = host.checkpoint();
+  size_t chunks = std::max<size_t>(1, (bytes.size() + kChunkBytes - 1) / kChunkBytes);
+  std::string prefix = keys.chunk_prefix + std::to_string(seq) + ":" + std::to_string(ckpt_term) + ":";
+  auto left = std::make_shared<size_t>(chunks);
+  auto failed = std::make_shared<std::string>();
+  int64_t written_ms = unix_ms() + redis_now_offset_ms;
+  auto commit = [this, seq, ckpt_term, chunks, written_ms](const std::string& failure) {
+    if (role != Role::leader || term != ckpt_term) {
+      checkpointing = false;
+      return;
+    }
+    if (!failure.empty()) {
+      checkpointing = false;
+      problem("writing checkpoint " + std::to_string(seq) + ": " + failure);
+      return;
+    }
+    bool sent = commands.command(
+        {"EVAL", kCommitCheckpointScript, "3", keys.lease, keys.checkpoints, keys.log, lease_value(),
+         std::to_string(seq), std::to_string(ckpt_term), std::to_string(chunks), keys.chunk_prefix,
+         std::to_string(written_ms)},
+        [this, seq, ckpt_term, written_ms](const redisReply* r, const std::string& error) {
+          checkpointing = false;
+          if (role != Role::leader || term != ckpt_term) return;
+          if (!r) {
+            if (error.rfind("FENCED", 0) == 0) step_down("checkpoint refused: " + error);
+            else problem("recording checkpoint " + std::to_string(seq) + ": " + error);
+            return;
+          }
+          checkpoint_due = false;
+          appended_since_checkpoint = 0;
+          newest_checkpoint_seq = seq;
+          newest_checkpoint_ms = written_ms;
+          log_end = std::max(log_end, seq);
+          while (!pending.empty() && pending.front().seq <= seq) pending.pop_front();
+          log::debug("cluster: checkpoint at {} written", seq);
+          pump();
+        });
+    if (!sent) checkpointing = false;
+  };
+  for (size_t i = 0; i < chunks; ++i) {
+    std::string chunk = bytes.substr(std::min(bytes.size(), i * kChunkBytes), kChunkBytes);
+    bool sent = commands.command({"SET", prefix + std::to_string(i), chunk, "PX", std::to_string(kChunkTtlMs)},
+                                 [left, failed, commit](const redisReply* r, const std::string& error) {
+                                   if (!r && failed->empty()) *failed = error;
+                                   if (--*left == 0) commit(*failed);
+                                 });
+    if (!sent) {
+      // Disconnected midway: the chunks already sent fail too and end the attempt.
+      *failed = "disconnected";
+      if ((*left -= chunks - i) == 0) checkpointing = false;
+      return;
+    }
+  }
+}
+
+void Node::Impl::load_checkpoint() {
+  if (loading || !commands.up()) {
+    if (!loading) evtimer_add(retry, &kReloadRetry);
+    return;
+  }
+  loading = true;
+  synced = false;
+  bool sent = commands.command({"LINDEX", keys.checkpoints, "0"}, [this](const redisReply* r, const std::string& error) {
+    if (!r) {
+      loading = false;
+      problem("reading the checkpoint list: " + error);
+      evtimer_add(retry, &kReloadRetry);
+      return;
+    }
+    Manifest m;
+    if (r->type != REDIS_REPLY_STRING || !parse_manifest(std::string_view(r->str, r->len), m)) {
+      // No checkpoint: the log is whole from its first entry (it is trimmed only
+      // behind checkpoints), so a state that is not the log's starts from nothing. A
+      // gap with no checkpoint (Redis restarted empty) waits for the leader's.
+      loading = false;
+      if (diverged) {
+        host.reset();
+        applied_term = 0;
+        diverged = false;
+      } else if (!want_checkpoint) {
+        evtimer_add(retry, &kReloadRetry);
+        return;
+      }
+      want_checkpoint = false;
+      update_synced();
+      tail_next();
+      return;
+    }
+    auto chunks = std::make_shared<std::vector<std::string>>(m.chunks);
+    auto left = std::make_shared<size_t>(m.chunks);
+    auto failed = std::make_shared<std::string>();
+    std::string prefix = keys.chunk_prefix + std::to_string(m.seq) + ":" + std::to_string(m.term) + ":";
+    for (uint64_t i = 0; i < m.chunks; ++i) {
+      bool sent = commands.command(
+          {"GET", prefix + std::to_string(i)},
+          [this, chunks, left, failed, i, m](const redisReply* c, const std::string& err) {
+            if (!c) *failed = err;
+            else if (c->type != REDIS_REPLY_STRING) *failed = "chunk " + std::to_string(i) + " is gone";
+            else (*chunks)[i].assign(c->str, c->len);
+            if (--*left != 0) return;
+            loading = false;
+            if (!failed->empty()) {
+              problem("loading checkpoint " + std::to_string(m.seq) + ": " + *failed + "; trying again");
+              evtimer_add(retry, &kReloadRetry);
+              return;
+            }
+            std::string bytes;
+            for (const auto& piece : *chunks) bytes += piece;
+            try {
+              host.restore(bytes);
+            } catch (const std::exception& e) {
+              problem("checkpoint " + std::to_string(m.seq) + " cannot be restored: " + e.what());
+              evtimer_add(retry, &kReloadRetry);
+              return;
+            }
+            log::info("cluster: state restored from the checkpoint at {} (term {}, {} bytes)", m.seq, m.term,
+                      bytes.size());
+            want_checkpoint = false;
+            diverged = false;
+            applied_term = m.term;
+            newest_checkpoint_seq = m.seq;
+            newest_checkpoint_ms = m.unix_ms;
+            if (role == Role::leader && host.applied_seq() >= takeover_end) enable_leading();
+            update_synced();
+            tail_next();
+          });
+      if (!sent) {
+        loading = false;
+        evtimer_add(retry, &kReloadRetry);
+        return;
+      }
+    }
+  });
+  if (!sent) {
+    // The connection is going (a drop is pending): try again once it is back.
+    loading = false;
+    evtimer_add(retry, &kReloadRetry);
+  }
+}
+
+}  // namespace cluster

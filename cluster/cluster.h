@@ -1,0 +1,113 @@
+// cluster/cluster.h: several telemetryd nodes over one Redis: a leader lease with
+// fencing, the replicated sample log (a Redis stream), checkpoints and membership.
+// Everything runs on the writer's libevent loop through hiredis's async API; no call
+// here blocks. The payloads (log entries, checkpoints) are opaque bytes: the node's
+// Host turns them into state (ingest::Pipeline in the writer).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+struct event_base;
+
+namespace cluster {
+
+// redis://HOST:PORT[/DB]. Throws std::invalid_argument with a message on anything else.
+struct Address {
+  std::string host;
+  int port = 6379;
+  int db = 0;
+  std::string text() const;  // redis://HOST:PORT/DB
+};
+Address parse_address(std::string_view url);
+
+struct Settings {
+  Address redis;
+  std::string name = "telemetryd";  // prefix of every key
+  std::string node_id;
+  std::chrono::milliseconds lease{6000};  // renewed every third of it
+  bool may_lead = true;                    // false: --role follower, never takes the lease
+  uint32_t checkpoint_every = 30;          // entries between two checkpoints the leader writes
+  uint32_t max_pending = 64;               // entries kept while Redis does not take them
+};
+
+enum class Role { follower, candidate, leader };
+std::string_view role_name(Role role);
+enum class RedisState { down, connecting, connected };
+std::string_view redis_state_name(RedisState state);
+
+// What the node's state is made of, supplied by the caller. Called on the loop.
+class Host {
+ public:
+  virtual ~Host() = default;
+  enum class Applied { applied, duplicate, gap, bad };
+  // The seq of the last entry applied (0: none).
+  virtual uint64_t applied_seq() const = 0;
+  // Applies one entry of the log (seq from the stream). `error` says why on bad.
+  virtual Applied apply(uint64_t seq, std::string_view entry, std::string* error) = 0;
+  // The whole state as bytes, and back (restore throws std::exception on bad bytes,
+  // changing nothing then). reset() empties the state (seq 0).
+  virtual std::string checkpoint() const = 0;
+  virtual void restore(std::string_view bytes) = 0;
+  virtual void reset() = 0;
+  // Leader: produce entries (ingest) or stop at once.
+  virtual void set_leading(bool leading) = 0;
+};
+
+struct Member {
+  std::string node_id;
+  std::string role;
+  uint64_t applied = 0;
+  int64_t lag_ms = 0;
+};
+
+struct Status {
+  std::string node_id;
+  Role role = Role::candidate;
+  uint64_t term = 0;              // term of the lease this node holds or last saw
+  std::string leader_id;          // empty: none known
+  int64_t lease_remaining_ms = 0; // leader: its own lease; others: as last seen
+  uint64_t applied_seq = 0;
+  uint64_t applied_term = 0;
+  uint64_t log_end_seq = 0;       // the newest seq seen in Redis
+  bool synced = false;            // applied what the leader had appended when last looked
+  RedisState redis = RedisState::down;
+  std::string redis_address;
+  int64_t checkpoint_age_s = -1;  // the newest checkpoint in Redis; -1: none
+  uint64_t checkpoint_seq = 0;
+  uint64_t entries_applied = 0;   // from the log, by this node since start
+  uint64_t entries_appended = 0;
+  uint64_t appends_refused = 0;
+  uint64_t redis_errors = 0;
+  uint64_t pending = 0;           // leader: entries waiting for Redis
+  int64_t lag_ms = 0;             // the last applied entry: leader's publish to ours
+  std::vector<Member> members;    // live nodes, as of the last heartbeat
+  std::vector<std::string> notes; // e.g. settings that differ from the leader's
+};
+
+class Node {
+ public:
+  Node(event_base* base, Settings settings, Host& host);
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  void start();
+  // Leader: the entry for `seq` is applied locally; append it to the log. Entries are
+  // kept (at most max_pending) while Redis is away and appended in order when it is
+  // back; past that a checkpoint replaces them.
+  void append(uint64_t seq, std::string entry);
+  Status status() const;
+  bool leading() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cluster

@@ -1,0 +1,243 @@
+// cluster/node.cc: a cluster node's roles (candidate, follower, leader), its timers,
+// and its status; the public face of Node (cluster.h).
+#include <charconv>
+#include <stdexcept>
+
+#include <event2/event.h>
+
+#include "cluster/node_impl.h"
+#include "server/log.h"
+
+namespace cluster {
+
+namespace log = server::log;
+
+std::string Address::text() const { return "redis://" + host + ":" + std::to_string(port) + "/" + std::to_string(db); }
+
+Address parse_address(std::string_view url) {
+  constexpr std::string_view scheme = "redis://";
+  auto bad = [&](const char* why) {
+    return std::invalid_argument("cluster address '" + std::string(url) + "': " + why +
+                                 " (expected redis://HOST:PORT[/DB])");
+  };
+  if (url.substr(0, scheme.size()) != scheme) throw bad("not redis://");
+  std::string_view rest = url.substr(scheme.size());
+  Address a;
+  size_t slash = rest.find('/');
+  if (slash != std::string_view::npos) {
+    std::string_view db = rest.substr(slash + 1);
+    auto [p, ec] = std::from_chars(db.data(), db.data() + db.size(), a.db);
+    if (db.empty() || ec != std::errc() || p != db.data() + db.size() || a.db < 0 || a.db > 15)
+      throw bad("the database is not a number from 0 to 15");
+    rest = rest.substr(0, slash);
+  }
+  size_t colon = rest.rfind(':');
+  if (colon == std::string_view::npos) throw bad("no port");
+  a.host = std::string(rest.substr(0, colon));
+  if (a.host.empty()) throw bad("no host");
+  std::string_view port = rest.substr(colon + 1);
+  auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), a.port);
+  if (port.empty() || ec != std::errc() || p != port.data() + port.size() || a.port < 1 || a.port > 65535)
+    throw bad("the port is not a number from 1 to 65535");
+  return a;
+}
+
+uint64_t parse_u64(std::string_view text) {
+  uint64_t v = 0;
+  std::from_chars(text.data(), text.data() + text.size(), v);
+  return v;
+}
+
+std::string_view role_name(Role role) {
+  switch (role) {
+    case Role::follower: return "follower";
+    case Role::candidate: return "candidate";
+    case Role::leader: return "leader";
+  }
+  return "?";
+}
+
+std::string_view redis_state_name(RedisState state) {
+  switch (state) {
+    case RedisState::down: return "down";
+    case RedisState::connecting: return "connecting";
+    case RedisState::connected: return "connected";
+  }
+  return "?";
+}
+
+Node::Impl::Impl(event_base* b, Settings s, Host& h)
+    : base(b), settings(std::move(s)), host(h), keys(settings.name),
+      commands(b, settings.redis, "commands", [this](bool up) { on_commands_change(up); }),
+      tail(b, settings.redis, "log tail", [this](bool up) {
+        tailing = false;
+        if (up) tail_next();
+      }),
+      role(settings.may_lead ? Role::candidate : Role::follower) {
+  if (settings.node_id.empty()) throw std::invalid_argument("cluster: the node id is empty");
+  if (settings.node_id.find(' ') != std::string::npos)
+    throw std::invalid_argument("cluster: the node id '" + settings.node_id + "' contains a space");
+  if (settings.lease < std::chrono::milliseconds(300))
+    throw std::invalid_argument("cluster: the lease must be at least 300ms");
+  period = event_new(b, -1, EV_PERSIST, [](int, short, void* a) { static_cast<Impl*>(a)->on_period(); }, this);
+  expiry = evtimer_new(b, [](int, short, void* a) {
+    auto* self = static_cast<Impl*>(a);
+    if (self->role == Role::leader && monotonic_ns() >= self->lease_deadline_ns)
+      self->step_down("the lease ran out before it could be renewed");
+  }, this);
+  retry = evtimer_new(b, [](int, short, void* a) { static_cast<Impl*>(a)->load_checkpoint(); }, this);
+}
+
+Node::Impl::~Impl() {
+  event_free(period);
+  event_free(expiry);
+  event_free(retry);
+}
+
+void Node::Impl::start() {
+  // Heartbeats at least every second, so that a long lease does not slow down noticing
+  // a free lease or a node that joined; renewals stay every third of the lease.
+  int64_t every_ms = std::min<int64_t>(settings.lease.count() / 3, 1000);
+  timeval tv{time_t(every_ms / 1000), suseconds_t(every_ms % 1000 * 1000)};
+  event_add(period, &tv);
+  commands.start();
+  tail.start();
+}
+
+void Node::Impl::problem(const std::string& text) {
+  if (text == last_problem) return;
+  last_problem = text;
+  log::warn("cluster: {}", text);
+}
+
+void Node::Impl::on_period() {
+  if (!commands.up()) return;
+  heartbeat();
+  if (role == Role::leader) {
+    if (monotonic_ns() >= renewed_at_ns + settings.lease.count() * 1'000'000 / 3 - 50'000'000) renew();
+    pump();
+  } else if (settings.may_lead && !loading && !want_checkpoint && leader_id.empty() &&
+             heartbeats >= 1 && (local_only || monotonic_ns() >= connected_at_ns + settings.lease.count() * 1'000'000)) {
+    // A lease's time after connecting first (Redis may have restarted empty and
+    // forgotten the nodes; a leader that ingested on while Redis was away needs that
+    // long to be back and heard), except for that leader itself: it holds the most and
+    // takes the lease back first. The acquire script also refuses a node when a live
+    // node has applied more.
+    uint64_t highest = 0;
+    for (const Member& m : members)
+      if (m.node_id != settings.node_id) highest = std::max(highest, m.applied);
+    // The node that has applied the most takes over, so no applied entry is lost.
+    if (host.applied_seq() >= highest) acquire();
+  }
+  if (!tailing) tail_next();
+}
+
+void Node::Impl::on_commands_change(bool up) {
+  heartbeats = 0;
+  connected_at_ns = monotonic_ns();
+  appending = false;
+  checkpointing = false;
+  if (!up) return;
+  if (want_checkpoint) load_checkpoint();
+  on_period();
+}
+
+void Node::Impl::become_leader(uint64_t new_term, uint64_t end) {
+  role = Role::leader;
+  term = new_term;
+  leader_id = settings.node_id;
+  uint64_t applied = host.applied_seq();
+  log::info("cluster: leader in term {} (log ends at {}, applied {})", term, end, applied);
+  bool pending_follow = !pending.empty() && pending.front().seq == end + 1;
+  if (!pending.empty() && !pending_follow && end >= pending.front().seq) {
+    // Another leader appended while this node ingested alone: its state is not the log's.
+    resync("entries were appended by another leader while this node ingested without Redis", true);
+  } else if (!pending.empty() && !pending_follow) {
+    checkpoint_due = true;  // the log lost entries (Redis restarted empty): a checkpoint covers them
+  }
+  if (newest_checkpoint_ms == 0) checkpoint_due = true;
+  takeover_end = end;
+  local_only = false;
+  if (!loading && applied >= takeover_end) enable_leading();
+  arm_expiry();
+  update_synced();
+}
+
+void Node::Impl::enable_leading() {
+  if (leading) return;
+  leading = true;
+  host.set_leading(true);
+  update_synced();
+  pump();
+}
+
+void Node::Impl::step_down(const std::string& why) {
+  if (role != Role::leader) return;
+  log::warn("cluster: no longer leader (term {}): {}", term, why);
+  role = settings.may_lead ? Role::candidate : Role::follower;
+  leader_id.clear();
+  evtimer_del(expiry);
+  if (!commands.up() && leading) {
+    // Nobody can take over through an unreachable Redis: keep ingesting and publishing,
+    // and append (or checkpoint) once Redis is back and the lease is this node's again.
+    local_only = true;
+    return;
+  }
+  if (leading) host.set_leading(false);
+  leading = false;
+  if (!pending.empty()) resync("entries applied here were never appended", true);
+}
+
+void Node::Impl::resync(const std::string& why, bool state_diverged) {
+  diverged = diverged || state_diverged;
+  log::warn("cluster: reloading the state from the newest checkpoint: {}", why);
+  if (leading) host.set_leading(false);
+  leading = false;
+  local_only = false;
+  pending.clear();
+  synced = false;
+  if (!loading) load_checkpoint();
+}
+
+void Node::Impl::update_synced() {
+  if (leading_now() || (heartbeats > 0 && !loading && !want_checkpoint && host.applied_seq() >= log_end)) synced = true;
+}
+
+Status Node::Impl::status() const {
+  Status s;
+  s.node_id = settings.node_id;
+  s.role = role;
+  s.term = term;
+  s.leader_id = leader_id;
+  int64_t now = monotonic_ns();
+  if (role == Role::leader) s.lease_remaining_ms = std::max<int64_t>(0, (lease_deadline_ns - now) / 1'000'000);
+  else if (!leader_id.empty())
+    s.lease_remaining_ms = std::max<int64_t>(0, seen_pttl_ms - (now - seen_pttl_at_ns) / 1'000'000);
+  s.applied_seq = host.applied_seq();
+  s.applied_term = applied_term;
+  s.log_end_seq = log_end;
+  s.synced = synced;
+  s.redis = commands.state();
+  s.redis_address = settings.redis.text();
+  if (newest_checkpoint_ms != 0)
+    s.checkpoint_age_s = std::max<int64_t>(0, (unix_ms() + redis_now_offset_ms - newest_checkpoint_ms) / 1000);
+  s.checkpoint_seq = newest_checkpoint_seq;
+  s.entries_applied = entries_applied;
+  s.entries_appended = entries_appended;
+  s.appends_refused = appends_refused;
+  s.redis_errors = commands.errors() + tail.errors();
+  s.pending = pending.size();
+  s.members = members;
+  s.lag_ms = lag_ms;
+  return s;
+}
+
+Node::Node(event_base* base, Settings settings, Host& host)
+    : impl_(std::make_unique<Impl>(base, std::move(settings), host)) {}
+Node::~Node() = default;
+void Node::start() { impl_->start(); }
+void Node::append(uint64_t seq, std::string entry) { impl_->append(seq, std::move(entry)); }
+Status Node::status() const { return impl_->status(); }
+bool Node::leading() const { return impl_->leading; }
+
+}  // namespace cluster

@@ -1,0 +1,194 @@
+// cluster/redis.cc: the Redis connection (see redis.h).
+#include "cluster/redis.h"
+
+#include <ctime>
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+
+#include "server/log.h"
+
+namespace cluster {
+
+namespace {
+constexpr std::chrono::milliseconds kFirstBackoff{50};
+constexpr std::chrono::milliseconds kMaxBackoff{1000};
+constexpr std::chrono::milliseconds kConnectTimeout{2000};
+constexpr timeval kCheckEvery{0, 50'000};
+}  // namespace
+
+int64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+int64_t unix_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+struct Connection::Pending {
+  Connection* connection;
+  Callback done;
+};
+
+Connection::Connection(event_base* base, Address address, std::string label, std::function<void(bool up)> on_change)
+    : base_(base), address_(std::move(address)), label_(std::move(label)), on_change_(std::move(on_change)) {
+  retry_ = evtimer_new(base_, &Connection::on_retry, this);
+  check_ = event_new(base_, -1, EV_PERSIST, &Connection::on_check, this);
+  drop_ = event_new(base_, -1, 0, &Connection::on_drop, this);
+}
+
+Connection::~Connection() {
+  closing_ = true;
+  if (ac_) redisAsyncFree(ac_);  // pending callbacks run with no reply and are dropped
+  event_free(retry_);
+  event_free(check_);
+  event_free(drop_);
+}
+
+void Connection::start() {
+  event_add(check_, &kCheckEvery);
+  connect();
+}
+
+void Connection::connect() {
+  state_ = RedisState::connecting;
+  connect_deadline_ = monotonic_ns() + kConnectTimeout.count() * 1'000'000;
+  redisAsyncContext* ac = redisAsyncConnect(address_.host.c_str(), address_.port);
+  if (!ac || ac->err) {
+    std::string why = ac ? ac->errstr : "out of memory";
+    if (ac) redisAsyncFree(ac);
+    lost("connect: " + why);
+    return;
+  }
+  ac->data = this;
+  redisLibeventAttach(ac, base_);
+  redisAsyncSetConnectCallback(ac, &Connection::on_connect);
+  redisAsyncSetDisconnectCallback(ac, &Connection::on_disconnect);
+  ac_ = ac;
+}
+
+void Connection::on_connect(const redisAsyncContext* ac, int status) {
+  auto* self = static_cast<Connection*>(ac->data);
+  if (self->closing_ || self->ac_ != ac) return;
+  if (status != REDIS_OK) {
+    // hiredis frees the context after this callback.
+    self->ac_ = nullptr;
+    self->lost(std::string("connect: ") + (ac->errstr ? ac->errstr : "failed"));
+    return;
+  }
+  self->state_ = RedisState::connected;
+  if (self->address_.db != 0)
+    self->command({"SELECT", std::to_string(self->address_.db)}, [self](const redisReply* r, const std::string& e) {
+      if (!r) self->drop("SELECT " + std::to_string(self->address_.db) + ": " + e);
+    });
+  self->backoff_ = std::chrono::milliseconds(0);
+  if (self->reported_down_) server::log::info("redis {} ({}): connected again", self->address_.text(), self->label_);
+  else server::log::info("redis {} ({}): connected", self->address_.text(), self->label_);
+  self->reported_down_ = false;
+  if (self->on_change_) self->on_change_(true);
+}
+
+void Connection::on_disconnect(const redisAsyncContext* ac, int status) {
+  auto* self = static_cast<Connection*>(ac->data);
+  if (self->closing_ || self->ac_ != ac) return;
+  self->ac_ = nullptr;  // freed by hiredis after this callback
+  self->lost(status == REDIS_OK ? std::string("disconnected")
+                                : std::string("connection lost: ") + (ac->errstr ? ac->errstr : "error"));
+}
+
+void Connection::lost(const std::string& why) {
+  bool was_up = state_ == RedisState::connected;
+  state_ = RedisState::down;
+  deadlines_.clear();
+  ++errors_;
+  if (!reported_down_) {
+    server::log::warn("redis {} ({}): {}; reconnecting with backoff (logged again once connected)", address_.text(),
+                      label_, why);
+    reported_down_ = true;
+  }
+  schedule_retry();
+  if (was_up && on_change_) on_change_(false);
+}
+
+void Connection::schedule_retry() {
+  backoff_ = backoff_.count() == 0 ? kFirstBackoff : std::min(backoff_ * 2, kMaxBackoff);
+  timeval tv{time_t(backoff_.count() / 1000), suseconds_t(backoff_.count() % 1000 * 1000)};
+  evtimer_add(retry_, &tv);
+}
+
+void Connection::on_retry(int, short, void* arg) { static_cast<Connection*>(arg)->connect(); }
+
+// Replies come back in order on one connection, so the oldest command in flight holds
+// the earliest deadline that matters; a server that stops answering (stopped,
+// partitioned) is dropped instead of leaving callbacks waiting for ever.
+void Connection::on_check(int, short, void* arg) {
+  auto* self = static_cast<Connection*>(arg);
+  int64_t now = monotonic_ns();
+  if (self->state_ == RedisState::connecting && self->ac_ && now > self->connect_deadline_) {
+    self->drop("connect: no answer within " + std::to_string(kConnectTimeout.count()) + "ms");
+  } else if (!self->deadlines_.empty() && now > self->deadlines_.front()) {
+    self->drop("no reply in time");
+  }
+}
+
+// Deferred to the loop: hiredis must not free a context from inside its own callback.
+void Connection::drop(const std::string& why) {
+  if (!ac_ || !drop_reason_.empty()) return;
+  drop_reason_ = why;
+  event_active(drop_, 0, 0);
+}
+
+void Connection::on_drop(int, short, void* arg) {
+  auto* self = static_cast<Connection*>(arg);
+  std::string why = std::move(self->drop_reason_);
+  self->drop_reason_.clear();
+  redisAsyncContext* ac = self->ac_;
+  if (!ac) return;
+  self->ac_ = nullptr;
+  ac->onDisconnect = nullptr;  // the outage is reported by lost(), once
+  redisAsyncFree(ac);          // runs every pending callback with no reply
+  self->lost(why);
+}
+
+bool Connection::command(const std::vector<std::string>& args, Callback done, std::chrono::milliseconds timeout) {
+  if (!ac_ || state_ != RedisState::connected || !drop_reason_.empty()) return false;
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  for (const auto& a : args) {
+    argv.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  auto* pending = new Pending{this, std::move(done)};
+  if (redisAsyncCommandArgv(ac_, &Connection::on_reply, pending, int(argv.size()), argv.data(), lens.data()) !=
+      REDIS_OK) {
+    delete pending;
+    return false;
+  }
+  deadlines_.push_back(monotonic_ns() + timeout.count() * 1'000'000);
+  return true;
+}
+
+void Connection::on_reply(redisAsyncContext*, void* r, void* privdata) {
+  auto* pending = static_cast<Pending*>(privdata);
+  Connection* self = pending->connection;
+  Callback done = std::move(pending->done);
+  delete pending;
+  if (self->closing_) return;
+  if (!self->deadlines_.empty()) self->deadlines_.pop_front();
+  auto* reply = static_cast<redisReply*>(r);
+  if (!reply) {
+    done(nullptr, "disconnected");
+  } else if (reply->type == REDIS_REPLY_ERROR) {
+    ++self->errors_;
+    done(nullptr, std::string(reply->str, reply->len));
+  } else {
+    done(reply, std::string());
+  }
+}
+
+}  // namespace cluster

@@ -1,0 +1,76 @@
+// cluster/redis.h: one Redis connection on a libevent loop (hiredis async API):
+// commands with a completion callback and a reply deadline, reconnection with
+// exponential backoff, and a log line per change of state (not per attempt).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cluster/cluster.h"
+
+struct event;
+struct redisAsyncContext;
+struct redisReply;
+
+namespace cluster {
+
+class Connection {
+ public:
+  // reply: the answer (never an error reply); null when the command failed, and then
+  // `error` says why (Redis's error text, "disconnected", "no reply within ...").
+  using Callback = std::function<void(const redisReply* reply, const std::string& error)>;
+
+  Connection(event_base* base, Address address, std::string label, std::function<void(bool up)> on_change);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  void start();
+  RedisState state() const { return state_; }
+  bool up() const { return state_ == RedisState::connected; }
+  // False (and `done` never called) when not connected. Otherwise `done` runs exactly
+  // once, from the loop, never from inside this call.
+  bool command(const std::vector<std::string>& args, Callback done,
+               std::chrono::milliseconds timeout = std::chrono::milliseconds(3000));
+  // Drops the connection (pending commands fail) and reconnects after the backoff.
+  void drop(const std::string& why);
+  uint64_t errors() const { return errors_; }
+
+ private:
+  struct Pending;
+  static void on_connect(const redisAsyncContext* ac, int status);
+  static void on_disconnect(const redisAsyncContext* ac, int status);
+  static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
+  static void on_retry(int, short, void* arg);
+  static void on_check(int, short, void* arg);
+  static void on_drop(int, short, void* arg);
+  void connect();
+  void lost(const std::string& why);
+  void schedule_retry();
+
+  event_base* base_;
+  Address address_;
+  std::string label_;
+  std::function<void(bool up)> on_change_;
+  redisAsyncContext* ac_ = nullptr;
+  RedisState state_ = RedisState::down;
+  event* retry_ = nullptr;
+  event* check_ = nullptr;
+  event* drop_ = nullptr;
+  std::string drop_reason_;
+  std::chrono::milliseconds backoff_{0};
+  std::deque<int64_t> deadlines_;  // monotonic ns of each command in flight, oldest first
+  int64_t connect_deadline_ = 0;
+  bool reported_down_ = false;      // the current outage has been logged
+  bool closing_ = false;
+  uint64_t errors_ = 0;
+};
+
+int64_t monotonic_ns();
+int64_t unix_ms();
+
+}  // namespace cluster

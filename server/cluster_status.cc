@@ -1,0 +1,54 @@
+// server/cluster_status.cc: see cluster_status.h.
+#include "server/cluster_status.h"
+
+#include "server/admin.h"
+#include "server/service.h"
+
+namespace server {
+
+void publish_cluster_status(shm::Store& store, shm::Writer& writer, const cluster::Status& s,
+                            uint64_t published_generation) {
+  auto set = [&](ServiceCounter c, uint64_t v) { store.service_counter(c).store(v, std::memory_order_relaxed); };
+  set(kClusterSynced, s.synced ? 1 : 0);
+  set(kClusterRole, uint64_t(s.role) + 1);
+  set(kClusterTerm, s.term);
+  set(kClusterLagMs, uint64_t(std::max<int64_t>(0, s.lag_ms)));
+  set(kClusterApplied, s.entries_applied);
+  set(kClusterRedisErrors, s.redis_errors);
+  set(kClusterCheckpointAgeS, s.checkpoint_age_s < 0 ? 0 : uint64_t(s.checkpoint_age_s) + 1);
+
+  std::vector<Report> nodes;
+  for (const cluster::Member& m : s.members)
+    nodes.push_back(Report().add("node_id", m.node_id).add("role", m.role).add("applied", m.applied).add("lag_ms", m.lag_ms));
+  std::vector<Report> notes;
+  for (const std::string& n : s.notes) notes.push_back(Report().add("note", n));
+  Report r;
+  r.add("node_id", s.node_id)
+      .add("role", std::string(cluster::role_name(s.role)))
+      .add("term", s.term)
+      .add("leader_id", s.leader_id.empty() ? "-" : s.leader_id)
+      .add("lease_remaining_ms", s.lease_remaining_ms)
+      .add("synced", s.synced)
+      .add("applied", s.applied_seq)
+      .add("published_generation", published_generation)
+      .add("applied_term", s.applied_term)
+      .add("log_end", s.log_end_seq)
+      .add("replication_lag_ms", s.lag_ms)
+      .add("redis", std::string(cluster::redis_state_name(s.redis)))
+      .add("redis_address", s.redis_address)
+      .add("checkpoint_age_s", s.checkpoint_age_s)
+      .add("checkpoint_seq", s.checkpoint_seq)
+      .add("entries_applied", s.entries_applied)
+      .add("entries_appended", s.entries_appended)
+      .add("appends_refused", s.appends_refused)
+      .add("pending_appends", s.pending)
+      .add("redis_errors", s.redis_errors)
+      .add_list("node", std::move(nodes))
+      .add_list("settings_note", std::move(notes));
+  std::string text = r.text();
+  text += '\0';
+  text += r.json();
+  writer.set_status_text(text);
+}
+
+}  // namespace server

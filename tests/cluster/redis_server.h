@@ -1,0 +1,47 @@
+// tests/cluster/redis_server.h: a real redis-server for the cluster tests, started on
+// a free loopback port with no persistence and stopped by its pid (never the system
+// service), and a small blocking client to look at what the cluster wrote.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <sys/types.h>
+
+struct redisContext;
+
+namespace cluster_test {
+
+inline constexpr int kSkip = 77;  // ctest SKIP_RETURN_CODE
+// Exits with kSkip when redis-server is not installed (scripts/deps.sh installs it).
+void require_redis_server();
+
+class RedisServer {
+ public:
+  RedisServer();  // starts it on a free port and waits until it answers
+  ~RedisServer();
+  uint16_t port() const { return port_; }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  void kill_now();  // SIGKILL, waits for the exit
+  void start();     // again on the same port, empty
+  void stop_process(bool stop);  // SIGSTOP / SIGCONT
+
+ private:
+  uint16_t port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// One blocking connection for inspection.
+class Client {
+ public:
+  explicit Client(uint16_t port);
+  ~Client();
+  // The reply as text: strings and integers as their text, nil as "(nil)", arrays
+  // flattened and joined with '\n'. Throws std::runtime_error on an error reply.
+  std::string run(const std::vector<std::string>& args);
+  std::vector<std::string> list(const std::vector<std::string>& args);  // array items
+ private:
+  redisContext* c_ = nullptr;
+};
+
+}  // namespace cluster_test
