@@ -12,8 +12,12 @@ TELEMETRYD_PACKAGES=(
 )
 
 ensure_packages() {
-  local missing=() p
-  for p in "${TELEMETRYD_PACKAGES[@]}" "$@"; do
+  local missing=() p wanted=("${TELEMETRYD_PACKAGES[@]}" "$@")
+  # node and npm drive the OpenTelemetry JavaScript SDK's end-to-end test: Debian's,
+  # unless the machine has an npm already (a newer node from elsewhere brings its own,
+  # which Debian's npm package would conflict with).
+  command -v npm >/dev/null 2>&1 || wanted+=(nodejs npm)
+  for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
