@@ -75,6 +75,25 @@ inline size_t merged_label_count(std::span<const Label> own, std::span<const Lab
   return count;
 }
 
+// A scope's context labels: appends the scope's attributes, then the resource's whose
+// names the scope does not have, to labels (both given as [begin, begin + count) of
+// labels), and returns where the appended run starts; it is `count` long.
+inline uint32_t append_scope_context(std::vector<Label>& labels, uint32_t scope_begin, uint32_t scope_count,
+                                     uint32_t resource_begin, uint32_t resource_count, uint32_t* count) {
+  labels.reserve(labels.size() + scope_count + resource_count);
+  const auto begin = static_cast<uint32_t>(labels.size());
+  auto scope = std::span<const Label>(labels).subspan(scope_begin, scope_count);
+  auto resource = std::span<const Label>(labels).subspan(resource_begin, resource_count);
+  for (const Label& l : scope) labels.push_back(l);
+  for (const Label& r : resource) {
+    bool clash = false;
+    for (const Label& l : scope) clash |= l.name == r.name;
+    if (!clash) labels.push_back(r);
+  }
+  *count = static_cast<uint32_t>(labels.size() - begin);
+  return begin;
+}
+
 // The text of an le label ("+Inf", or the shortest text that reads back as le).
 std::string_view otlp_le_text(double le, Arena& arena);
 

@@ -111,17 +111,7 @@ void OtlpProtoParser::Impl::resource_metrics(const pb::metrics::v1::ResourceMetr
     } else if (sbegin != built_begin || scount != built_count) {
       built_begin = sbegin;
       built_count = scount;
-      labels.reserve(labels.size() + scount + rcount);
-      cbegin = static_cast<uint32_t>(labels.size());
-      auto scope = std::span<const Label>(labels).subspan(sbegin, scount);
-      auto resource = std::span<const Label>(labels).subspan(rbegin, rcount);
-      for (const Label& l : scope) labels.push_back(l);
-      for (const Label& r : resource) {
-        bool clash = false;
-        for (const Label& l : scope) clash |= l.name == r.name;
-        if (!clash) labels.push_back(r);
-      }
-      ccount = static_cast<uint32_t>(labels.size() - cbegin);
+      cbegin = append_scope_context(labels, sbegin, scount, rbegin, rcount, &ccount);
     }
     auto context = std::span<const Label>(labels).subspan(cbegin, ccount);
     bool over = false;

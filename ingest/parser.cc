@@ -393,17 +393,7 @@ bool Parser::Impl::otlp_resource_metrics(od::value v) {
     } else if (s.scope_begin != built_begin || s.scope_count != built_count) {
       built_begin = s.scope_begin;
       built_count = s.scope_count;
-      labels.reserve(labels.size() + built_count + rcount);
-      cbegin = static_cast<uint32_t>(labels.size());
-      auto scope = std::span<const Label>(labels).subspan(built_begin, built_count);
-      auto resource = std::span<const Label>(labels).subspan(rbegin, rcount);
-      for (const Label& l : scope) labels.push_back(l);
-      for (const Label& r : resource) {
-        bool clash = false;
-        for (const Label& l : scope) clash |= l.name == r.name;
-        if (!clash) labels.push_back(r);
-      }
-      ccount = static_cast<uint32_t>(labels.size() - cbegin);
+      cbegin = append_scope_context(labels, built_begin, built_count, rbegin, rcount, &ccount);
     }
     auto context = std::span<const Label>(labels).subspan(cbegin, ccount);
     bool over = false;
