@@ -51,6 +51,7 @@ Connection::~Connection() {
 }
 
 void Connection::start() {
+  last_check_ns_ = monotonic_ns();
   event_add(check_, &kCheckEvery);
   connect();
 }
@@ -125,10 +126,20 @@ void Connection::on_retry(int, short, void* arg) { static_cast<Connection*>(arg)
 
 // Replies come back in order on one connection, so the oldest command in flight holds
 // the earliest deadline that matters; a server that stops answering (stopped,
-// partitioned) is dropped instead of leaving callbacks waiting for ever.
+// partitioned) is dropped instead of leaving callbacks waiting for ever. Time in which
+// this loop did not turn (a snapshot build or a checkpoint of a million series takes
+// seconds) is not the server's: the deadlines move by it, else every command queued
+// before a long build would time out unsent.
 void Connection::on_check(int, short, void* arg) {
   auto* self = static_cast<Connection*>(arg);
   int64_t now = monotonic_ns();
+  constexpr int64_t kCheckEveryNs = kCheckEvery.tv_sec * 1'000'000'000LL + kCheckEvery.tv_usec * 1'000LL;
+  int64_t stalled = now - self->last_check_ns_ - 2 * kCheckEveryNs;
+  self->last_check_ns_ = now;
+  if (stalled > 0) {
+    for (int64_t& d : self->deadlines_) d += stalled;
+    self->connect_deadline_ += stalled;
+  }
   if (self->state_ == RedisState::connecting && self->ac_ && now > self->connect_deadline_) {
     self->drop("connect: no answer within " + std::to_string(kConnectTimeout.count()) + "ms");
   } else if (!self->deadlines_.empty() && now > self->deadlines_.front()) {

@@ -65,6 +65,7 @@ class Connection {
   std::chrono::milliseconds backoff_{0};
   std::deque<int64_t> deadlines_;  // monotonic ns of each command in flight, oldest first
   int64_t connect_deadline_ = 0;
+  int64_t last_check_ns_ = 0;     // monotonic ns of the last on_check: how long the loop stalled
   bool reported_down_ = false;      // the current outage has been logged
   bool closing_ = false;
   uint64_t errors_ = 0;

@@ -16,6 +16,7 @@
 #include <event2/event.h>
 
 #include "cluster/cluster.h"
+#include "cluster/redis.h"
 #include "tests/cluster/redis_server.h"
 
 using namespace std::chrono_literals;
@@ -465,4 +466,25 @@ TEST_CASE("Redis killed and restarted: the leader ingests alone meanwhile and th
   CHECK(a.host.history.at(top) == b.host.history.at(top));
   Client c(redis.port());
   CHECK(c.run({"LLEN", "test:checkpoints"}) != "0");
+}
+
+TEST_CASE("a command queued before the loop stalls past its reply deadline is answered, not dropped") {
+  // A snapshot build or a checkpoint of a million series holds the writer's loop for
+  // seconds: that time is not the server's, and must not count against its deadline.
+  RedisServer redis;
+  Loop loop;
+  cluster::Connection c(loop.base, cluster::parse_address(redis.url()), "test", [](bool) {});
+  c.start();
+  REQUIRE(loop.until([&] { return c.up(); }));
+  bool answered = false;
+  std::string error = "no callback";
+  REQUIRE(c.command({"PING"}, [&](const redisReply* reply, const std::string& e) {
+    answered = reply != nullptr;
+    error = e;
+  }, 1000ms));
+  std::this_thread::sleep_for(1500ms);  // the loop does not turn: PING is not even sent yet
+  REQUIRE(loop.until([&] { return answered || error != "no callback"; }));
+  CHECK(error == "");
+  CHECK(answered);
+  CHECK(c.up());
 }
