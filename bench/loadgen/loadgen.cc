@@ -27,6 +27,10 @@
 // connects (retried every 10 ms) and unexpected socket errors; `unanswered` the requests
 // still without an answer 5 s after the end.
 //
+// SIGINT or SIGTERM ends the run early, as if the duration ended then: no new requests,
+// the ones in flight are awaited, and the RESULT line is printed (bench/cluster_chaos.sh
+// stops the load on a node this way before it kills the node).
+//
 // --check-generation reads every response's X-Snapshot-Generation and counts, per
 // connection, responses whose generation is lower than the previous one on the same
 // connection (`gen_violations`, each also printed to stderr). Per connection because a
@@ -47,6 +51,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -60,6 +65,9 @@
 namespace {
 
 constexpr int64_t kReconnectDelayNs = 10'000'000;
+volatile std::sig_atomic_t g_stop_early = 0;
+void stop_early(int) { g_stop_early = 1; }
+
 constexpr int64_t kGraceNs = 5'000'000'000;  // answers still missing this long after the end: given up
 
 int64_t now_ns() {
@@ -348,11 +356,12 @@ void Client::run() {
   for (size_t c = 0; c < conns_.size(); ++c)
     if (open(c)) idle_.push_back(c);
   const int64_t start = now_ns();
-  const int64_t stop = start + static_cast<int64_t>(o_.duration * 1e9);
+  int64_t stop = start + static_cast<int64_t>(o_.duration * 1e9);
   int64_t next = start;
   std::vector<epoll_event> events(conns_.size());
   for (;;) {
     int64_t now = now_ns();
+    if (g_stop_early && now < stop) stop = now;
     int64_t next_reconnect = INT64_MAX;
     for (size_t i = 0; i < down_.size();) {  // reopen() may append to down_ again
       size_t c = down_[i];
@@ -427,6 +436,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "loadgen: no keys in %s\n", o.keys.c_str());
     return 1;
   }
+  struct sigaction sa = {};
+  sa.sa_handler = stop_early;  // no SA_RESTART: the wait returns at once
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
   prctl(PR_SET_TIMERSLACK, 1UL);  // wake-ups to the microsecond, not the default 50 us
   Client client(std::move(o), std::move(keys));
   client.run();

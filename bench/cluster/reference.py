@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""bench/cluster/reference.py: checks what each cluster node serves against an exact
+reference computed from the Redis log (bench/cluster_chaos.sh, at the end of the run).
+
+  reference.py --decoder cluster_log_entries --redis-port P --cluster-name NAME
+               --series N --source URL [--rounds 3] [--pause 0] NODE_PORT...
+
+1. Fetches /v1/series/KEY of every series of bench/cluster/upstream.py from every node,
+   ROUNDS times PAUSE seconds apart, with the X-Snapshot-Generation of each answer.
+2. Reads the log (cluster_log_entries, after the fetches: the log only grows at its end)
+   and checks it: seqs increase; in every entry the upstream's group holds the SERIES
+   samples of one fetch c (the first is c itself, the others upstream.value(k, c)); c
+   increases from entry to entry (no fetch committed twice or out of order).
+3. For each answer at generation G, computes the window the way docs/ingest.md defines
+   it, from the raw samples of the entries up to G, not through any aggregator: a
+   sample not newer than its series' last is dropped; samples fall in interval-aligned
+   buckets; a bucket is in the window while its newest sample is at least
+   clock(G) - window; count, sum (each bucket's in sample order, then the buckets' in
+   order), min, max, first, last must equal the node's exactly. The log must reach back
+   past the window of G without a gap in seq, or the answer cannot be checked (a miss).
+4. Answers of the same series at the same generation from different nodes must be the
+   same bytes.
+Prints PASS/FAIL lines; exits 1 on any FAIL.
+"""
+import argparse
+import http.client
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from upstream import value  # noqa: E402
+
+
+def series_keys(n):
+    keys = ["chaos.counter"]
+    keys += ['chaos.value{k="%03d"}' % k for k in range(1, n)]
+    return keys
+
+
+def fetch_all(ports, keys, rounds, pause):
+    """[(port, key, status, generation, body)]"""
+    out = []
+    for r in range(rounds):
+        if r:
+            time.sleep(pause)
+        for port in ports:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            for key in keys:
+                conn.request("GET", "/v1/series/" + urllib.parse.quote(key, safe=""))
+                r = conn.getresponse()
+                body = r.read()
+                gen = int(r.getheader("X-Snapshot-Generation") or 0)
+                out.append((port, key, r.status, gen, body))
+            conn.close()
+    return out
+
+
+def read_log(decoder, port, name, source):
+    """[(seq, clock_ns, interval_ns, window_ns, [(ts, value)] or None)]"""
+    text = subprocess.run([decoder, "127.0.0.1", str(port), name], check=True,
+                          capture_output=True, text=True).stdout
+    entries = []
+    for line in text.splitlines():
+        f = line.split("\t")
+        seq, clock, interval, window = int(f[0]), int(f[2]), int(f[3]), int(f[4])
+        samples = None
+        for i in range(5, len(f) - 1, 2):
+            if f[i] == source:
+                samples = []
+                for s in f[i + 1].split():
+                    ts, v = s.split(":")
+                    samples.append((int(ts), float.fromhex(v)))
+        entries.append((seq, clock, interval * 10**6, window * 10**6, samples))
+    return entries
+
+
+def check_log(entries, series):
+    problems = []
+    last_seq, last_c = 0, 0
+    for seq, _, _, _, samples in entries:
+        if seq <= last_seq:
+            problems.append(f"seq {seq} after {last_seq}")
+        last_seq = seq
+        if samples is None:
+            continue  # the upstream did not answer that tick
+        if len(samples) != series:
+            problems.append(f"seq {seq}: {len(samples)} samples, not {series}")
+            continue
+        c = samples[0][1]
+        if c != int(c) or c <= last_c:
+            problems.append(f"seq {seq}: fetch {c} after fetch {last_c}")
+        last_c = max(last_c, c)
+        for k in range(1, series):
+            if samples[k][1] != value(k, int(c)):
+                problems.append(f"seq {seq}: series {k} is {samples[k][1]!r}, fetch {int(c)} gave {value(k, int(c))!r}")
+    return problems
+
+
+def reference(entries, generation, k):
+    """The window of series k at generation: dict of aggregates, or a reason it cannot
+    be computed."""
+    upto = [e for e in entries if e[0] <= generation]
+    if not upto or upto[-1][0] != generation:
+        return f"entry {generation} is not in the log"
+    clock, interval, window = upto[-1][1], upto[-1][2], upto[-1][3]
+    cutoff = clock - window
+    # Entries old enough that no sample of theirs is in the window: the log must reach
+    # one of them (or its beginning, seq 1), and hold every seq after it.
+    start = None
+    for i in range(len(upto) - 1, -1, -1):
+        if upto[i][1] < cutoff - interval or upto[i][0] == 1:
+            start = i
+            break
+    if start is None:
+        return f"the log starts at seq {upto[0][0]}, after the window of {generation} began"
+    for a, b in zip(upto[start:], upto[start + 1:]):
+        if b[0] != a[0] + 1:
+            return f"the log lacks seq {a[0] + 1}..{b[0] - 1}, inside the window of {generation}"
+    buckets = []  # [slot, first_ts, last_ts, count, sum, min, max, first, last]
+    last_ts = None
+    for seq, _, _, _, samples in upto[start:]:
+        if samples is None:
+            continue
+        ts, v = samples[k]
+        if last_ts is not None and ts <= last_ts:
+            continue  # a duplicate
+        last_ts = ts
+        slot = ts // interval
+        if not buckets or slot != buckets[-1][0]:
+            buckets.append([slot, ts, ts, 0, 0.0, v, v, v, v])
+        b = buckets[-1]
+        b[2] = ts
+        b[3] += 1
+        b[4] += v
+        b[5] = min(b[5], v)
+        b[6] = max(b[6], v)
+        b[8] = v
+    kept = [b for b in buckets if b[2] >= cutoff]
+    if not kept:
+        return None  # the series has no sample in the window
+    total = 0.0
+    for b in kept:
+        total += b[4]
+    return {"count": sum(b[3] for b in kept), "sum": total, "min": min(b[5] for b in kept),
+            "max": max(b[6] for b in kept), "first": kept[0][7], "last": kept[-1][8],
+            "last_ts": kept[-1][2] / 1e9}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--decoder", required=True)
+    ap.add_argument("--redis-port", type=int, required=True)
+    ap.add_argument("--cluster-name", required=True)
+    ap.add_argument("--series", type=int, required=True)
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pause", type=float, default=0)
+    ap.add_argument("ports", type=int, nargs="+")
+    a = ap.parse_args()
+    keys = series_keys(a.series)
+    answers = fetch_all(a.ports, keys, a.rounds, a.pause)
+    entries = read_log(a.decoder, a.redis_port, a.cluster_name, a.source)
+    ok = True
+
+    def verdict(good, what, details=()):
+        nonlocal ok
+        print(("PASS  " if good else "FAIL  ") + what)
+        for d in list(details)[:10]:
+            print("      " + d)
+        ok = ok and good
+
+    problems = check_log(entries, a.series)
+    seqs = [e[0] for e in entries]
+    verdict(not problems and entries,
+            f"log: {len(entries)} entries (seq {seqs[0] if seqs else '-'}..{seqs[-1] if seqs else '-'}), "
+            f"each one fetch of the upstream, in fetch order, every value as the upstream served it", problems)
+
+    mismatches, unchecked, checked = [], [], 0
+    gens = set()
+    for port, key, status, gen, body in answers:
+        k = keys.index(key)
+        if status != 200:
+            mismatches.append(f"node :{port} {key}: HTTP {status} at generation {gen}")
+            continue
+        gens.add(gen)
+        want = reference(entries, gen, k)
+        if isinstance(want, str):
+            unchecked.append(f"node :{port} {key} at {gen}: {want}")
+            continue
+        got = json.loads(body)
+        if want is None:
+            mismatches.append(f"node :{port} {key} at {gen}: served, but no sample of it is in the window")
+            continue
+        checked += 1
+        for field in ("count", "sum", "min", "max", "first", "last"):
+            if got.get(field) != want[field]:
+                mismatches.append(f"node :{port} {key} at {gen}: {field} {got.get(field)!r}, reference {want[field]!r}")
+        if not math.isclose(got.get("last_ts") or 0, want["last_ts"], abs_tol=1e-6):
+            mismatches.append(f"node :{port} {key} at {gen}: last_ts {got.get('last_ts')!r}, reference {want['last_ts']!r}")
+    verdict(not mismatches and checked > 0,
+            f"aggregates: {checked} answers (generations {min(gens) if gens else '-'}..{max(gens) if gens else '-'}) "
+            f"equal the reference from the log in count, sum, min, max, first, last", mismatches)
+    verdict(not unchecked, f"aggregates: every answer checkable against the log ({len(unchecked)} not)", unchecked)
+
+    by = {}
+    for port, key, status, gen, body in answers:
+        if status == 200:
+            by.setdefault((key, gen), {})[port] = body
+    shared = [v for v in by.values() if len(v) > 1]
+    differ = [f"{key} at {gen}: {len(set(v.values()))} different bodies over {len(v)} nodes"
+              for (key, gen), v in by.items() if len(v) > 1 and len(set(v.values())) > 1]
+    verdict(not differ and shared, f"bytes: {len(shared)} series-generation pairs answered by several nodes, "
+            f"identical bytes in each", differ)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

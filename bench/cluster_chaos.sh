@@ -1,0 +1,464 @@
+#!/usr/bin/env bash
+# bench/cluster_chaos.sh: a three-node telemetryd cluster under load while its processes
+# and its Redis master are killed. The cluster of scripts/cluster.sh on 127.0.0.1 (Redis
+# master + replica, three sentinels, the counting upstream bench/cluster/upstream.py,
+# three nodes with --interval INTERVAL --lease LEASE --window WINDOW); per node, wrk (the
+# bulk) and bench/loadgen --check-generation (per-connection checks) on the series of the
+# upstream for DURATION seconds, during which it
+#   - SIGKILLs a random running reader of a random node every READER_KILL_MIN..MAX s,
+#   - SIGKILLs the writer of a random node at WRITER_KILL_FIRST s, then every
+#     WRITER_KILL_EVERY s,
+#   - SIGKILLs the leader node's whole process group at LEADER_KILL_FIRST s, then every
+#     LEADER_KILL_EVERY s, and starts it again with the same settings NODE_DOWN s later.
+#     Its load is stopped first (SIGINT: wrk and loadgen finish what is in flight and
+#     report) and started again once the node answers /healthz 200, so that its clients
+#     count no connection refused while it is down;
+#   - SIGKILLs the Redis master at REDIS_KILL_FIRST s, then every REDIS_KILL_EVERY s
+#     (only when the nodes reach Redis through the sentinels: redis-sentinel://); the
+#     sentinels promote the replica, and the old master is started again as a replica of
+#     the new one (--replicaof), as an operator would.
+# The nodes run with --crash-loop-limit 1000 --restart-backoff-max 1s (kills are no
+# crash loop).
+#
+# Targets, each checked at the end (PASS/FAIL lines; exit 1 on any miss):
+#   failures    broken requests (wrk read/write/connect/timeout errors, loadgen broken
+#               requests, socket errors and unanswered requests) plus loadgen's
+#               connections closed while idle <= the connections the killed readers held
+#               (connections_open in `show workers` just before each kill), as chaos.sh;
+#   non-2xx     0;
+#   generation  no loadgen connection saw its node's generation go back, every response
+#               carried one and was checked;
+#   leader      after each kill, the time no node said it leads (`show cluster` of every
+#               node polled every ~100 ms; from the last sample with a leader, or the
+#               kill, to the next) < 2 leases;
+#   ready       after each kill, the node (every one, after a Redis kill) answered
+#               /healthz 200 with every child running again, within READY_LIMIT s;
+#               after a Redis kill, the old master is a connected replica again;
+#   end         every node answers /healthz 200, lists 3 nodes and one leader;
+#   exact       bench/cluster/reference.py: the log holds one upstream fetch per entry,
+#               in order, each value as served; every node's count, sum, min, max, first
+#               and last of every series equal those computed from the log's samples of
+#               the window at the node's generation; equal bytes at equal generations;
+#   load        every kind of kill happened (the Redis kill only with sentinels) and the
+#               load answered >= half of loadgen's scheduled requests.
+#
+# QUICK=1 is the ctest profile (tests/ops, `ops.cluster_chaos`): 60 s, reader kills every
+# 6-10 s, writer kills at 12 s and 42 s, the leader node at 22 s, the Redis master at 35 s.
+#
+# Environment (defaults: full profile / QUICK=1):
+#   DURATION=600/60 SEED=$$ WORKERS=3 SERIES=20 INTERVAL=1s LEASE=3s WINDOW=10s CHECKPOINT_EVERY=20
+#   READER_KILL_MIN=5/6 READER_KILL_MAX=15/10 WRITER_KILL_FIRST=20/12 WRITER_KILL_EVERY=45/30
+#   LEADER_KILL_FIRST=40/22 LEADER_KILL_EVERY=90/1000 NODE_DOWN=4
+#   REDIS_KILL_FIRST=70/35 REDIS_KILL_EVERY=120/1000 READY_LIMIT=30
+#   WRK_CONNS=8/2 WRK_DELAY_MS=0/10 LOADGEN_CONNS=4/2 LOADGEN_RATE=300/100 (per node)
+#   OUT=/tmp/telemetryd-cluster-chaos (QUICK: a temporary directory, removed when the run passes)
+#   BUILD=build-bench, or TELEMETRYD= TELEMETRYCTL= LOADGEN= LOG_ENTRIES= to use built binaries (ctest)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT_DIR=$PWD
+
+QUICK=${QUICK:-0}
+q() { if [ "$QUICK" = 1 ]; then echo "$2"; else echo "$1"; fi; }
+DURATION=${DURATION:-$(q 600 60)}
+SEED=${SEED:-$$}
+WORKERS=${WORKERS:-3}
+SERIES=${SERIES:-20}
+INTERVAL=${INTERVAL:-1s}
+LEASE=${LEASE:-3s}
+WINDOW=${WINDOW:-10s}
+CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-20}
+READER_KILL_MIN=${READER_KILL_MIN:-$(q 5 6)}
+READER_KILL_MAX=${READER_KILL_MAX:-$(q 15 10)}
+WRITER_KILL_FIRST=${WRITER_KILL_FIRST:-$(q 20 12)}
+WRITER_KILL_EVERY=${WRITER_KILL_EVERY:-$(q 45 30)}
+LEADER_KILL_FIRST=${LEADER_KILL_FIRST:-$(q 40 22)}
+LEADER_KILL_EVERY=${LEADER_KILL_EVERY:-$(q 90 1000)}
+NODE_DOWN=${NODE_DOWN:-4}
+REDIS_KILL_FIRST=${REDIS_KILL_FIRST:-$(q 70 35)}
+REDIS_KILL_EVERY=${REDIS_KILL_EVERY:-$(q 120 1000)}
+READY_LIMIT=${READY_LIMIT:-30}
+WRK_CONNS=${WRK_CONNS:-$(q 8 2)}
+WRK_DELAY_MS=${WRK_DELAY_MS:-$(q 0 10)}
+LOADGEN_CONNS=${LOADGEN_CONNS:-$(q 4 2)}
+LOADGEN_RATE=${LOADGEN_RATE:-$(q 300 100)}
+BUILD=${BUILD:-build-bench}
+CLUSTER_NAME=chaos
+
+for tool in redis-server redis-sentinel wrk; do
+  command -v "$tool" >/dev/null || { echo "SKIP: $tool is not installed (scripts/deps.sh installs it)"; exit 77; }
+done
+. scripts/cluster.sh
+if [ -n "${TELEMETRYD:-}" ]; then
+  CL_TELEMETRYD=$TELEMETRYD
+  CL_TELEMETRYCTL=${TELEMETRYCTL:?TELEMETRYCTL must be given with TELEMETRYD}
+  LOADGEN=${LOADGEN:?LOADGEN must be given with TELEMETRYD}
+  LOG_ENTRIES=${LOG_ENTRIES:?LOG_ENTRIES must be given with TELEMETRYD}
+else
+  cl_build "$BUILD" loadgen cluster_log_entries
+  LOADGEN=$ROOT_DIR/$BUILD/bench/loadgen/loadgen
+  LOG_ENTRIES=$ROOT_DIR/$BUILD/bench/cluster/cluster_log_entries
+fi
+
+REMOVE_OUT=0
+if [ -z "${OUT:-}" ]; then
+  if [ "$QUICK" = 1 ]; then OUT=$(mktemp -d /tmp/tdclchaos.XXXXXX); REMOVE_OUT=1; else OUT=/tmp/telemetryd-cluster-chaos; fi
+fi
+rm -rf "$OUT"
+mkdir -p "$OUT"
+CL_DIR=$OUT
+CL_SERIES=$SERIES
+CL_NODE_ARGS=(--workers "$WORKERS" --interval "$INTERVAL" --lease "$LEASE" --window "$WINDOW"
+              --cluster-name "$CLUSTER_NAME" --checkpoint-every "$CHECKPOINT_EVERY"
+              --restart-backoff-max 1s --crash-loop-limit 1000)
+RESULT_OK=0
+POLLER_PID=""
+declare -a LOAD_WRK LOAD_LG
+
+cleanup() {
+  local rc=$?
+  [ -z "$POLLER_PID" ] || kill "$POLLER_PID" 2>/dev/null || true
+  for i in 1 2 3; do
+    [ -z "${LOAD_WRK[i]:-}" ] || kill "${LOAD_WRK[i]}" 2>/dev/null || true
+    [ -z "${LOAD_LG[i]:-}" ] || kill "${LOAD_LG[i]}" 2>/dev/null || true
+  done
+  cl_stop_all
+  if [ "$RESULT_OK" = 1 ] && [ "$REMOVE_OUT" = 1 ]; then
+    rm -rf "$OUT"
+  elif [ "$RESULT_OK" != 1 ]; then
+    echo "--- nodes' logs: warnings and errors (all files are in $OUT) ---"
+    for i in 1 2 3; do grep -h -E ' (warn|error) ' "$OUT/node$i.log" 2>/dev/null | tail -n 15 | sed "s/^/node$i: /"; done
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+T0=$(ms)
+elapsed() { local t; t=$(ms); printf '%d.%03d' $(((t - T0) / 1000)) $(((t - T0) % 1000)); }
+event() { printf '%s\t%s\n' "$(($(ms) - T0))" "$*" >>"$OUT/events.tsv"; echo "[$(elapsed)s] $*"; }
+case $LEASE in *ms) LEASE_MS=${LEASE%ms} ;; *s) LEASE_MS=$((${LEASE%s} * 1000)) ;; *) echo "LEASE: ms or s" >&2; exit 2 ;; esac
+# One line per child of node $1: role slot pid state connections_open
+workers() {
+  cl_ctl "$1" show workers 2>/dev/null | awk -F': ' '
+    /^worker\.[0-9]+\./ { split($1, k, "."); i = k[2] + 0; v[i, k[3]] = $2; if (i > n) n = i }
+    END { for (i = 0; i <= n; i++) print v[i, "role"], v[i, "slot"], v[i, "pid"], v[i, "state"], v[i, "connections_open"] }'
+}
+# RANDOM (seeded with SEED) is only read in the main shell.
+pick_line() { awk -v n="$1" '{ l[NR] = $0 } END { if (NR) print l[n % NR + 1] }'; }
+reader_gap() { GAP=$(((READER_KILL_MIN + RANDOM % (READER_KILL_MAX - READER_KILL_MIN + 1)) * 1000)); }
+
+echo "== cluster chaos: ${DURATION}s, seed $SEED, out $OUT"
+RANDOM=$SEED
+cl_start_redis_pair
+cl_start_upstream
+for i in 1 2 3; do cl_start_node "$i"; done
+for i in 1 2 3; do
+  cl_wait 60 cl_ready "$i" || { echo "FAIL: node $i not ready within 60 s"; exit 1; }
+done
+[ "$CL_SENTINEL" = 1 ] || echo "note: this telemetryd has no redis-sentinel:// support: the nodes use $CL_CLUSTER_URL and the Redis master is not killed"
+$CL_PY -c '
+import sys, urllib.parse
+print("/v1/series/chaos.counter")
+for k in range(1, int(sys.argv[1])): print("/v1/series/" + urllib.parse.quote("chaos.value{k=\"%03d\"}" % k, safe=""))
+' "$SERIES" >"$OUT/keys.txt"
+echo "dofile(\"$ROOT_DIR/bench/wrk/random_series.lua\")" >"$OUT/chaos.lua"
+[ "$WRK_DELAY_MS" -gt 0 ] && echo "function delay() return $WRK_DELAY_MS end" >>"$OUT/chaos.lua"
+
+T0=$(ms)
+END=$((T0 + DURATION * 1000))
+SEGMENTS=0 LOADGEN_SCHEDULED=0
+# Node $1's load until the end of the chaos: one wrk and one loadgen (a "segment").
+start_load() {
+  local i=$1 left=$(((END - $(ms) + 999) / 1000))
+  [ "$left" -ge 2 ] || return 0
+  SEGMENTS=$((SEGMENTS + 1))
+  WRK_KEYS="$OUT/keys.txt" WRK_SEED="$((SEED + SEGMENTS))" \
+    wrk -t1 -c"$WRK_CONNS" -d"${left}s" --timeout 10s -s "$OUT/chaos.lua" "http://127.0.0.1:${CL_NODE_PORT[i]}" \
+    >"$OUT/wrk.$SEGMENTS.node$i.txt" 2>&1 &
+  LOAD_WRK[i]=$!
+  "$LOADGEN" --port "${CL_NODE_PORT[i]}" --keys "$OUT/keys.txt" --conns "$LOADGEN_CONNS" --rate "$LOADGEN_RATE" \
+    --duration "$left" --seed "$((SEED + SEGMENTS))" --check-generation \
+    >"$OUT/loadgen.$SEGMENTS.node$i.txt" 2>"$OUT/loadgen.$SEGMENTS.node$i.err" &
+  LOAD_LG[i]=$!
+  LOADGEN_SCHEDULED=$((LOADGEN_SCHEDULED + LOADGEN_RATE * left))
+}
+stop_load() {  # SIGINT: both finish what is in flight and print their results
+  local i=$1
+  [ -z "${LOAD_WRK[i]:-}" ] || { kill -INT "${LOAD_WRK[i]}" 2>/dev/null || true; wait "${LOAD_WRK[i]}" || true; }
+  [ -z "${LOAD_LG[i]:-}" ] || { kill -INT "${LOAD_LG[i]}" 2>/dev/null || true; wait "${LOAD_LG[i]}" || true; }
+  LOAD_WRK[i]="" LOAD_LG[i]=""
+}
+for i in 1 2 3; do start_load "$i"; done
+
+# Every ~100 ms: the time (ms since T0) and each node's role and term.
+(
+  set +e +o pipefail  # a node that is down answers nothing: "down"
+  while :; do
+    line="$(($(ms) - T0))"
+    for i in 1 2 3; do
+      r=$(cl_ctl "$i" show cluster 2>/dev/null | awk -F': ' '$1 == "role" { r = $2 } $1 == "term" { t = $2 } END { print (r ? r : "down") ":" (t ? t : 0) }')
+      line+=" ${r:-down:0}"
+    done
+    echo "$line"
+    sleep 0.1
+  done
+) >"$OUT/roles.tsv" 2>/dev/null &
+POLLER_PID=$!
+
+# ---------------------------------------------------------------------------------
+# The chaos. Times in ms since T0.
+# ---------------------------------------------------------------------------------
+reader_gap
+next_reader=$((T0 + GAP))
+next_writer=$((T0 + WRITER_KILL_FIRST * 1000))
+next_leader=$((T0 + LEADER_KILL_FIRST * 1000))
+next_redis=$((T0 + REDIS_KILL_FIRST * 1000))
+ALLOWANCE=0 READER_KILLS=0 WRITER_KILLS=0 LEADER_KILLS=0 REDIS_KILLS=0
+declare -a DOWN_UNTIL WAIT_READY WAIT_KIND
+REDIS_WAIT=0 REDIS_OLD=""
+: >"$OUT/ready.tsv"
+
+pick_node() {  # PICK = a random node that is up, or empty
+  local i up=()
+  for i in 1 2 3; do [ -n "${DOWN_UNTIL[i]:-}" ] || up+=("$i"); done
+  PICK=""
+  [ ${#up[@]} = 0 ] || PICK=${up[RANDOM % ${#up[@]}]}
+}
+watch_ready() {  # node, what was killed
+  WAIT_READY[$1]=$(ms) WAIT_KIND[$1]=$2
+}
+kill_reader() {
+  local i line pid conns r
+  pick_node; i=$PICK; r=$RANDOM
+  [ -n "$i" ] || { event "reader kill skipped: no node up"; return; }
+  line=$(workers "$i" | awk '$1 == "reader" && $4 == "running" && $3 > 0' | pick_line "$r") || true
+  [ -n "$line" ] || { event "reader kill skipped: node$i has no running reader"; return; }
+  read -r _ _ pid _ conns <<<"$line"
+  pgrep -g "${CL_NODE_PID[i]}" | grep -qx "$pid" && kill -KILL "$pid" 2>/dev/null || { event "reader $pid gone before the kill"; return 0; }
+  ALLOWANCE=$((ALLOWANCE + conns)); READER_KILLS=$((READER_KILLS + 1))
+  event "SIGKILL node$i reader $pid ($conns connections)"
+  watch_ready "$i" reader
+}
+kill_writer() {
+  local i pid lead
+  pick_node; i=$PICK
+  [ -n "$i" ] || { event "writer kill skipped: no node up"; return; }
+  pid=$(workers "$i" | awk '$1 == "writer" && $4 == "running" { print $3 }')
+  [ -n "$pid" ] && [ "$pid" -gt 0 ] && pgrep -g "${CL_NODE_PID[i]}" | grep -qx "$pid" ||
+    { event "writer kill skipped: node$i's writer not running"; return; }
+  lead=$(cl_ctl "$i" show cluster 2>/dev/null | sed -n 's/^role: //p')
+  kill -KILL "$pid" 2>/dev/null || { event "writer $pid gone before the kill"; return 0; }
+  WRITER_KILLS=$((WRITER_KILLS + 1))
+  event "SIGKILL node$i writer $pid (node$i was $lead)"
+  watch_ready "$i" writer
+}
+kill_leader() {
+  local i
+  i=$(cl_leader)
+  [ -n "$i" ] || { event "leader kill skipped: no node leads"; return 1; }
+  [ -z "${DOWN_UNTIL[i]:-}" ] || { event "leader kill skipped: node$i is down"; return 1; }
+  stop_load "$i"
+  event "SIGKILL node$i (the leader): its process group"
+  cl_kill_node "$i"
+  LEADER_KILLS=$((LEADER_KILLS + 1))
+  DOWN_UNTIL[i]=$(($(ms) + NODE_DOWN * 1000))
+  watch_ready "$i" node
+}
+restart_node() {
+  cl_start_node "$1"
+  DOWN_UNTIL[$1]=""
+  event "node$1 started again"
+}
+kill_redis() {
+  local port idx
+  port=$(cl_master_port) || { event "redis kill skipped: no master known"; return; }
+  idx=$(cl_redis_index "$port")
+  kill -KILL "${CL_REDIS_PID[idx]}" 2>/dev/null || true
+  wait "${CL_REDIS_PID[idx]}" 2>/dev/null || true
+  REDIS_KILLS=$((REDIS_KILLS + 1)) REDIS_OLD=$idx REDIS_WAIT=$(ms)
+  event "SIGKILL redis master :$port (pid ${CL_REDIS_PID[idx]})"
+  for i in 1 2 3; do [ -n "${DOWN_UNTIL[i]:-}" ] || watch_ready "$i" redis; done
+}
+# After a Redis kill: once the sentinels name a new master, the old one comes back as
+# its replica; done when it reports its link up.
+redis_step() {
+  local port other
+  other=$((1 - REDIS_OLD))
+  if [ -n "${CL_REDIS_PID[REDIS_OLD]}" ] && ! kill -0 "${CL_REDIS_PID[REDIS_OLD]}" 2>/dev/null; then
+    port=$(cl_master_port) || return 0
+    [ "$port" = "${CL_REDIS_PORT[other]}" ] || return 0
+    event "sentinels promoted :$port ($(($(ms) - REDIS_WAIT)) ms after the kill); the old master starts as its replica"
+    cl_start_redis "$REDIS_OLD" "$port" || event "the old master did not start"
+    printf 'redis-failover\t%s\n' "$(($(ms) - REDIS_WAIT))" >>"$OUT/ready.tsv"
+  elif cl_redis_cli "${CL_REDIS_PORT[REDIS_OLD]}" INFO replication 2>/dev/null | grep -q 'master_link_status:up'; then
+    printf 'redis-replica\t%s\n' "$(($(ms) - REDIS_WAIT))" >>"$OUT/ready.tsv"
+    event "the old master is a connected replica ($(($(ms) - REDIS_WAIT)) ms after the kill)"
+    REDIS_WAIT=0
+  fi
+}
+node_ready() {  # /healthz 200 and every child running
+  cl_ready "$1" && [ "$(workers "$1" | awk '$4 != "running" || $3 == 0' | wc -l)" = 0 ]
+}
+ready_step() {
+  local i t
+  for i in 1 2 3; do
+    [ -n "${WAIT_READY[i]:-}" ] && [ -z "${DOWN_UNTIL[i]:-}" ] || continue
+    node_ready "$i" || continue
+    t=$(($(ms) - WAIT_READY[i]))
+    printf '%s\t%s\n' "${WAIT_KIND[i]}" "$t" >>"$OUT/ready.tsv"
+    [ "${WAIT_KIND[i]}" = reader ] || event "node$i ready again ($t ms after the ${WAIT_KIND[i]} kill)"
+    [ "${WAIT_KIND[i]}" != node ] || start_load "$i"
+    WAIT_READY[i]=""
+  done
+}
+
+while :; do
+  now=$(ms)
+  [ "$now" -lt "$END" ] || break
+  for i in 1 2 3; do
+    if [ -n "${DOWN_UNTIL[i]:-}" ] && [ "$now" -ge "${DOWN_UNTIL[i]}" ]; then restart_node "$i"; fi
+  done
+  if [ "$now" -ge "$next_reader" ]; then kill_reader; reader_gap; next_reader=$((now + GAP)); fi
+  if [ "$now" -ge "$next_writer" ]; then kill_writer; next_writer=$((next_writer + WRITER_KILL_EVERY * 1000)); fi
+  if [ "$now" -ge "$next_leader" ]; then
+    kill_leader || true
+    next_leader=$((next_leader + LEADER_KILL_EVERY * 1000))
+  fi
+  if [ "$now" -ge "$next_redis" ] && [ "$REDIS_WAIT" = 0 ]; then
+    if [ "$CL_SENTINEL" = 1 ]; then kill_redis; fi
+    next_redis=$((next_redis + REDIS_KILL_EVERY * 1000))
+  fi
+  [ "$REDIS_WAIT" = 0 ] || redis_step
+  ready_step
+  sleep 0.1
+done
+event "chaos over"
+for i in 1 2 3; do
+  if [ -n "${DOWN_UNTIL[i]:-}" ]; then restart_node "$i"; fi
+done
+# The load ends with the chaos (loadgen waits up to 5 s for late answers).
+for i in 1 2 3; do
+  for p in "${LOAD_WRK[i]:-}" "${LOAD_LG[i]:-}"; do
+    [ -n "$p" ] || continue
+    for _ in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill "$p" 2>/dev/null || true  # still running 15 s late: no result, a miss
+    wait "$p" || true
+  done
+  LOAD_WRK[i]="" LOAD_LG[i]=""
+done
+# Whatever is still recovering gets READY_LIMIT more seconds.
+deadline=$(($(ms) + READY_LIMIT * 1000))
+while [ "$(ms)" -lt "$deadline" ]; do
+  [ "$REDIS_WAIT" = 0 ] || redis_step
+  ready_step
+  pending=0
+  for i in 1 2 3; do [ -z "${WAIT_READY[i]:-}" ] || pending=1; done
+  [ "$pending" = 1 ] || [ "$REDIS_WAIT" != 0 ] || break
+  sleep 0.1
+done
+kill "$POLLER_PID" 2>/dev/null || true
+wait "$POLLER_PID" 2>/dev/null || true
+POLLER_PID=""
+
+# ---------------------------------------------------------------------------------
+# Verdict
+# ---------------------------------------------------------------------------------
+ok=1
+pass() { echo "PASS  $*"; }
+fail() { echo "FAIL  $*"; ok=0; }
+check() { if eval "$2"; then pass "$1"; else fail "$1"; fi; }
+# Sum of a RESULT field over result files: total FIELD FILES...
+total() {
+  local f=$1
+  shift
+  cat "$@" 2>/dev/null | sed -n "s/^RESULT.* $f=\([0-9]*\).*/\1/p" | awk '{ s += $1 } END { print s + 0 }'
+}
+WRK_FILES=("$OUT"/wrk.*.txt) LG_FILES=("$OUT"/loadgen.*.txt)
+W_RESULTS=$(cat "${WRK_FILES[@]}" | grep -c '^RESULT' || true)
+L_RESULTS=$(cat "${LG_FILES[@]}" | grep -c '^RESULT' || true)
+W_REQ=$(total requests "${WRK_FILES[@]}") W_FAILED=$(total socket_errors "${WRK_FILES[@]}") W_NON2XX=$(total non2xx "${WRK_FILES[@]}")
+L_REQ=$(total requests "${LG_FILES[@]}") L_NON2XX=$(total non2xx "${LG_FILES[@]}")
+L_BROKEN=$(total broken "${LG_FILES[@]}") L_SOCKERR=$(total socket_errors "${LG_FILES[@]}")
+L_UNANSWERED=$(total unanswered "${LG_FILES[@]}") L_IDLE=$(total closed_idle "${LG_FILES[@]}")
+GV=$(total gen_violations "${LG_FILES[@]}") GM=$(total gen_missing "${LG_FILES[@]}") GC=$(total gen_checked "${LG_FILES[@]}")
+FAILED=$((W_FAILED + L_BROKEN + L_SOCKERR + L_UNANSWERED))
+
+# Leaderless time after each kill, ms: when a sample without a leader comes after the
+# kill and before the next one, from the last sample with a leader before it (or the
+# kill) to the next sample with a leader (-1: none within 30 s); else 0.
+awk -F'\t' '$2 ~ /^SIGKILL/ { print $1 "\t" $2 }' "$OUT/events.tsv" >"$OUT/kills.tsv"
+awk -v lease="$LEASE_MS" '
+  NR == FNR { kt[++nk] = $1; kd[nk] = $0; next }
+  { t[++n] = $1; lead[n] = ($0 ~ / leader:/) }
+  END {
+    for (k = 1; k <= nk; k++) {
+      next_kill = (k < nk) ? kt[k + 1] : 1e18
+      from = kt[k]; gap = 0; start = -1
+      for (j = 1; j <= n; j++) {
+        if (t[j] < kt[k]) continue
+        if (t[j] > kt[k] + 30000) break
+        if (!lead[j] && start < 0) { if (t[j] >= next_kill) break; start = from }
+        if (lead[j]) { if (start >= 0) { gap = t[j] - start; break } from = t[j] }
+      }
+      if (start >= 0 && gap == 0) gap = -1
+      print gap "\t" kd[k]
+    }
+  }' FS='\t' "$OUT/kills.tsv" FS=' ' "$OUT/roles.tsv" >"$OUT/leaderless.tsv"
+POLLED_UNTIL=$(tail -n 1 "$OUT/roles.tsv" | cut -d' ' -f1)
+MAX_LEADERLESS=$(awk -F'\t' '$1 > m { m = $1 } $1 < 0 { m = 1e9 } END { print m + 0 }' "$OUT/leaderless.tsv")
+ready_max() { awk -F'\t' -v k="$1" '$1 == k && $2 > m { m = $2 } $1 == k { n++ } END { printf "%d (%d)", m, n }' "$OUT/ready.tsv"; }
+
+echo
+echo "== summary (seed $SEED; files in $OUT)"
+echo "cluster: $CL_CLUSTER_URL; interval $INTERVAL, lease $LEASE, window $WINDOW, checkpoint every $CHECKPOINT_EVERY"
+echo "requests: wrk $W_REQ, loadgen $L_REQ of ~$LOADGEN_SCHEDULED scheduled, in $SEGMENTS load segments"
+echo "kills: reader $READER_KILLS, writer $WRITER_KILLS, leader node $LEADER_KILLS, redis master $REDIS_KILLS"
+echo "errors: wrk $W_FAILED non2xx $W_NON2XX; loadgen broken $L_BROKEN socket $L_SOCKERR unanswered $L_UNANSWERED closed_idle $L_IDLE non2xx $L_NON2XX"
+echo "leaderless ms after each kill (-1: no leader until the next kill):"
+sed 's/^/  /' "$OUT/leaderless.tsv"
+echo "ready again, largest ms (count): reader $(ready_max reader), writer $(ready_max writer), node $(ready_max node), nodes after a redis kill $(ready_max redis), redis failover $(ready_max redis-failover), old master a replica $(ready_max redis-replica)"
+echo
+
+check "load: $W_RESULTS wrk and $L_RESULTS loadgen results of $SEGMENTS segments" '[ "$W_RESULTS" = "$SEGMENTS" ] && [ "$L_RESULTS" = "$SEGMENTS" ]'
+check "failures: $FAILED broken requests + $L_IDLE idle connections closed <= $ALLOWANCE connections the killed readers held" \
+  '[ $((FAILED + L_IDLE)) -le "$ALLOWANCE" ]'
+check "non-2xx: $((W_NON2XX + L_NON2XX))" '[ $((W_NON2XX + L_NON2XX)) = 0 ]'
+check "generation: $GV per-connection violations, $GM responses without it, $GC of $L_REQ checked" \
+  '[ "$GV" = 0 ] && [ "$GM" = 0 ] && [ "$GC" = "$L_REQ" ] && [ "$L_REQ" -gt 0 ]'
+check "leader: at most $MAX_LEADERLESS ms without a leader after a kill (< 2 leases, $((2 * LEASE_MS)) ms; polled until $POLLED_UNTIL ms)" \
+  '[ "$MAX_LEADERLESS" -lt $((2 * LEASE_MS)) ] && [ "${POLLED_UNTIL:-0}" -ge $((DURATION * 1000 - 1000)) ]'
+pending=""
+for i in 1 2 3; do [ -z "${WAIT_READY[i]:-}" ] || pending+=" node$i(${WAIT_KIND[i]})"; done
+[ "$REDIS_WAIT" = 0 ] || pending+=" redis"
+check "ready: every killed node ready again within ${READY_LIMIT}s of the end${pending:+, not:$pending}" '[ -z "$pending" ]'
+end_state() {
+  local i leaders=0 n
+  for i in 1 2 3; do
+    cl_ready "$i" || { echo "      node$i /healthz $(cl_healthz "$i")"; return 1; }
+    n=$(cl_ctl "$i" show cluster | grep -c '^node\.[0-9]*\.node_id:')
+    [ "$n" = 3 ] || { echo "      node$i lists $n nodes"; return 1; }
+    cl_ctl "$i" show cluster | grep -q '^role: leader$' && leaders=$((leaders + 1))
+  done
+  [ "$leaders" = 1 ] || { echo "      $leaders leaders"; return 1; }
+}
+check "end: every node /healthz 200, 3 nodes listed, one leader" 'cl_wait 15 end_state || end_state'
+MASTER=$(cl_master_port || echo "${CL_REDIS_PORT[0]}")
+if $CL_PY bench/cluster/reference.py --decoder "$LOG_ENTRIES" --redis-port "$MASTER" --cluster-name "$CLUSTER_NAME" \
+     --series "$SERIES" --source "$CL_UPSTREAM_URL" --rounds 4 --pause 1.2 "${CL_NODE_PORT[1]}" "${CL_NODE_PORT[2]}" "${CL_NODE_PORT[3]}" \
+     >"$OUT/reference.txt" 2>&1; then :; else ok=0; fi
+sed -E 's/^(PASS|FAIL)  /\1  exact: /' "$OUT/reference.txt"
+KINDS_OK=1
+[ "$READER_KILLS" -gt 0 ] && [ "$WRITER_KILLS" -gt 0 ] && [ "$LEADER_KILLS" -gt 0 ] || KINDS_OK=0
+[ "$CL_SENTINEL" = 0 ] || [ "$REDIS_KILLS" -gt 0 ] || KINDS_OK=0
+check "load: kills happened (reader $READER_KILLS, writer $WRITER_KILLS, leader $LEADER_KILLS, redis $REDIS_KILLS$([ "$CL_SENTINEL" = 1 ] || echo ': no sentinels, not killed'))" '[ "$KINDS_OK" = 1 ]'
+check "load: loadgen answered $L_REQ of ~$LOADGEN_SCHEDULED scheduled, wrk $W_REQ" \
+  '[ $((L_REQ * 2)) -ge "$LOADGEN_SCHEDULED" ] && [ "$W_REQ" -gt 0 ]'
+
+if [ "$ok" = 1 ]; then
+  RESULT_OK=1
+  echo "CLUSTER CHAOS PASS"
+else
+  echo "CLUSTER CHAOS FAIL (seed $SEED)"
+  exit 1
+fi
