@@ -26,11 +26,12 @@ constexpr int64_t kChunkTtlMs = 10 * 60 * 1000;
 struct Manifest {
   uint64_t seq = 0, term = 0, chunks = 0;
   int64_t unix_ms = 0;
+  uint64_t entry_term = 0;  // the term of entry seq: what the next entry must follow
 };
 
 bool parse_manifest(std::string_view text, Manifest& m) {
   std::istringstream in{std::string(text)};
-  return bool(in >> m.seq >> m.term >> m.chunks >> m.unix_ms);
+  return bool(in >> m.seq >> m.term >> m.chunks >> m.unix_ms >> m.entry_term);
 }
 }  // namespace
 
@@ -39,13 +40,14 @@ void Node::Impl::write_checkpoint() {
   checkpointing = true;
   uint64_t seq = host.applied_seq();
   uint64_t ckpt_term = term;
+  uint64_t entry_term = applied_term;
   std::string bytes = host.checkpoint();
   size_t chunks = std::max<size_t>(1, (bytes.size() + kChunkBytes - 1) / kChunkBytes);
   std::string prefix = keys.chunk_prefix + std::to_string(seq) + ":" + std::to_string(ckpt_term) + ":";
   auto left = std::make_shared<size_t>(chunks);
   auto failed = std::make_shared<std::string>();
   int64_t written_ms = unix_ms() + redis_now_offset_ms;
-  auto commit = [this, seq, ckpt_term, chunks, written_ms](const std::string& failure) {
+  auto commit = [this, seq, ckpt_term, entry_term, chunks, written_ms](const std::string& failure) {
     if (role != Role::leader || term != ckpt_term) {
       checkpointing = false;
       return;
@@ -58,7 +60,7 @@ void Node::Impl::write_checkpoint() {
     bool sent = commands.command(
         {"EVAL", kCommitCheckpointScript, "3", keys.lease, keys.checkpoints, keys.log, lease_value(),
          std::to_string(seq), std::to_string(ckpt_term), std::to_string(chunks), keys.chunk_prefix,
-         std::to_string(written_ms)},
+         std::to_string(written_ms), std::to_string(entry_term)},
         [this, seq, ckpt_term, written_ms](const redisReply* r, const std::string& error) {
           checkpointing = false;
           if (role != Role::leader || term != ckpt_term) return;
@@ -158,7 +160,7 @@ void Node::Impl::load_checkpoint() {
                       bytes.size());
             want_checkpoint = false;
             diverged = false;
-            applied_term = m.term;
+            applied_term = m.entry_term;
             newest_checkpoint_seq = m.seq;
             newest_checkpoint_ms = m.unix_ms;
             if (role == Role::leader && host.applied_seq() >= takeover_end) enable_leading();

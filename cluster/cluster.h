@@ -16,12 +16,23 @@ struct event_base;
 
 namespace cluster {
 
-// redis://HOST:PORT[/DB]. Throws std::invalid_argument with a message on anything else.
-struct Address {
+struct HostPort {
   std::string host;
   int port = 6379;
+  std::string text() const;  // HOST:PORT
+};
+
+// Where the cluster's Redis is: one server (redis://HOST:PORT[/DB]), or the master of a
+// Redis Sentinel deployment, asked from the sentinels whenever a connection is made
+// (redis-sentinel://H1:P1[,H2:P2...]/MASTERNAME[/DB]). parse_address throws
+// std::invalid_argument with a message on anything else.
+struct Address {
+  HostPort server;                 // redis://: the server
+  std::vector<HostPort> sentinels; // redis-sentinel://: the sentinels, in the order given
+  std::string master;              // redis-sentinel://: the master's name
   int db = 0;
-  std::string text() const;  // redis://HOST:PORT/DB
+  bool via_sentinel() const { return !sentinels.empty(); }
+  std::string text() const;  // the URL, with /DB
 };
 Address parse_address(std::string_view url);
 

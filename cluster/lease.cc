@@ -16,7 +16,7 @@ void Node::Impl::acquire() {
   int64_t sent = monotonic_ns();
   uint64_t floor = std::max(term, applied_term);
   commands.command(
-      {"EVAL", kAcquireScript, "6", keys.lease, keys.term, keys.log, keys.checkpoints, keys.nodes, keys.node_info,
+      {"EVAL", kAcquireScript, "6", keys.lease, keys.term, keys.log_end, keys.checkpoints, keys.nodes, keys.node_info,
        settings.node_id, std::to_string(settings.lease.count()), std::to_string(floor),
        std::to_string(host.applied_seq())},
       [this, sent](const redisReply* r, const std::string& error) {

@@ -28,8 +28,8 @@ void Node::Impl::append(uint64_t seq, std::string entry) {
     resync("entry " + std::to_string(seq) + " was applied here after this node stopped leading", true);
     return;
   }
+  pending.push_back(Entry{seq, applied_term, unix_ms(), std::move(entry)});
   applied_term = term;  // the entry is applied here already, under this term
-  pending.push_back(Entry{seq, unix_ms(), std::move(entry)});
   if (pending.size() > settings.max_pending) {
     // Bounded memory while Redis is away: what falls out is covered by a checkpoint.
     pending.pop_front();
@@ -51,8 +51,8 @@ void Node::Impl::pump() {
   uint64_t seq = e.seq;
   uint64_t appending_term = term;
   appending = commands.command(
-      {"EVAL", kAppendScript, "2", keys.lease, keys.log, lease_value(), std::to_string(seq), std::to_string(term),
-       std::to_string(e.publish_ms), e.bytes},
+      {"EVAL", kAppendScript, "4", keys.lease, keys.log, keys.log_end, keys.checkpoints, lease_value(),
+       std::to_string(seq), std::to_string(term), std::to_string(e.publish_ms), e.bytes, std::to_string(e.prev_term)},
       [this, seq, appending_term](const redisReply* r, const std::string& error) {
         appending = false;
         if (role != Role::leader || term != appending_term) return;
@@ -61,6 +61,12 @@ void Node::Impl::pump() {
           if (refused) {
             ++appends_refused;
             step_down("append of " + std::to_string(seq) + " refused: " + error);
+          } else if (error.rfind("GAP", 0) == 0) {
+            // The log lost entries this node appended (a Redis failover, or a restart):
+            // a checkpoint of this node's state covers them, then appends go on.
+            problem("append of " + std::to_string(seq) + ": " + error + "; writing a checkpoint first");
+            checkpoint_due = true;
+            pump();
           } else {
             problem("appending " + std::to_string(seq) + ": " + error);
           }
@@ -92,19 +98,18 @@ void Node::Impl::tail_next() {
           for (size_t i = 0; i < entries->elements && !loading; ++i) {
             const redisReply* item = entries->element[i];
             std::string_view id(item->element[0]->str, item->element[0]->len);
-            uint64_t seq = parse_u64(id.substr(0, id.find('-')));
-            uint64_t entry_term = 0;
-            int64_t publish_ms = 0;
-            std::string_view bytes;
+            LogEntry e;
+            e.seq = parse_u64(id.substr(0, id.find('-')));
             const redisReply* fields = item->element[1];
             for (size_t f = 0; f + 1 < fields->elements; f += 2) {
               std::string_view name(fields->element[f]->str, fields->element[f]->len);
               std::string_view value(fields->element[f + 1]->str, fields->element[f + 1]->len);
-              if (name == "t") entry_term = parse_u64(value);
-              else if (name == "p") publish_ms = int64_t(parse_u64(value));
-              else if (name == "e") bytes = value;
+              if (name == "t") e.term = parse_u64(value);
+              else if (name == "q") e.prev_term = parse_u64(value), e.has_prev_term = true;
+              else if (name == "p") e.publish_ms = int64_t(parse_u64(value));
+              else if (name == "e") e.bytes = value;
             }
-            on_entry(seq, entry_term, publish_ms, bytes);
+            on_entry(e);
           }
         }
         update_synced();
@@ -113,37 +118,40 @@ void Node::Impl::tail_next() {
       std::chrono::milliseconds(kTailBlockMs + 3000));
 }
 
-void Node::Impl::on_entry(uint64_t seq, uint64_t entry_term, int64_t publish_ms, std::string_view bytes) {
+void Node::Impl::on_entry(const LogEntry& e) {
   uint64_t applied = host.applied_seq();
-  if (entry_term < applied_term) {
+  if (e.term < applied_term) {
     ++stale_dropped;
-    problem("dropped entry " + std::to_string(seq) + " of term " + std::to_string(entry_term) +
-            ": term " + std::to_string(applied_term) + " is already applied");
+    problem("dropped entry " + std::to_string(e.seq) + " of term " + std::to_string(e.term) + ": term " +
+            std::to_string(applied_term) + " is already applied");
     return;
   }
-  if (seq <= applied) {
-    // The same seq under a newer term: this node applied an entry the log does not have
-    // (it led and was fenced off), so its state is not the log's.
-    if (entry_term > applied_term) resync("entry " + std::to_string(seq) + " of term " + std::to_string(entry_term) +
-                                          " replaces one applied here", true);
+  if (e.seq <= applied) return;  // applied already (XREAD reads after `applied`)
+  if (e.seq > applied + 1) {
+    resync("the log continues at " + std::to_string(e.seq) + " but " + std::to_string(applied) + " is applied", false);
     return;
   }
-  if (seq > applied + 1) {
-    resync("the log continues at " + std::to_string(seq) + " but " + std::to_string(applied) + " is applied", false);
+  if (e.has_prev_term && e.prev_term != applied_term) {
+    // The entry follows a different entry `applied` than the one applied here: this
+    // node applied entries the log lost (a Redis failover) and another leader went on
+    // from an earlier point. Applying it would mix the two histories.
+    resync("entry " + std::to_string(e.seq) + " follows an entry of term " + std::to_string(e.prev_term) +
+               ", but the entry applied here is of term " + std::to_string(applied_term),
+           true);
     return;
   }
   std::string error;
-  switch (host.apply(seq, bytes, &error)) {
+  switch (host.apply(e.seq, e.bytes, &error)) {
     case Host::Applied::applied:
-      applied_term = entry_term;
+      applied_term = e.term;
       ++entries_applied;
-      if (publish_ms) lag_ms = unix_ms() - publish_ms;
-      if (role == Role::leader && !leading && seq >= takeover_end) enable_leading();
+      if (e.publish_ms) lag_ms = unix_ms() - e.publish_ms;
+      if (role == Role::leader && !leading && e.seq >= takeover_end) enable_leading();
       break;
     case Host::Applied::duplicate: break;
-    case Host::Applied::gap: resync("entry " + std::to_string(seq) + " does not follow the applied state", false); break;
+    case Host::Applied::gap: resync("entry " + std::to_string(e.seq) + " does not follow the applied state", false); break;
     case Host::Applied::bad:
-      log::error("cluster: entry {} of term {} cannot be applied: {}", seq, entry_term, error);
+      log::error("cluster: entry {} of term {} cannot be applied: {}", e.seq, e.term, error);
       resync("an entry could not be applied", false);
       break;
   }

@@ -26,7 +26,7 @@ void Node::Impl::heartbeat() {
                      std::to_string(lag_ms);
   int64_t sent_ms = unix_ms();
   commands.command(
-      {"EVAL", kHeartbeatScript, "6", keys.nodes, keys.node_info, keys.term, keys.lease, keys.log, keys.checkpoints,
+      {"EVAL", kHeartbeatScript, "6", keys.nodes, keys.node_info, keys.term, keys.lease, keys.log_end, keys.checkpoints,
        settings.node_id, info, std::to_string(settings.lease.count()), std::to_string(std::max(term, applied_term))},
       [this, sent_ms](const redisReply* r, const std::string& error) {
         if (!r) {

@@ -12,36 +12,6 @@ namespace cluster {
 
 namespace log = server::log;
 
-std::string Address::text() const { return "redis://" + host + ":" + std::to_string(port) + "/" + std::to_string(db); }
-
-Address parse_address(std::string_view url) {
-  constexpr std::string_view scheme = "redis://";
-  auto bad = [&](const char* why) {
-    return std::invalid_argument("cluster address '" + std::string(url) + "': " + why +
-                                 " (expected redis://HOST:PORT[/DB])");
-  };
-  if (url.substr(0, scheme.size()) != scheme) throw bad("not redis://");
-  std::string_view rest = url.substr(scheme.size());
-  Address a;
-  size_t slash = rest.find('/');
-  if (slash != std::string_view::npos) {
-    std::string_view db = rest.substr(slash + 1);
-    auto [p, ec] = std::from_chars(db.data(), db.data() + db.size(), a.db);
-    if (db.empty() || ec != std::errc() || p != db.data() + db.size() || a.db < 0 || a.db > 15)
-      throw bad("the database is not a number from 0 to 15");
-    rest = rest.substr(0, slash);
-  }
-  size_t colon = rest.rfind(':');
-  if (colon == std::string_view::npos) throw bad("no port");
-  a.host = std::string(rest.substr(0, colon));
-  if (a.host.empty()) throw bad("no host");
-  std::string_view port = rest.substr(colon + 1);
-  auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), a.port);
-  if (port.empty() || ec != std::errc() || p != port.data() + port.size() || a.port < 1 || a.port > 65535)
-    throw bad("the port is not a number from 1 to 65535");
-  return a;
-}
-
 uint64_t parse_u64(std::string_view text) {
   uint64_t v = 0;
   std::from_chars(text.data(), text.data() + text.size(), v);
@@ -68,11 +38,14 @@ std::string_view redis_state_name(RedisState state) {
 
 Node::Impl::Impl(event_base* b, Settings s, Host& h)
     : base(b), settings(std::move(s)), host(h), keys(settings.name),
-      commands(b, settings.redis, "commands", [this](bool up) { on_commands_change(up); }),
+      sentinel(settings.redis.via_sentinel()
+                   ? std::make_unique<Sentinel>(b, settings.redis.sentinels, settings.redis.master)
+                   : nullptr),
+      commands(b, settings.redis, "commands", [this](bool up) { on_commands_change(up); }, sentinel.get()),
       tail(b, settings.redis, "log tail", [this](bool up) {
         tailing = false;
         if (up) tail_next();
-      }),
+      }, sentinel.get()),
       role(settings.may_lead ? Role::candidate : Role::follower) {
   if (settings.node_id.empty()) throw std::invalid_argument("cluster: the node id is empty");
   if (settings.node_id.find(' ') != std::string::npos)
@@ -100,8 +73,16 @@ void Node::Impl::start() {
   int64_t every_ms = std::min<int64_t>(settings.lease.count() / 3, 1000);
   timeval tv{time_t(every_ms / 1000), suseconds_t(every_ms % 1000 * 1000)};
   event_add(period, &tv);
+  if (sentinel) sentinel->watch([this](const HostPort& master) { on_master_switch(master); });
   commands.start();
   tail.start();
+}
+
+// Sentinel announced a failover: move now instead of waiting for the old master's
+// connection to fail (it may be partitioned, and answer nothing for a while).
+void Node::Impl::on_master_switch(const HostPort& master) {
+  for (Connection* c : {&commands, &tail})
+    if (c->server().text() != master.text()) c->drop("sentinel: the master moved to " + master.text());
 }
 
 void Node::Impl::problem(const std::string& text) {
@@ -148,12 +129,11 @@ void Node::Impl::become_leader(uint64_t new_term, uint64_t end) {
   leader_id = settings.node_id;
   uint64_t applied = host.applied_seq();
   log::info("cluster: leader in term {} (log ends at {}, applied {})", term, end, applied);
-  bool pending_follow = !pending.empty() && pending.front().seq == end + 1;
-  if (!pending.empty() && !pending_follow && end >= pending.front().seq) {
+  // A log that ends before the entries waiting here lost some (Redis restarted empty, a
+  // failover): the append script answers GAP and a checkpoint covers them.
+  if (!pending.empty() && end >= pending.front().seq) {
     // Another leader appended while this node ingested alone: its state is not the log's.
     resync("entries were appended by another leader while this node ingested without Redis", true);
-  } else if (!pending.empty() && !pending_follow) {
-    checkpoint_due = true;  // the log lost entries (Redis restarted empty): a checkpoint covers them
   }
   if (newest_checkpoint_ms == 0) checkpoint_due = true;
   takeover_end = end;
@@ -218,7 +198,7 @@ Status Node::Impl::status() const {
   s.log_end_seq = log_end;
   s.synced = synced;
   s.redis = commands.state();
-  s.redis_address = settings.redis.text();
+  s.redis_address = commands.where();
   if (newest_checkpoint_ms != 0)
     s.checkpoint_age_s = std::max<int64_t>(0, (unix_ms() + redis_now_offset_ms - newest_checkpoint_ms) / 1000);
   s.checkpoint_seq = newest_checkpoint_seq;

@@ -9,6 +9,7 @@
 #include "cluster/cluster.h"
 #include "cluster/redis.h"
 #include "cluster/scripts.h"
+#include "cluster/sentinel.h"
 
 struct event;
 
@@ -28,6 +29,7 @@ struct Node::Impl {
   void start();
   void on_period();
   void on_commands_change(bool up);
+  void on_master_switch(const HostPort& master);
   void become_leader(uint64_t new_term, uint64_t end);
   void enable_leading();
   void step_down(const std::string& why);
@@ -46,7 +48,14 @@ struct Node::Impl {
   void append(uint64_t seq, std::string entry);
   void pump();
   void tail_next();
-  void on_entry(uint64_t seq, uint64_t entry_term, int64_t publish_ms, std::string_view entry);
+  struct LogEntry {
+    uint64_t seq = 0, term = 0;
+    uint64_t prev_term = 0;  // the term of entry seq - 1 in the leader's log
+    bool has_prev_term = false;
+    int64_t publish_ms = 0;
+    std::string_view bytes;
+  };
+  void on_entry(const LogEntry& e);
 
   // checkpoint.cc
   void write_checkpoint();
@@ -59,6 +68,7 @@ struct Node::Impl {
   Settings settings;
   Host& host;
   Keys keys;
+  std::unique_ptr<Sentinel> sentinel;  // redis-sentinel://: finds the master; outlives the connections
   Connection commands;  // everything but the tail
   Connection tail;      // XREAD BLOCK: a blocked connection serves nothing else
   event* period = nullptr;  // every third of the lease (at most 1s): heartbeat, renew or acquire
@@ -74,7 +84,7 @@ struct Node::Impl {
   bool leading = false;       // host.set_leading(true) in force
   bool local_only = false;    // lease lost while Redis was away: ingest on, append later
   uint64_t takeover_end = 0;  // leader: apply up to here before producing entries
-  uint64_t applied_term = 0;
+  uint64_t applied_term = 0;  // the term of the last entry applied (its leader's)
   uint64_t log_end = 0;
   uint32_t heartbeats = 0;    // answered since the connection came up
   int64_t connected_at_ns = 0;
@@ -86,6 +96,7 @@ struct Node::Impl {
 
   struct Entry {
     uint64_t seq;
+    uint64_t prev_term;  // the term entry seq - 1 was applied under
     int64_t publish_ms;
     std::string bytes;
   };

@@ -7,6 +7,7 @@
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 
+#include "cluster/sentinel.h"
 #include "server/log.h"
 
 namespace cluster {
@@ -35,8 +36,12 @@ struct Connection::Pending {
   Callback done;
 };
 
-Connection::Connection(event_base* base, Address address, std::string label, std::function<void(bool up)> on_change)
-    : base_(base), address_(std::move(address)), label_(std::move(label)), on_change_(std::move(on_change)) {
+Connection::Connection(event_base* base, Address address, std::string label, std::function<void(bool up)> on_change,
+                       Sentinel* sentinel)
+    : base_(base), address_(std::move(address)), sentinel_(sentinel),
+      server_(sentinel ? HostPort{"", 0} : address_.server),
+      label_(std::move(label)), on_change_(std::move(on_change)) {
+  if (address_.via_sentinel() && !sentinel_) throw std::logic_error("a Sentinel address needs a Sentinel");
   retry_ = evtimer_new(base_, &Connection::on_retry, this);
   check_ = event_new(base_, -1, EV_PERSIST, &Connection::on_check, this);
   drop_ = event_new(base_, -1, 0, &Connection::on_drop, this);
@@ -56,10 +61,35 @@ void Connection::start() {
   connect();
 }
 
+std::string Connection::where() const {
+  if (!sentinel_) return address_.text();
+  if (server_.host.empty()) return "master " + sentinel_->master_name() + " (not found yet)";
+  return server_.text() + " (master " + sentinel_->master_name() + ")";
+}
+
 void Connection::connect() {
   state_ = RedisState::connecting;
+  if (!sentinel_) {
+    open();
+    return;
+  }
+  // The Sentinel client rules: ask where the master is on every (re)connection, never
+  // trust the last answer.
+  asking_ = true;
+  sentinel_->ask([this](const HostPort* master, const std::string& error) {
+    asking_ = false;
+    if (!master) {
+      lost("sentinel: " + error);
+      return;
+    }
+    server_ = *master;
+    open();
+  });
+}
+
+void Connection::open() {
   connect_deadline_ = monotonic_ns() + kConnectTimeout.count() * 1'000'000;
-  redisAsyncContext* ac = redisAsyncConnect(address_.host.c_str(), address_.port);
+  redisAsyncContext* ac = redisAsyncConnect(server_.host.c_str(), server_.port);
   if (!ac || ac->err) {
     std::string why = ac ? ac->errstr : "out of memory";
     if (ac) redisAsyncFree(ac);
@@ -82,16 +112,40 @@ void Connection::on_connect(const redisAsyncContext* ac, int status) {
     self->lost(std::string("connect: ") + (ac->errstr ? ac->errstr : "failed"));
     return;
   }
-  self->state_ = RedisState::connected;
-  if (self->address_.db != 0)
-    self->command({"SELECT", std::to_string(self->address_.db)}, [self](const redisReply* r, const std::string& e) {
-      if (!r) self->drop("SELECT " + std::to_string(self->address_.db) + ": " + e);
+  self->confirm_master();
+}
+
+// A sentinel's answer may be stale, and a server given by address may have been made a
+// replica: only a server that says it is the master is used (the writes would fail on
+// a replica, and its log may be behind the master's).
+void Connection::confirm_master() {
+  send({"ROLE"}, [this](const redisReply* r, const std::string& error) {
+    if (!r) {
+      if (error != "disconnected") drop("ROLE: " + error);
+      return;
+    }
+    std::string role = r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING
+                           ? std::string(r->element[0]->str, r->element[0]->len)
+                           : std::string("?");
+    if (role != "master") {
+      drop(server_.text() + " is a " + role + ", not the master");
+      return;
+    }
+    ready();
+  }, kConnectTimeout);
+}
+
+void Connection::ready() {
+  state_ = RedisState::connected;
+  if (address_.db != 0)
+    command({"SELECT", std::to_string(address_.db)}, [this](const redisReply* r, const std::string& e) {
+      if (!r) drop("SELECT " + std::to_string(address_.db) + ": " + e);
     });
-  self->backoff_ = std::chrono::milliseconds(0);
-  if (self->reported_down_) server::log::info("redis {} ({}): connected again", self->address_.text(), self->label_);
-  else server::log::info("redis {} ({}): connected", self->address_.text(), self->label_);
-  self->reported_down_ = false;
-  if (self->on_change_) self->on_change_(true);
+  backoff_ = std::chrono::milliseconds(0);
+  if (reported_down_) server::log::info("redis {} ({}): connected again", where(), label_);
+  else server::log::info("redis {} ({}): connected", where(), label_);
+  reported_down_ = false;
+  if (on_change_) on_change_(true);
 }
 
 void Connection::on_disconnect(const redisAsyncContext* ac, int status) {
@@ -108,8 +162,8 @@ void Connection::lost(const std::string& why) {
   deadlines_.clear();
   ++errors_;
   if (!reported_down_) {
-    server::log::warn("redis {} ({}): {}; reconnecting with backoff (logged again once connected)", address_.text(),
-                      label_, why);
+    server::log::warn("redis {} ({}): {}; reconnecting with backoff (logged again once connected)", where(), label_,
+                      why);
     reported_down_ = true;
   }
   schedule_retry();
@@ -167,7 +221,12 @@ void Connection::on_drop(int, short, void* arg) {
 }
 
 bool Connection::command(const std::vector<std::string>& args, Callback done, std::chrono::milliseconds timeout) {
-  if (!ac_ || state_ != RedisState::connected || !drop_reason_.empty()) return false;
+  if (state_ != RedisState::connected) return false;
+  return send(args, std::move(done), timeout);
+}
+
+bool Connection::send(const std::vector<std::string>& args, Callback done, std::chrono::milliseconds timeout) {
+  if (!ac_ || !drop_reason_.empty()) return false;
   std::vector<const char*> argv;
   std::vector<size_t> lens;
   for (const auto& a : args) {
@@ -196,7 +255,10 @@ void Connection::on_reply(redisAsyncContext*, void* r, void* privdata) {
     done(nullptr, "disconnected");
   } else if (reply->type == REDIS_REPLY_ERROR) {
     ++self->errors_;
-    done(nullptr, std::string(reply->str, reply->len));
+    std::string error(reply->str, reply->len);
+    // The master was made a replica (a failover): look it up again.
+    if (error.rfind("READONLY", 0) == 0) self->drop("the server is a replica now: " + error);
+    done(nullptr, error);
   } else {
     done(reply, std::string());
   }

@@ -1,6 +1,9 @@
-// cluster/redis.h: one Redis connection on a libevent loop (hiredis async API):
-// commands with a completion callback and a reply deadline, reconnection with
-// exponential backoff, and a log line per change of state (not per attempt).
+// cluster/redis.h: one connection to the cluster's Redis master on a libevent loop
+// (hiredis async API): commands with a completion callback and a reply deadline,
+// reconnection with exponential backoff, and a log line per change of state (not per
+// attempt). Behind Sentinel, every connection attempt first asks the sentinels where
+// the master is; every server is confirmed with ROLE before the connection counts as up,
+// and a server that turns into a replica (READONLY) is dropped and looked up again.
 #pragma once
 
 #include <chrono>
@@ -18,13 +21,17 @@ struct redisReply;
 
 namespace cluster {
 
+class Sentinel;
+
 class Connection {
  public:
   // reply: the answer (never an error reply); null when the command failed, and then
   // `error` says why (Redis's error text, "disconnected", "no reply within ...").
   using Callback = std::function<void(const redisReply* reply, const std::string& error)>;
 
-  Connection(event_base* base, Address address, std::string label, std::function<void(bool up)> on_change);
+  // sentinel: asks where the master is (address.via_sentinel()); outlives the connection.
+  Connection(event_base* base, Address address, std::string label, std::function<void(bool up)> on_change,
+             Sentinel* sentinel = nullptr);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -39,6 +46,9 @@ class Connection {
   // Drops the connection (pending commands fail) and reconnects after the backoff.
   void drop(const std::string& why);
   uint64_t errors() const { return errors_; }
+  // The server connected to (or last tried), e.g. "127.0.0.1:6380 (master mymaster)".
+  std::string where() const;
+  const HostPort& server() const { return server_; }
 
  private:
   struct Pending;
@@ -49,11 +59,18 @@ class Connection {
   static void on_check(int, short, void* arg);
   static void on_drop(int, short, void* arg);
   void connect();
+  void open();
+  void confirm_master();
+  void ready();
+  bool send(const std::vector<std::string>& args, Callback done, std::chrono::milliseconds timeout);
   void lost(const std::string& why);
   void schedule_retry();
 
   event_base* base_;
   Address address_;
+  Sentinel* sentinel_;
+  HostPort server_;  // the master: address_.server, or the sentinels' answer
+  bool asking_ = false;  // a sentinel ask is in flight
   std::string label_;
   std::function<void(bool up)> on_change_;
   redisAsyncContext* ac_ = nullptr;

@@ -5,25 +5,19 @@
 
 namespace cluster {
 
-// The log's end: the highest seq in the stream (its last ID, even when trimmed to
-// nothing) or covered by the newest checkpoint, whichever is higher.
+// The log's end: the highest seq appended (the log-end key, which the append script
+// sets with each XADD) or covered by the newest checkpoint, whichever is higher. After
+// a failover that lost the tail of the log, both roll back together: a replica holds a
+// prefix of the master's writes.
 #define LOG_END_FUNCTION                                                              \
-  "local function log_end(log, checkpoints)\n"                                       \
-  "  local last = 0\n"                                                               \
-  "  if redis.call('EXISTS', log) == 1 then\n"                                       \
-  "    local info = redis.call('XINFO', 'STREAM', log)\n"                            \
-  "    for i = 1, #info, 2 do\n"                                                     \
-  "      if info[i] == 'last-generated-id' then\n"                                   \
-  "        last = tonumber(string.match(info[i + 1], '^(%d+)'))\n"                   \
-  "      end\n"                                                                      \
-  "    end\n"                                                                        \
-  "  end\n"                                                                          \
+  "local function log_end(log_end_key, checkpoints)\n"                               \
+  "  local last = tonumber(redis.call('GET', log_end_key) or '0')\n"                 \
   "  local newest = redis.call('LINDEX', checkpoints, 0)\n"                          \
   "  if newest then\n"                                                               \
   "    local seq = tonumber(string.match(newest, '^(%d+)'))\n"                       \
   "    if seq > last then last = seq end\n"                                          \
   "  end\n"                                                                          \
-  "  return string.format('%d', last)\n"                                             \
+  "  return last\n"                                                                  \
   "end\n"
 
 const char* const kAcquireScript =
@@ -47,7 +41,7 @@ const char* const kAcquireScript =
     "  redis.call('SET', KEYS[2], term)\n"
     "end\n"
     "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. term, 'PX', ARGV[2])\n"
-    "return {1, term, log_end(KEYS[3], KEYS[4])}\n";
+    "return {1, term, string.format('%d', log_end(KEYS[3], KEYS[4]))}\n";
 
 const char* const kRenewScript =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
@@ -57,10 +51,20 @@ const char* const kRenewScript =
     "return 0\n";
 
 const char* const kAppendScript =
+    LOG_END_FUNCTION
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"
     "  return redis.error_reply('FENCED the lease is not held by ' .. ARGV[1])\n"
     "end\n"
-    "return redis.call('XADD', KEYS[2], ARGV[2] .. '-0', 't', ARGV[3], 'p', ARGV[4], 'e', ARGV[5])\n";
+    "local seq = tonumber(ARGV[2])\n"
+    "local last = log_end(KEYS[3], KEYS[4])\n"
+    "if last >= seq then\n"
+    "  return redis.error_reply(string.format('FENCED the log already ends at %d', last))\n"
+    "end\n"
+    "if last ~= seq - 1 then\n"
+    "  return redis.error_reply(string.format('GAP the log ends at %d', last))\n"
+    "end\n"
+    "redis.call('SET', KEYS[3], ARGV[2])\n"
+    "return redis.call('XADD', KEYS[2], ARGV[2] .. '-0', 't', ARGV[3], 'q', ARGV[6], 'p', ARGV[4], 'e', ARGV[5])\n";
 
 const char* const kCommitCheckpointScript =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"
@@ -72,7 +76,7 @@ const char* const kCommitCheckpointScript =
     "    return redis.error_reply('a chunk of checkpoint ' .. ARGV[2] .. ' expired before it was recorded')\n"
     "  end\n"
     "end\n"
-    "redis.call('LPUSH', KEYS[2], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[6])\n"
+    "redis.call('LPUSH', KEYS[2], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[6] .. ' ' .. ARGV[7])\n"
     "for _, old in ipairs(redis.call('LRANGE', KEYS[2], 2, -1)) do\n"
     "  local seq, term, chunks = string.match(old, '^(%d+) (%d+) (%d+)')\n"
     "  for i = 0, tonumber(chunks) - 1 do\n"
@@ -99,7 +103,7 @@ const char* const kHeartbeatScript =
     "local term = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
     "if term < tonumber(ARGV[4]) then redis.call('SET', KEYS[3], ARGV[4]) end\n"
     "local result = {redis.call('GET', KEYS[4]) or '', redis.call('PTTL', KEYS[4]),\n"
-    "                log_end(KEYS[5], KEYS[6]), redis.call('LINDEX', KEYS[6], 0) or '',\n"
+    "                string.format('%d', log_end(KEYS[5], KEYS[6])), redis.call('LINDEX', KEYS[6], 0) or '',\n"
     "                string.format('%d', now)}\n"
     "for _, v in ipairs(redis.call('HGETALL', KEYS[2])) do result[#result + 1] = v end\n"
     "return result\n";

@@ -142,7 +142,8 @@ const std::vector<Setting>& settings() {
       {"pidfile", Kind::value, "write the supervisor's pid to FILE", text(&Options::pidfile)},
       {"daemon", Kind::flag, "detach from the terminal (returns once the service is ready)",
        [](Options& o, const Values& v) { o.daemon = parse_bool("daemon", v.back()); }},
-      {"cluster", Kind::value, "join the cluster whose log is in this Redis: redis://HOST:PORT[/DB] (default: none)",
+      {"cluster", Kind::value, "join the cluster whose log is in this Redis: redis://HOST:PORT[/DB], or the master "
+       "Sentinel names: redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB] (default: none)",
        text(&Options::cluster)},
       {"cluster-name", Kind::value, "prefix of the cluster's Redis keys (default telemetryd)",
        text(&Options::cluster_name)},

@@ -18,10 +18,12 @@
 #include "cluster/cluster.h"
 #include "cluster/redis.h"
 #include "tests/cluster/redis_server.h"
+#include "tests/server/e2e_util.h"
 
 using namespace std::chrono_literals;
 using cluster_test::Client;
 using cluster_test::RedisServer;
+using cluster_test::SentinelServer;
 
 namespace {
 
@@ -120,9 +122,12 @@ struct TestHost : cluster::Host {
 struct TestNode {
   TestNode(event_base* base, const RedisServer& redis, std::string id, bool may_lead = true, size_t pad = 0,
            uint32_t checkpoint_every = 30)
+      : TestNode(base, redis.url(), std::move(id), may_lead, pad, checkpoint_every) {}
+  TestNode(event_base* base, const std::string& url, std::string id, bool may_lead = true, size_t pad = 0,
+           uint32_t checkpoint_every = 30)
       : host(base, id, pad) {
     cluster::Settings s;
-    s.redis = cluster::parse_address(redis.url());
+    s.redis = cluster::parse_address(url);
     s.name = "test";
     s.node_id = id;
     s.lease = kLease;
@@ -174,12 +179,24 @@ bool agree(const TestHost& a, const TestHost& b, size_t* common = nullptr) {
 
 TEST_CASE("cluster address parsing") {
   auto a = cluster::parse_address("redis://10.0.0.5:6380/3");
-  CHECK(a.host == "10.0.0.5");
-  CHECK(a.port == 6380);
+  CHECK(a.server.host == "10.0.0.5");
+  CHECK(a.server.port == 6380);
   CHECK(a.db == 3);
+  CHECK(!a.via_sentinel());
+  CHECK(a.text() == "redis://10.0.0.5:6380/3");
   CHECK(cluster::parse_address("redis://localhost:6379").db == 0);
+  auto s = cluster::parse_address("redis-sentinel://10.0.0.1:26379,10.0.0.2:26380/main/2");
+  REQUIRE(s.sentinels.size() == 2);
+  CHECK(s.sentinels[1].host == "10.0.0.2");
+  CHECK(s.sentinels[1].port == 26380);
+  CHECK(s.master == "main");
+  CHECK(s.db == 2);
+  CHECK(s.text() == "redis-sentinel://10.0.0.1:26379,10.0.0.2:26380/main/2");
+  CHECK(cluster::parse_address("redis-sentinel://h:1/m").db == 0);
   for (const char* bad : {"http://x:1", "redis://x", "redis://:1", "redis://x:0", "redis://x:1/16", "redis://x:1/",
-                          "redis://x:70000", "redis://x:1/a"})
+                          "redis://x:70000", "redis://x:1/a", "redis-sentinel://h:1", "redis-sentinel://h:1/",
+                          "redis-sentinel:///m", "redis-sentinel://h:1,/m", "redis-sentinel://h/m",
+                          "redis-sentinel://h:1/m/16", "redis-sentinel://h:1/m x"})
     CHECK_THROWS_AS(cluster::parse_address(bad), std::invalid_argument);
 }
 
@@ -487,4 +504,62 @@ TEST_CASE("a command queued before the loop stalls past its reply deadline is an
   CHECK(error == "");
   CHECK(answered);
   CHECK(c.up());
+}
+
+// A master, its replica and a sentinel (real processes). The first sentinel in the
+// address is not there: the nodes ask the next one. A forced failover promotes the
+// replica; the nodes move to it (the old master becomes a replica, whose writes fail)
+// and go on with one history.
+TEST_CASE("behind Sentinel: nodes find the master, move with a failover and keep one history") {
+  RedisServer master;
+  RedisServer replica(master.port());
+  SentinelServer sentinel(master.port(), "tm");
+  std::string url = "redis-sentinel://127.0.0.1:" + std::to_string(e2e::free_port()) + ",127.0.0.1:" +
+                    std::to_string(sentinel.port()) + "/tm";
+  Loop loop;
+  TestNode a(loop.base, url, "a"), b(loop.base, url, "b");
+  Client on_master(master.port()), on_replica(replica.port()), on_sentinel(sentinel.port());
+  auto xlen = [](Client& c) { return std::stoull(c.run({"XLEN", "test:log"})); };
+  REQUIRE(loop.until([&] { return xlen(on_master) >= 5; }, 20s));
+  CHECK(a.node->status().redis_address == "127.0.0.1:" + std::to_string(master.port()) + " (master tm)");
+
+  // The sentinel refuses a failover until it has seen the replica in sync (NOGOODSLAVE).
+  REQUIRE(loop.until([&] {
+    try {
+      on_sentinel.run({"SENTINEL", "FAILOVER", "tm"});
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }, 30s));
+  REQUIRE(loop.until([&] { return on_replica.list({"ROLE"}).at(0) == "master"; }, 30s));
+  uint64_t at_switch = xlen(on_replica);
+  std::string moved = "127.0.0.1:" + std::to_string(replica.port()) + " (master tm)";
+  REQUIRE(loop.until([&] {
+    return a.node->status().redis_address == moved && b.node->status().redis_address == moved &&
+           xlen(on_replica) >= at_switch + 5;
+  }, 30s));
+  int leaders = (a.role() == cluster::Role::leader) + (b.role() == cluster::Role::leader);
+  CHECK(leaders == 1);
+  loop.run_for(300ms);
+  size_t common = 0;
+  CHECK(agree(a.host, b.host, &common));
+  CHECK(common >= 10);
+}
+
+TEST_CASE("a node never uses a server that is not the master, nor one no sentinel names") {
+  RedisServer master;
+  RedisServer replica(master.port());
+  Loop loop;
+  TestNode on_replica(loop.base, replica.url(), "on-replica");
+  TestNode nowhere(loop.base,
+                   "redis-sentinel://127.0.0.1:" + std::to_string(e2e::free_port()) + ",127.0.0.1:" +
+                       std::to_string(e2e::free_port()) + "/tm",
+                   "nowhere");
+  loop.run_for(2s);
+  for (TestNode* n : {&on_replica, &nowhere}) {
+    CHECK(n->node->status().redis != cluster::RedisState::connected);
+    CHECK(n->role() != cluster::Role::leader);
+  }
+  CHECK(Client(master.port()).run({"EXISTS", "test:lease"}) == "0");
 }

@@ -29,7 +29,7 @@ void require_redis_server() {
   }
 }
 
-RedisServer::RedisServer() {
+RedisServer::RedisServer(uint16_t replica_of) : replica_of_(replica_of) {
   require_redis_server();
   port_ = free_port();
   start();
@@ -39,18 +39,25 @@ RedisServer::~RedisServer() {
   if (pid_ > 0) kill_now();
 }
 
-void RedisServer::start() {
-  pid_ = fork();
-  if (pid_ == 0) {
+namespace {
+pid_t spawn(const std::vector<std::string>& args) {
+  pid_t pid = fork();
+  if (pid == 0) {
     int null = open("/dev/null", O_RDWR);
     dup2(null, 0);
     dup2(null, 1);
-    execl("/usr/bin/redis-server", "redis-server", "--port", std::to_string(port_).c_str(), "--bind", "127.0.0.1",
-          "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", "/tmp", static_cast<char*>(nullptr));
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
     _exit(127);
   }
-  bool up = wait_for([&] {
-    redisContext* c = redisConnect("127.0.0.1", port_);
+  return pid;
+}
+
+bool answers_ping(uint16_t port) {
+  return wait_for([&] {
+    redisContext* c = redisConnect("127.0.0.1", port);
     bool ok = c && !c->err;
     if (ok) {
       auto* r = static_cast<redisReply*>(redisCommand(c, "PING"));
@@ -60,7 +67,52 @@ void RedisServer::start() {
     if (c) redisFree(c);
     return ok;
   }, std::chrono::seconds(10));
-  if (!up) throw std::runtime_error("redis-server did not start on port " + std::to_string(port_));
+}
+}  // namespace
+
+void RedisServer::start() {
+  std::vector<std::string> args{"/usr/bin/redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", "/tmp",
+                                "--repl-diskless-sync-delay", "0"};
+  if (replica_of_) args.insert(args.end(), {"--replicaof", "127.0.0.1", std::to_string(replica_of_)});
+  pid_ = spawn(args);
+  if (!answers_ping(port_)) throw std::runtime_error("redis-server did not start on port " + std::to_string(port_));
+  // A replica counts once it holds the master's data (a failover before that loses it all).
+  if (replica_of_ && !wait_for([&] {
+        return Client(port_).run({"INFO", "replication"}).find("master_link_status:up") != std::string::npos;
+      }, std::chrono::seconds(10)))
+    throw std::runtime_error("the replica on port " + std::to_string(port_) + " did not sync");
+}
+
+void require_redis_sentinel() {
+  if (access("/usr/bin/redis-sentinel", X_OK) != 0) {
+    std::fprintf(stderr, "SKIP: redis-sentinel is not installed (scripts/deps.sh installs it)\n");
+    std::exit(kSkip);
+  }
+}
+
+SentinelServer::SentinelServer(uint16_t master_port, const std::string& name) {
+  require_redis_sentinel();
+  port_ = free_port();
+  config_ = "/tmp/telemetryd-test-sentinel-" + std::to_string(port_) + ".conf";
+  std::FILE* f = std::fopen(config_.c_str(), "w");
+  if (!f) throw std::runtime_error("cannot write " + config_);
+  std::fprintf(f,
+               "port %u\nbind 127.0.0.1\ndaemonize no\ndir /tmp\n"
+               "sentinel monitor %s 127.0.0.1 %u 1\n"
+               "sentinel down-after-milliseconds %s 1000\n"
+               "sentinel failover-timeout %s 5000\n",
+               unsigned(port_), name.c_str(), unsigned(master_port), name.c_str(), name.c_str());
+  std::fclose(f);
+  pid_ = spawn({"/usr/bin/redis-sentinel", config_});
+  if (!answers_ping(port_)) throw std::runtime_error("redis-sentinel did not start on port " + std::to_string(port_));
+}
+
+SentinelServer::~SentinelServer() {
+  ::kill(pid_, SIGKILL);
+  int status;
+  waitpid(pid_, &status, 0);
+  std::remove(config_.c_str());
 }
 
 void RedisServer::kill_now() {
@@ -73,9 +125,12 @@ void RedisServer::kill_now() {
 
 void RedisServer::stop_process(bool stop) { ::kill(pid_, stop ? SIGSTOP : SIGCONT); }
 
-Client::Client(uint16_t port) {
-  c_ = redisConnect("127.0.0.1", port);
-  if (!c_ || c_->err) throw std::runtime_error("cannot connect to redis on " + std::to_string(port));
+Client::Client(uint16_t port) : port_(port) { connect(); }
+
+void Client::connect() {
+  if (c_) redisFree(c_);
+  c_ = redisConnect("127.0.0.1", port_);
+  if (!c_ || c_->err) throw std::runtime_error("cannot connect to redis on " + std::to_string(port_));
 }
 
 Client::~Client() { redisFree(c_); }
@@ -102,6 +157,11 @@ std::vector<std::string> Client::list(const std::vector<std::string>& args) {
     lens.push_back(a.size());
   }
   auto* r = static_cast<redisReply*>(redisCommandArgv(c_, int(argv.size()), argv.data(), lens.data()));
+  if (!r) {
+    // Sentinel closes every client of a server it reconfigures: connect again, once.
+    connect();
+    r = static_cast<redisReply*>(redisCommandArgv(c_, int(argv.size()), argv.data(), lens.data()));
+  }
   if (!r) throw std::runtime_error("redis: " + std::string(c_->errstr));
   if (r->type == REDIS_REPLY_ERROR) {
     std::string e(r->str, r->len);

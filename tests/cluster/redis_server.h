@@ -18,7 +18,9 @@ void require_redis_server();
 
 class RedisServer {
  public:
-  RedisServer();  // starts it on a free port and waits until it answers
+  // Starts it on a free port (a replica of 127.0.0.1:replica_of when not 0) and waits
+  // until it answers.
+  explicit RedisServer(uint16_t replica_of = 0);
   ~RedisServer();
   uint16_t port() const { return port_; }
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
@@ -28,10 +30,29 @@ class RedisServer {
 
  private:
   uint16_t port_ = 0;
+  uint16_t replica_of_ = 0;
   pid_t pid_ = -1;
 };
 
-// One blocking connection for inspection.
+// Exits with kSkip when redis-sentinel is not installed.
+void require_redis_sentinel();
+
+// A real redis-sentinel on a free port watching the master at 127.0.0.1:master_port
+// under `name`: quorum 1, down after 1s, from its own config file (Sentinel rewrites
+// it), removed with the process.
+class SentinelServer {
+ public:
+  SentinelServer(uint16_t master_port, const std::string& name);
+  ~SentinelServer();
+  uint16_t port() const { return port_; }
+
+ private:
+  uint16_t port_ = 0;
+  pid_t pid_ = -1;
+  std::string config_;
+};
+
+// One blocking connection for inspection (made again once when the server closed it).
 class Client {
  public:
   explicit Client(uint16_t port);
@@ -41,6 +62,8 @@ class Client {
   std::string run(const std::vector<std::string>& args);
   std::vector<std::string> list(const std::vector<std::string>& args);  // array items
  private:
+  void connect();
+  uint16_t port_;
   redisContext* c_ = nullptr;
 };
 
