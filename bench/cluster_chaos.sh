@@ -31,9 +31,11 @@
 #   leader      after each kill, the time no node said it leads (`show cluster` of every
 #               node polled every ~100 ms; from the last sample with a leader, or the
 #               kill, to the next) < 2 leases;
-#   ready       after each kill, the node (every one, after a Redis kill) answered
-#               /healthz 200 with every child running again, within READY_LIMIT s;
-#               after a Redis kill, the old master is a connected replica again;
+#   ready       after each kill, the node answered /healthz 200 with every child
+#               running again, within READY_LIMIT s; after a Redis kill, every node
+#               published a generation 2 above the highest before the kill (followers
+#               apply entries from the new master) and the old master is a connected
+#               replica again;
 #   end         every node answers /healthz 200, lists 3 nodes and one leader;
 #   exact       bench/cluster/reference.py: the log holds one upstream fetch per entry,
 #               in order, each value as served; every node's count, sum, min, max, first
@@ -216,7 +218,7 @@ next_leader=$((T0 + LEADER_KILL_FIRST * 1000))
 next_redis=$((T0 + REDIS_KILL_FIRST * 1000))
 ALLOWANCE=0 READER_KILLS=0 WRITER_KILLS=0 LEADER_KILLS=0 REDIS_KILLS=0
 declare -a DOWN_UNTIL WAIT_READY WAIT_KIND
-REDIS_WAIT=0 REDIS_OLD=""
+REDIS_WAIT=0 REDIS_OLD="" REDIS_GEN=0
 : >"$OUT/ready.tsv"
 
 pick_node() {  # PICK = a random node that is up, or empty
@@ -270,9 +272,14 @@ restart_node() {
   DOWN_UNTIL[$1]=""
   event "node$1 started again"
 }
+generation() {  # node -> the generation it publishes (0 if it does not answer)
+  cl_ctl "$1" show cluster 2>/dev/null | awk -F': ' '$1 == "published_generation" { g = $2 } END { print g + 0 }'
+}
 kill_redis() {
-  local port idx
+  local port idx g
   port=$(cl_master_port) || { event "redis kill skipped: no master known"; return; }
+  REDIS_GEN=0
+  for i in 1 2 3; do g=$(generation "$i"); [ "$g" -le "$REDIS_GEN" ] || REDIS_GEN=$g; done
   idx=$(cl_redis_index "$port")
   kill -KILL "${CL_REDIS_PID[idx]}" 2>/dev/null || true
   wait "${CL_REDIS_PID[idx]}" 2>/dev/null || true
@@ -297,14 +304,18 @@ redis_step() {
     REDIS_WAIT=0
   fi
 }
-node_ready() {  # /healthz 200 and every child running
-  cl_ready "$1" && [ "$(workers "$1" | awk '$4 != "running" || $3 == 0' | wc -l)" = 0 ]
+# /healthz 200 and every child running; after a Redis kill also a generation above
+# the highest any node published before it, plus one: a follower gets there only through
+# the new master (a leader may ingest alone while Redis is away).
+node_ready() {  # node, what was killed
+  cl_ready "$1" && [ "$(workers "$1" | awk '$4 != "running" || $3 == 0' | wc -l)" = 0 ] &&
+    { [ "$2" != redis ] || [ "$(generation "$1")" -gt $((REDIS_GEN + 1)) ]; }
 }
 ready_step() {
   local i t
   for i in 1 2 3; do
     [ -n "${WAIT_READY[i]:-}" ] && [ -z "${DOWN_UNTIL[i]:-}" ] || continue
-    node_ready "$i" || continue
+    node_ready "$i" "${WAIT_KIND[i]}" || continue
     t=$(($(ms) - WAIT_READY[i]))
     printf '%s\t%s\n' "${WAIT_KIND[i]}" "$t" >>"$OUT/ready.tsv"
     [ "${WAIT_KIND[i]}" = reader ] || event "node$i ready again ($t ms after the ${WAIT_KIND[i]} kill)"
