@@ -500,6 +500,37 @@ TEST_CASE("Redis killed and restarted: the leader ingests alone meanwhile and th
   CHECK(c.run({"LLEN", "test:checkpoints"}) != "0");
 }
 
+// Redis unreachable (connections closed and refused) past the lease, then back with its
+// data: the leader ingests on alone, takes the lease again with a new term, and appends
+// what it ingested meanwhile. Each entry carries the term it was produced under and the
+// one before it, so the follower applies them in order and never needs to reload.
+TEST_CASE("Redis away past the lease and back with its data: the leader's entries from meanwhile are applied in order") {
+  RedisServer redis;
+  TcpProxy proxy(redis.port());
+  Loop loop;
+  TestNode a(loop.base, proxy.url(), "a"), b(loop.base, proxy.url(), "b");
+  REQUIRE(loop.until([&] {
+    return (a.role() == cluster::Role::leader && b.host.seq >= 10) ||
+           (b.role() == cluster::Role::leader && a.host.seq >= 10);
+  }));
+  TestNode& leader = a.role() == cluster::Role::leader ? a : b;
+  TestNode& follower = &leader == &a ? b : a;
+  uint64_t before = leader.host.seq;
+  int restores = follower.host.restores;
+  proxy.retarget(e2e::free_port());  // nothing listens there
+  loop.run_for(3 * kLease);
+  CHECK(leader.host.seq > before + 5);  // ingested alone (fewer than max_pending entries)
+  proxy.retarget(redis.port());
+  uint64_t alone = leader.host.seq;
+  REQUIRE(loop.until([&] { return follower.host.seq >= alone + 10; }, 15s));
+  CHECK(leader.role() == cluster::Role::leader);
+  CHECK(follower.host.restores == restores);
+  loop.run_for(300ms);
+  size_t common = 0;
+  CHECK(agree(leader.host, follower.host, &common));
+  CHECK(common >= alone);
+}
+
 TEST_CASE("a command queued before the loop stalls past its reply deadline is answered, not dropped") {
   // A snapshot build or a checkpoint of a million series holds the writer's loop for
   // seconds: that time is not the server's, and must not count against its deadline.
