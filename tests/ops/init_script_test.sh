@@ -121,6 +121,7 @@ standalone() {
   echo "== status"
   "$INIT" status | tee "$TMP/status1" || fail "status not 0 while running"
   grep -q "generation" "$TMP/status1" || fail "status did not show the admin info"
+  grep -q "^  cluster:$" "$TMP/status1" && fail "status of a standalone node shows a cluster part"
 
   echo "== reload (log-level debug)"
   echo 'log-level = "debug"' >>"$CONF"
