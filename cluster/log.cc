@@ -28,7 +28,7 @@ void Node::Impl::append(uint64_t seq, std::string entry) {
     resync("entry " + std::to_string(seq) + " was applied here after this node stopped leading", true);
     return;
   }
-  pending.push_back(Entry{seq, applied_term, unix_ms(), std::move(entry)});
+  pending.push_back(Entry{seq, term, applied_term, unix_ms(), std::move(entry)});
   applied_term = term;  // the entry is applied here already, under this term
   if (pending.size() > settings.max_pending) {
     // Bounded memory while Redis is away: what falls out is covered by a checkpoint.
@@ -52,7 +52,7 @@ void Node::Impl::pump() {
   uint64_t appending_term = term;
   appending = commands.command(
       {"EVAL", kAppendScript, "4", keys.lease, keys.log, keys.log_end, keys.checkpoints, lease_value(),
-       std::to_string(seq), std::to_string(term), std::to_string(e.publish_ms), e.bytes, std::to_string(e.prev_term)},
+       std::to_string(seq), std::to_string(e.term), std::to_string(e.publish_ms), e.bytes, std::to_string(e.prev_term)},
       [this, seq, appending_term](const redisReply* r, const std::string& error) {
         appending = false;
         if (role != Role::leader || term != appending_term) return;
@@ -76,7 +76,10 @@ void Node::Impl::pump() {
         ++entries_appended;
         log_end = std::max(log_end, seq);
         last_problem.clear();
-        if (++appended_since_checkpoint >= settings.checkpoint_every) checkpoint_due = true;
+        // A checkpoint is of the state as applied here, so while entries still wait for
+        // the log it would cover them and leave them out of the log: followers would
+        // have to reload instead of reading them. It waits until the log has caught up.
+        if (++appended_since_checkpoint >= settings.checkpoint_every && pending.empty()) checkpoint_due = true;
         pump();
       });
 }

@@ -94,9 +94,13 @@ struct Node::Impl {
   bool diverged = false;      // the state holds entries the log does not: reset if no checkpoint
   bool tailing = false;
 
+  // An entry keeps the term it was produced under: a leader that ingested alone while
+  // Redis was away appends those entries after taking the lease again in a new term,
+  // and each must still name the term of the one before it as followers applied it.
   struct Entry {
     uint64_t seq;
-    uint64_t prev_term;  // the term entry seq - 1 was applied under
+    uint64_t term;       // the leader's term when it produced the entry (field t)
+    uint64_t prev_term;  // the term of entry seq - 1 (field q)
     int64_t publish_ms;
     std::string bytes;
   };

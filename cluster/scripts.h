@@ -9,8 +9,8 @@ namespace cluster {
 // Every key is NAME:<what>, so clusters of different names never meet.
 struct Keys {
   explicit Keys(const std::string& name)
-      : lease(name + ":lease"), term(name + ":term"), log(name + ":log"), checkpoints(name + ":checkpoints"),
-        chunk_prefix(name + ":checkpoint:"), nodes(name + ":nodes"), node_info(name + ":node-info") {}
+      : lease(name + ":lease"), term(name + ":term"), log(name + ":log"), log_end(name + ":log-end"),
+        checkpoints(name + ":checkpoints"), chunk_prefix(name + ":checkpoint:"), nodes(name + ":nodes"), node_info(name + ":node-info") {}
   std::string lease;         // "NODE_ID TERM", expires after the lease
   std::string term;          // the highest term handed out (INCR)
   std::string log;           // stream: ID "SEQ-0", fields t (term), q (the term of entry SEQ-1),

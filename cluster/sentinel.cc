@@ -72,6 +72,7 @@ struct Sentinel::Query {
     if (have_outcome) return;
     have_outcome = true;
     error = std::move(why);
+    event_del(step);  // the deadline: the step runs once per sentinel
     event_active(step, 0, 0);
   }
 };

@@ -18,12 +18,14 @@
 #include "cluster/cluster.h"
 #include "cluster/redis.h"
 #include "tests/cluster/redis_server.h"
+#include "tests/cluster/tcp_proxy.h"
 #include "tests/server/e2e_util.h"
 
 using namespace std::chrono_literals;
 using cluster_test::Client;
 using cluster_test::RedisServer;
 using cluster_test::SentinelServer;
+using cluster_test::TcpProxy;
 
 namespace {
 
@@ -162,6 +164,42 @@ struct Loop {
   event_base* base;
 };
 
+// A node alone in a forked child (so that a test can SIGSTOP it) that records each
+// state it reaches to `record`, one "SEQ DIGEST" line each, for the parent to compare.
+pid_t fork_node(const std::string& url, const std::string& id, const std::string& record, bool may_lead = true) {
+  pid_t child = fork();
+  if (child != 0) return child;
+  event_base* base = event_base_new();
+  TestHost host(base, id);
+  host.record_to = std::fopen(record.c_str(), "w");
+  setvbuf(host.record_to, nullptr, _IOLBF, 0);
+  cluster::Settings s;
+  s.redis = cluster::parse_address(url);
+  s.name = "test";
+  s.node_id = id;
+  s.lease = kLease;
+  s.may_lead = may_lead;
+  cluster::Node node(base, s, host);
+  host.node = &node;
+  node.start();
+  event_base_dispatch(base);
+  _exit(0);
+}
+
+std::string history_file() { return "/tmp/cluster-test-" + std::to_string(getpid()) + ".history"; }
+
+// seq -> the digest last recorded for it; removes the file.
+std::map<uint64_t, uint64_t> read_history(const std::string& record) {
+  std::map<uint64_t, uint64_t> history;
+  if (std::FILE* f = std::fopen(record.c_str(), "r")) {
+    unsigned long long seq, digest;
+    while (std::fscanf(f, "%llu %llu", &seq, &digest) == 2) history[seq] = digest;
+    std::fclose(f);
+  }
+  std::remove(record.c_str());
+  return history;
+}
+
 // The histories agree wherever both applied the same seq.
 bool agree(const TestHost& a, const TestHost& b, size_t* common = nullptr) {
   size_t n = 0;
@@ -261,25 +299,8 @@ TEST_CASE("the append script refuses a node whose lease ran out or passed on") {
 
 TEST_CASE("a leader stopped past its lease is fenced off and becomes a follower") {
   RedisServer redis;
-  std::string record = "/tmp/cluster-test-" + std::to_string(getpid()) + ".history";
-  pid_t child = fork();
-  if (child == 0) {
-    // The first leader, alone in this process, until it is killed.
-    event_base* base = event_base_new();
-    TestHost host(base, "old");
-    host.record_to = std::fopen(record.c_str(), "w");
-    setvbuf(host.record_to, nullptr, _IOLBF, 0);
-    cluster::Settings s;
-    s.redis = cluster::parse_address(redis.url());
-    s.name = "test";
-    s.node_id = "old";
-    s.lease = kLease;
-    cluster::Node node(base, s, host);
-    host.node = &node;
-    node.start();
-    event_base_dispatch(base);
-    _exit(0);
-  }
+  std::string record = history_file();
+  pid_t child = fork_node(redis.url(), "old", record);
   Client c(redis.port());
   auto info_of = [&](const std::string& id) {
     try {
@@ -329,13 +350,7 @@ TEST_CASE("a leader stopped past its lease is fenced off and becomes a follower"
   waitpid(child, &status, 0);
   // Whatever the old leader applied on its own after the stop was rolled back: from
   // the new term's first entry on, it holds exactly the new leader's states.
-  std::map<uint64_t, uint64_t> old_history;
-  if (std::FILE* f = std::fopen(record.c_str(), "r")) {
-    unsigned long long seq, digest;
-    while (std::fscanf(f, "%llu %llu", &seq, &digest) == 2) old_history[seq] = digest;
-    std::fclose(f);
-  }
-  std::remove(record.c_str());
+  std::map<uint64_t, uint64_t> old_history = read_history(record);
   size_t compared = 0;
   for (const auto& [seq, digest] : fresh.host.history) {
     auto it = old_history.find(seq);
@@ -485,6 +500,37 @@ TEST_CASE("Redis killed and restarted: the leader ingests alone meanwhile and th
   CHECK(c.run({"LLEN", "test:checkpoints"}) != "0");
 }
 
+// Redis unreachable (connections closed and refused) past the lease, then back with its
+// data: the leader ingests on alone, takes the lease again with a new term, and appends
+// what it ingested meanwhile. Each entry carries the term it was produced under and the
+// one before it, so the follower applies them in order and never needs to reload.
+TEST_CASE("Redis away past the lease and back with its data: the leader's entries from meanwhile are applied in order") {
+  RedisServer redis;
+  TcpProxy proxy(redis.port());
+  Loop loop;
+  TestNode a(loop.base, proxy.url(), "a"), b(loop.base, proxy.url(), "b");
+  REQUIRE(loop.until([&] {
+    return (a.role() == cluster::Role::leader && b.host.seq >= 10) ||
+           (b.role() == cluster::Role::leader && a.host.seq >= 10);
+  }));
+  TestNode& leader = a.role() == cluster::Role::leader ? a : b;
+  TestNode& follower = &leader == &a ? b : a;
+  uint64_t before = leader.host.seq;
+  int restores = follower.host.restores;
+  proxy.retarget(e2e::free_port());  // nothing listens there
+  loop.run_for(3 * kLease);
+  CHECK(leader.host.seq > before + 5);  // ingested alone (fewer than max_pending entries)
+  proxy.retarget(redis.port());
+  uint64_t alone = leader.host.seq;
+  REQUIRE(loop.until([&] { return follower.host.seq >= alone + 10; }, 15s));
+  CHECK(leader.role() == cluster::Role::leader);
+  CHECK(follower.host.restores == restores);
+  loop.run_for(300ms);
+  size_t common = 0;
+  CHECK(agree(leader.host, follower.host, &common));
+  CHECK(common >= alone);
+}
+
 TEST_CASE("a command queued before the loop stalls past its reply deadline is answered, not dropped") {
   // A snapshot build or a checkpoint of a million series holds the writer's loop for
   // seconds: that time is not the server's, and must not count against its deadline.
@@ -562,4 +608,107 @@ TEST_CASE("a node never uses a server that is not the master, nor one no sentine
     CHECK(n->role() != cluster::Role::leader);
   }
   CHECK(Client(master.port()).run({"EXISTS", "test:lease"}) == "0");
+}
+
+namespace {
+uint64_t log_end_in(Client& c) {
+  std::string v = c.run({"GET", "test:log-end"});
+  return v == "(nil)" ? 0 : std::stoull(v);
+}
+uint64_t applied_in(Client& c, const std::string& id) {  // from the node's heartbeat
+  std::string info = c.run({"HGET", "test:node-info", id});
+  auto space = info.find(' ');
+  return space == std::string::npos ? 0 : std::stoull(info.substr(space + 1));
+}
+}  // namespace
+
+// A failover that loses the log's tail, made real: the replica stops following (its
+// data is then what a replica promoted at that moment holds), the leader goes on on the
+// master, and the nodes are moved to the replica (the proxy in front of Redis switches).
+// The log there ends before what the nodes applied: the node holding the most takes the
+// lease (or keeps it), its first append finds the gap and a checkpoint of its state
+// covers it, so what the nodes had applied is not lost, and both go on with one history.
+TEST_CASE("a failover that lost the log's tail: a checkpoint covers the gap and the nodes keep one history") {
+  RedisServer master;
+  RedisServer replica(master.port());
+  TcpProxy proxy(master.port());
+  Loop loop;
+  TestNode a(loop.base, proxy.url(), "a"), b(loop.base, proxy.url(), "b");
+  Client on_master(master.port()), on_replica(replica.port());
+  REQUIRE(loop.until([&] { return log_end_in(on_master) >= 10; }));
+  on_replica.run({"REPLICAOF", "NO", "ONE"});
+  uint64_t kept = log_end_in(on_replica);
+  REQUIRE(loop.until([&] { return std::min(a.host.seq, b.host.seq) >= kept + 10; }));
+  uint64_t term_before = std::max(a.node->status().term, b.node->status().term);
+  uint64_t lost_to = log_end_in(on_master);
+  uint64_t applied_before = std::max(a.host.seq, b.host.seq);
+  proxy.retarget(replica.port());
+
+  // The log goes on from the nodes' state, past the tail it had lost, and is whole: from
+  // the newest checkpoint on, every seq is in the stream.
+  REQUIRE(loop.until([&] { return log_end_in(on_replica) >= applied_before + 5; }, 20s));
+  uint64_t checkpoint = std::stoull(on_replica.run({"LINDEX", "test:checkpoints", "0"}));
+  CHECK(checkpoint >= lost_to);
+  uint64_t expect = checkpoint + 1;
+  for (const std::string& id : on_replica.list({"XRANGE", "test:log", std::to_string(expect) + "-0", "+"})) {
+    if (id.size() < 3 || id.compare(id.size() - 2, 2, "-0") != 0) continue;  // fields and values
+    CHECK(id == std::to_string(expect) + "-0");
+    expect = std::stoull(id) + 1;
+  }
+  CHECK(expect > applied_before + 5);
+  REQUIRE(loop.until([&] { return std::min(a.host.seq, b.host.seq) >= applied_before + 10; }, 20s));
+  TestNode late(loop.base, proxy.url(), "late");
+  REQUIRE(loop.until([&] { return late.node->status().synced && late.host.seq + 3 >= std::max(a.host.seq, b.host.seq); }, 20s));
+  loop.run_for(300ms);
+  CHECK(agree(late.host, a.host.seq > b.host.seq ? a.host : b.host));
+  CHECK(std::max(a.node->status().term, b.node->status().term) >= term_before);
+  // One history: the same state at every seq both applied, except the ticks a leader
+  // applied around the switch and never got into the log (its own, replaced by the
+  // next leader's entries of those seqs).
+  for (const auto& [seq, digest] : a.host.history) {
+    if (seq > lost_to && seq <= applied_before + 1) continue;
+    auto it = b.host.history.find(seq);
+    if (it != b.host.history.end()) CHECK(it->second == digest);
+  }
+}
+
+// A follower that applied entries the failover lost, away (stopped) while another node
+// took over from the earlier end of the log and went past it: when it runs again the
+// next entry it reads follows a different entry than the one it applied. It must
+// reload, not apply it on top of the lost history.
+TEST_CASE("a follower that applied entries a failover lost reloads instead of mixing two histories") {
+  RedisServer master;
+  RedisServer replica(master.port());
+  TcpProxy proxy(master.port());
+  std::string record = history_file();
+  pid_t follower = fork_node(proxy.url(), "f", record, false);
+  Loop loop;
+  auto first = std::make_unique<TestNode>(loop.base, proxy.url(), "first");
+  Client on_master(master.port()), on_replica(replica.port());
+  REQUIRE(loop.until([&] { return applied_in(on_master, "f") >= 10; }));
+  on_replica.run({"REPLICAOF", "NO", "ONE"});
+  uint64_t kept = log_end_in(on_replica);
+  REQUIRE(loop.until([&] { return applied_in(on_master, "f") >= kept + 10; }));
+  kill(follower, SIGSTOP);
+  uint64_t lost_to = applied_in(on_master, "f");
+  first.reset();  // the leader is gone too
+  proxy.retarget(replica.port());
+
+  TestNode next(loop.base, proxy.url(), "next");
+  REQUIRE(loop.until([&] { return next.role() == cluster::Role::leader && next.host.seq >= lost_to + 10; }, 20s));
+  kill(follower, SIGCONT);
+  REQUIRE(loop.until([&] { return applied_in(on_replica, "f") >= lost_to + 15; }, 20s));
+  kill(follower, SIGKILL);
+  int status;
+  waitpid(follower, &status, 0);
+  std::map<uint64_t, uint64_t> f_history = read_history(record);
+  size_t compared = 0;
+  for (const auto& [seq, digest] : next.host.history) {
+    if (seq <= lost_to) continue;  // the follower's last record of these may be the lost history's
+    auto it = f_history.find(seq);
+    if (it == f_history.end()) continue;
+    CHECK(it->second == digest);
+    ++compared;
+  }
+  CHECK(compared >= 5);
 }
