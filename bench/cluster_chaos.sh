@@ -296,7 +296,8 @@ kill_redis() {
   for i in 1 2 3; do [ -n "${DOWN_UNTIL[i]:-}" ] || watch_ready "$i" redis; done
 }
 # After a Redis kill: once the sentinels name a new master, the old one comes back as
-# its replica; done when it reports its link up.
+# its replica; done when the master the sentinels name has the other one as a replica
+# with its link up (the sentinels may have moved the master again meanwhile).
 redis_step() {
   local port other
   other=$((1 - REDIS_OLD))
@@ -306,9 +307,11 @@ redis_step() {
     event "sentinels promoted :$port ($(($(ms) - REDIS_WAIT)) ms after the kill); the old master starts as its replica"
     cl_start_redis "$REDIS_OLD" "$port" || event "the old master did not start"
     printf 'redis-failover\t%s\n' "$(($(ms) - REDIS_WAIT))" >>"$OUT/ready.tsv"
-  elif cl_redis_cli "${CL_REDIS_PORT[REDIS_OLD]}" INFO replication 2>/dev/null | grep -q 'master_link_status:up'; then
+  elif port=$(cl_master_port) && other=$((1 - $(cl_redis_index "$port"))) &&
+       cl_redis_cli "${CL_REDIS_PORT[other]}" INFO replication 2>/dev/null | tr -d '\r' |
+         awk -F: -v m="$port" '$1 == "master_port" && $2 == m { p = 1 } $1 == "master_link_status" && $2 == "up" { u = 1 } END { exit !(p && u) }'; then
     printf 'redis-replica\t%s\n' "$(($(ms) - REDIS_WAIT))" >>"$OUT/ready.tsv"
-    event "the old master is a connected replica ($(($(ms) - REDIS_WAIT)) ms after the kill)"
+    event "master :$port has a connected replica ($(($(ms) - REDIS_WAIT)) ms after the kill)"
     REDIS_WAIT=0
   fi
 }
@@ -445,7 +448,7 @@ echo "kills: reader $READER_KILLS, writer $WRITER_KILLS, leader node $LEADER_KIL
 echo "errors: wrk $W_FAILED non2xx $W_NON2XX; loadgen broken $L_BROKEN socket $L_SOCKERR unanswered $L_UNANSWERED closed_idle $L_IDLE non2xx $L_NON2XX"
 echo "leaderless ms after each kill (-1: no leader until the next kill):"
 sed 's/^/  /' "$OUT/leaderless.tsv"
-echo "ready again, largest ms (count): reader $(ready_max reader), writer $(ready_max writer), node $(ready_max node), nodes after a redis kill $(ready_max redis), redis failover $(ready_max redis-failover), old master a replica $(ready_max redis-replica)"
+echo "ready again, largest ms (count): reader $(ready_max reader), writer $(ready_max writer), node $(ready_max node), nodes after a redis kill $(ready_max redis), redis failover $(ready_max redis-failover), a connected replica again $(ready_max redis-replica)"
 echo
 
 check "load: $W_RESULTS wrk and $L_RESULTS loadgen results of $SEGMENTS segments" '[ "$W_RESULTS" = "$SEGMENTS" ] && [ "$L_RESULTS" = "$SEGMENTS" ]'

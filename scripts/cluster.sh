@@ -54,12 +54,16 @@ cl_wait() {  # seconds command...
 
 cl_redis_cli() { redis-cli -h 127.0.0.1 -p "$@"; }
 
-# Redis i (0 or 1) on its port; with a master port, as its replica.
+# Redis i (0 or 1) on its port; with a master port, as its replica. It starts empty:
+# a replica keeps the snapshot of its last full sync in its directory even without
+# persistence, and loaded at a restart that snapshot would be data minutes old, which
+# the sentinels may then promote.
 cl_start_redis() {  # index [master port]
   local i=$1 master=${2:-}
   cl_dir
   [ -n "${CL_REDIS_PORT[i]:-}" ] || CL_REDIS_PORT[i]=$(cl_free_port)
   mkdir -p "$CL_DIR/redis$i"
+  rm -f "$CL_DIR/redis$i/dump.rdb"
   local args=(--port "${CL_REDIS_PORT[i]}" --bind 127.0.0.1 --save '' --appendonly no
               --daemonize no --dir "$CL_DIR/redis$i")
   [ -z "$master" ] || args+=(--replicaof 127.0.0.1 "$master")
