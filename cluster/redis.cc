@@ -82,11 +82,26 @@ void Connection::on_connect(const redisAsyncContext* ac, int status) {
     self->lost(std::string("connect: ") + (ac->errstr ? ac->errstr : "failed"));
     return;
   }
-  self->state_ = RedisState::connected;
+  // A TCP connection is not Redis answering: across a partition the peer's kernel (or a
+  // middlebox) accepts it and nothing more comes. The connection counts as up once Redis
+  // answered a first command, still under the connect deadline.
   if (self->address_.db != 0)
-    self->command({"SELECT", std::to_string(self->address_.db)}, [self](const redisReply* r, const std::string& e) {
-      if (!r) self->drop("SELECT " + std::to_string(self->address_.db) + ": " + e);
-    });
+    redisAsyncCommand(self->ac_, &Connection::on_hello, self, "SELECT %d", self->address_.db);
+  else
+    redisAsyncCommand(self->ac_, &Connection::on_hello, self, "PING");
+}
+
+void Connection::on_hello(redisAsyncContext* ac, void* r, void* privdata) {
+  auto* self = static_cast<Connection*>(privdata);
+  auto* reply = static_cast<redisReply*>(r);
+  // No reply: the context is being freed; its drop or disconnect reports why.
+  if (self->closing_ || self->ac_ != ac || !reply) return;
+  if (reply->type == REDIS_REPLY_ERROR) {
+    self->drop((self->address_.db != 0 ? "SELECT " + std::to_string(self->address_.db) : std::string("PING")) +
+               ": " + std::string(reply->str, reply->len));
+    return;
+  }
+  self->state_ = RedisState::connected;
   self->backoff_ = std::chrono::milliseconds(0);
   if (self->reported_down_) server::log::info("redis {} ({}): connected again", self->address_.text(), self->label_);
   else server::log::info("redis {} ({}): connected", self->address_.text(), self->label_);
