@@ -75,6 +75,7 @@ void Node::Impl::write_checkpoint() {
           newest_checkpoint_ms = written_ms;
           log_end = std::max(log_end, seq);
           while (!pending.empty() && pending.front().seq <= seq) pending.pop_front();
+          host.publish_to(seq);
           log::debug("cluster: checkpoint at {} written", seq);
           pump();
         });

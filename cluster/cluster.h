@@ -67,6 +67,9 @@ class Host {
   virtual void reset() = 0;
   // Leader: produce entries (ingest) or stop at once.
   virtual void set_leading(bool leading) = 0;
+  // Leader: the entries up to `seq` are in the log (or the node ingests alone, Redis
+  // away): what they hold may be shown. Called from inside append() too.
+  virtual void publish_to(uint64_t seq) = 0;
 };
 
 struct Member {

@@ -30,6 +30,7 @@ void Node::Impl::append(uint64_t seq, std::string entry) {
   }
   pending.push_back(Entry{seq, term, applied_term, unix_ms(), std::move(entry)});
   applied_term = term;  // the entry is applied here already, under this term
+  if (local_only) host.publish_to(seq);  // nobody else can show other data meanwhile
   if (pending.size() > settings.max_pending) {
     // Bounded memory while Redis is away: what falls out is covered by a checkpoint.
     pending.pop_front();
@@ -73,6 +74,7 @@ void Node::Impl::pump() {
           return;
         }
         if (!pending.empty() && pending.front().seq == seq) pending.pop_front();
+        host.publish_to(seq);
         ++entries_appended;
         log_end = std::max(log_end, seq);
         last_problem.clear();

@@ -161,6 +161,7 @@ void Node::Impl::step_down(const std::string& why) {
     // Nobody can take over through an unreachable Redis: keep ingesting and publishing,
     // and append (or checkpoint) once Redis is back and the lease is this node's again.
     local_only = true;
+    host.publish_to(host.applied_seq());
     return;
   }
   if (leading) host.set_leading(false);

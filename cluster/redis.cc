@@ -115,9 +115,11 @@ void Connection::on_connect(const redisAsyncContext* ac, int status) {
   self->confirm_master();
 }
 
-// A sentinel's answer may be stale, and a server given by address may have been made a
-// replica: only a server that says it is the master is used (the writes would fail on
-// a replica, and its log may be behind the master's).
+// The connection counts as up once the server answered, and answered that it is the
+// master. A TCP connect alone is not Redis answering: across a partition the peer's
+// kernel (or a middlebox) accepts it and nothing more comes. And a sentinel's answer may
+// be stale, and a server given by address may have been made a replica: the writes
+// would fail there, and its log may be behind the master's.
 void Connection::confirm_master() {
   send({"ROLE"}, [this](const redisReply* r, const std::string& error) {
     if (!r) {

@@ -37,7 +37,8 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   void start();
-  RedisState state() const { return state_; }
+  // Down from a loss until Redis answers again: reconnection attempts do not end an outage.
+  RedisState state() const { return reported_down_ && state_ != RedisState::connected ? RedisState::down : state_; }
   bool up() const { return state_ == RedisState::connected; }
   // False (and `done` never called) when not connected. Otherwise `done` runs exactly
   // once, from the loop, never from inside this call.

@@ -376,6 +376,14 @@ class Pipeline {
   using EntrySink = std::function<void(uint64_t seq, std::string entry)>;
   void set_entry_sink(EntrySink sink);
 
+  // With a sink: a tick's snapshot is built and published only once publish_committed()
+  // says its entry is in the log (the state moves on at once; the next tick stages
+  // against it). So a leader never shows data under a generation that the log then
+  // gives other data (its append refused, its lease lost). publish_committed(seq) does
+  // nothing unless seq is the applied seq and not yet published: of several ticks
+  // waiting, only the newest is built.
+  void publish_committed(uint64_t seq);
+
   // Off: no fetch timer, a tick in flight is abandoned (it changed nothing if it was a
   // leader's). On (the default): start() runs ticks. Turning it on while started
   // starts a tick now.

@@ -191,6 +191,8 @@ struct Pipeline::Impl {
   EntrySink sink;
   bool fetching = true;
   bool tick_leader = false;  // the tick in flight stages an entry
+  bool unpublished = false;  // applied_seq is a leader's tick waiting for publish_committed
+  int64_t unpublished_clock = 0;
   // What a follower publishes: the statuses of the last entry applied.
   std::vector<shm::SourceStatus> entry_statuses;
   bool following = false;
@@ -619,10 +621,18 @@ struct Pipeline::Impl {
     const uint64_t seq = applied_seq + 1;
     std::string entry;
     if (tick_leader && !seal_tick(seq, &entry)) return;
-    aggregator.build(builder, tick_ns);
     applied_seq = seq;
-    if (publish) publish(builder, statuses(), seq);
-    if (tick_leader && sink) sink(seq, std::move(entry));
+    if (tick_leader && sink) {
+      // Shown once the log has it (publish_committed); the entry goes out first, so
+      // followers start applying it while this node waits for Redis.
+      unpublished = true;
+      unpublished_clock = tick_ns;
+      sink(seq, std::move(entry));
+    } else {
+      unpublished = false;
+      aggregator.build(builder, tick_ns);
+      if (publish) publish(builder, statuses(), seq);
+    }
     if (deferred) {
       Config c = std::move(*deferred);
       deferred.reset();
@@ -796,6 +806,14 @@ void Pipeline::set_entry_sink(EntrySink sink) {
 }
 bool Pipeline::fetching() const { return impl_->fetching; }
 
+void Pipeline::publish_committed(uint64_t seq) {
+  Impl& m = *impl_;
+  if (!m.unpublished || seq != m.applied_seq) return;
+  m.unpublished = false;
+  m.aggregator.build(m.builder, m.unpublished_clock);
+  if (m.publish) m.publish(m.builder, m.statuses(), seq);
+}
+
 void Pipeline::set_fetching(bool on) {
   Impl& m = *impl_;
   if (m.fetching == on) return;
@@ -835,6 +853,7 @@ Pipeline::EntryResult Pipeline::apply_entry(std::string_view entry, std::string*
   }
   m.entry_statuses = std::move(statuses);
   m.following = true;
+  m.unpublished = false;
   m.aggregator.build(m.builder, clock);
   m.applied_seq = seq;
   ++m.ticks;
@@ -868,6 +887,7 @@ void Pipeline::restore(std::string_view checkpoint) {
   m.replica = std::move(replica);
   m.aggregator = std::move(*aggregator);
   m.applied_seq = seq;
+  m.unpublished = false;
 }
 
 const Config& Pipeline::config() const { return impl_->config; }

@@ -39,6 +39,8 @@ struct WriterProcess : cluster::Host {
   std::unique_ptr<ingest::OtlpReceiver> otlp;  // the push source, when otlp-listen is set
   std::unique_ptr<cluster::Node> node;  // null: standalone
   event* leading_change = nullptr;      // applies set_leading() outside the pipeline's callbacks
+  event* commit = nullptr;              // applies publish_to() outside them
+  uint64_t commit_seq = 0;
   bool want_leading = false;
   uint64_t last_generation = 0;
   std::string settings_note;  // how the leader's settings differ from ours, logged once
@@ -132,6 +134,14 @@ struct WriterProcess : cluster::Host {
   void set_leading(bool on) override {
     want_leading = on;
     event_active(leading_change, 0, 0);
+  }
+  void publish_to(uint64_t seq) override {
+    commit_seq = seq;
+    event_active(commit, 0, 0);
+  }
+  static void on_commit(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<WriterProcess*>(arg);
+    self->pipeline->publish_committed(self->commit_seq);
   }
   static void on_leading_change(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<WriterProcess*>(arg);
@@ -249,6 +259,7 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
     return kExitFailure;
   }
   w.leading_change = event_new(w.base, -1, 0, &WriterProcess::on_leading_change, &w);
+  w.commit = event_new(w.base, -1, 0, &WriterProcess::on_commit, &w);
   if (!options.otlp_listen.empty()) {
     // Bound here rather than in the supervisor: the receiver is the writer's, and
     // SO_REUSEADDR lets a restarted writer bind the same address at once. A failure
@@ -324,6 +335,7 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
   w.pipeline.reset();
   w.otlp.reset();
   event_free(w.leading_change);
+  event_free(w.commit);
   for (event* e : signals) event_free(e);
   event_free(beat);
   event_base_free(w.base);

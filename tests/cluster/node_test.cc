@@ -73,6 +73,7 @@ struct TestHost : cluster::Host {
     record();
   }
   void reset() override { seq = digest = 0; }
+  void publish_to(uint64_t s) override { published = std::max(published, s); }
   void set_leading(bool on) override {
     leading = on;
     if (on) {
@@ -117,6 +118,7 @@ struct TestHost : cluster::Host {
   std::chrono::milliseconds block_for{0};
   std::function<void()> before_block, after_block;
   uint64_t seq = 0, digest = 0;
+  uint64_t published = 0;  // the newest seq the node said may be shown
   int restores = 0;
   std::map<uint64_t, uint64_t> history;  // seq -> digest after applying it
 };

@@ -64,9 +64,11 @@ struct Node {
           published[seq] = dump(sb);
           statuses[seq] = s;
         }) {}
-  void lead() {
-    pipeline.set_entry_sink([this](uint64_t seq, std::string entry) {
+  // commit: the log takes each entry at once (the leader may show it).
+  void lead(bool commit = true) {
+    pipeline.set_entry_sink([this, commit](uint64_t seq, std::string entry) {
       entries.emplace_back(seq, std::move(entry));
+      if (commit) pipeline.publish_committed(seq);
     });
   }
 };
@@ -221,6 +223,41 @@ TEST_CASE("replication - followers and nodes joining from a checkpoint publish t
   CHECK(final_body.find("room=\\\"late\\\"") != std::string::npos);
   CHECK(leader.published.begin()->second.find("dc=") != std::string::npos);
   CHECK(final_body.find("dc=") == std::string::npos);
+  std::remove(prom.c_str());
+  std::remove(native.c_str());
+}
+
+TEST_CASE("replication - a leader shows a tick only once the log has its entry, and then the follower's bytes") {
+  const std::string prom = temp_path("commit_prom.txt"), native = temp_path("commit_native.json");
+  write_file(prom, prometheus_body(1));
+  write_file(native, native_body(1));
+  Node leader(leader_config(prom, native));
+  leader.lead(false);
+  std::vector<std::unique_ptr<Node>> nodes;
+  Node& f = follower(nodes);
+  leader.pipeline.run_once();
+  REQUIRE(leader.entries.size() == 1);
+  CHECK(leader.published.empty());  // applied, not shown: the log may never have it
+  leader.pipeline.publish_committed(leader.entries[0].first + 1);  // not a seq it applied
+  CHECK(leader.published.empty());
+  leader.pipeline.publish_committed(leader.entries[0].first);
+  REQUIRE(leader.published.size() == 1);
+  REQUIRE(f.pipeline.apply_entry(leader.entries[0].second) == Pipeline::EntryResult::applied);
+  CHECK(leader.published.begin()->second == f.published.at(leader.entries[0].first));
+  // Two ticks wait; the older one's commit shows nothing (the state has moved on), the
+  // newer one's shows the newest state, as the follower has it after both entries.
+  write_file(prom, prometheus_body(2));
+  leader.pipeline.run_once();
+  write_file(prom, prometheus_body(3));
+  leader.pipeline.run_once();
+  REQUIRE(leader.entries.size() == 3);
+  leader.pipeline.publish_committed(leader.entries[1].first);
+  CHECK(leader.published.size() == 1);
+  leader.pipeline.publish_committed(leader.entries[2].first);
+  REQUIRE(leader.published.size() == 2);
+  for (size_t i = 1; i < 3; ++i)
+    REQUIRE(f.pipeline.apply_entry(leader.entries[i].second) == Pipeline::EntryResult::applied);
+  CHECK(leader.published.rbegin()->second == f.published.at(leader.entries[2].first));
   std::remove(prom.c_str());
   std::remove(native.c_str());
 }
