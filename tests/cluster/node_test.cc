@@ -202,17 +202,39 @@ std::map<uint64_t, uint64_t> read_history(const std::string& record) {
   return history;
 }
 
-// The histories agree wherever both applied the same seq.
-bool agree(const TestHost& a, const TestHost& b, size_t* common = nullptr) {
+void kill_child(pid_t child) {
+  kill(child, SIGKILL);
+  int status;
+  waitpid(child, &status, 0);
+}
+
+using History = std::map<uint64_t, uint64_t>;  // seq -> digest after applying it
+
+// The histories agree wherever both applied the same seq (of the seqs `counts` accepts).
+bool agree(const History& a, const History& b, size_t* common = nullptr,
+           const std::function<bool(uint64_t)>& counts = {}) {
   size_t n = 0;
-  for (const auto& [seq, digest] : a.history) {
-    auto it = b.history.find(seq);
-    if (it == b.history.end()) continue;
+  for (const auto& [seq, digest] : a) {
+    auto it = b.find(seq);
+    if (it == b.end() || (counts && !counts(seq))) continue;
     if (it->second != digest) return false;
     ++n;
   }
   if (common) *common = n;
   return true;
+}
+bool agree(const TestHost& a, const TestHost& b, size_t* common = nullptr) {
+  return agree(a.history, b.history, common);
+}
+
+uint64_t log_end_in(Client& c) {
+  std::string v = c.run({"GET", "test:log-end"});
+  return v == "(nil)" ? 0 : std::stoull(v);
+}
+uint64_t applied_in(Client& c, const std::string& id) {  // from the node's heartbeat
+  std::string info = c.run({"HGET", "test:node-info", id});
+  auto space = info.find(' ');
+  return space == std::string::npos ? 0 : std::stoull(info.substr(space + 1));
 }
 
 }  // namespace
@@ -342,24 +364,12 @@ TEST_CASE("a leader stopped past its lease is fenced off and becomes a follower"
   }
   CHECK(new_seen);
   // The old node follows the new leader: its applied seq reaches the new leader's.
-  REQUIRE(loop.until([&] {
-    std::string info = info_of("old");
-    auto space = info.find(' ');
-    return space != std::string::npos && std::stoull(info.substr(space + 1)) >= fresh.host.seq - 5;
-  }));
-  kill(child, SIGKILL);
-  int status;
-  waitpid(child, &status, 0);
+  REQUIRE(loop.until([&] { return applied_in(c, "old") + 5 >= fresh.host.seq; }));
+  kill_child(child);
   // Whatever the old leader applied on its own after the stop was rolled back: from
   // the new term's first entry on, it holds exactly the new leader's states.
-  std::map<uint64_t, uint64_t> old_history = read_history(record);
   size_t compared = 0;
-  for (const auto& [seq, digest] : fresh.host.history) {
-    auto it = old_history.find(seq);
-    if (it == old_history.end()) continue;
-    CHECK(it->second == digest);
-    ++compared;
-  }
+  CHECK(agree(fresh.host.history, read_history(record), &compared));
   CHECK(compared >= 10);
 }
 
@@ -612,17 +622,6 @@ TEST_CASE("a node never uses a server that is not the master, nor one no sentine
   CHECK(Client(master.port()).run({"EXISTS", "test:lease"}) == "0");
 }
 
-namespace {
-uint64_t log_end_in(Client& c) {
-  std::string v = c.run({"GET", "test:log-end"});
-  return v == "(nil)" ? 0 : std::stoull(v);
-}
-uint64_t applied_in(Client& c, const std::string& id) {  // from the node's heartbeat
-  std::string info = c.run({"HGET", "test:node-info", id});
-  auto space = info.find(' ');
-  return space == std::string::npos ? 0 : std::stoull(info.substr(space + 1));
-}
-}  // namespace
 
 // A failover that loses the log's tail, made real: the replica stops following (its
 // data is then what a replica promoted at that moment holds), the leader goes on on the
@@ -667,11 +666,8 @@ TEST_CASE("a failover that lost the log's tail: a checkpoint covers the gap and 
   // One history: the same state at every seq both applied, except the ticks a leader
   // applied around the switch and never got into the log (its own, replaced by the
   // next leader's entries of those seqs).
-  for (const auto& [seq, digest] : a.host.history) {
-    if (seq > lost_to && seq <= applied_before + 1) continue;
-    auto it = b.host.history.find(seq);
-    if (it != b.host.history.end()) CHECK(it->second == digest);
-  }
+  CHECK(agree(a.host.history, b.host.history, nullptr,
+              [&](uint64_t seq) { return seq <= lost_to || seq > applied_before + 1; }));
 }
 
 // A follower that applied entries the failover lost, away (stopped) while another node
@@ -700,17 +696,9 @@ TEST_CASE("a follower that applied entries a failover lost reloads instead of mi
   REQUIRE(loop.until([&] { return next.role() == cluster::Role::leader && next.host.seq >= lost_to + 10; }, 20s));
   kill(follower, SIGCONT);
   REQUIRE(loop.until([&] { return applied_in(on_replica, "f") >= lost_to + 15; }, 20s));
-  kill(follower, SIGKILL);
-  int status;
-  waitpid(follower, &status, 0);
-  std::map<uint64_t, uint64_t> f_history = read_history(record);
+  kill_child(follower);
+  // The follower's last record of seqs up to lost_to may be the lost history's.
   size_t compared = 0;
-  for (const auto& [seq, digest] : next.host.history) {
-    if (seq <= lost_to) continue;  // the follower's last record of these may be the lost history's
-    auto it = f_history.find(seq);
-    if (it == f_history.end()) continue;
-    CHECK(it->second == digest);
-    ++compared;
-  }
+  CHECK(agree(next.host.history, read_history(record), &compared, [&](uint64_t seq) { return seq > lost_to; }));
   CHECK(compared >= 5);
 }
