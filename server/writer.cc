@@ -13,7 +13,7 @@
 #include "ingest/ingest.h"
 #include "ingest/source/otlp_receiver.h"
 #include "server/cluster_status.h"
-#include "server/log.h"
+#include "common/log.h"
 #include "server/service.h"
 
 namespace {
