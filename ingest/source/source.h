@@ -33,10 +33,17 @@ class PushSource {
     uint64_t bytes = 0;               // body bytes received since the last take()
     uint64_t rejected = 0;            // data points refused on arrival
     std::string error;                // why the last request or point was refused, or ""
+    uint64_t id = 0;                  // this take's number: 1, 2, ... (see settle)
   };
   virtual ~PushSource() = default;
   virtual const std::string& url() const = 0;
   virtual Batch take(int64_t now_ns) = 0;
+  // What takes up to `id` held is committed (standalone: applied; a cluster leader: its
+  // entry is in the log) or never will be (the tick was abandoned, or the state it went
+  // into was replaced): a receiver answers its clients only now, 200 or retry later.
+  // Called in take order, each take once at most; takes never settled by a Pipeline that
+  // is destroyed are settled as not committed.
+  virtual void settle(uint64_t id, bool committed) = 0;
 };
 
 }  // namespace ingest
