@@ -11,9 +11,9 @@
 
 #include "cluster/cluster.h"
 #include "ingest/ingest.h"
-#include "ingest/otlp_receiver.h"
+#include "ingest/source/otlp_receiver.h"
 #include "server/cluster_status.h"
-#include "server/log.h"
+#include "common/log.h"
 #include "server/service.h"
 
 namespace {

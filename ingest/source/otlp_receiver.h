@@ -13,7 +13,9 @@
 #include <memory>
 #include <string>
 
-#include "ingest/ingest.h"
+#include "ingest/source/source.h"
+
+struct event_base;
 
 namespace ingest {
 

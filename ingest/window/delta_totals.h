@@ -12,7 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "ingest/ingest.h"
+#include "ingest/window/window.h"
 
 namespace ingest {
 

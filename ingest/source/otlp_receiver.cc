@@ -9,7 +9,7 @@
 // and the client retries after the next tick has emptied it. An admitted request is
 // answered only once the tick that took it is committed (PushSource::settle): 200 then,
 // 503 with Retry-After if it never will be, so a 200 means the points are kept.
-#include "ingest/otlp_receiver.h"
+#include "ingest/source/otlp_receiver.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -30,12 +30,12 @@
 
 #include <fmt/format.h>
 
-#include "ingest/delta_totals.h"
-#include "ingest/gunzip.h"
+#include "ingest/format/otlp_proto.h"
 #include "ingest/internal.h"
+#include "ingest/source/gunzip.h"
+#include "ingest/window/delta_totals.h"
 #include "otlp/metrics_service.pb.h"
 #include "otlp/status.pb.h"
-#include "ingest/otlp_proto.h"
 
 namespace ingest {
 
