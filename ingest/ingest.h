@@ -396,6 +396,10 @@ class Pipeline {
   // nothing changes. Not while a tick is in flight (bad).
   enum class EntryResult { applied, duplicate, gap, bad };
   EntryResult apply_entry(std::string_view entry, std::string* error = nullptr);
+  // The same without the build and publish: for replaying a log of several entries at
+  // once (a standalone node's state dir). The state waits as a leader's tick does:
+  // publish_committed(applied_seq()) builds and publishes it.
+  EntryResult replay_entry(std::string_view entry, std::string* error = nullptr);
   // The entry's seq from its header only (cheap); 0 when it is not an entry of this
   // format version.
   static uint64_t entry_seq(std::string_view entry);
@@ -421,6 +425,7 @@ class Pipeline {
   size_t buffer_bytes() const;
 
  private:
+  EntryResult apply_or_replay(std::string_view entry, std::string* error, bool show);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -828,6 +828,13 @@ void Pipeline::set_fetching(bool on) {
 }
 
 Pipeline::EntryResult Pipeline::apply_entry(std::string_view entry, std::string* error) {
+  return apply_or_replay(entry, error, true);
+}
+Pipeline::EntryResult Pipeline::replay_entry(std::string_view entry, std::string* error) {
+  return apply_or_replay(entry, error, false);
+}
+
+Pipeline::EntryResult Pipeline::apply_or_replay(std::string_view entry, std::string* error, bool show) {
   Impl& m = *impl_;
   auto bad = [error](std::string why) {
     if (error) *error = std::move(why);
@@ -853,10 +860,12 @@ Pipeline::EntryResult Pipeline::apply_entry(std::string_view entry, std::string*
   }
   m.entry_statuses = std::move(statuses);
   m.following = true;
-  m.unpublished = false;
-  m.aggregator.build(m.builder, clock);
   m.applied_seq = seq;
   ++m.ticks;
+  m.unpublished = !show;
+  m.unpublished_clock = clock;
+  if (!show) return EntryResult::applied;
+  m.aggregator.build(m.builder, clock);
   if (m.publish) m.publish(m.builder, m.entry_statuses, seq);
   return EntryResult::applied;
 }
