@@ -320,18 +320,20 @@ Recovery Dir::recover(const RestoreFn& restore, const ReplayFn& replay, const st
     } else {
       r.notes.push_back(fmt::format("state: log file {} cut at byte {} (after entry {}): {}", name, good,
                                     r.last_seq, why));
-      if (::truncate(name.c_str(), static_cast<off_t>(good)) != 0)
+      if (::truncate(name.c_str(), static_cast<off_t>(good)) != 0) {
         r.notes.push_back(fmt::format("state: cannot truncate {}: {}", name, errno_text()));
+        last_file_end = UINT64_MAX;  // not to be appended to
+      }
     }
   }
 
-  // Append to the last log file if it ends where the state does; else a checkpoint
-  // (the caller's) must begin a new one.
+  // Append to the last log file if it ends where the state does (after a cut too: the
+  // files after it are gone); else a checkpoint (the caller's) must begin a new one.
   log_end_ = r.last_seq;
   Listing now = list(path_);
   older_log_bytes_ = 0;
   for (uint64_t f : now.logs) older_log_bytes_ += file_size(file("log", f));
-  if (!cut && !now.logs.empty() && last_file_end == r.last_seq) {
+  if (!now.logs.empty() && last_file_end == r.last_seq) {
     std::string name = file("log", now.logs.back());
     log_fd_ = ::open(name.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
     if (log_fd_ >= 0) {
