@@ -34,6 +34,12 @@
 #                 the watchdog killed, stuck_readers_killed = the stopped readers it
 #                 killed: no child died on its own and no running reader was taken as stuck;
 #   reloads       every reload answered `reload: ok`;
+#   counts        each writer kill continued the window: a series' count read just
+#                 before the kill, and again once the new writer published twice, is at
+#                 least half of what it was (a window of 10-20 intervals; a writer that
+#                 started again from nothing shows 1-3; the alternating interval and
+#                 the time the writer is down move it a little). The writer keeps its
+#                 state in /dev/shm (no --state-dir);
 #   rss           RssAnon (private memory) of the supervisor and every child, from
 #                 /proc/PID/status: after the warm-up (start), every 5 s, and after the
 #                 chaos (end, every child running again). Per role (supervisor, writer,

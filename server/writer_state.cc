@@ -59,9 +59,10 @@ void WriterState::recover(ingest::Pipeline& pipeline, uint64_t store_generation,
   counter(kStateRecoveryMs).store(r.elapsed_ms, std::memory_order_relaxed);
   counter(kStateRecoveredUnixMs).store(uint64_t(unix_ms()), std::memory_order_relaxed);
   if (r.checkpoint_seq || r.entries) {
-    log::info("state: recovered from {}: checkpoint {}, {} log entries replayed after it, at entry {}, in {} ms",
+    log::info("state: recovered from {}: checkpoint {}, {} log entries replayed after it, at entry {}, in {} ms "
+              "({} ms of CPU)",
               dir_->path(), r.checkpoint_seq ? std::to_string(r.checkpoint_seq) : "none", r.entries, r.last_seq,
-              r.elapsed_ms);
+              r.elapsed_ms, r.cpu_ms);
     // The state goes on under this configuration's settings from its next entry, as
     // after a reload; the entries replayed kept the ones they were made with.
     std::string change = settings_change(pipeline.aggregator().config(), options_.ingest.resolved());

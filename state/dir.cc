@@ -13,6 +13,7 @@
 #include <csignal>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <stdexcept>
 #include <thread>
 
@@ -204,8 +205,17 @@ std::string Dir::file(std::string_view prefix, uint64_t seq) const {
 
 // --- recovery ------------------------------------------------------------------------
 
+namespace {
+uint64_t thread_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1'000'000;
+}
+}  // namespace
+
 Recovery Dir::recover(const RestoreFn& restore, const ReplayFn& replay, const std::function<void()>& beat) {
   const auto start = std::chrono::steady_clock::now();
+  const uint64_t cpu_start = thread_cpu_ms();
   Recovery r;
   Listing l = list(path_);
   for (const std::string& t : l.temporaries) ::unlink((path_ + "/" + t).c_str());
@@ -351,6 +361,7 @@ Recovery Dir::recover(const RestoreFn& restore, const ReplayFn& replay, const st
   }
   r.elapsed_ms = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
+  r.cpu_ms = thread_cpu_ms() - cpu_start;
   return r;
 }
 

@@ -57,6 +57,7 @@ struct Recovery {
   uint64_t checkpoints_skipped = 0;
   std::vector<std::string> notes;  // one log line per cut or skipped file, saying why
   uint64_t elapsed_ms = 0;
+  uint64_t cpu_ms = 0;  // of the calling thread: what a loaded host's wall time hides
 };
 
 // Outcome of a checkpoint written on the thread, collected on the loop by poll().
