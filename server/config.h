@@ -49,6 +49,7 @@ struct Options {
   std::chrono::milliseconds lease{6000};
   std::string role = "auto";              // auto or follower (never leads)
   uint32_t checkpoint_every = 30;         // the leader checkpoints every N entries
+  int cluster_wait_replicas = -1;         // replicas that must have an entry before it is shown; -1: auto
 
   // The standalone node's state (state/state.h; a change needs a restart). state_dir
   // "": none given, and the writer keeps its state in default_state_dir() (shared

@@ -43,18 +43,22 @@ enum ServiceCounter : uint32_t {
   kClusterApplied = 21,     // log entries applied by this node (writer incarnation)
   kClusterRedisErrors = 22,
   kClusterCheckpointAgeS = 23,  // age of the newest checkpoint + 1; 0: none
+  kClusterDegraded = 24,        // 1 while Redis is unreachable: the last committed snapshot is served
+  kClusterReloads = 25,         // state reloads from a checkpoint (writer incarnation)
+  kClusterCannotFollow = 26,    // 1 while the node cannot follow the log (show cluster says why)
+  kClusterPendingDropped = 27,  // leader entries dropped past max_pending_bytes
   // The state dir (state/, server/writer_state.h): set by the writer.
-  kStateCheckpointUnixMs = 24,   // when the newest checkpoint was written, Unix ms; 0: none yet
-  kStateCheckpointBytes = 25,    // its size
-  kStateLogBytes = 26,           // the log files' size
-  kStateRecoveryEntries = 27,    // log entries the last recovery replayed after its checkpoint
-  kStateRecoveryMs = 28,         // how long it took (restore and replay, before the first publish)
-  kStateRecoveredUnixMs = 29,    // when it ended, Unix ms; 0: no writer recovered yet
-  kStateLogCuts = 30,            // log tails cut by recoveries (torn, damaged), all writers
-  kStateCheckpointsSkipped = 31, // checkpoints that did not read back, all writers
-  kStateWriteErrors = 32,        // failed appends and checkpoint writes (a full disk), all writers
-  kStateWriteFailing = 33,       // 1 from a failed write until a checkpoint is written again
-  kFirstFreeServiceCounter = 34,
+  kStateCheckpointUnixMs = 28,   // when the newest checkpoint was written, Unix ms; 0: none yet
+  kStateCheckpointBytes = 29,    // its size
+  kStateLogBytes = 30,           // the log files' size
+  kStateRecoveryEntries = 31,    // log entries the last recovery replayed after its checkpoint
+  kStateRecoveryMs = 32,         // how long it took (restore and replay, before the first publish)
+  kStateRecoveredUnixMs = 33,    // when it ended, Unix ms; 0: no writer recovered yet
+  kStateLogCuts = 34,            // log tails cut by recoveries (torn, damaged), all writers
+  kStateCheckpointsSkipped = 35, // checkpoints that did not read back, all writers
+  kStateWriteErrors = 36,        // failed appends and checkpoint writes (a full disk), all writers
+  kStateWriteFailing = 37,       // 1 from a failed write until a checkpoint is written again
+  kFirstFreeServiceCounter = 38,
 };
 
 // Reader::counter(i): per reader, relaxed; only the owning reader writes them.

@@ -49,7 +49,8 @@ void WriterState::recover(ingest::Pipeline& pipeline, uint64_t store_generation,
   state::Recovery r = dir_->recover(
       [&](std::string_view bytes) { pipeline.restore(bytes); },
       [&](uint64_t, std::string_view entry, std::string* error) {
-        return pipeline.replay_entry(entry, error) == ingest::Pipeline::EntryResult::applied;
+        // Applied without a build each: one build at the end (show_applied).
+        return pipeline.apply_entry(entry, error, false) == ingest::Pipeline::EntryResult::applied;
       },
       beat);
   for (const std::string& note : r.notes) log::warn("{}", note);
@@ -76,7 +77,7 @@ void WriterState::recover(ingest::Pipeline& pipeline, uint64_t store_generation,
   // Generations only grow: past the store's (a writer restart) and past every seq the
   // directory named, even one cut off.
   const uint64_t seq = std::max({r.last_seq, store_generation, r.highest_seq});
-  if (r.last_seq > store_generation) pipeline.publish_committed(r.last_seq);
+  if (r.last_seq > store_generation) pipeline.show_applied();
   if (seq != r.last_seq) pipeline.set_applied_seq(seq);
   // The log must continue the state; when it does not (a fresh directory at a later
   // generation, a cut, seqs skipped), a checkpoint now begins a log that does.

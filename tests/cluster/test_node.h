@@ -53,6 +53,7 @@ struct TestHost : cluster::Host {
     return Applied::applied;
   }
   std::string checkpoint() const override {
+    std::this_thread::sleep_for(checkpoint_delay);  // a large state's serialisation
     std::string bytes = "ckpt " + std::to_string(seq) + " " + std::to_string(digest) + "\n";
     for (size_t i = 0; i < pad; ++i) bytes += char((i * 2654435761u + seq) >> 7);
     return bytes;
@@ -115,6 +116,7 @@ struct TestHost : cluster::Host {
   std::FILE* record_to = nullptr;
   uint64_t block_at = 0;  // produce() of this seq first blocks the loop for block_for
   std::chrono::milliseconds block_for{0};
+  std::chrono::milliseconds checkpoint_delay{0};
   std::function<void()> before_block, after_block;
   uint64_t seq = 0, digest = 0;
   uint64_t published = 0;  // the newest seq the node said may be shown
