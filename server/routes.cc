@@ -358,8 +358,9 @@ void append_state_metrics(std::string& out, Help help, Line line, const shm::Sto
   line("telemetryd_state_log_bytes", {}, counter(kStateLogBytes));
   help("telemetryd_state_recovery_entries", "gauge", "Log entries the writer's last recovery replayed.");
   line("telemetryd_state_recovery_entries", {}, counter(kStateRecoveryEntries));
-  help("telemetryd_state_recovery_milliseconds", "gauge", "How long the writer's last recovery took.");
-  line("telemetryd_state_recovery_milliseconds", {}, counter(kStateRecoveryMs));
+  help("telemetryd_state_recovery_seconds", "gauge", "How long the writer's last recovery took.");
+  const uint64_t recovery_ms = counter(kStateRecoveryMs);
+  out.append(fmt::format("telemetryd_state_recovery_seconds {}.{:03}\n", recovery_ms / 1000, recovery_ms % 1000));
   help("telemetryd_state_log_cuts_total", "counter", "Log tails cut at recovery (torn or damaged).");
   line("telemetryd_state_log_cuts_total", {}, counter(kStateLogCuts));
   help("telemetryd_state_checkpoints_skipped_total", "counter", "Checkpoints that did not read back at recovery.");
