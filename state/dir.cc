@@ -221,10 +221,54 @@ Recovery Dir::recover(const RestoreFn& restore, const ReplayFn& replay, const st
   for (const std::string& t : l.temporaries) ::unlink((path_ + "/" + t).c_str());
   for (uint64_t s : l.checkpoints) r.highest_seq = std::max(r.highest_seq, s);
   for (uint64_t f : l.logs) r.highest_seq = std::max(r.highest_seq, f - 1);  // FIRST: the next one
+  restore_newest(l.checkpoints, restore, beat, r);
 
-  // The newest checkpoint that reads back whole and that restore() takes.
+  // The log after it, file by file, until the first thing that does not follow.
+  bool cut = false;
+  uint64_t last_file_end = 0;  // the seq the last file read ends at
+  for (size_t i = 0; i < l.logs.size(); ++i) {
+    const uint64_t first = l.logs[i];
+    const std::string name = file("log", first);
+    if (cut) {
+      r.notes.push_back(fmt::format("state: log file {} removed: it follows a cut", name));
+      ::unlink(name.c_str());
+      continue;
+    }
+    // Wholly behind the state (the next file starts at or before the entry it needs).
+    if (i + 1 < l.logs.size() && l.logs[i + 1] <= r.last_seq + 1) continue;
+    beat();
+    std::string why;
+    size_t good = 0;  // bytes of the file that stay
+    const uint64_t end = replay_file(name, first, replay, beat, r, &why, &good);
+    if (good > 0) last_file_end = end;  // its header was sound
+    if (why.empty()) continue;
+    cut = true;
+    ++r.log_cuts;
+    if (good <= kLogHeaderBytes) {
+      r.notes.push_back(fmt::format("state: log file {} removed: {}", name, why));
+      ::unlink(name.c_str());
+    } else {
+      r.notes.push_back(fmt::format("state: log file {} cut at byte {} (after entry {}): {}", name, good,
+                                    r.last_seq, why));
+      if (::truncate(name.c_str(), static_cast<off_t>(good)) != 0) {
+        r.notes.push_back(fmt::format("state: cannot truncate {}: {}", name, errno_text()));
+        last_file_end = UINT64_MAX;  // not to be appended to
+      }
+    }
+  }
+  open_tail(r, last_file_end);
+  r.elapsed_ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
+  r.cpu_ms = thread_cpu_ms() - cpu_start;
+  return r;
+}
+
+// The newest checkpoint that reads back whole and that restore() takes; the others
+// tried before it are removed.
+void Dir::restore_newest(const std::vector<uint64_t>& checkpoints, const RestoreFn& restore,
+                         const std::function<void()>& beat, Recovery& r) {
   std::string bytes, error;
-  for (auto it = l.checkpoints.rbegin(); it != l.checkpoints.rend(); ++it) {
+  for (auto it = checkpoints.rbegin(); it != checkpoints.rend(); ++it) {
     beat();
     const std::string name = file("checkpoint", *it);
     std::string why;
@@ -245,7 +289,9 @@ Recovery Dir::recover(const RestoreFn& restore, const ReplayFn& replay, const st
           restore(body);
           r.checkpoint_seq = *it;
           r.last_seq = *it;
-          break;
+          last_.checkpoint_seq = *it;
+          last_.checkpoint_bytes = bytes.size();
+          return;
         } catch (const std::exception& e) {
           why = e.what();
         }
@@ -255,90 +301,65 @@ Recovery Dir::recover(const RestoreFn& restore, const ReplayFn& replay, const st
     r.notes.push_back(fmt::format("state: checkpoint {} skipped and removed: {}", name, why));
     ::unlink(name.c_str());
   }
-  bytes.clear();
-  bytes.shrink_to_fit();
+}
 
-  // The log after it, file by file, until the first thing that does not follow.
-  bool cut = false;
-  uint64_t last_file_end = 0;  // the seq the last file read ends at
-  for (size_t i = 0; i < l.logs.size(); ++i) {
-    const uint64_t first = l.logs[i];
-    const std::string name = file("log", first);
-    if (cut) {
-      r.notes.push_back(fmt::format("state: log file {} removed: it follows a cut", name));
-      ::unlink(name.c_str());
-      continue;
-    }
-    // Wholly behind the state (the next file starts at or before the entry it needs).
-    if (i + 1 < l.logs.size() && l.logs[i + 1] <= r.last_seq + 1) continue;
-    beat();
-    std::string data;
-    size_t good = 0;  // bytes of the file that stay
-    std::string why;
-    if (!read_file(name, &data, &error)) {
-      why = error;
-    } else if (data.size() < kLogHeaderBytes || std::memcmp(data.data(), kLogMagic, 4) != 0) {
-      why = "not a telemetryd log (damaged or truncated header)";
-    } else if (uint32_t v = get_u32(data.data() + 4); v != kStateFormatVersion) {
-      why = fmt::format("state format version {}; this build reads version {}", v, kStateFormatVersion);
-    } else if (get_u64(data.data() + 8) != first) {
-      why = "its header names another first entry";
-    } else {
-      good = kLogHeaderBytes;
-      last_file_end = first - 1;
-      while (good < data.size()) {
-        if (data.size() - good < kFrameHeaderBytes) {
-          why = "a torn entry at its end";
-          break;
-        }
-        const char* h = data.data() + good;
-        uint64_t seq = get_u64(h), length = get_u64(h + 8), hash = get_u64(h + 16);
-        if (length > kMaxFrameBytes || length > data.size() - good - kFrameHeaderBytes) {
-          why = length > kMaxFrameBytes ? "a damaged entry length" : "a torn entry at its end";
-          break;
-        }
-        std::string_view entry(h + kFrameHeaderBytes, length);
-        if (hash != frame_hash(seq, length, entry)) {
-          why = fmt::format("entry {} damaged (hash mismatch)", seq);
-          break;
-        }
-        if (seq > r.last_seq + 1) {
-          why = fmt::format("a gap: entry {} follows {}", seq, r.last_seq);
-          break;
-        }
-        if (seq == r.last_seq + 1) {
-          std::string refused;
-          if (!replay(seq, entry, &refused)) {
-            why = fmt::format("entry {} refused: {}", seq, refused);
-            break;
-          }
-          r.last_seq = seq;
-          ++r.entries;
-          if (r.entries % 8 == 0) beat();
-        }
-        r.highest_seq = std::max(r.highest_seq, seq);
-        last_file_end = seq;
-        good += kFrameHeaderBytes + length;
-      }
-    }
-    if (why.empty()) continue;
-    cut = true;
-    ++r.log_cuts;
-    if (good <= kLogHeaderBytes) {
-      r.notes.push_back(fmt::format("state: log file {} removed: {}", name, why));
-      ::unlink(name.c_str());
-    } else {
-      r.notes.push_back(fmt::format("state: log file {} cut at byte {} (after entry {}): {}", name, good,
-                                    r.last_seq, why));
-      if (::truncate(name.c_str(), static_cast<off_t>(good)) != 0) {
-        r.notes.push_back(fmt::format("state: cannot truncate {}: {}", name, errno_text()));
-        last_file_end = UINT64_MAX;  // not to be appended to
-      }
-    }
+// Replays the entries of one log file that follow the state. Returns the seq the file's
+// whole entries end at; *why says what stopped it before its end ("" when nothing did),
+// *good how many of its bytes stay.
+uint64_t Dir::replay_file(const std::string& name, uint64_t first, const ReplayFn& replay,
+                          const std::function<void()>& beat, Recovery& r, std::string* why, size_t* good) {
+  std::string data, error;
+  if (!read_file(name, &data, &error)) {
+    *why = error;
+  } else if (data.size() < kLogHeaderBytes || std::memcmp(data.data(), kLogMagic, 4) != 0) {
+    *why = "not a telemetryd log (damaged or truncated header)";
+  } else if (uint32_t v = get_u32(data.data() + 4); v != kStateFormatVersion) {
+    *why = fmt::format("state format version {}; this build reads version {}", v, kStateFormatVersion);
+  } else if (get_u64(data.data() + 8) != first) {
+    *why = "its header names another first entry";
   }
+  if (!why->empty()) return 0;
+  uint64_t end = first - 1;
+  for (*good = kLogHeaderBytes; *good < data.size();) {
+    if (data.size() - *good < kFrameHeaderBytes) {
+      *why = "a torn entry at its end";
+      break;
+    }
+    const char* h = data.data() + *good;
+    uint64_t seq = get_u64(h), length = get_u64(h + 8), hash = get_u64(h + 16);
+    if (length > kMaxFrameBytes || length > data.size() - *good - kFrameHeaderBytes) {
+      *why = length > kMaxFrameBytes ? "a damaged entry length" : "a torn entry at its end";
+      break;
+    }
+    std::string_view entry(h + kFrameHeaderBytes, length);
+    if (hash != frame_hash(seq, length, entry)) {
+      *why = fmt::format("entry {} damaged (hash mismatch)", seq);
+      break;
+    }
+    if (seq > r.last_seq + 1) {
+      *why = fmt::format("a gap: entry {} follows {}", seq, r.last_seq);
+      break;
+    }
+    if (seq == r.last_seq + 1) {
+      std::string refused;
+      if (!replay(seq, entry, &refused)) {
+        *why = fmt::format("entry {} refused: {}", seq, refused);
+        break;
+      }
+      r.last_seq = seq;
+      ++r.entries;
+      if (r.entries % 8 == 0) beat();
+    }
+    r.highest_seq = std::max(r.highest_seq, seq);
+    end = seq;
+    *good += kFrameHeaderBytes + length;
+  }
+  return end;
+}
 
-  // Append to the last log file if it ends where the state does (after a cut too: the
-  // files after it are gone); else a checkpoint (the caller's) must begin a new one.
+// Appends go to the last log file if it ends where the state does (after a cut too: the
+// files after it are gone); else a checkpoint (the caller's) must begin a new one.
+void Dir::open_tail(const Recovery& r, uint64_t last_file_end) {
   log_end_ = r.last_seq;
   Listing now = list(path_);
   older_log_bytes_ = 0;
@@ -355,14 +376,6 @@ Recovery Dir::recover(const RestoreFn& restore, const ReplayFn& replay, const st
     std::string ignored;
     open_log(1, &ignored);  // a fresh state: the log from entry 1 needs no checkpoint
   }
-  if (r.checkpoint_seq) {
-    last_.checkpoint_seq = r.checkpoint_seq;
-    last_.checkpoint_bytes = file_size(file("checkpoint", r.checkpoint_seq));
-  }
-  r.elapsed_ms = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count());
-  r.cpu_ms = thread_cpu_ms() - cpu_start;
-  return r;
 }
 
 // --- the log ---------------------------------------------------------------------------

@@ -125,6 +125,11 @@ class Dir {
 
  private:
   struct Worker;
+  void restore_newest(const std::vector<uint64_t>& checkpoints, const RestoreFn& restore,
+                      const std::function<void()>& beat, Recovery& r);
+  uint64_t replay_file(const std::string& name, uint64_t first, const ReplayFn& replay,
+                       const std::function<void()>& beat, Recovery& r, std::string* why, size_t* good);
+  void open_tail(const Recovery& r, uint64_t last_file_end);
   bool open_log(uint64_t first, std::string* error);
   void trim();
   std::string file(std::string_view prefix, uint64_t seq) const;
