@@ -24,7 +24,7 @@
 #include <toml++/toml.h>
 
 #include "cluster/cluster.h"
-#include "server/log.h"
+#include "common/log.h"
 #include "shm/shm.h"
 #include "state/state.h"
 

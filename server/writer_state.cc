@@ -5,7 +5,7 @@
 #include <atomic>
 #include <chrono>
 
-#include "server/log.h"
+#include "common/log.h"
 #include "server/service.h"
 
 namespace server {
