@@ -376,3 +376,61 @@ TEST_CASE("many series: index growth / sorted build order / compaction") {
                        [](const shm::Record& x, const shm::Record& y) { return x.key < y.key; }));
   CHECK(agg.memory_bytes() > 0);
 }
+
+// Buckets of one sample are kept in a compact form and widen at their second sample; a
+// checkpoint spells every bucket out, and load() picks the form again. Whatever the
+// forms, the aggregates, the checkpoint and the snapshot must be the same.
+TEST_CASE("one-sample and wide buckets: aggregates and checkpoints agree across save and load") {
+  Aggregator a(small_config());
+  auto apply = [](Aggregator& agg, double value, int64_t ts) {
+    Batch b;
+    b.add("m", {{"k", "v"}}, value, ts);
+    b.add("c_total", {{"k", "v"}}, value < 0 ? 1 : value, ts);  // a gauge and a counter
+    REQUIRE(agg.apply(0, b.view(), ts).accepted == 2);
+  };
+  // Interval 0: -0.0 alone (a sum from 0 holds +0.0). Interval 1: three samples.
+  // Interval 2: one, which widens after the load.
+  apply(a, -0.0, kT0 + kSec / 4);
+  apply(a, 5, kT0 + kSec + kSec / 4);
+  apply(a, -2, kT0 + kSec + kSec / 2);
+  apply(a, 5, kT0 + kSec + 3 * kSec / 4);
+  apply(a, 7.5, kT0 + 2 * kSec + kSec / 4);
+  std::string saved;
+  a.save(saved);
+  Aggregator b(small_config());
+  b.load(saved);
+  std::string again;
+  b.save(again);
+  CHECK(again == saved);
+  apply(a, 9, kT0 + 2 * kSec + kSec / 2);
+  apply(b, 9, kT0 + 2 * kSec + kSec / 2);
+  const std::string key = make_series_key("m", std::vector<Label>{{"k", "v"}});
+  auto got = b.series(key), want = a.series(key);
+  REQUIRE(got.has_value());
+  REQUIRE(want.has_value());
+  CHECK(want->count == 6);
+  CHECK(want->sum == 24.5);
+  CHECK(want->min == -2);
+  CHECK(want->max == 9);
+  CHECK(std::signbit(want->first));
+  CHECK(want->last == 9);
+  CHECK(got->count == want->count);
+  CHECK(got->sum == want->sum);
+  CHECK(got->p50 == want->p50);
+  CHECK(got->p99 == want->p99);
+  std::string saved_a, saved_b;
+  a.save(saved_a);
+  b.save(saved_b);
+  CHECK(saved_a == saved_b);
+  shm::SnapshotBuilder ba, bb;
+  a.build(ba, kT0 + 3 * kSec);
+  b.build(bb, kT0 + 3 * kSec);
+  CHECK(ba.serialize(1, 0) == bb.serialize(1, 0));
+  // The window slides past the three-sample interval: its bins go with it.
+  a.build(ba, kT0 + 12 * kSec + kSec / 3);
+  auto left = a.series(key);
+  REQUIRE(left.has_value());
+  CHECK(left->count == 2);
+  CHECK(left->min == 7.5);
+  CHECK(left->p50 == Approx(7.5).epsilon(0.01));
+}
