@@ -28,6 +28,7 @@
 
 #include "ingest/ingest.h"
 #include "ingest/internal.h"
+#include "ingest/ordered_chunks.h"
 #include "ingest/prometheus.h"
 #include "ingest/render.h"
 #include "ingest/sketch.h"
@@ -263,6 +264,13 @@ struct SavedBucket {
   uint64_t bins;
 };
 
+// aggregate()'s working space: one per thread that calls it.
+struct AggregateScratch {
+  std::vector<SketchBin> bins;      // the series' sketch bins, sorted, equal keys merged
+  std::vector<BoundCount> bounds;   // a histogram's buckets
+  std::string key;                  // a histogram's NAME_sum key
+};
+
 // What build() gathers per metric while it walks the series: the rollup, the merged
 // sketch, the "series" array and the records' ids. Kept across builds for their
 // capacity (tens of megabytes at a million series).
@@ -285,6 +293,24 @@ struct MetricBuild {
   }
 };
 
+// Series bodies rendered by build()'s threads, in key order, for the building thread to
+// add: each series' body then its key as a JSON string in text, its sorted sketch bins
+// and a histogram's bucket counts, each series' ends recorded.
+constexpr size_t kBuildChunk = 512;  // series per chunk
+struct RenderedSeries {
+  Aggregate agg;
+  uint32_t metric;
+  uint32_t body_end, key_end, bins_end, bounds_end;
+};
+struct RenderChunk {
+  std::string text;
+  std::vector<RenderedSeries> series;
+  std::vector<SketchBin> bins;
+  std::vector<BoundCount> bounds;
+  AggregateScratch scratch;  // the producer's (one at a time per chunk slot)
+  std::string key_json;
+};
+
 }  // namespace
 
 struct Aggregator::Impl {
@@ -304,8 +330,7 @@ struct Aggregator::Impl {
   // Scratch, kept to avoid allocating per sample or per series.
   std::string key_buf;
   std::vector<Label> merged;
-  std::vector<SketchBin> bin_scratch;
-  std::vector<BoundCount> bound_scratch;  // a histogram's buckets, from aggregate()
+  AggregateScratch scratch;  // of aggregate() outside build()
   std::vector<Label> histogram_labels;
   std::string histogram_key;
   // Kept across builds: at a million series these are tens of megabytes that would
@@ -313,7 +338,7 @@ struct Aggregator::Impl {
   std::vector<uint32_t> all_records;  // scratch of build(), kept for its capacity
   std::vector<MetricBuild> metric_builds;
   std::string record_keys[16];  // "s:" + key of series n .. n + 8 in build(), by n % 16
-  std::string key_json;
+  std::vector<RenderChunk> render_slots;
   std::string body;
   size_t last_build_bytes = 0;        // key + value bytes of the last build
   std::vector<SavedBucket> saved_scratch;  // load(): one series' buckets as saved
@@ -321,6 +346,8 @@ struct Aggregator::Impl {
   void set_config(const Config& c);
   std::span<const Label> sorted_labels(const Sample& s);
   uint32_t* find_slot(uint64_t hash, std::string_view key);
+  // The series of that key, or kNoSeries.
+  uint32_t lookup(uint64_t hash, std::string_view key) const;
   void grow_slots();
   uint32_t create(uint64_t hash, std::string_view key, std::string_view metric,
                   std::string_view suffix, uint32_t source, SampleKind kind);
@@ -331,10 +358,13 @@ struct Aggregator::Impl {
   void trim(SeriesState& st, int64_t cutoff);
   void compact(const std::vector<bool>& dead);
   void merge_fresh();
-  // Fills bin_scratch with its sorted bins, or for a histogram bound_scratch with its
-  // buckets' increases.
-  Aggregate aggregate(const SeriesState& st);
-  Aggregate histogram_aggregate(const SeriesState& h);
+  // Fills s.bins with its sorted bins, or for a histogram s.bounds with its buckets'
+  // increases. Reads only: build()'s threads call it at once.
+  Aggregate aggregate(const SeriesState& st, AggregateScratch& s) const;
+  Aggregate histogram_aggregate(const SeriesState& h, AggregateScratch& s) const;
+  // Renders series order[begin, end) into chunk (build()'s producers, at once).
+  void render_chunk(size_t begin, size_t end, RenderChunk& chunk, double window_s,
+                    int64_t now_ns) const;
   // The rollup's quantiles, from the merged sketch or, for histograms, the merged buckets.
   static void finish_rollup(MetricBuild& ms);
 };
@@ -358,6 +388,16 @@ void Aggregator::Impl::set_config(const Config& c) {
 
 std::span<const Label> Aggregator::Impl::sorted_labels(const Sample& s) {
   return sorted_sample_labels(s, merged);
+}
+
+uint32_t Aggregator::Impl::lookup(uint64_t hash, std::string_view key) const {
+  size_t mask = slots.size() - 1;
+  for (size_t i = hash & mask;; i = (i + 1) & mask) {
+    uint32_t s = slots[i];
+    if (s == 0) return kNoSeries;
+    const SeriesState& st = series[s - 1];
+    if (st.hash == hash && st.key == key) return s - 1;
+  }
 }
 
 uint32_t* Aggregator::Impl::find_slot(uint64_t hash, std::string_view key) {
@@ -572,12 +612,13 @@ void Aggregator::Impl::merge_fresh() {
   fresh.clear();
 }
 
-Aggregate Aggregator::Impl::aggregate(const SeriesState& st) {
-  if (st.kind == SampleKind::histogram) return histogram_aggregate(st);
+Aggregate Aggregator::Impl::aggregate(const SeriesState& st, AggregateScratch& s) const {
+  if (st.kind == SampleKind::histogram) return histogram_aggregate(st, s);
   Aggregate a;
   a.kind = st.kind;
+  std::vector<SketchBin>& bin_scratch = s.bins;
   bin_scratch.clear();
-  bound_scratch.clear();
+  s.bounds.clear();
   if (st.buckets.empty()) return a;
   if (counts_up(st.kind)) a.resets = resets_in_window(st);
   const Bucket& front = st.buckets.front();
@@ -626,12 +667,14 @@ Aggregate Aggregator::Impl::aggregate(const SeriesState& st) {
 // A histogram over the window: count is the observations made in it (the +Inf bucket's
 // increase), sum the increase of NAME_sum, the quantiles estimated from each bucket's
 // increase; min, max, first and last are unknown (NaN, rendered null).
-Aggregate Aggregator::Impl::histogram_aggregate(const SeriesState& h) {
+Aggregate Aggregator::Impl::histogram_aggregate(const SeriesState& h,
+                                                AggregateScratch& s) const {
   Aggregate a;
   a.kind = SampleKind::histogram;
   a.sum = a.min = a.max = a.first = a.last = kNaN;
   a.p50 = a.p90 = a.p99 = kNaN;
-  bin_scratch.clear();
+  s.bins.clear();
+  std::vector<BoundCount>& bound_scratch = s.bounds;
   bound_scratch.clear();
   if (!h.extra || h.extra->bounds.empty()) return a;
   for (const Bound& b : h.extra->bounds) {
@@ -648,11 +691,45 @@ Aggregate Aggregator::Impl::histogram_aggregate(const SeriesState& h) {
   a.count = static_cast<uint64_t>(std::llround(std::max(0.0, bound_scratch.back().count)));
   // NAME_sum: the histogram's key with "_sum" after the name.
   const std::string& name = metric_names[h.metric];
-  key_buf.assign(name).append("_sum").append(h.key, name.size());
-  if (uint32_t slot = *find_slot(hash_key(key_buf), key_buf))
-    a.sum = window_increase(series[slot - 1]);
+  s.key.assign(name).append("_sum").append(h.key, name.size());
+  if (uint32_t sum = lookup(hash_key(s.key), s.key); sum != kNoSeries)
+    a.sum = window_increase(series[sum]);
   set_bucket_quantiles(a, bound_scratch);
   return a;
+}
+
+void Aggregator::Impl::render_chunk(size_t begin, size_t end, RenderChunk& chunk,
+                                    double window_s, int64_t now_ns) const {
+  chunk.text.clear();
+  chunk.series.clear();
+  chunk.bins.clear();
+  chunk.bounds.clear();
+  // Key order is not creation order: each series is a few random loads (its state, then
+  // its key and buckets), fetched in that order a few series ahead.
+  const size_t count = order.size();
+  for (size_t n = begin; n < end; ++n) {
+    if (n + 24 < count) __builtin_prefetch(&series[order[n + 24]]);
+    if (n + 16 < count) {
+      const SeriesState& p = series[order[n + 16]];
+      __builtin_prefetch(p.key.data());
+      __builtin_prefetch(p.buckets.data());
+    }
+    const SeriesState& st = series[order[n]];
+    Aggregate a = aggregate(st, chunk.scratch);
+    chunk.key_json.clear();
+    append_json_string(chunk.key_json, st.key);
+    render_series(chunk.text, st.key, chunk.key_json, metric_builds[st.metric].name_json, a,
+                  window_s, now_ns - st.last_seen >= stale_ns);
+    const auto body_end = static_cast<uint32_t>(chunk.text.size());
+    chunk.text += chunk.key_json;
+    chunk.bins.insert(chunk.bins.end(), chunk.scratch.bins.begin(), chunk.scratch.bins.end());
+    chunk.bounds.insert(chunk.bounds.end(), chunk.scratch.bounds.begin(),
+                        chunk.scratch.bounds.end());
+    chunk.series.push_back(RenderedSeries{a, st.metric, body_end,
+                                          static_cast<uint32_t>(chunk.text.size()),
+                                          static_cast<uint32_t>(chunk.bins.size()),
+                                          static_cast<uint32_t>(chunk.bounds.size())});
+  }
 }
 
 void Aggregator::Impl::finish_rollup(MetricBuild& ms) {
@@ -808,11 +885,11 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   all_records.clear();
   all_records.reserve(m.series.size());
 
-  std::string& body = m.body;
-  std::string& key_json = m.key_json;
-  // Key order is not creation order: each series is a few random loads (its state, then
-  // its key, buckets and bins, then the builder's table slot for its record), fetched
-  // in that order, 8 series apart, like apply() does.
+  // The series in key order, in chunks: their aggregates and bodies rendered by the
+  // build's threads (render_chunk), then added to the builder, listed and folded into
+  // their metric's rollup here, chunk after chunk in key order, so that the bytes do
+  // not depend on the thread count. Adding is a few random loads per series (the
+  // builder's table slot for its record): prefetched 8 series ahead.
   const size_t count = m.order.size();
   uint64_t record_hash[16];  // their hashes, from builder.prefetch()
   auto prefetch_record = [&](size_t j) {
@@ -821,33 +898,37 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
     record_hash[j % 16] = builder.prefetch(record);
   };
   for (size_t j = 0; j < std::min<size_t>(8, count); ++j) prefetch_record(j);
-  for (size_t n = 0; n < count; ++n) {
-    if (n + 24 < count) __builtin_prefetch(&m.series[m.order[n + 24]]);
-    if (n + 16 < count) {
-      const SeriesState& p = m.series[m.order[n + 16]];
-      __builtin_prefetch(p.key.data());
-      __builtin_prefetch(p.buckets.data());
+  size_t n = 0;
+  auto consume = [&](size_t, const RenderChunk& chunk) {
+    uint32_t text_at = 0, bins_at = 0, bounds_at = 0;
+    for (const RenderedSeries& r : chunk.series) {
+      if (n + 8 < count) prefetch_record(n + 8);
+      std::string_view body(chunk.text.data() + text_at, r.body_end - text_at);
+      std::string_view key_json(chunk.text.data() + r.body_end, r.key_end - r.body_end);
+      uint32_t id = builder.add(m.record_keys[n % 16], body, record_hash[n % 16]);
+      all_records.push_back(id);
+      MetricBuild& ms = metrics[r.metric];
+      ms.keys.add(key_json);
+      ms.records.push_back(id);
+      fold(ms.agg, r.agg);
+      for (uint32_t k = bins_at; k < r.bins_end; ++k)
+        ms.sketch.add_key(chunk.bins[k].key, chunk.bins[k].count);
+      if (r.agg.count)
+        merge_bounds(ms.bounds, &ms.bounds_differ,
+                     std::span<const BoundCount>(chunk.bounds).subspan(bounds_at, r.bounds_end - bounds_at));
+      if (prom_series) series_aggs.push_back(r.agg);
+      text_at = r.key_end;
+      bins_at = r.bins_end;
+      bounds_at = r.bounds_end;
+      ++n;
     }
-    if (n + 8 < count) prefetch_record(n + 8);
-    const uint32_t index = m.order[n];
-    const SeriesState& st = m.series[index];
-    Aggregate a = m.aggregate(st);
-    MetricBuild& ms = metrics[st.metric];
-    key_json.clear();
-    append_json_string(key_json, st.key);
-    body.clear();
-    render_series(body, st.key, key_json, ms.name_json, a, window_s,
-                  now_ns - st.last_seen >= m.stale_ns);
-    uint32_t id = builder.add(m.record_keys[n % 16], body, record_hash[n % 16]);
-    all_records.push_back(id);
-
-    ms.keys.add(key_json);
-    ms.records.push_back(id);
-    fold(ms.agg, a);
-    for (const SketchBin& b : m.bin_scratch) ms.sketch.add_key(b.key, b.count);
-    if (a.count) merge_bounds(ms.bounds, &ms.bounds_differ, m.bound_scratch);
-    if (prom_series) series_aggs.push_back(a);
-  }
+  };
+  auto produce = [&](size_t c, RenderChunk& chunk) {
+    m.render_chunk(c * kBuildChunk, std::min(count, (c + 1) * kBuildChunk), chunk, window_s,
+                   now_ns);
+  };
+  run_ordered_chunks((count + kBuildChunk - 1) / kBuildChunk, m.config.writer_threads,
+                     m.render_slots, produce, consume);
   builder.add_list(kSeriesList, std::span<const uint32_t>(all_records));
 
   std::vector<uint32_t> metric_order;
@@ -856,6 +937,7 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   std::sort(metric_order.begin(), metric_order.end(),
             [&](uint32_t a, uint32_t b) { return m.metric_names[a] < m.metric_names[b]; });
 
+  std::string& body = m.body;
   std::vector<MetricCount> counts;
   std::vector<PromMetric> prom_metrics;
   std::string name;
@@ -900,9 +982,9 @@ size_t Aggregator::series_count(uint32_t source) const {
 }
 
 std::optional<Aggregate> Aggregator::series(std::string_view key) const {
-  uint32_t slot = *impl_->find_slot(hash_key(key), key);
-  if (!slot) return std::nullopt;
-  return impl_->aggregate(impl_->series[slot - 1]);
+  uint32_t index = impl_->lookup(hash_key(key), key);
+  if (index == kNoSeries) return std::nullopt;
+  return impl_->aggregate(impl_->series[index], impl_->scratch);
 }
 
 std::optional<Aggregate> Aggregator::metric(std::string_view name) const {
@@ -914,10 +996,10 @@ std::optional<Aggregate> Aggregator::metric(std::string_view name) const {
   for (const SeriesState& st : m.series) {
     if (st.metric != it->second) continue;
     any = true;
-    Aggregate a = m.aggregate(st);
+    Aggregate a = m.aggregate(st, m.scratch);
     fold(ms.agg, a);
-    for (const SketchBin& b : m.bin_scratch) ms.sketch.add_key(b.key, b.count);
-    if (a.count) merge_bounds(ms.bounds, &ms.bounds_differ, m.bound_scratch);
+    for (const SketchBin& b : m.scratch.bins) ms.sketch.add_key(b.key, b.count);
+    if (a.count) merge_bounds(ms.bounds, &ms.bounds_differ, m.scratch.bounds);
   }
   if (!any) return std::nullopt;
   m.finish_rollup(ms);

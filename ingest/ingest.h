@@ -51,6 +51,8 @@ inline constexpr int64_t kMaxFutureNs = 300'000'000'000;  // samples > 5 min ahe
 inline constexpr size_t kMaxResponseHeaderBytes = 64 * 1024;  // an upstream's status + headers
 inline constexpr size_t kMaxLineBytes = 64 * 1024;  // a line of a Prometheus text body
 inline constexpr std::string_view kDefaultSource = "synthetic://";
+inline constexpr size_t kMaxDefaultWriterThreads = 8;
+inline constexpr size_t kMaxWriterThreads = 64;
 
 // ---------------------------------------------------------------------------------
 // Configuration
@@ -74,6 +76,11 @@ struct Config {
   size_t max_series_per_source = 1'000'000;
   size_t max_series = 1'000'000;
   size_t prom_series_limit = 10'000;  // per-series Prometheus gauges only below this
+  // Threads that render the series bodies of a build (Aggregator::build); 0: the
+  // machine's cores, at most kMaxDefaultWriterThreads. The snapshot's bytes are the same
+  // whatever the count. A setting of this node, never replicated.
+  size_t writer_threads = 0;
+
 
   // The defaults filled in (sources, stale_after, expire_after) and every value
   // checked. Throws std::invalid_argument with the offending setting's name.

@@ -73,14 +73,16 @@ struct Phase {
 int main(int argc, char** argv) {
   size_t series = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 1'000'000;
   int ticks = argc > 2 ? std::atoi(argv[2]) : 5;
+  size_t threads = argc > 3 ? std::strtoul(argv[3], nullptr, 10) : 0;
   if (series < 100 || ticks < 1) {
-    fmt::print(stderr, "usage: bench_writer [series>=100] [ticks>=1]\n");
+    fmt::print(stderr, "usage: bench_writer [series>=100] [ticks>=1] [threads, 0: default]\n");
     return 2;
   }
   Config config;
   config.interval = std::chrono::milliseconds(2000);
   config.window = std::chrono::milliseconds(60000);
   config.max_series = config.max_series_per_source = series;
+  config.writer_threads = threads;
   config = config.resolved();
   const std::string url = fmt::format("synthetic://?hosts={}&metrics=100", series / 100);
   SyntheticSource source(url);
@@ -131,7 +133,8 @@ int main(int argc, char** argv) {
   const double scale = n / 1e6;  // targets are for a million series
   auto ratio = [](double v, double target) { return fmt::format("{:.2f}x target", v / target); };
   fmt::print("bench_writer: {} series (synthetic hosts={} metrics=100), 2 s ticks, 60 s window full, "
-             "{} ticks measured\n", series, series / 100, ticks);
+             "{} ticks measured, writer_threads {}\n", series, series / 100, ticks,
+             config.writer_threads);
   fmt::print("  writer CPU per tick    {:8.1f} ms  (apply {:.1f}, build {:.1f}, serialize {:.1f})  "
              "target <= {:.0f} ms: {}\n",
              median(total.cpu) * 1e3, median(apply.cpu) * 1e3, median(build.cpu) * 1e3,

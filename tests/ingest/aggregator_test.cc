@@ -434,3 +434,48 @@ TEST_CASE("one-sample and wide buckets: aggregates and checkpoints agree across 
   CHECK(left->min == 7.5);
   CHECK(left->p50 == Approx(7.5).epsilon(0.01));
 }
+
+// The build renders series bodies on writer_threads threads; a cluster's nodes compare
+// snapshots byte for byte, so the bytes must not depend on the count.
+TEST_CASE("build: the same state gives the same snapshot bytes whatever writer_threads") {
+  // Gauges, counters with resets and histograms, several chunks of series, buckets of
+  // one sample and of several (ticks every 0.5 s of 1 s intervals, some series skipped).
+  auto body = [](int tick) {
+    std::string out = "# TYPE g gauge\n";
+    for (int i = 0; i < 1500; ++i)
+      if (tick % 2 == 0 || i % 3 == 0)
+        fmt::format_to(std::back_inserter(out), "g{{h=\"{}\"}} {}\n", i, (i * 37 + tick * 11) % 101 - 50.5);
+    out += "# TYPE c counter\n";
+    for (int i = 0; i < 1500; ++i)
+      fmt::format_to(std::back_inserter(out), "c_total{{h=\"{}\"}} {}\n", i, (i + tick * 7) % 40);
+    out += "# TYPE rq histogram\n";
+    for (int i = 0; i < 200; ++i) {
+      double base = tick * (i % 5 + 1);
+      fmt::format_to(std::back_inserter(out),
+                     "rq_bucket{{h=\"{0}\",le=\"0.1\"}} {1}\nrq_bucket{{h=\"{0}\",le=\"1\"}} {2}\n"
+                     "rq_bucket{{h=\"{0}\",le=\"+Inf\"}} {3}\nrq_sum{{h=\"{0}\"}} {4}\n"
+                     "rq_count{{h=\"{0}\"}} {3}\n",
+                     i, base, base * 2, base * 3, base * 0.7);
+    }
+    return out;
+  };
+  std::vector<std::vector<std::byte>> snapshots;
+  for (size_t threads : {1, 2, 3, 5}) {
+    Config config = small_config();
+    config.writer_threads = threads;
+    Aggregator agg(config);
+    Parser parser;
+    shm::SnapshotBuilder builder;
+    int64_t now = kT0;
+    for (int tick = 0; tick < 30; ++tick) {
+      now += kSec / 2;
+      ParseResult r = parser.parse(body(tick), "text/plain; version=0.0.4");
+      REQUIRE(r.ok);
+      agg.apply(0, parser.samples(), now);
+      agg.build(builder, now);
+    }
+    REQUIRE(agg.series_count() > 4 * 512);  // several chunks
+    snapshots.push_back(builder.serialize(1, 0));
+  }
+  for (size_t i = 1; i < snapshots.size(); ++i) CHECK(snapshots[i] == snapshots[0]);
+}
