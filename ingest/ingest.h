@@ -139,7 +139,7 @@ inline constexpr std::string_view kPrometheusMarker = "format=prometheus";
 struct Sample {
   std::string_view metric;
   // "" or, for histograms, "_bucket" / "_sum" / "_count", metric being the family's
-  // name (OTLP histograms are mapped to the same, ingest/otlp_points.h).
+  // name (OTLP histograms are mapped to the same, ingest/format/otlp_points.h).
   std::string_view suffix;
   std::span<const Label> labels;
   std::span<const Label> resource_labels;  // OTLP resource attributes; empty for native

@@ -11,7 +11,7 @@
 
 #include "cluster/cluster.h"
 #include "ingest/ingest.h"
-#include "ingest/otlp_receiver.h"
+#include "ingest/source/otlp_receiver.h"
 #include "server/cluster_status.h"
 #include "server/log.h"
 #include "server/service.h"

@@ -29,8 +29,8 @@
 #include <fmt/format.h>
 
 #include "ingest/ingest.h"
-#include "ingest/replica.h"
-#include "ingest/synthetic.h"
+#include "ingest/replica/replica.h"
+#include "ingest/source/synthetic.h"
 
 using namespace ingest;
 

@@ -26,13 +26,13 @@
 #include <limits>
 #include <unordered_map>
 
+#include "ingest/format/prometheus.h"
 #include "ingest/ingest.h"
 #include "ingest/internal.h"
-#include "ingest/ordered_chunks.h"
-#include "ingest/prometheus.h"
-#include "ingest/render.h"
-#include "ingest/sketch.h"
-#include "ingest/wire.h"
+#include "ingest/replica/wire.h"
+#include "ingest/window/ordered_chunks.h"
+#include "ingest/window/render.h"
+#include "ingest/window/sketch.h"
 
 namespace ingest {
 

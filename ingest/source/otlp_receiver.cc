@@ -7,7 +7,7 @@
 // through the same apply -> build -> publish path as fetched ones. The batch is bounded
 // (max_pending samples); a request that does not fit is answered 503 with Retry-After,
 // and the client retries after the next tick has emptied it.
-#include "ingest/otlp_receiver.h"
+#include "ingest/source/otlp_receiver.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -27,12 +27,12 @@
 
 #include <fmt/format.h>
 
-#include "ingest/delta_totals.h"
-#include "ingest/gunzip.h"
+#include "ingest/format/otlp_proto.h"
 #include "ingest/internal.h"
+#include "ingest/source/gunzip.h"
+#include "ingest/window/delta_totals.h"
 #include "otlp/metrics_service.pb.h"
 #include "otlp/status.pb.h"
-#include "ingest/otlp_proto.h"
 
 namespace ingest {
 

@@ -1,5 +1,5 @@
 // delta_totals.cc: delta points -> running totals (see delta_totals.h).
-#include "ingest/delta_totals.h"
+#include "ingest/window/delta_totals.h"
 
 namespace ingest {
 
