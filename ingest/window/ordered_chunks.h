@@ -18,7 +18,8 @@ namespace ingest {
 // while the calling thread consumes: a producer waits for its slot's previous chunk to
 // be consumed, the consumer for its chunk to be produced (C++20 atomic wait: blocked,
 // not spinning). produce() runs on the threads and must touch nothing that another
-// produce() or consume() writes; it must not throw (a throw ends the process).
+// produce() or consume() writes; it must not throw (a throw ends the process). A throw
+// from consume() stops the producers and reaches the caller once they have stopped.
 template <typename Slot, typename Produce, typename Consume>
 void run_ordered_chunks(size_t count, size_t threads, std::vector<Slot>& slots,
                         Produce&& produce, Consume&& consume) {
@@ -62,7 +63,17 @@ void run_ordered_chunks(size_t count, size_t threads, std::vector<Slot>& slots,
     for (size_t got = r.load(std::memory_order_acquire); got != c + 1;
          got = r.load(std::memory_order_acquire))
       r.wait(got, std::memory_order_acquire);
-    consume(c, slots[c % n_slots]);
+    try {
+      consume(c, slots[c % n_slots]);
+    } catch (...) {
+      // No chunk is claimed any more, and a producer waiting for its slot is let go
+      // (it fills a slot nobody reads): the pool can be joined.
+      next.store(count, std::memory_order_relaxed);
+      consumed.store(count + n_slots, std::memory_order_release);
+      consumed.notify_all();
+      pool.clear();
+      throw;
+    }
     consumed.store(c + 1, std::memory_order_release);
     consumed.notify_all();
   }

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "ingest/ingest.h"
+#include "ingest/window/ordered_chunks.h"
 #include "test_util.h"
 
 using namespace ingest;
@@ -478,4 +479,27 @@ TEST_CASE("build: the same state gives the same snapshot bytes whatever writer_t
     snapshots.push_back(builder.serialize(1, 0));
   }
   for (size_t i = 1; i < snapshots.size(); ++i) CHECK(snapshots[i] == snapshots[0]);
+}
+
+TEST_CASE("ordered chunks: consumed in order on any thread count - a consumer's throw stops the producers") {
+  for (size_t threads : {1, 2, 3, 8}) {
+    std::vector<size_t> slots, seen;
+    run_ordered_chunks(
+        100, threads, slots, [](size_t c, size_t& slot) { slot = c * 3; },
+        [&](size_t c, const size_t& slot) {
+          CHECK(slot == c * 3);
+          seen.push_back(c);
+        });
+    CHECK(seen.size() == 100);
+    CHECK(std::is_sorted(seen.begin(), seen.end()));
+    seen.clear();
+    CHECK_THROWS_AS(run_ordered_chunks(
+                        100, threads, slots, [](size_t c, size_t& slot) { slot = c; },
+                        [&](size_t c, const size_t&) {
+                          if (c == 37) throw std::runtime_error("consumer failed");
+                          seen.push_back(c);
+                        }),
+                    std::runtime_error);
+    CHECK(seen.size() == 37);
+  }
 }
