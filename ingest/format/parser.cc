@@ -22,7 +22,7 @@
 
 #include "ingest/format/otlp_points.h"
 #include "ingest/format/prometheus.h"
-#include "ingest/ingest.h"
+#include "ingest/format/format.h"
 #include "ingest/internal.h"
 
 namespace ingest {

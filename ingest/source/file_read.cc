@@ -26,7 +26,7 @@
 
 #include <fmt/format.h>
 
-#include "ingest/ingest.h"
+#include "ingest/source/source.h"
 #include "shm/shm.h"
 
 namespace ingest {

@@ -27,7 +27,7 @@
 #include <unordered_map>
 
 #include "ingest/format/prometheus.h"
-#include "ingest/ingest.h"
+#include "ingest/window/window.h"
 #include "ingest/internal.h"
 #include "ingest/replica/wire.h"
 #include "ingest/window/ordered_chunks.h"
