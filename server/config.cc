@@ -127,6 +127,11 @@ const std::vector<Setting>& settings() {
        ingest_count("max-series-per-source", &ingest::Config::max_series_per_source)},
       {"prom-series-limit", Kind::value, "/metrics lists per-series gauges only below this many series",
        ingest_count("prom-series-limit", &ingest::Config::prom_series_limit)},
+      {"writer-threads", Kind::value,
+       "threads that render a snapshot's series bodies (default: cores, at most 8; same bytes whatever the count)",
+       [](Options& o, const Values& v) {
+         o.ingest.writer_threads = parse_count("writer-threads", v.back(), 1, ingest::kMaxWriterThreads);
+       }},
       {"otlp-listen", Kind::value, "serve OTLP/HTTP metrics pushes (POST /v1/metrics) on HOST:PORT (default off)",
        text(&Options::otlp_listen)},
       {"otlp-max-body", Kind::value, "largest OTLP request body, as received and once decompressed (default 4 MiB)",
