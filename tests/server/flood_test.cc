@@ -184,7 +184,7 @@ pid_t fork_reader(Site& site, uint32_t slot, const std::function<void(server::Re
       auto store = shm::Store::open(site.name);
       server::ReaderOptions o = site.options(slot);
       if (before) before(o);
-      rc = server::run_reader(*store, o);
+      rc = server::run_reader(*store, test_server::with_engine(o));
     } catch (...) {
     }
     _exit(rc);
@@ -326,7 +326,7 @@ TEST_CASE("the connection limit is capped by RLIMIT_NOFILE, whose soft limit run
       shm::Reader reader(*store, 2);
       event_base* base = event_base_new();
       {
-        server::HttpServer s(base, reader, *store, site.options(2));  // max_connections 10000
+        server::HttpServer s(base, reader, *store, test_server::with_engine(site.options(2)));  // max_connections 10000
         rc = s.connection_limit() < hard && s.connection_limit() + 64 >= hard ? 0 : 4;  // a few kept back
       }
       event_base_free(base);
@@ -356,7 +356,7 @@ TEST_CASE("out of descriptors: the reader backs off accept without spinning, ser
       shm::Reader reader(*store, 1);
       event_base* base = event_base_new();
       {
-        server::HttpServer s(base, reader, *store, site.options(1));
+        server::HttpServer s(base, reader, *store, test_server::with_engine(site.options(1)));
         event* term = evsignal_new(
             base, SIGTERM, [](evutil_socket_t, short, void* p) { static_cast<server::HttpServer*>(p)->shutdown(); },
             &s);

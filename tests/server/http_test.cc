@@ -847,7 +847,7 @@ TEST_CASE("run_reader in a forked child: serves, then exits 0 on SIGTERM", "[ser
       server::ReaderOptions o;
       o.listen_fd = lfd;
       o.slot = 2;
-      rc = server::run_reader(*child_store, o);
+      rc = server::run_reader(*child_store, test_server::with_engine(o));
     } catch (...) {
     }
     _exit(rc);
@@ -879,7 +879,7 @@ TEST_CASE("two readers on one listening socket share the connections", "[server]
     shm::Reader reader(*f.store, o.slot);
     event_base* base = event_base_new();
     {
-      server::HttpServer server(base, reader, *f.store, o);
+      server::HttpServer server(base, reader, *f.store, test_server::with_engine(o));
       event* stop_ev = event_new(
           base, stop2[0], EV_READ, [](evutil_socket_t, short, void* s) { static_cast<server::HttpServer*>(s)->shutdown(); },
           &server);
