@@ -103,7 +103,6 @@ void HttpServer::Impl::start() {
   if (opt.heartbeat_every.count() <= 0) tv = {0, 100'000};
   event_add(&tick_ev, &tv);
   reader.heartbeat();
-  ring_submit();  // the first accept
 }
 
 void HttpServer::Impl::watch_listen(bool on) {

@@ -115,11 +115,14 @@ struct HttpServer::Impl::Ring {
   io_uring_buf_ring* bufs = nullptr;  // registered
   event ring_ev{};
   bool ev_on = false;
+  event start_ev{};  // submits the first accept once the loop runs, as epoll starts watching then
+  bool start_on = false;
   bool accept_armed = false, accept_cancelled = false;
   std::vector<Conn*> closing;  // released, operations still in flight: freed by reap()
 
   ~Ring() {
     if (ev_on) event_del(&ring_ev);
+    if (start_on) event_del(&start_ev);
     if (bufs) io_uring_unregister_buf_ring(&uring, kBufGroup);
     if (queue_ready) io_uring_queue_exit(&uring);
     std::free(buf_ring_mem);
@@ -180,6 +183,11 @@ std::string HttpServer::Impl::start_ring() {
   event_assign(&r->ring_ev, base, r->uring.ring_fd, EV_READ | EV_PERSIST, &Impl::on_ring, this);
   if (event_add(&r->ring_ev, nullptr) != 0) return "cannot watch the io_uring descriptor";
   r->ev_on = true;
+  evtimer_assign(&r->start_ev, base, [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->ring_submit(); },
+                 this);
+  static constexpr timeval kNow{0, 0};
+  evtimer_add(&r->start_ev, &kNow);
+  r->start_on = true;
   ring = std::move(r);
   return "";
 }
