@@ -507,6 +507,7 @@ size_t HttpServer::open_connections() const { return impl_->conns.size(); }
 uint64_t HttpServer::connections_accepted() const { return impl_->accepted; }
 size_t HttpServer::connection_limit() const { return impl_->max_conns; }
 ReaderEngine HttpServer::engine() const { return impl_->ring ? ReaderEngine::io_uring : ReaderEngine::epoll; }
+bool HttpServer::run() { return impl_->ring ? impl_->ring_loop() : event_base_dispatch(impl_->base) >= 0; }
 
 namespace {
 
@@ -548,7 +549,7 @@ int run_reader(shm::Store& store, const ReaderOptions& options) {
       event* intr = evsignal_new(base.get(), SIGINT, &on_stop_signal, &server);
       if (!term || !intr || evsignal_add(term, nullptr) != 0 || evsignal_add(intr, nullptr) != 0)
         throw std::runtime_error("cannot install SIGTERM/SIGINT handlers");
-      if (event_base_dispatch(base.get()) < 0) rc = kExitFailure;
+      if (!server.run()) rc = kExitFailure;
       event_free(term);
       event_free(intr);
     }

@@ -95,6 +95,15 @@ class HttpServer {
   // The engine that runs: io_uring or epoll, never automatic.
   ReaderEngine engine() const;
 
+  // Runs the loop of the server's event_base until it is exited or broken (as shutdown's
+  // drain does when it ends). epoll: event_base_dispatch. io_uring: the reader waits in
+  // io_uring_enter, which also submits the turn's operations, so a turn costs one
+  // system call; libevent's timers, signals and any other event of the base run in a
+  // non-blocking pass between waits (at least every millisecond while busy, after a
+  // signal interrupted the wait, and at the latest every heartbeat_every when idle).
+  // Returns false when the loop failed.
+  bool run();
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

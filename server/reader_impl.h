@@ -124,11 +124,14 @@ struct HttpServer::Impl {
   std::string start_ring();  // "" or why the ring could not be set up (then epoll runs)
   void stop_ring();          // the destructor's: cancels and reaps every operation
   static void on_ring(evutil_socket_t, short, void* arg);
+  void ring_complete();  // handles every completion there is
+  bool ring_loop();      // HttpServer::run() with io_uring
   void ring_watch_listen(bool on);
   void ring_release(Conn& c);
   void ring_want_read(Conn& c);
   void ring_send(Conn& c);
   void ring_submit();  // end of every loop callback that may have queued operations
+  void ring_reap();    // frees released connections whose operations all ended
   void ring_accepted(int res, bool more);
   void ring_received(Conn& c, int res, uint32_t flags);
   void ring_take_input(Conn& c, const char* data, size_t n);

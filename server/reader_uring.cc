@@ -286,9 +286,12 @@ void HttpServer::Impl::ring_send(Conn& c) {
 
 void HttpServer::Impl::ring_submit() {
   if (!ring) return;
-  Ring& r = *ring;
-  if (io_uring_sq_ready(&r.uring) > 0) io_uring_submit(&r.uring);
-  std::erase_if(r.closing, [](Conn* c) {
+  if (io_uring_sq_ready(&ring->uring) > 0) io_uring_submit(&ring->uring);
+  ring_reap();
+}
+
+void HttpServer::Impl::ring_reap() {
+  std::erase_if(ring->closing, [](Conn* c) {
     if (c->ops > 0) return false;
     delete c;
     return true;
@@ -375,26 +378,70 @@ void HttpServer::Impl::ring_sent(Conn& c, int res) {
   after_io(c);
 }
 
+void HttpServer::Impl::ring_complete() {
+  Ring& r = *ring;
+  io_uring_cqe* cqe = nullptr;
+  while (io_uring_peek_cqe(&r.uring, &cqe) == 0) {
+    const io_uring_cqe copy = *cqe;
+    io_uring_cqe_seen(&r.uring, cqe);
+    auto* c = reinterpret_cast<Conn*>(copy.user_data & ~kOpMask);
+    switch (copy.user_data & kOpMask) {
+      case op_accept: ring_accepted(copy.res, copy.flags & IORING_CQE_F_MORE); break;
+      case op_recv: ring_received(*c, copy.res, copy.flags); break;
+      case op_send: ring_sent(*c, copy.res); break;
+      default: break;  // a cancellation's own completion
+    }
+  }
+}
+
+// The ring's descriptor became readable on the libevent loop (a caller's
+// event_base_dispatch rather than run()).
 void HttpServer::Impl::on_ring(evutil_socket_t, short, void* arg) {
   auto* s = static_cast<Impl*>(arg);
   Ring& r = *s->ring;
   for (int round = 0; round < kRoundsPerWakeup; ++round) {
-    io_uring_cqe* cqe = nullptr;
-    while (io_uring_peek_cqe(&r.uring, &cqe) == 0) {
-      const io_uring_cqe copy = *cqe;
-      io_uring_cqe_seen(&r.uring, cqe);
-      auto* c = reinterpret_cast<Conn*>(copy.user_data & ~kOpMask);
-      switch (copy.user_data & kOpMask) {
-        case op_accept: s->ring_accepted(copy.res, copy.flags & IORING_CQE_F_MORE); break;
-        case op_recv: s->ring_received(*c, copy.res, copy.flags); break;
-        case op_send: s->ring_sent(*c, copy.res); break;
-        default: break;  // a cancellation's own completion
-      }
-    }
+    s->ring_complete();
     const bool queued = io_uring_sq_ready(&r.uring) > 0;
     s->ring_submit();
     // Sends often complete within the submission: answer what they unblocked now.
     if (!queued || !io_uring_cq_ready(&r.uring)) break;
+  }
+}
+
+// The reader's own loop with io_uring. Waiting in io_uring_enter rather than in
+// epoll_wait on the ring's descriptor matters: a completion is posted by task work run
+// in the reader's own context, and a reader asleep in epoll_wait is woken for it with
+// EINTR, then sleeps again until the posted completion makes the descriptor readable:
+// three system calls per wakeup where waiting in the ring takes one, which also carries
+// the turn's submissions.
+bool HttpServer::Impl::ring_loop() {
+  Ring& r = *ring;
+  if (r.ev_on) {
+    event_del(&r.ring_ev);
+    r.ev_on = false;
+  }
+  uint64_t last_pass_ns = 0;
+  bool interrupted = true;  // start with a pass: the first accept is submitted by a timer
+  for (;;) {
+    const uint64_t now = shm::monotonic_ns();
+    if (interrupted || shutting_down || now - last_pass_ns >= 1'000'000) {
+      if (event_base_loop(base, EVLOOP_NONBLOCK) < 0) return false;
+      if (event_base_got_exit(base) || event_base_got_break(base)) return true;
+      last_pass_ns = now;
+    }
+    // Idle, the wait ends at the tick (heartbeat, timeouts); a step-aside or the drain
+    // needs the loop's timers within a millisecond.
+    const int64_t wait_ms = stepped_aside || shutting_down ? 1 : std::max<int64_t>(1, opt.heartbeat_every.count());
+    __kernel_timespec ts{wait_ms / 1000, wait_ms % 1000 * 1'000'000};
+    io_uring_cqe* cqe = nullptr;
+    const int rc = io_uring_submit_and_wait_timeout(&r.uring, &cqe, 1, &ts, nullptr);
+    interrupted = rc == -EINTR || rc == -ETIME;
+    if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EAGAIN && rc != -EBUSY) {
+      log::error("io_uring_enter: {}", std::strerror(-rc));
+      return false;
+    }
+    ring_complete();
+    ring_reap();  // what the completions queued is submitted by the next wait
   }
 }
 

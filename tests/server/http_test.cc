@@ -885,7 +885,7 @@ TEST_CASE("two readers on one listening socket share the connections", "[server]
           &server);
       event_add(stop_ev, nullptr);
       ready2 = true;
-      event_base_dispatch(base);
+      server.run();
       event_free(stop_ev);
     }
     event_base_free(base);

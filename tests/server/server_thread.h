@@ -105,7 +105,7 @@ class ServerThread {
             [](evutil_socket_t, short, void* s) { static_cast<server::HttpServer*>(s)->shutdown(); }, &server);
         event_add(stop_ev, nullptr);
         ready_ = true;
-        event_base_dispatch(base);
+        server.run();
         event_free(stop_ev);
         server_ = nullptr;
       }
