@@ -16,6 +16,10 @@
 #
 # Environment: CONNS=64 ROUNDS=3 DURATION=10 WRK_CPU=0 SRV_CPU=1 BUILD=build
 #              OUT=/tmp/telemetryd-engines PORT=18490 (uses PORT..PORT+2)
+#              PRIO="": a prefix for the servers and wrk; on a machine shared with other
+#              work, PRIO="chrt -f 10" (root: real-time FIFO, bounded by the kernel's RT
+#              throttling) keeps that work from delaying their wakeups. telemetryd's
+#              writer leaves it (SCHED_BATCH, nice 19) as it does in production.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
@@ -30,6 +34,7 @@ SRV_CPU=${SRV_CPU:-1}
 BUILD=${BUILD:-build}
 OUT=${OUT:-/tmp/telemetryd-engines}
 PORT=${PORT:-18490}
+PRIO=${PRIO:-}
 HZ=$(getconf CLK_TCK)
 PY=/usr/bin/python3
 SERVERS="td-epoll td-io_uring nginx-return"
@@ -61,7 +66,7 @@ wait_http() {  # $1 = URL
 
 start_telemetryd() {  # $1 = engine
   local name="td-$1"
-  taskset -c "$SRV_CPU" "$TD" --listen "127.0.0.1:$(port_of "$name")" --workers 2 --shm-name "tdeng$$$1" \
+  $PRIO taskset -c "$SRV_CPU" "$TD" --listen "127.0.0.1:$(port_of "$name")" --workers 2 --shm-name "tdeng$$$1" \
     --admin-socket "$OUT/$name.sock" --source 'synthetic://?hosts=1000&metrics=100&seed=1' \
     --reader-engine "$1" --log-file "$OUT/$name.log" &
   PIDS+=($!)
@@ -85,7 +90,7 @@ sed -e "s|@USER@|$(id -un)|" -e "s|@WORKERS@|1|" -e "s|@DIR@|$OUT/nginx|g" -e "s
   LOC="location /v1/series/ { return 200 '$BODY'; }" awk '{ if ($0 ~ /@LOCATION@/) print "    " ENVIRON["LOC"]; else print }' \
   >"$OUT/nginx/nginx.conf"
 ulimit -n "$(ulimit -Hn)"
-taskset -c "$SRV_CPU" nginx -c "$OUT/nginx/nginx.conf" -e "$OUT/nginx/error.log" &
+$PRIO taskset -c "$SRV_CPU" nginx -c "$OUT/nginx/nginx.conf" -e "$OUT/nginx/error.log" &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$(port_of nginx-return)$FIRST_KEY"
 NGINX_WORKER=$(cat /proc/"${PIDS[2]}"/task/*/children | awk '{print $1}')
@@ -93,7 +98,7 @@ NGINX_WORKER=$(cat /proc/"${PIDS[2]}"/task/*/children | awk '{print $1}')
 measured_pid() { case "$1" in td-*) reader_pid "$1" ;; nginx-return) echo "$NGINX_WORKER" ;; esac; }
 ticks() { sed 's/.*) //' /proc/"$1"/stat | awk '{print $12 + $13}'; }
 run_wrk() {  # $1 = server, $2 = duration
-  WRK_KEYS="$KEYS" WRK_SEED=1 WRK_LUA_DIR="$ROOT_DIR/bench/wrk" taskset -c "$WRK_CPU" \
+  WRK_KEYS="$KEYS" WRK_SEED=1 WRK_LUA_DIR="$ROOT_DIR/bench/wrk" $PRIO taskset -c "$WRK_CPU" \
     wrk -t1 -c"$CONNS" -d"$2"s --timeout 5s -s bench/wrk/random_series.lua "http://127.0.0.1:$(port_of "$1")" |
     grep '^RESULT'
 }

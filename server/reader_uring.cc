@@ -20,6 +20,7 @@
 // memory and a send in flight holds no slot (docs/architecture.md, Readers).
 #include <liburing.h>
 #include <netinet/in.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -119,12 +120,14 @@ struct HttpServer::Impl::Ring {
   bool start_on = false;
   bool accept_armed = false, accept_cancelled = false;
   std::vector<Conn*> closing;  // released, operations still in flight: freed by reap()
+  int event_fd = -1;           // with deferred task work: what a caller's loop watches
 
   ~Ring() {
     if (ev_on) event_del(&ring_ev);
     if (start_on) event_del(&start_ev);
     if (bufs) io_uring_unregister_buf_ring(&uring, kBufGroup);
     if (queue_ready) io_uring_queue_exit(&uring);
+    if (event_fd >= 0) ::close(event_fd);
     std::free(buf_ring_mem);
     std::free(buf_mem);
   }
@@ -157,19 +160,19 @@ HttpServer::Impl::~Impl() = default;
 
 std::string HttpServer::Impl::start_ring() {
   auto r = std::make_unique<Ring>();
-  // One thread submits (SINGLE_ISSUER: no locking in the kernel), and completions
-  // arriving while the reader runs wait for its next system call instead of
-  // interrupting it (COOP_TASKRUN: no inter-processor interrupt per completion); a
-  // sleeping reader is still woken. Both since Linux 6.0/5.19; without them if refused.
+  // One thread submits (SINGLE_ISSUER: no locking in the kernel), and the task work that
+  // posts completions runs when the reader asks for completions (DEFER_TASKRUN, Linux
+  // 6.1), in a batch, instead of interrupting it; older kernels get COOP_TASKRUN (no
+  // interrupt while the reader runs), then neither.
   io_uring_params p{};
-  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN;
-  p.cq_entries = kCqEntries;
-  int rc = io_uring_queue_init_params(kSqEntries, &r->uring, &p);
-  if (rc == -EINVAL) {
+  int rc = -EINVAL;
+  for (unsigned flags : {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+                         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN, 0u}) {
     p = {};
-    p.flags = IORING_SETUP_CQSIZE;
+    p.flags = IORING_SETUP_CQSIZE | flags;
     p.cq_entries = kCqEntries;
     rc = io_uring_queue_init_params(kSqEntries, &r->uring, &p);
+    if (rc != -EINVAL) break;
   }
   if (rc < 0) return errno_text("io_uring_queue_init", -rc);
   r->queue_ready = true;
@@ -190,7 +193,18 @@ std::string HttpServer::Impl::start_ring() {
     io_uring_buf_ring_add(r->bufs, r->buf_mem + size_t(i) * kBufSize, kBufSize, i, io_uring_buf_ring_mask(kBufCount), int(i));
   io_uring_buf_ring_advance(r->bufs, kBufCount);
 
-  event_assign(&r->ring_ev, base, r->uring.ring_fd, EV_READ | EV_PERSIST, &Impl::on_ring, this);
+  // For a caller's own event_base_dispatch (run() waits in the ring instead): the loop
+  // watches the ring's descriptor, or with deferred task work an eventfd the kernel
+  // signals when work is pending (the ring's descriptor only turns readable once the
+  // work has run, which only asking for completions does).
+  int watched = r->uring.ring_fd;
+  if (p.flags & IORING_SETUP_DEFER_TASKRUN) {
+    r->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->event_fd < 0) return errno_text("eventfd", errno);
+    if ((rc = io_uring_register_eventfd(&r->uring, r->event_fd)) < 0) return errno_text("io_uring eventfd", -rc);
+    watched = r->event_fd;
+  }
+  event_assign(&r->ring_ev, base, watched, EV_READ | EV_PERSIST, &Impl::on_ring, this);
   if (event_add(&r->ring_ev, nullptr) != 0) return "cannot watch the io_uring descriptor";
   r->ev_on = true;
   evtimer_assign(&r->start_ev, base, [](evutil_socket_t, short, void* arg) { static_cast<Impl*>(arg)->ring_submit(); },
@@ -399,6 +413,11 @@ void HttpServer::Impl::ring_complete() {
 void HttpServer::Impl::on_ring(evutil_socket_t, short, void* arg) {
   auto* s = static_cast<Impl*>(arg);
   Ring& r = *s->ring;
+  if (r.event_fd >= 0) {
+    uint64_t n;
+    (void)!::read(r.event_fd, &n, sizeof n);
+    io_uring_get_events(&r.uring);  // runs the deferred task work: posts the completions
+  }
   for (int round = 0; round < kRoundsPerWakeup; ++round) {
     s->ring_complete();
     const bool queued = io_uring_sq_ready(&r.uring) > 0;
@@ -420,6 +439,7 @@ bool HttpServer::Impl::ring_loop() {
     event_del(&r.ring_ev);
     r.ev_on = false;
   }
+  if (r.event_fd >= 0) io_uring_unregister_eventfd(&r.uring);  // nobody watches it now
   uint64_t last_pass_ns = 0;
   bool interrupted = true;  // start with a pass: the first accept is submitted by a timer
   for (;;) {
