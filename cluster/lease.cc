@@ -4,6 +4,8 @@
 // is counted from before the request was sent, so the node's idea of its lease always
 // ends before Redis's does (clock rates aside), and a node paused past its lease finds
 // the deadline gone when it runs again.
+#include <algorithm>
+
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
@@ -14,7 +16,7 @@ namespace cluster {
 
 void Node::Impl::acquire() {
   int64_t sent = monotonic_ns();
-  uint64_t floor = std::max(term, applied_term);
+  uint64_t floor = std::max({term, applied_term, highest_term});
   commands.command(
       {"EVAL", kAcquireScript, "6", keys.lease, keys.term, keys.log_end, keys.checkpoints, keys.nodes, keys.node_info,
        settings.node_id, std::to_string(settings.lease.count()), std::to_string(floor),
@@ -24,12 +26,14 @@ void Node::Impl::acquire() {
           problem("taking the lease: " + error);
           return;
         }
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) return;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements < 3) return;
         if (r->element[0]->integer == 1) {
           if (role == Role::leader) return;
           lease_deadline_ns = sent + settings.lease.count() * 1'000'000;
           renewed_at_ns = sent;
-          become_leader(uint64_t(r->element[1]->integer), parse_u64(std::string_view(r->element[2]->str, r->element[2]->len)));
+          if (r->elements < 4) return;
+          become_leader(uint64_t(r->element[1]->integer), parse_u64(std::string_view(r->element[2]->str, r->element[2]->len)),
+                        parse_hash(std::string_view(r->element[3]->str, r->element[3]->len)));
         } else if (r->element[1]->type == REDIS_REPLY_STRING) {
           std::string holder(r->element[1]->str, r->element[1]->len);
           size_t space = holder.rfind(' ');
@@ -37,8 +41,8 @@ void Node::Impl::acquire() {
           if (space != std::string::npos) term = std::max<uint64_t>(term, parse_u64(std::string_view(holder).substr(space + 1)));
           seen_pttl_ms = r->element[2]->integer;
           seen_pttl_at_ns = monotonic_ns();
+          highest_term = std::max(highest_term, term);
           role = Role::follower;
-          if (local_only) resync("another node leads; the entries ingested without Redis are dropped", true);
         }
       });
 }

@@ -4,6 +4,7 @@
 // counter to the highest term this node has seen (so that a Redis restarted empty
 // never hands out an old term again), and returns the lease holder, the log's end,
 // the newest checkpoint and the live nodes.
+#include <algorithm>
 #include <sstream>
 
 #include <hiredis/hiredis.h>
@@ -23,11 +24,11 @@ std::string text_of(const redisReply* r) {
 
 void Node::Impl::heartbeat() {
   std::string info = std::string(role_name(role)) + " " + std::to_string(host.applied_seq()) + " " +
-                     std::to_string(lag_ms);
+                     std::to_string(lag_ms) + " " + (settings.may_lead ? "1" : "0");
   int64_t sent_ms = unix_ms();
   commands.command(
       {"EVAL", kHeartbeatScript, "6", keys.nodes, keys.node_info, keys.term, keys.lease, keys.log_end, keys.checkpoints,
-       settings.node_id, info, std::to_string(settings.lease.count()), std::to_string(std::max(term, applied_term))},
+       settings.node_id, info, std::to_string(settings.lease.count()), std::to_string(std::max({term, applied_term, highest_term}))},
       [this, sent_ms](const redisReply* r, const std::string& error) {
         if (!r) {
           problem("heartbeat: " + error);
@@ -58,7 +59,9 @@ void Node::Impl::heartbeat() {
           Member m;
           m.node_id = text_of(r->element[i]);
           std::istringstream in(text_of(r->element[i + 1]));
-          in >> m.role >> m.applied >> m.lag_ms;
+          int may_lead = 1;
+          in >> m.role >> m.applied >> m.lag_ms >> may_lead;
+          m.may_lead = may_lead != 0;
           members.push_back(std::move(m));
         }
         if (role == Role::leader) {
@@ -72,9 +75,8 @@ void Node::Impl::heartbeat() {
           if (space != std::string::npos) term = std::max<uint64_t>(term, parse_u64(std::string_view(holder).substr(space + 1)));
           seen_pttl_ms = pttl;
           seen_pttl_at_ns = monotonic_ns();
+          highest_term = std::max(highest_term, term);
           role = Role::follower;
-          if (local_only && leader_id != settings.node_id)
-            resync("another node leads; the entries ingested without Redis are dropped", true);
         }
         ++heartbeats;
         update_synced();

@@ -94,20 +94,19 @@ void Node::Impl::problem(const std::string& text) {
 void Node::Impl::on_period() {
   if (!commands.up()) return;
   heartbeat();
+  ask_role();
   if (role == Role::leader) {
     if (monotonic_ns() >= renewed_at_ns + settings.lease.count() * 1'000'000 / 3 - 50'000'000) renew();
     pump();
-  } else if (settings.may_lead && !loading && !want_checkpoint && leader_id.empty() &&
-             heartbeats >= 1 && (local_only || monotonic_ns() >= connected_at_ns + settings.lease.count() * 1'000'000)) {
-    // A lease's time after connecting first (Redis may have restarted empty and
-    // forgotten the nodes; a leader that ingested on while Redis was away needs that
-    // long to be back and heard), except for that leader itself: it holds the most and
-    // takes the lease back first. The acquire script also refuses a node when a live
-    // node has applied more.
+  } else if (settings.may_lead && !loading && !want_checkpoint && leader_id.empty() && heartbeats >= 1 &&
+             monotonic_ns() >= connected_at_ns + settings.lease.count() * 1'000'000) {
+    // A lease's time after connecting first: Redis may have restarted empty and
+    // forgotten the nodes, which need that long to be heard again. The node that has
+    // applied the most among those that may lead takes over, so no applied entry is
+    // lost; the acquire script checks the same inside Redis.
     uint64_t highest = 0;
     for (const Member& m : members)
-      if (m.node_id != settings.node_id) highest = std::max(highest, m.applied);
-    // The node that has applied the most takes over, so no applied entry is lost.
+      if (m.node_id != settings.node_id && m.may_lead) highest = std::max(highest, m.applied);
     if (host.applied_seq() >= highest) acquire();
   }
   if (!tailing) tail_next();
@@ -116,29 +115,34 @@ void Node::Impl::on_period() {
 void Node::Impl::on_commands_change(bool up) {
   heartbeats = 0;
   connected_at_ns = monotonic_ns();
+  if (!up && down_since_ns == 0) down_since_ns = connected_at_ns;
+  if (up) down_since_ns = 0;
   appending = false;
+  waiting = false;
   checkpointing = false;
+  checkpoint_child.reset();
   if (!up) return;
   if (want_checkpoint) load_checkpoint();
   on_period();
 }
 
-void Node::Impl::become_leader(uint64_t new_term, uint64_t end) {
+void Node::Impl::become_leader(uint64_t new_term, uint64_t end, uint64_t end_hash) {
   role = Role::leader;
   term = new_term;
+  highest_term = std::max(highest_term, term);
   leader_id = settings.node_id;
   uint64_t applied = host.applied_seq();
   log::info("cluster: leader in term {} (log ends at {}, applied {})", term, end, applied);
-  // A log that ends before the entries waiting here lost some (Redis restarted empty, a
-  // failover): the append script answers GAP and a checkpoint covers them.
-  if (!pending.empty() && end >= pending.front().seq) {
-    // Another leader appended while this node ingested alone: its state is not the log's.
-    resync("entries were appended by another leader while this node ingested without Redis", true);
-  }
   if (newest_checkpoint_ms == 0) checkpoint_due = true;
   takeover_end = end;
-  local_only = false;
-  if (!loading && applied >= takeover_end) enable_leading();
+  // Holding the log's end, or more, is leading on from it only if the log's end is a
+  // point of this node's history; otherwise the log's state is taken first.
+  uint64_t mine = 0;
+  if (end > 0 && applied >= end && !(applied_hash_at(end, &mine) && mine == end_hash)) {
+    follow_from(end);
+  } else if (!loading && applied >= takeover_end) {
+    enable_leading();
+  }
   arm_expiry();
   update_synced();
 }
@@ -157,13 +161,9 @@ void Node::Impl::step_down(const std::string& why) {
   role = settings.may_lead ? Role::candidate : Role::follower;
   leader_id.clear();
   evtimer_del(expiry);
-  if (!commands.up() && leading) {
-    // Nobody can take over through an unreachable Redis: keep ingesting and publishing,
-    // and append (or checkpoint) once Redis is back and the lease is this node's again.
-    local_only = true;
-    host.publish_to(host.applied_seq());
-    return;
-  }
+  // A node that cannot reach Redis stops ingesting too: whoever leads next appends the
+  // same seqs with other data, so nothing may be shown here that the log did not take.
+  // Readers keep the last committed snapshot; the node reports itself degraded.
   if (leading) host.set_leading(false);
   leading = false;
   if (!pending.empty()) resync("entries applied here were never appended", true);
@@ -172,10 +172,12 @@ void Node::Impl::step_down(const std::string& why) {
 void Node::Impl::resync(const std::string& why, bool state_diverged) {
   diverged = diverged || state_diverged;
   log::warn("cluster: reloading the state from the newest checkpoint: {}", why);
+  follow_problem = why;
   if (leading) host.set_leading(false);
   leading = false;
-  local_only = false;
   pending.clear();
+  pending_bytes = 0;
+  waiting = false;
   synced = false;
   if (!loading) load_checkpoint();
 }
@@ -196,6 +198,7 @@ Status Node::Impl::status() const {
     s.lease_remaining_ms = std::max<int64_t>(0, seen_pttl_ms - (now - seen_pttl_at_ns) / 1'000'000);
   s.applied_seq = host.applied_seq();
   s.applied_term = applied_term;
+  s.applied_hash = applied_hash;
   s.log_end_seq = log_end;
   s.synced = synced;
   s.redis = commands.state();
@@ -208,6 +211,14 @@ Status Node::Impl::status() const {
   s.appends_refused = appends_refused;
   s.redis_errors = commands.errors() + tail.errors();
   s.pending = pending.size();
+  s.pending_bytes = pending_bytes;
+  s.replicas = replicas_seen;
+  s.replica_waits = replica_waits;
+  s.pending_dropped = pending_dropped;
+  s.reloads = reloads;
+  s.follow_problem = follow_problem;
+  s.degraded = !commands.up() && down_since_ns != 0 &&
+               now - down_since_ns >= std::min<int64_t>(settings.lease.count() / 3, 1000) * 1'000'000;
   s.members = members;
   s.lag_ms = lag_ms;
   return s;

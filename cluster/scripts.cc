@@ -5,21 +5,32 @@
 
 namespace cluster {
 
-// The log's end: the highest seq appended (the log-end key, which the append script
-// sets with each XADD) or covered by the newest checkpoint, whichever is higher. After
-// a failover that lost the tail of the log, both roll back together: a replica holds a
-// prefix of the master's writes.
+// The log's end: the highest seq appended (the log-end key, "SEQ HASH", which the append
+// script sets with each XADD) or covered by the newest checkpoint, whichever is higher,
+// with the chain hash of that position. After a failover that lost the tail of the log,
+// both roll back together: a replica holds a prefix of the master's writes.
 #define LOG_END_FUNCTION                                                              \
   "local function log_end(log_end_key, checkpoints)\n"                               \
-  "  local last = tonumber(redis.call('GET', log_end_key) or '0')\n"                 \
-  "  local newest = redis.call('LINDEX', checkpoints, 0)\n"                          \
-  "  if newest then\n"                                                               \
-  "    local seq = tonumber(string.match(newest, '^(%d+)'))\n"                       \
-  "    if seq > last then last = seq end\n"                                          \
-  "  end\n"                                                                          \
-  "  return last\n"                                                                  \
+  "  local last, hash = 0, '0000000000000000'\n"                                      \
+  "  local value = redis.call('GET', log_end_key)\n"                                  \
+  "  if value then\n"                                                                 \
+  "    local s, h = string.match(value, '^(%d+) (%x+)')\n"                            \
+  "    if s then last, hash = tonumber(s), h end\n"                                   \
+  "  end\n"                                                                           \
+  "  local newest = redis.call('LINDEX', checkpoints, 0)\n"                           \
+  "  if newest then\n"                                                                \
+  "    local s = tonumber(string.match(newest, '^(%d+)'))\n"                          \
+  "    if s > last then\n"                                                            \
+  "      last = s\n"                                                                  \
+  "      hash = string.match(newest, '^%d+ %d+ %d+ %d+ %d+ (%x+)') or ''\n"           \
+  "    end\n"                                                                         \
+  "  end\n"                                                                           \
+  "  return last, hash\n"                                                             \
   "end\n"
 
+// Members that may lead, from node-info ("ROLE APPLIED LAG_MS MAY_LEAD"): only they
+// count when the acquire script looks for a node that applied more, so a follower-only
+// node ahead of the others never keeps the lease free for ever.
 const char* const kAcquireScript =
     LOG_END_FUNCTION
     "local holder = redis.call('GET', KEYS[1])\n"
@@ -29,8 +40,9 @@ const char* const kAcquireScript =
     "local info = redis.call('HGETALL', KEYS[6])\n"
     "for i = 1, #info, 2 do\n"
     "  local applied = tonumber(string.match(info[i + 1], '^%S+ (%d+)') or '0')\n"
+    "  local may_lead = string.match(info[i + 1], '^%S+ %d+ %S+ (%d)') ~= '0'\n"
     "  local expiry = tonumber(redis.call('ZSCORE', KEYS[5], info[i]) or '0')\n"
-    "  if info[i] ~= ARGV[1] and expiry > now and applied > tonumber(ARGV[4]) then\n"
+    "  if info[i] ~= ARGV[1] and may_lead and expiry > now and applied > tonumber(ARGV[4]) then\n"
     "    return {0, '', 0}\n"
     "  end\n"
     "end\n"
@@ -41,7 +53,8 @@ const char* const kAcquireScript =
     "  redis.call('SET', KEYS[2], term)\n"
     "end\n"
     "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. term, 'PX', ARGV[2])\n"
-    "return {1, term, string.format('%d', log_end(KEYS[3], KEYS[4]))}\n";
+    "local last, hash = log_end(KEYS[3], KEYS[4])\n"
+    "return {1, term, string.format('%d', last), hash}\n";
 
 const char* const kRenewScript =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
@@ -50,33 +63,55 @@ const char* const kRenewScript =
     "end\n"
     "return 0\n";
 
+// An entry already in the log with the same chain hash is success ("DUP"): a resend
+// after a lost reply. Checked before the lease, since the entry is there whoever
+// holds the lease now.
 const char* const kAppendScript =
     LOG_END_FUNCTION
+    "local seq = tonumber(ARGV[2])\n"
+    "local last, last_hash = log_end(KEYS[3], KEYS[4])\n"
+    "if last >= seq then\n"
+    "  local held = nil\n"
+    "  if last == seq then held = last_hash else\n"
+    "    local found = redis.call('XRANGE', KEYS[2], ARGV[2] .. '-0', ARGV[2] .. '-0')\n"
+    "    if #found == 1 then\n"
+    "      local fields = found[1][2]\n"
+    "      for i = 1, #fields, 2 do if fields[i] == 'h' then held = fields[i + 1] end end\n"
+    "    end\n"
+    "  end\n"
+    "  if held == ARGV[7] then return 'DUP' end\n"
+    "end\n"
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"
     "  return redis.error_reply('FENCED the lease is not held by ' .. ARGV[1])\n"
     "end\n"
-    "local seq = tonumber(ARGV[2])\n"
-    "local last = log_end(KEYS[3], KEYS[4])\n"
     "if last >= seq then\n"
     "  return redis.error_reply(string.format('FENCED the log already ends at %d', last))\n"
     "end\n"
     "if last ~= seq - 1 then\n"
-    "  return redis.error_reply(string.format('GAP the log ends at %d', last))\n"
+    "  return redis.error_reply(string.format('GAP the log ends at %d %s', last, last_hash))\n"
     "end\n"
-    "redis.call('SET', KEYS[3], ARGV[2])\n"
-    "return redis.call('XADD', KEYS[2], ARGV[2] .. '-0', 't', ARGV[3], 'q', ARGV[6], 'p', ARGV[4], 'e', ARGV[5])\n";
+    "if last_hash ~= ARGV[6] then\n"
+    "  return redis.error_reply(string.format('DIVERGED the log ends at %d %s', last, last_hash))\n"
+    "end\n"
+    "redis.call('SET', KEYS[3], ARGV[2] .. ' ' .. ARGV[7])\n"
+    "return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], ARGV[2] .. '-0', 't', ARGV[3], 'h', ARGV[7],\n"
+    "                  'p', ARGV[4], 'e', ARGV[5])\n";
 
+// Every chunk is checked before any is made permanent: a checkpoint is recorded whole
+// or not at all, and a missing chunk leaves the others to expire.
 const char* const kCommitCheckpointScript =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then\n"
     "  return redis.error_reply('FENCED the lease is not held by ' .. ARGV[1])\n"
     "end\n"
     "for i = 0, tonumber(ARGV[4]) - 1 do\n"
-    "  if redis.call('PERSIST', ARGV[5] .. ARGV[2] .. ':' .. ARGV[3] .. ':' .. i) == 0 and\n"
-    "     redis.call('EXISTS', ARGV[5] .. ARGV[2] .. ':' .. ARGV[3] .. ':' .. i) == 0 then\n"
+    "  if redis.call('EXISTS', ARGV[5] .. ARGV[2] .. ':' .. ARGV[3] .. ':' .. i) == 0 then\n"
     "    return redis.error_reply('a chunk of checkpoint ' .. ARGV[2] .. ' expired before it was recorded')\n"
     "  end\n"
     "end\n"
-    "redis.call('LPUSH', KEYS[2], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[6] .. ' ' .. ARGV[7])\n"
+    "for i = 0, tonumber(ARGV[4]) - 1 do\n"
+    "  redis.call('PERSIST', ARGV[5] .. ARGV[2] .. ':' .. ARGV[3] .. ':' .. i)\n"
+    "end\n"
+    "redis.call('LPUSH', KEYS[2], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. ' ' .. ARGV[6] .. ' ' .. ARGV[7] .. ' ' .. ARGV[8])\n"
     "for _, old in ipairs(redis.call('LRANGE', KEYS[2], 2, -1)) do\n"
     "  local seq, term, chunks = string.match(old, '^(%d+) (%d+) (%d+)')\n"
     "  for i = 0, tonumber(chunks) - 1 do\n"

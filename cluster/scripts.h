@@ -13,32 +13,37 @@ struct Keys {
         checkpoints(name + ":checkpoints"), chunk_prefix(name + ":checkpoint:"), nodes(name + ":nodes"), node_info(name + ":node-info") {}
   std::string lease;         // "NODE_ID TERM", expires after the lease
   std::string term;          // the highest term handed out (INCR)
-  std::string log;           // stream: ID "SEQ-0", fields t (term), q (the term of entry SEQ-1),
+  std::string log;           // stream: ID "SEQ-0", fields t (term), h (chain hash, 16 hex digits:
+                             // chain_hash of entry SEQ-1's and this entry's bytes),
                              // p (leader publish, Unix ms), e (entry)
-  std::string log_end;       // the seq of the last entry appended
-  std::string checkpoints;   // list, newest first: "SEQ TERM CHUNKS UNIX_MS ENTRY_TERM" (TERM: the
-                             // writer's; ENTRY_TERM: the term of entry SEQ)
+  std::string log_end;       // "SEQ HASH": the last entry appended and its chain hash
+  std::string checkpoints;   // list, newest first: "SEQ TERM CHUNKS UNIX_MS ENTRY_TERM HASH" (TERM:
+                             // the writer's; ENTRY_TERM and HASH: the term and chain hash of entry SEQ)
   std::string chunk_prefix;  // + "SEQ:TERM:I": chunk I (<= 1 MB) of that checkpoint
   std::string nodes;         // zset: node id -> expiry (Redis time, ms)
-  std::string node_info;     // hash: node id -> "ROLE APPLIED LAG_MS"
+  std::string node_info;     // hash: node id -> "ROLE APPLIED LAG_MS MAY_LEAD" (MAY_LEAD 0: --role follower)
 };
 
 // KEYS lease term log_end checkpoints nodes node_info; ARGV node_id lease_ms term_floor
 // applied. Takes a free lease with a term above every term handed out and above
 // term_floor (the highest term the node has seen: Redis may have restarted empty),
-// unless a live node has applied more (it takes over, so nothing applied is lost).
-// -> {1, term, log_end} or {0, holder or "", pttl}.
+// unless a live node that may lead has applied more (it takes over, so nothing applied
+// is lost; follower-only nodes never hold the lease up).
+// -> {1, term, log_end, log_end's chain hash} or {0, holder or "", pttl}.
 extern const char* const kAcquireScript;
 // KEYS lease; ARGV "NODE_ID TERM" lease_ms -> 1 renewed, 0 not ours any more.
 extern const char* const kRenewScript;
 // KEYS lease log log_end checkpoints; ARGV "NODE_ID TERM" seq term publish_ms entry
-// prev_term -> the ID, or an error: "FENCED ..." when the lease is not this node's in
-// this term or the log already holds seq; "GAP ..." when the log ends before seq - 1
-// (a Redis failover lost its tail, or Redis restarted empty): a checkpoint must cover
-// the entries the log lost before the next append.
+// prev_hash hash max_len -> the ID; "DUP" when the log holds this seq with this hash
+// already (a resend after a lost reply); or an error: "FENCED ..." when the lease is
+// not this node's in this term or the log already holds another entry at seq;
+// "GAP the log ends at SEQ HASH" when the log ends before seq - 1 (a Redis failover
+// lost its tail, or Redis restarted empty); "DIVERGED the log ends at SEQ HASH" when
+// the log's entry seq - 1 is not the one this entry follows (another history). The
+// stream is also capped at about max_len entries, a safety net behind checkpoints.
 extern const char* const kAppendScript;
 // KEYS lease checkpoints log; ARGV "NODE_ID TERM" seq term chunks chunk_prefix unix_ms
-// entry_term.
+// entry_term hash.
 // Records a checkpoint whose chunks are written (with an expiry, so that the chunks of
 // a checkpoint never recorded go away by themselves: this makes them persistent),
 // keeps the newest two, deletes the older ones' chunks and trims the log behind the

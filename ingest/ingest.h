@@ -296,10 +296,17 @@ class PushSource {
     uint64_t bytes = 0;               // body bytes received since the last take()
     uint64_t rejected = 0;            // data points refused on arrival
     std::string error;                // why the last request or point was refused, or ""
+    uint64_t id = 0;                  // this take's number: 1, 2, ... (see settle)
   };
   virtual ~PushSource() = default;
   virtual const std::string& url() const = 0;
   virtual Batch take(int64_t now_ns) = 0;
+  // What takes up to `id` held is committed (standalone: applied; a cluster leader: its
+  // entry is in the log) or never will be (the tick was abandoned, or the state it went
+  // into was replaced): a receiver answers its clients only now, 200 or retry later.
+  // Called in take order, each take once at most; takes never settled by a Pipeline that
+  // is destroyed are settled as not committed.
+  virtual void settle(uint64_t id, bool committed) = 0;
 };
 
 // Receives every built snapshot, the status of each configured source, in the
@@ -390,12 +397,21 @@ class Pipeline {
   void set_fetching(bool on);
   bool fetching() const;
 
-  // Applies one log entry: decode, check version and seq, apply, build, publish.
-  // seq <= applied_seq(): duplicate, ignored. seq > applied_seq() + 1: gap (the caller
-  // loads a checkpoint). Bad bytes or an unknown version: bad, *error says why, and
-  // nothing changes. Not while a tick is in flight (bad).
+  // Applies one log entry: decode, check version and seq, apply, then (show) build and
+  // publish. seq <= applied_seq(): duplicate, ignored. seq > applied_seq() + 1: gap
+  // (the caller loads a checkpoint). Bad bytes or an unknown version: bad, *error says
+  // why, and nothing changes. Not while a tick is in flight (bad). A node catching up
+  // applies several with show false and calls show_applied() once after the last.
   enum class EntryResult { applied, duplicate, gap, bad };
-  EntryResult apply_entry(std::string_view entry, std::string* error = nullptr);
+  EntryResult apply_entry(std::string_view entry, std::string* error = nullptr, bool show = true);
+  // Builds and publishes the last entry applied, if apply_entry() did not.
+  void show_applied();
+
+  // A tick's clock is the node's own, but never less than the last tick's (or entry's)
+  // plus the interval: after a failover to a node whose clock is behind, ticks go on
+  // from the log's time instead of stamping samples in its past. How far the tick
+  // clock ran ahead of this node's clock at the last tick (0: not at all).
+  int64_t clock_behind_ns() const;
   // The entry's seq from its header only (cheap); 0 when it is not an entry of this
   // format version.
   static uint64_t entry_seq(std::string_view entry);

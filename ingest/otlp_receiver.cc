@@ -6,7 +6,9 @@
 // applied here: the Pipeline takes the batch at its next tick, so pushed samples go
 // through the same apply -> build -> publish path as fetched ones. The batch is bounded
 // (max_pending samples); a request that does not fit is answered 503 with Retry-After,
-// and the client retries after the next tick has emptied it.
+// and the client retries after the next tick has emptied it. An admitted request is
+// answered only once the tick that took it is committed (PushSource::settle): 200 then,
+// 503 with Retry-After if it never will be, so a 200 means the points are kept.
 #include "ingest/otlp_receiver.h"
 
 #include <arpa/inet.h>
@@ -23,6 +25,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -181,6 +184,19 @@ struct OtlpReceiver::Impl {
   uint64_t bytes = 0, rejected = 0, refused = 0;
   std::string last_error;
   std::string refusal;  // set_refusal()
+  // Admitted requests not answered yet, oldest first, each with the take that holds
+  // (or will hold) its points. A connection that closes drops its requests (libevent
+  // frees them after its close callback).
+  struct Unanswered {
+    evhttp_request* req;
+    evhttp_connection* conn;
+    Encoding encoding;
+    uint64_t take;
+    uint64_t rejected;
+    std::string note;
+  };
+  std::deque<Unanswered> unanswered;
+  uint64_t takes = 0;  // take() calls so far: the next take is takes + 1
 
   Impl(event_base* b, const OtlpOptions& o)
       : base(b), options(o), deltas(o.max_delta_series) {
@@ -205,6 +221,8 @@ struct OtlpReceiver::Impl {
     evhttp_set_gencb(http, &Impl::on_request, this);
   }
   ~Impl() {
+    for (const Unanswered& u : unanswered) evhttp_connection_set_closecb(u.conn, nullptr, nullptr);
+    unanswered.clear();
     if (http) evhttp_free(http);  // closes the listening socket with its listener
   }
 
@@ -316,7 +334,30 @@ struct OtlpReceiver::Impl {
     }
     rejected += refused_here;
     if (!note.empty()) last_error = note;
-    reply_ok(req, encoding, refused_here, note);
+    evhttp_connection* conn = evhttp_request_get_connection(req);
+    evhttp_connection_set_closecb(conn, &Impl::on_close, this);
+    unanswered.push_back(Unanswered{req, conn, encoding, takes + 1, refused_here, std::move(note)});
+  }
+
+  static void on_close(evhttp_connection* conn, void* arg) {
+    auto& waiting = static_cast<Impl*>(arg)->unanswered;
+    std::erase_if(waiting, [conn](const Unanswered& u) { return u.conn == conn; });
+  }
+
+  void settle(uint64_t id, bool committed) {
+    while (!unanswered.empty() && unanswered.front().take <= id) {
+      Unanswered u = std::move(unanswered.front());
+      unanswered.pop_front();
+      evhttp_connection_set_closecb(u.conn, nullptr, nullptr);
+      if (committed) {
+        reply_ok(u.req, u.encoding, u.rejected, u.note);
+      } else {
+        add_retry_after(u.req);
+        reply_error(u.req, u.encoding, 503, kUnavailable,
+                    "the interval that took these points was not committed (the node stopped leading "
+                    "or its state was reloaded): retry");
+      }
+    }
   }
 
   void refuse(evhttp_request* req, Encoding encoding, int status, int code, std::string message) {
@@ -375,6 +416,7 @@ struct OtlpReceiver::Impl {
   }
 
   Batch take(int64_t now_ns) {
+    ++takes;
     std::swap(pending, taken);
     pending.clear();
     deltas.expire(now_ns - std::chrono::nanoseconds(options.delta_expire).count());
@@ -389,6 +431,7 @@ struct OtlpReceiver::Impl {
                             requests_refused, error);
     else if (b.rejected)
       b.error = fmt::format("{} data point(s) refused, the last: {}", b.rejected, error);
+    b.id = takes;
     return b;
   }
 };
@@ -400,6 +443,8 @@ const std::string& OtlpReceiver::url() const { return impl_->url; }
 PushSource::Batch OtlpReceiver::take(int64_t now_ns) { return impl_->take(now_ns); }
 uint16_t OtlpReceiver::port() const { return impl_->port; }
 size_t OtlpReceiver::pending() const { return impl_->pending.size(); }
+size_t OtlpReceiver::unanswered() const { return impl_->unanswered.size(); }
+void OtlpReceiver::settle(uint64_t id, bool committed) { impl_->settle(id, committed); }
 void OtlpReceiver::set_refusal(std::string reason) { impl_->refusal = std::move(reason); }
 
 }  // namespace ingest

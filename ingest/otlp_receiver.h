@@ -34,9 +34,13 @@ class OtlpReceiver final : public PushSource {
 
   const std::string& url() const override;
   Batch take(int64_t now_ns) override;
+  // A request whose points were admitted is answered 200 only when the take that held
+  // them is settled as committed; 503 with Retry-After when it is not.
+  void settle(uint64_t id, bool committed) override;
 
   uint16_t port() const;  // the bound port
   size_t pending() const;  // samples waiting for the next take()
+  size_t unanswered() const;  // admitted requests waiting for their take to be settled
 
   // Non-empty: every request is answered 503 with Retry-After and this reason, as on a
   // cluster node that does not lead (only the leader's ticks take pushed points).

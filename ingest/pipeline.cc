@@ -193,6 +193,18 @@ struct Pipeline::Impl {
   bool tick_leader = false;  // the tick in flight stages an entry
   bool unpublished = false;  // applied_seq is a leader's tick waiting for publish_committed
   int64_t unpublished_clock = 0;
+  std::vector<shm::SourceStatus> unpublished_statuses;  // as sealed into that tick's entry
+  bool unshown = false;      // applied_seq is an entry applied without its build
+  int64_t last_clock = 0;    // clock of the last tick or entry applied: the tick clock's floor
+  // Push takes of the tick in flight, and of a leader's ticks waiting for the log (by
+  // seq): settled once their fate is known (PushSource::settle).
+  struct Take {
+    PushSource* source;
+    uint64_t id;
+    uint64_t seq;  // 0 while the tick is in flight
+  };
+  std::vector<Take> takes;
+  int64_t clock_behind = 0;  // how far the last tick's clock ran ahead of this node's
   // What a follower publishes: the statuses of the last entry applied.
   std::vector<shm::SourceStatus> entry_statuses;
   bool following = false;
@@ -235,6 +247,7 @@ struct Pipeline::Impl {
   }
   ~Impl() {
     cancel_fetches();
+    settle(~uint64_t{0}, false);
     sources.clear();  // frees connections before the dns base they use
     retired.clear();
     if (timer) event_free(timer);
@@ -253,7 +266,10 @@ struct Pipeline::Impl {
     }
     retired.clear();
     in_flight = true;
-    tick_ns = static_cast<int64_t>(shm::realtime_ns());
+    const int64_t now = static_cast<int64_t>(shm::realtime_ns());
+    const int64_t floor = last_clock ? last_clock + int64_t(config.interval.count()) * 1'000'000 : 0;
+    tick_ns = std::max(now, floor);
+    clock_behind = tick_ns - now;
     tick_leader = static_cast<bool>(sink);
     std::vector<std::string> urls;
     for (size_t i = 0; i < sources.size(); ++i) {
@@ -463,6 +479,7 @@ struct Pipeline::Impl {
 
   void take_pushed(Source& s) {
     PushSource::Batch batch = s.push->take(tick_ns);
+    takes.push_back(Take{s.push, batch.id, 0});
     s.status.bytes += batch.bytes;
     s.status.dropped += batch.rejected;
     apply(s, batch.samples, format_name(Format::otlp), 0, std::move(batch.error));
@@ -620,16 +637,24 @@ struct Pipeline::Impl {
     ++ticks;
     const uint64_t seq = applied_seq + 1;
     std::string entry;
-    if (tick_leader && !seal_tick(seq, &entry)) return;
+    if (tick_leader && !seal_tick(seq, &entry)) {
+      settle(0, false);
+      return;
+    }
+    tick_became(seq);
     applied_seq = seq;
+    last_clock = tick_ns;
+    unshown = false;
     if (tick_leader && sink) {
       // Shown once the log has it (publish_committed); the entry goes out first, so
       // followers start applying it while this node waits for Redis.
       unpublished = true;
       unpublished_clock = tick_ns;
+      unpublished_statuses = statuses();
       sink(seq, std::move(entry));
     } else {
       unpublished = false;
+      settle(seq, true);
       aggregator.build(builder, tick_ns);
       if (publish) publish(builder, statuses(), seq);
     }
@@ -684,9 +709,26 @@ struct Pipeline::Impl {
     return out;
   }
 
+  // Settles the takes of ticks up to seq (0: the tick in flight only, ~0: every one).
+  void settle(uint64_t seq, bool committed) {
+    size_t kept = 0;
+    for (Take& t : takes) {
+      bool due = seq == ~uint64_t{0} || (seq == 0 ? t.seq == 0 : t.seq != 0 && t.seq <= seq);
+      if (due) t.source->settle(t.id, committed);
+      else takes[kept++] = t;
+    }
+    takes.resize(kept);
+  }
+  // The tick in flight is now seq: its takes wait for that seq's commit.
+  void tick_became(uint64_t seq) {
+    for (Take& t : takes)
+      if (t.seq == 0) t.seq = seq;
+  }
+
   // Ends every fetch in flight without a word; a file read that has not ended stays
   // the source's, so the next tick does not start a second one beside it.
   void cancel_fetches() {
+    settle(0, false);
     for (auto& s : sources) {
       if (s->fetch && !s->fetch->done) end_fetch(*s->fetch);
       s->fetch.reset();
@@ -808,11 +850,22 @@ bool Pipeline::fetching() const { return impl_->fetching; }
 
 void Pipeline::publish_committed(uint64_t seq) {
   Impl& m = *impl_;
+  m.settle(seq, true);
   if (!m.unpublished || seq != m.applied_seq) return;
   m.unpublished = false;
   m.aggregator.build(m.builder, m.unpublished_clock);
-  if (m.publish) m.publish(m.builder, m.statuses(), seq);
+  if (m.publish) m.publish(m.builder, m.unpublished_statuses, seq);
 }
+
+void Pipeline::show_applied() {
+  Impl& m = *impl_;
+  if (!m.unshown) return;
+  m.unshown = false;
+  m.aggregator.build(m.builder, m.last_clock);
+  if (m.publish) m.publish(m.builder, m.entry_statuses, m.applied_seq);
+}
+
+int64_t Pipeline::clock_behind_ns() const { return impl_->clock_behind; }
 
 void Pipeline::set_fetching(bool on) {
   Impl& m = *impl_;
@@ -821,13 +874,15 @@ void Pipeline::set_fetching(bool on) {
   if (!on) {
     event_del(m.timer);
     m.cancel_fetches();
+    // A leader that stops leading never learns whether the log took what waits.
+    m.settle(~uint64_t{0}, false);
   } else if (m.running) {
     m.schedule();
     m.start_tick();
   }
 }
 
-Pipeline::EntryResult Pipeline::apply_entry(std::string_view entry, std::string* error) {
+Pipeline::EntryResult Pipeline::apply_entry(std::string_view entry, std::string* error, bool show) {
   Impl& m = *impl_;
   auto bad = [error](std::string why) {
     if (error) *error = std::move(why);
@@ -854,10 +909,11 @@ Pipeline::EntryResult Pipeline::apply_entry(std::string_view entry, std::string*
   m.entry_statuses = std::move(statuses);
   m.following = true;
   m.unpublished = false;
-  m.aggregator.build(m.builder, clock);
   m.applied_seq = seq;
+  m.last_clock = std::max(m.last_clock, clock);
   ++m.ticks;
-  if (m.publish) m.publish(m.builder, m.entry_statuses, seq);
+  m.unshown = true;
+  if (show) show_applied();
   return EntryResult::applied;
 }
 
@@ -882,12 +938,15 @@ void Pipeline::restore(std::string_view checkpoint) {
   std::unique_ptr<Aggregator> aggregator;
   uint64_t seq;
   Replica::restore(checkpoint, m.config, &replica, &aggregator, &seq);
-  // A tick in flight staged against the state being replaced.
+  // A tick in flight staged against the state being replaced, and ticks this node
+  // applied that the log never took.
   if (m.in_flight) m.cancel_fetches();
+  m.settle(~uint64_t{0}, false);
   m.replica = std::move(replica);
   m.aggregator = std::move(*aggregator);
   m.applied_seq = seq;
   m.unpublished = false;
+  m.unshown = false;
 }
 
 const Config& Pipeline::config() const { return impl_->config; }

@@ -16,10 +16,19 @@ void publish_cluster_status(shm::Store& store, shm::Writer& writer, const cluste
   set(kClusterApplied, s.entries_applied);
   set(kClusterRedisErrors, s.redis_errors);
   set(kClusterCheckpointAgeS, s.checkpoint_age_s < 0 ? 0 : uint64_t(s.checkpoint_age_s) + 1);
+  set(kClusterDegraded, s.degraded ? 1 : 0);
+  set(kClusterReloads, s.reloads);
+  set(kClusterCannotFollow, s.follow_problem.empty() ? 0 : 1);
+  set(kClusterPendingDropped, s.pending_dropped);
 
   std::vector<Report> nodes;
   for (const cluster::Member& m : s.members)
-    nodes.push_back(Report().add("node_id", m.node_id).add("role", m.role).add("applied", m.applied).add("lag_ms", m.lag_ms));
+    nodes.push_back(Report()
+                        .add("node_id", m.node_id)
+                        .add("role", m.role)
+                        .add("applied", m.applied)
+                        .add("lag_ms", m.lag_ms)
+                        .add("may_lead", m.may_lead));
   std::vector<Report> notes;
   for (const std::string& n : s.notes) notes.push_back(Report().add("note", n));
   Report r;
@@ -29,9 +38,12 @@ void publish_cluster_status(shm::Store& store, shm::Writer& writer, const cluste
       .add("leader_id", s.leader_id.empty() ? "-" : s.leader_id)
       .add("lease_remaining_ms", s.lease_remaining_ms)
       .add("synced", s.synced)
+      .add("degraded", s.degraded)
+      .add("follow_problem", s.follow_problem.empty() ? "-" : s.follow_problem)
       .add("applied", s.applied_seq)
       .add("published_generation", published_generation)
       .add("applied_term", s.applied_term)
+      .add("applied_hash", cluster::hash_text(s.applied_hash))
       .add("log_end", s.log_end_seq)
       .add("replication_lag_ms", s.lag_ms)
       .add("redis", std::string(cluster::redis_state_name(s.redis)))
@@ -42,6 +54,11 @@ void publish_cluster_status(shm::Store& store, shm::Writer& writer, const cluste
       .add("entries_appended", s.entries_appended)
       .add("appends_refused", s.appends_refused)
       .add("pending_appends", s.pending)
+      .add("pending_bytes", s.pending_bytes)
+      .add("redis_replicas", s.replicas)
+      .add("replica_waits", s.replica_waits)
+      .add("pending_dropped", s.pending_dropped)
+      .add("reloads", s.reloads)
       .add("redis_errors", s.redis_errors)
       .add_list("node", std::move(nodes))
       .add_list("settings_note", std::move(notes));

@@ -158,6 +158,13 @@ const std::vector<Setting>& settings() {
        [](Options& o, const Values& v) {
          o.checkpoint_every = uint32_t(parse_count("checkpoint-every", v.back(), 1, 1000000));
        }},
+      {"cluster-wait-replicas", Kind::value,
+       "a leader shows a tick once this many Redis replicas have its entry: auto (one, when the master has a "
+       "replica) or a number, 0 never waits (default auto)",
+       [](Options& o, const Values& v) {
+         o.cluster_wait_replicas =
+             v.back() == "auto" ? -1 : int(parse_count("cluster-wait-replicas", v.back(), 0, 16));
+       }},
       {"stuck-timeout", Kind::value, "kill a reader whose loop has not ticked for DURATION (default 5s)",
        duration("stuck-timeout", &Options::stuck_timeout)},
       {"writer-stuck-timeout", Kind::value,
@@ -437,7 +444,7 @@ std::vector<std::string> restart_only_changes(const Options& a, const Options& b
       a.otlp_max_pending != b.otlp_max_pending)
     changed.push_back("otlp-listen/otlp-max-body/otlp-max-pending");
   if (a.cluster != b.cluster || a.cluster_name != b.cluster_name || a.node_id != b.node_id || a.lease != b.lease ||
-      a.role != b.role || a.checkpoint_every != b.checkpoint_every)
+      a.role != b.role || a.checkpoint_every != b.checkpoint_every || a.cluster_wait_replicas != b.cluster_wait_replicas)
     changed.push_back("cluster settings");
   if (a.idle_timeout != b.idle_timeout || a.request_timeout != b.request_timeout ||
       a.healthz_max_age != b.healthz_max_age || a.max_header_bytes != b.max_header_bytes ||

@@ -49,6 +49,7 @@ struct Options {
   std::chrono::milliseconds lease{6000};
   std::string role = "auto";              // auto or follower (never leads)
   uint32_t checkpoint_every = 30;         // the leader checkpoints every N entries
+  int cluster_wait_replicas = -1;         // replicas that must have an entry before it is shown; -1: auto
 
   // Supervision.
   std::chrono::milliseconds stuck_timeout{5000};

@@ -284,6 +284,14 @@ void HttpServer::Impl::serve_healthz(Conn& c, const Request& req, const shm::Sna
     body.append("}");
     return respond(c, req, 503, gen, "application/json", body);
   }
+  // Cut off from Redis: it serves the last committed snapshot, which no longer moves.
+  if (store.service_counter(kClusterEnabled).load(std::memory_order_relaxed) &&
+      store.service_counter(kClusterDegraded).load(std::memory_order_relaxed)) {
+    body.assign(R"({"status":"degraded","generation":)");
+    http::append_uint(body, gen);
+    body.append("}");
+    return respond(c, req, 503, gen, "application/json", body);
+  }
   const uint64_t now = shm::realtime_ns(), built = view->built_at_ns();
   const uint64_t age_ns = now > built ? now - built : 0;
   const bool fresh = age_ns <= static_cast<uint64_t>(opt.healthz_max_age.count()) * 1'000'000;
@@ -314,6 +322,15 @@ void append_cluster_metrics(std::string& out, Help help, Line line, const shm::S
   line("telemetryd_cluster_entries_applied_total", {}, counter(kClusterApplied));
   help("telemetryd_cluster_redis_errors_total", "counter", "Failed Redis commands and lost connections.");
   line("telemetryd_cluster_redis_errors_total", {}, counter(kClusterRedisErrors));
+  help("telemetryd_cluster_degraded", "gauge", "1 while Redis is unreachable and the last committed snapshot is served.");
+  line("telemetryd_cluster_degraded", {}, counter(kClusterDegraded));
+  help("telemetryd_cluster_cannot_follow", "gauge", "1 while this node cannot follow the log (show cluster says why).");
+  line("telemetryd_cluster_cannot_follow", {}, counter(kClusterCannotFollow));
+  help("telemetryd_cluster_reloads_total", "counter", "State reloads from a checkpoint by this node's writer.");
+  line("telemetryd_cluster_reloads_total", {}, counter(kClusterReloads));
+  help("telemetryd_cluster_pending_dropped_total", "counter",
+       "Leader entries dropped while Redis did not take them (a checkpoint covered them).");
+  line("telemetryd_cluster_pending_dropped_total", {}, counter(kClusterPendingDropped));
   help("telemetryd_cluster_checkpoint_age_seconds", "gauge", "Age of the newest checkpoint in Redis (-1: none).");
   uint64_t age = counter(kClusterCheckpointAgeS);
   out.append("telemetryd_cluster_checkpoint_age_seconds ").append(age ? std::to_string(age - 1) : "-1").append("\n");

@@ -43,7 +43,11 @@ enum ServiceCounter : uint32_t {
   kClusterApplied = 21,     // log entries applied by this node (writer incarnation)
   kClusterRedisErrors = 22,
   kClusterCheckpointAgeS = 23,  // age of the newest checkpoint + 1; 0: none
-  kFirstFreeServiceCounter = 24,
+  kClusterDegraded = 24,        // 1 while Redis is unreachable: the last committed snapshot is served
+  kClusterReloads = 25,         // state reloads from a checkpoint (writer incarnation)
+  kClusterCannotFollow = 26,    // 1 while the node cannot follow the log (show cluster says why)
+  kClusterPendingDropped = 27,  // leader entries dropped past max_pending_bytes
+  kFirstFreeServiceCounter = 28,
 };
 
 // Reader::counter(i): per reader, relaxed; only the owning reader writes them.

@@ -241,8 +241,15 @@ void HttpServer::Impl::serve_status(Conn& c, const Request& req, const shm::Snap
     http::append_uint(o, s.bytes);
     o.append("}");
   }
-  // A single node today; a cluster will describe its nodes (role, term, replication lag) here.
-  o.append(R"(],"cluster":null})");
+  // A cluster node: the writer's `show cluster json` report (server/cluster_status.cc),
+  // read from the store's status text; null on a single node or before the writer
+  // reported.
+  o.append(R"(],"cluster":)");
+  const std::string status = counter(kClusterEnabled) ? store.status_text() : std::string();
+  const size_t split = status.find('\0');
+  if (split == std::string::npos || split + 1 >= status.size()) o.append("null");
+  else o.append(status, split + 1);
+  o.append("}");
   respond(c, req, 200, gen, "application/json", o, {}, "Cache-Control: no-store\r\n");
 }
 

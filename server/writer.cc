@@ -115,13 +115,18 @@ struct WriterProcess : cluster::Host {
       if (error) *error = "the entry's own seq is " + std::to_string(ingest::Pipeline::entry_seq(entry));
       return Applied::bad;
     }
-    switch (pipeline->apply_entry(entry, error)) {
+    switch (pipeline->apply_entry(entry, error, false)) {
       case ingest::Pipeline::EntryResult::applied: note_settings(); return Applied::applied;
       case ingest::Pipeline::EntryResult::duplicate: return Applied::duplicate;
       case ingest::Pipeline::EntryResult::gap: return Applied::gap;
       case ingest::Pipeline::EntryResult::bad: break;
     }
     return Applied::bad;
+  }
+  // A generation already published (the node reloaded and replays) is not built again.
+  void show_applied() override {
+    if (pipeline->applied_seq() <= writer->generation()) return heartbeat();
+    pipeline->show_applied();
   }
   std::string checkpoint() const override { return pipeline->checkpoint(); }
   void restore(std::string_view bytes) override { pipeline->restore(bytes); }
@@ -180,6 +185,9 @@ struct WriterProcess : cluster::Host {
     if (!node) return;
     cluster::Status s = node->status();
     if (!settings_note.empty()) s.notes.push_back("leader's settings differ: " + settings_note);
+    if (int64_t behind = pipeline->clock_behind_ns(); behind > 0)
+      s.notes.push_back(fmt::format("this node's clock is {} ms behind the log's: ticks go on from the log's time",
+                                    behind / 1'000'000));
     publish_cluster_status(store, *writer, s, writer->generation());
   }
 
@@ -295,6 +303,7 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
     cs.lease = options.lease;
     cs.may_lead = options.role != "follower";
     cs.checkpoint_every = options.checkpoint_every;
+    cs.wait_replicas = options.cluster_wait_replicas;
     w.node = std::make_unique<cluster::Node>(w.base, cs, w);
     w.refuse_pushes_unless_leading();
     w.counter(kClusterSynced).store(0, std::memory_order_relaxed);

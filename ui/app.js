@@ -330,17 +330,24 @@ function showWorkers(s, rate) {
   $('workers').tBodies[0].replaceChildren(...rows);
 }
 
-// Reserved for a cluster: null (one node) today. A cluster status lists its nodes as
-// {node, role, term, replication_lag_s}.
+// A cluster node's status is `show cluster json` (docs/operations.md): this node's role,
+// term, leader, Redis and sync state, and the live members as the last heartbeat saw them.
 function showCluster(cluster) {
-  const nodes = cluster && Array.isArray(cluster.nodes) ? cluster.nodes : null;
-  $('cluster-single').hidden = !!nodes;
-  $('cluster-nodes').hidden = !nodes;
-  if (!nodes) return;
-  $('cluster-nodes').querySelector('tbody').replaceChildren(...nodes.map((n) => el('tr', {},
-    el('th', { scope: 'row', text: String(n.node) }), el('td', { text: String(n.role) }),
-    el('td', { class: 'num', text: fmtNum(n.term) }),
-    el('td', { class: 'num', text: n.replication_lag_s === null || n.replication_lag_s === undefined ? '–' : fmtAge(n.replication_lag_s) }))));
+  $('cluster-single').hidden = !!cluster;
+  $('cluster-nodes').hidden = !cluster;
+  if (!cluster) return;
+  const state = cluster.degraded ? 'degraded: Redis unreachable'
+    : cluster.follow_problem && cluster.follow_problem !== '-' ? `cannot follow: ${cluster.follow_problem}`
+    : cluster.synced ? 'synced' : 'syncing';
+  $('cluster-self').textContent = `This node: ${cluster.node_id}, ${cluster.role} in term ${cluster.term}; ` +
+    `leader ${cluster.leader_id}; Redis ${cluster.redis} (${cluster.redis_address}); ${state}; ` +
+    `applied ${fmtCount(cluster.applied)}, replication lag ${fmtCount(cluster.replication_lag_ms)} ms`;
+  const members = Array.isArray(cluster.node) ? cluster.node : [];
+  $('cluster-nodes').querySelector('tbody').replaceChildren(...members.map((n) => el('tr', { 'data-key': n.node_id },
+    el('th', { scope: 'row', text: String(n.node_id) }),
+    el('td', { text: n.node_id === cluster.leader_id ? 'leader' : n.may_lead === false ? 'follower only' : String(n.role) }),
+    el('td', { class: 'num', text: fmtCount(n.applied) }),
+    el('td', { class: 'num', text: `${fmtCount(n.lag_ms)} ms` }))));
 }
 
 // ---------------------------------------------------------------------------------

@@ -437,8 +437,10 @@ class FixedPush final : public PushSource {
     samples_.push_back(sample("push_temp", "", SampleKind::gauge, 20.0 + takes_, now_ns));
     samples_.push_back(sample("push_requests_total", "", SampleKind::counter, 10.0 * takes_, now_ns));
     samples_.push_back(sample("push_latency", "_bucket", SampleKind::bucket, 3.0 * takes_, now_ns));
-    return Batch{samples_, 100, 0, ""};
+    return Batch{samples_, 100, 0, "", uint64_t(takes_)};
   }
+  void settle(uint64_t id, bool committed) override { settled.emplace_back(id, committed); }
+  std::vector<std::pair<uint64_t, bool>> settled;  // in the order settle() was called
 
  private:
   Sample sample(std::string_view metric, std::string_view suffix, SampleKind kind, double value, int64_t ts) {
@@ -489,6 +491,55 @@ TEST_CASE("replication - pushed points reach the followers through the leader's 
   REQUIRE(statuses.size() == 4);  // the three configured sources, then the push source
   CHECK(statuses[3].url == "otlp://127.0.0.1:4318");
   CHECK(statuses[3].samples == 12);  // accepted since the start: 3 a tick
+  std::remove(prom.c_str());
+  std::remove(native.c_str());
+}
+
+TEST_CASE("replication - pushed points are settled as committed only once their entry is in the log") {
+  FixedPush push;
+  Config c = follower_config();
+  Node leader(c);
+  leader.pipeline.add_push_source(&push);
+  leader.lead(false);
+  leader.pipeline.run_once();
+  leader.pipeline.run_once();
+  REQUIRE(leader.entries.size() == 2);
+  CHECK(push.settled.empty());  // applied here, not in the log yet: no answer
+  leader.pipeline.publish_committed(leader.entries[0].first);
+  REQUIRE(push.settled.size() == 1);
+  CHECK(push.settled[0] == std::make_pair(uint64_t(1), true));
+  // The node stops leading with the second tick unacknowledged: its clients are told
+  // to retry, never that their points were kept.
+  leader.pipeline.set_fetching(false);
+  REQUIRE(push.settled.size() == 2);
+  CHECK(push.settled[1] == std::make_pair(uint64_t(2), false));
+  // Standalone: settled as committed when the tick is applied.
+  FixedPush alone_push;
+  Node alone(c);
+  alone.pipeline.add_push_source(&alone_push);
+  alone.pipeline.run_once();
+  REQUIRE(alone_push.settled.size() == 1);
+  CHECK(alone_push.settled[0] == std::make_pair(uint64_t(1), true));
+}
+
+TEST_CASE("replication - a node catching up builds only the snapshot it shows") {
+  const std::string prom = temp_path("catchup_prom.txt"), native = temp_path("catchup_native.json");
+  write_file(prom, prometheus_body(1));
+  write_file(native, native_body(1));
+  Node leader(leader_config(prom, native));
+  leader.lead();
+  for (int t = 0; t < 3; ++t) leader.pipeline.run_once();
+  std::vector<std::unique_ptr<Node>> nodes;
+  Node& f = follower(nodes);
+  for (const auto& [seq, entry] : leader.entries)
+    REQUIRE(f.pipeline.apply_entry(entry, nullptr, false) == Pipeline::EntryResult::applied);
+  CHECK(f.published.empty());
+  f.pipeline.show_applied();
+  REQUIRE(f.published.size() == 1);
+  CHECK(f.published.begin()->first == leader.entries.back().first);
+  CHECK(f.published.begin()->second == leader.published.rbegin()->second);
+  f.pipeline.show_applied();  // nothing new applied: nothing built
+  CHECK(f.published.size() == 1);
   std::remove(prom.c_str());
   std::remove(native.c_str());
 }

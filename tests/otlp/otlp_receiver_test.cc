@@ -15,6 +15,7 @@
 
 using namespace ingest;
 using namespace otlp_test;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -32,13 +33,26 @@ struct Loop {
     event_free(wake);
     event_base_free(base);
   }
+  // Receivers whose admitted requests are answered as if a tick took and committed them
+  // at once: for the tests of what a request is answered, not when.
+  std::vector<OtlpReceiver*> committing;
   Reply send(uint16_t port, const std::string& request) {
     auto reply = std::async(std::launch::async, exchange, port, request);
-    while (reply.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
+    while (reply.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
       event_base_loop(base, EVLOOP_ONCE);
+      for (OtlpReceiver* r : committing)
+        if (r->unanswered()) r->settle(~uint64_t{0}, true);
+    }
     return reply.get();
   }
 };
+
+// Runs the loop until the receiver has admitted a request it has not answered.
+bool loop_until_unanswered(Loop& loop, const OtlpReceiver& rx) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (rx.unanswered() == 0 && std::chrono::steady_clock::now() < end) event_base_loop(loop.base, EVLOOP_ONCE);
+  return rx.unanswered() != 0;
+}
 
 OtlpOptions test_options() {
   OtlpOptions o;
@@ -70,6 +84,7 @@ constexpr const char* kProtobuf = "application/x-protobuf";
 TEST_CASE("OTLP receiver: status codes for other paths, methods, types, encodings and bad bodies") {
   Loop loop;
   OtlpReceiver rx(loop.base, test_options());
+  loop.committing.push_back(&rx);
   uint16_t port = rx.port();
   auto json = mixed_request_json(int64_t(shm::realtime_ns()));
 
@@ -111,6 +126,7 @@ TEST_CASE("OTLP receiver: status codes for other paths, methods, types, encoding
 TEST_CASE("OTLP receiver: gzip and chunked bodies - partial success in the request's encoding") {
   Loop loop;
   OtlpReceiver rx(loop.base, test_options());
+  loop.committing.push_back(&rx);
   uint16_t port = rx.port();
   int64_t now = int64_t(shm::realtime_ns());
 
@@ -179,6 +195,7 @@ TEST_CASE("OTLP receiver: 503 with Retry-After while the pending batch is full -
   OtlpOptions o = test_options();
   o.max_pending = 40;  // one mixed request needs 18 (17 samples, a delta one counted twice)
   OtlpReceiver rx(loop.base, o);
+  loop.committing.push_back(&rx);
   uint16_t port = rx.port();
   Pipeline pipeline(loop.base, tick_config(), nullptr);
   pipeline.add_push_source(&rx);
@@ -202,6 +219,7 @@ TEST_CASE("OTLP receiver: 503 with Retry-After while the pending batch is full -
   // A request that could never fit is too large rather than early.
   o.max_pending = 10;
   OtlpReceiver small(loop.base, o);
+  loop.committing.push_back(&small);
   r = loop.send(small.port(), post("/v1/metrics", kJson, mixed_request_json(now)));
   CHECK(r.status == 413);
   CHECK(r.headers.count("retry-after") == 0);
@@ -252,4 +270,44 @@ TEST_CASE("fetched OTLP/JSON delta points become running totals too - a body rea
   CHECK(jobs->count == 3);
   CHECK(jobs->kind == SampleKind::counter);
   unlink(path);
+}
+
+TEST_CASE("OTLP receiver: 200 only once the tick that took the points is committed, 503 when it never will be") {
+  Loop loop;
+  OtlpReceiver rx(loop.base, test_options());
+  Pipeline leader(loop.base, tick_config(), nullptr);
+  leader.add_push_source(&rx);
+  std::vector<uint64_t> entries;
+  leader.set_entry_sink([&](uint64_t seq, std::string) { entries.push_back(seq); });
+  int64_t now = int64_t(shm::realtime_ns());
+  auto pending_reply = [&](const std::string& body) {
+    return std::async(std::launch::async, exchange, rx.port(), post("/v1/metrics", kJson, body));
+  };
+  auto run_until = [&](auto& reply, std::chrono::milliseconds limit) {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (reply.wait_for(std::chrono::seconds(0)) != std::future_status::ready &&
+           std::chrono::steady_clock::now() < end)
+      event_base_loop(loop.base, EVLOOP_ONCE);
+    return reply.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  };
+  auto first = pending_reply(mixed_request_json(now));
+  CHECK_FALSE(run_until(first, 300ms));  // admitted, not taken by any tick yet
+  REQUIRE(rx.unanswered() == 1);
+  leader.run_once();
+  REQUIRE(entries.size() == 1);
+  CHECK_FALSE(run_until(first, 300ms));  // applied here, not in the log yet
+  leader.publish_committed(entries[0]);
+  REQUIRE(run_until(first, 5s));
+  CHECK(first.get().status == 200);
+
+  auto second = pending_reply(mixed_request_json(now + 1));
+  REQUIRE(loop_until_unanswered(loop, rx));
+  leader.run_once();
+  leader.set_fetching(false);  // stopped leading before the log took the tick
+  REQUIRE(run_until(second, 5s));
+  Reply r = second.get();
+  CHECK(r.status == 503);
+  CHECK(r.headers["retry-after"] == "1");
+  CHECK(r.body.find("not committed") != std::string::npos);
+  CHECK(rx.unanswered() == 0);
 }

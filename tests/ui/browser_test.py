@@ -10,10 +10,15 @@ through the series, a source made to fail shows as failing with its error and it
 as stale, and a stopped writer's old snapshot shows as stale. Saves screenshots (wide and
 narrow) into --out.
 
-Exit status: 0 passed, 1 failed, 77 skipped (no Chromium or chromedriver, or they cannot
-start: said on stdout; ctest reports the test as skipped, never as passed).
+With --cluster it starts a redis-server and two cluster nodes instead and checks that the
+view on the follower shows the cluster: this node's role, term, leader and sync state,
+and both members.
 
-    browser_test.py --telemetryd build/server/telemetryd --out build/tests/ui
+Exit status: 0 passed, 1 failed, 77 skipped (no Chromium or chromedriver, or they cannot
+start, or no redis-server with --cluster: said on stdout; ctest reports the test as
+skipped, never as passed).
+
+    browser_test.py --telemetryd build/server/telemetryd --out build/tests/ui [--cluster]
 """
 import argparse
 import base64
@@ -169,17 +174,17 @@ return Array.from(rows, (tr) => ({key: tr.dataset.key || tr.dataset.url || '', c
 class Service:
     """A telemetryd process tree on 127.0.0.1 with a synthetic and a file:// source."""
 
-    def __init__(self, binary, tmp):
+    def __init__(self, binary, tmp, name="", extra=()):
         self.tmp = tmp
         self.port = free_port()
-        self.source = os.path.join(tmp, "app.json")
+        self.source = os.path.join(tmp, f"app{name}.json")
         self.write_source(21.5)
-        self.log = os.path.join(tmp, "telemetryd.log")
+        self.log = os.path.join(tmp, f"telemetryd{name}.log")
         self.proc = subprocess.Popen([
             binary, "--listen", f"127.0.0.1:{self.port}", "--workers", "3",
             "--source", f"synthetic://?hosts={HOSTS}&metrics=5", "--source", f"file://{self.source}",
-            "--interval", "1s", "--healthz-max-age", "3s", "--shm-name", f"tdui{os.getpid()}",
-            "--admin-socket", os.path.join(tmp, "admin.sock"), "--log-file", self.log],
+            "--interval", "1s", "--healthz-max-age", "3s", "--shm-name", f"tdui{os.getpid()}{name}",
+            "--admin-socket", os.path.join(tmp, f"admin{name}.sock"), "--log-file", self.log, *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -384,10 +389,69 @@ def check(wd, svc, out):
     assert not errors, f"console errors (CSP violations show here): {errors}"
 
 
+class Redis:
+    """A redis-server on a free 127.0.0.1 port, no persistence, stopped by its pid."""
+
+    def __init__(self, tmp):
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise Skip("redis-server not installed: apt-get install redis-server")
+        self.port = free_port()
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", tmp],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+        def up():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    return c.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+        wait_for("redis-server to answer", up, timeout=10)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def check_cluster(wd, binary, tmp, out):
+    """Two nodes over one Redis: the follower's view shows the cluster as it is."""
+    redis = Redis(tmp)
+    nodes = []
+    try:
+        for name in ("ui-a", "ui-b"):
+            nodes.append(Service(binary, tmp, name, ["--cluster", f"redis://127.0.0.1:{redis.port}",
+                                                     "--cluster-name", f"ui{os.getpid()}", "--node-id", name,
+                                                     "--lease", "1s"]))
+        status = lambda n: n.json("/v1/status")[0]["cluster"]
+        wait_for("a leader", lambda: any(status(n)["role"] == "leader" for n in nodes))
+        leader = next(n for n in nodes if status(n)["role"] == "leader")
+        follower = next(n for n in nodes if n is not leader)
+        mine = status(follower)
+        assert mine["role"] == "follower", mine
+        wd.go(follower.url + "/ui")
+        self_text = lambda: wd.text(wd.find("#cluster-self"))
+        wait_for("the cluster card to name this node and its leader",
+                 lambda: f"This node: {mine['node_id']}, follower" in self_text()
+                 and f"leader {status(leader)['node_id']}" in self_text() and "synced" in self_text())
+        assert wd.attribute(wd.find("#cluster-single"), "hidden") is not None, "the single-node line is shown"
+        rows = lambda: {r["key"]: r["cells"] for r in wd.script(READ_TABLE, "#cluster-nodes table")}
+        wait_for("both members listed, the leader as leader",
+                 lambda: set(rows()) == {"ui-a", "ui-b"} and rows()[status(leader)["node_id"]][1] == "leader")
+        print(f"cluster card: {self_text()}")
+        wd.screenshot(os.path.join(out, "ui-cluster.png"))
+    finally:
+        for n in nodes:
+            n.stop()
+        redis.stop()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--telemetryd", required=True)
     ap.add_argument("--out", required=True, help="folder for the screenshots")
+    ap.add_argument("--cluster", action="store_true", help="check the cluster card on two cluster nodes")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="tdui-")
@@ -395,8 +459,11 @@ def main():
     started = time.monotonic()
     try:
         driver, wd = start_driver(tmp)
-        svc = Service(args.telemetryd, tmp)
-        check(wd, svc, args.out)
+        if args.cluster:
+            check_cluster(wd, args.telemetryd, tmp, args.out)
+        else:
+            svc = Service(args.telemetryd, tmp)
+            check(wd, svc, args.out)
         print(f"PASS in {time.monotonic() - started:.1f} s; screenshots in {args.out}")
         return 0
     except Skip as e:
