@@ -3,7 +3,9 @@
 // place, and one output string per connection that a response is appended to and
 // written with send(). The shape follows Redis's networking.c: read what is there,
 // answer every complete pipelined request, write, and only ask the loop for
-// write-readiness when the socket pushed back.
+// write-readiness when the socket pushed back. That is the epoll engine; the io_uring
+// engine (reader_uring.cc) takes over the socket I/O where `ring` is set (accept,
+// release_conn, set_events, flush) and leaves everything else here.
 //
 // The shm read guard is taken once per batch of requests (one read() worth) and
 // released before the callback returns, so a reader never keeps a snapshot alive across
@@ -109,7 +111,7 @@ void HttpServer::Impl::watch_listen(bool on) {
   if (on == accept_on) return;
   if (ring) {
     accept_on = on;
-    return ring_watch_listen(on);
+    return ring_sync_accept();
   }
   if (on ? event_add(&accept_ev, nullptr) : event_del(&accept_ev)) throw std::runtime_error("reader: cannot watch the listening socket");
   accept_on = on;

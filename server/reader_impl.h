@@ -126,7 +126,7 @@ struct HttpServer::Impl {
   static void on_ring(evutil_socket_t, short, void* arg);
   void ring_complete();  // handles every completion there is
   bool ring_loop();      // HttpServer::run() with io_uring
-  void ring_watch_listen(bool on);
+  void ring_sync_accept();  // arms or cancels the multishot accept as accept_on says
   void ring_release(Conn& c);
   void ring_want_read(Conn& c);
   void ring_send(Conn& c);

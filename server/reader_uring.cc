@@ -153,7 +153,6 @@ struct HttpServer::Impl::Ring {
   }
 };
 
-
 HttpServer::Impl::Impl(event_base* b, shm::Reader& r, shm::Store& s, const ReaderOptions& o)
     : base(b), reader(r), store(s), opt(o) {}
 HttpServer::Impl::~Impl() = default;
@@ -225,25 +224,26 @@ void HttpServer::Impl::stop_ring() {
   io_uring_prep_cancel64(e, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
   io_uring_sqe_set_data64(e, op_ignore);
   io_uring_submit(&r.uring);
-  auto in_flight = [&] {
-    bool any = r.accept_armed;
-    for (Conn* c : r.closing) any |= c->ops > 0;
-    return any;
-  };
-  for (int waits = 0; in_flight() && waits < 100; ++waits) {
+  size_t pending = r.accept_armed;
+  for (const Conn* c : r.closing) pending += c->ops;
+  const uint64_t deadline = shm::monotonic_ns() + 1'000'000'000;
+  while (pending > 0 && shm::monotonic_ns() < deadline) {
     __kernel_timespec ts{0, 10'000'000};
     io_uring_cqe* cqe = nullptr;
     if (io_uring_wait_cqe_timeout(&r.uring, &cqe, &ts) != 0) continue;
-    const io_uring_cqe copy = *cqe;
-    io_uring_cqe_seen(&r.uring, cqe);
-    const uint64_t op = copy.user_data & kOpMask;
-    auto* c = reinterpret_cast<Conn*>(copy.user_data & ~kOpMask);
-    const bool more = copy.flags & IORING_CQE_F_MORE;
-    if (op == op_accept) {
-      if (copy.res >= 0) ::close(copy.res);  // accepted as the loop ended: nobody will serve it
-      if (!more) r.accept_armed = false;
-    } else if ((op == op_recv && !more) || op == op_send) {
-      --c->ops;
+    while (io_uring_peek_cqe(&r.uring, &cqe) == 0) {
+      const io_uring_cqe copy = *cqe;
+      io_uring_cqe_seen(&r.uring, cqe);
+      const uint64_t op = copy.user_data & kOpMask;
+      auto* c = reinterpret_cast<Conn*>(copy.user_data & ~kOpMask);
+      const bool more = copy.flags & IORING_CQE_F_MORE;
+      if (op == op_accept) {
+        if (copy.res >= 0) ::close(copy.res);  // accepted as the loop ended: nobody will serve it
+        if (!more) r.accept_armed = false, --pending;
+      } else if ((op == op_recv && !more) || op == op_send) {
+        --c->ops;
+        --pending;
+      }
     }
   }
   for (Conn* c : r.closing) delete c;  // after a failed wait too: the ring's exit cancels what is left
@@ -251,7 +251,7 @@ void HttpServer::Impl::stop_ring() {
   ring.reset();
 }
 
-void HttpServer::Impl::ring_watch_listen(bool) {
+void HttpServer::Impl::ring_sync_accept() {
   Ring& r = *ring;
   if (accept_on && !r.accept_armed) {
     io_uring_sqe* e = r.sqe();
@@ -338,7 +338,7 @@ void HttpServer::Impl::ring_accepted(int res, bool more) {
     log::warn("accept on the listening socket: {}", std::strerror(-res));
   }
   update_accept();
-  ring_watch_listen(accept_on);  // re-arms a multishot accept the kernel ended
+  ring_sync_accept();  // re-arms a multishot accept the kernel ended
 }
 
 void HttpServer::Impl::ring_received(Conn& c, int res, uint32_t flags) {

@@ -992,3 +992,30 @@ TEST_CASE("the reader engine: epoll when asked, io_uring when asked or auto wher
   close(lfd);
   shm::Store::remove(name);
 }
+
+TEST_CASE("a server driven by the caller's own event_base_dispatch serves and drains too", "[server]") {
+  Fixture f;  // its reader (slot 1) runs HttpServer::run(); this one is on slot 2
+  uint16_t port = 0;
+  int lfd = test_server::listen_loopback(&port);
+  server::ReaderOptions o = f.options;
+  o.listen_fd = lfd;
+  o.slot = 2;
+  test_server::ServerThread own(*f.store, o, /*caller_loop=*/true);
+  int fd = connect_to(port);
+  std::string buf;
+  for (int i = 0; i < 3; ++i) {  // keep-alive: the same connection each time
+    send_all(fd, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+    auto r = read_response(fd, buf);
+    REQUIRE(r);
+    CHECK(r->body == series_body(kMem));
+  }
+  own.request_shutdown();  // the drain: the next answer closes
+  send_all(fd, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+  auto r = read_response(fd, buf);
+  REQUIRE(r);
+  CHECK(r->header("connection") == "close");
+  CHECK(closed_by_server(fd));
+  own.stop();
+  close(fd);
+  close(lfd);
+}

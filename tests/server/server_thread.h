@@ -87,13 +87,14 @@ inline int connect_loopback(uint16_t port) {
 }
 
 // One reader's HttpServer on its own thread and event_base, serving `store` on
-// options.listen_fd from options.slot. stop() (or the destructor) drains and joins.
+// options.listen_fd from options.slot, run by HttpServer::run() (or, with caller_loop,
+// by the thread's own event_base_dispatch). stop() (or the destructor) drains and joins.
 class ServerThread {
  public:
-  ServerThread(shm::Store& store, server::ReaderOptions given) {
+  ServerThread(shm::Store& store, server::ReaderOptions given, bool caller_loop = false) {
     const server::ReaderOptions options = with_engine(given);
     REQUIRE(pipe(stop_pipe_) == 0);
-    thread_ = std::thread([this, &store, options] {
+    thread_ = std::thread([this, &store, options, caller_loop] {
       shm::Reader reader(store, options.slot);
       event_base* base = event_base_new();
       {
@@ -105,7 +106,7 @@ class ServerThread {
             [](evutil_socket_t, short, void* s) { static_cast<server::HttpServer*>(s)->shutdown(); }, &server);
         event_add(stop_ev, nullptr);
         ready_ = true;
-        server.run();
+        caller_loop ? (void)event_base_dispatch(base) : (void)server.run();
         event_free(stop_ev);
         server_ = nullptr;
       }
