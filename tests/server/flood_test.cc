@@ -176,6 +176,7 @@ int fill_descriptor_holes() {
 // Forks a reader on `site`'s socket in slot `slot`: `before(options)` runs in the child
 // first, then run_reader. Returns the child's pid; the caller SIGTERMs and reaps it.
 pid_t fork_reader(Site& site, uint32_t slot, const std::function<void(server::ReaderOptions&)>& before = {}) {
+  test_server::skip_unless_engine_available();  // here: a child cannot skip the test
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -315,6 +316,7 @@ TEST_CASE("the connection limit is capped by RLIMIT_NOFILE, whose soft limit run
   CHECK(WEXITSTATUS(status) == server::kExitOk);
 
   // And in-process: the limit leaves the reserve free.
+  test_server::skip_unless_engine_available();  // here: a child cannot skip the test
   pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -347,6 +349,7 @@ TEST_CASE("out of descriptors: the reader backs off accept without spinning, ser
   // The child: a reader whose connection limit is far away (built with the usual
   // RLIMIT_NOFILE), then the limit lowered to just above what it holds, so accept
   // itself fails with EMFILE.
+  test_server::skip_unless_engine_available();  // here: a child cannot skip the test
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
