@@ -343,7 +343,7 @@ Service::Service(std::vector<std::string> extra, bool wait_ready) {
   if (running == engine) return;
   if (std::string_view(engine) == "io_uring" && running == "epoll") {  // fell back: the log says why
     std::fprintf(stderr, "SKIPPED: the io_uring reader engine is unavailable here; log:\n%s\n", log().c_str());
-    kill(pid_, SIGKILL);
+    stop();  // a graceful stop removes the shared memory
     std::_Exit(77);
   }
   throw std::runtime_error(std::string("the readers run engine '") + running + "', not " + engine);
