@@ -1011,6 +1011,8 @@ TEST_CASE("a server driven by the caller's own event_base_dispatch serves and dr
     CHECK(r->body == series_body(kMem));
   }
   own.request_shutdown();  // the drain: the next answer closes
+  for (int i = 0; i < 1000 && f.store->reader_counter(2, server::kAccepting) != 0; ++i) std::this_thread::sleep_for(5ms);
+  REQUIRE(f.store->reader_counter(2, server::kAccepting) == 0);  // draining now
   send_all(fd, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
   auto r = read_response(fd, buf);
   REQUIRE(r);
