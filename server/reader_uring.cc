@@ -32,7 +32,7 @@
 
 #include <fmt/format.h>
 
-#include "server/log.h"
+#include "common/log.h"
 #include "server/reader_impl.h"
 
 namespace server {
