@@ -8,16 +8,16 @@
 //            buffer handed straight back;
 //   send     one send of the connection's output buffer at a time; its completion is
 //            where epoll's write-readiness would be (after_io).
-// Operations are queued as they arise and submitted together at the end of the loop
-// callback, so one io_uring_enter per loop turn carries every connection's sends and
-// re-arms; completions that the submission produced at once are handled in the same
-// turn. The libevent loop still runs the timers and signals, and watches the ring's
-// descriptor for completions.
+// Operations are queued as they arise; HttpServer::run() (ring_loop) waits in
+// io_uring_enter, which submits them, so one system call per loop turn carries every
+// connection's sends and re-arms, and the ring's task work is deferred to those waits.
+// libevent's timers and signals run in non-blocking passes between waits. A caller that
+// dispatches the event_base itself gets on_ring instead, woken by an eventfd.
 //
 // The snapshot protocol: a response's body is copied from the snapshot into the
 // connection's output buffer while the batch's read guard is held (process_input), and
 // the guard is released before any send is queued, so the kernel never reads snapshot
-// memory and a send in flight holds no slot (docs/architecture.md, Readers).
+// memory and a send in flight holds no slot (docs/architecture.md, Connection engines).
 #include <liburing.h>
 #include <netinet/in.h>
 #include <sys/eventfd.h>
