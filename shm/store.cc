@@ -20,6 +20,9 @@
 #include <unistd.h>
 #include <utility>
 
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+
 #include "shm/layout.h"
 
 namespace shm {
@@ -146,15 +149,19 @@ void fail_at(std::string_view point) {
   if (failpoint(point)) throw Error(fmt::format("failpoint {}", point));
 }
 
-struct Fd {
-  int fd;
-  ~Fd() {
-    if (fd >= 0) close(fd);
-  }
-};
+namespace bip = boost::interprocess;
 
-// One mapped segment, unmapped when it goes. seq is the buffer incarnation it maps;
-// inode lets the writer check that the name still leads to this mapping.
+// Every interprocess_exception becomes an shm::Error here, at the store's boundary, with
+// the same words a failed system call gives (the segment, the call, the OS's reason), so
+// nothing of Boost's escapes to a reader.
+Error os_error(const std::string& path, const char* call, const bip::interprocess_exception& e) {
+  int err = e.get_native_error();
+  return err != 0 ? os_error(path, call, err) : Error(fmt::format("shm {}: {}: {}", path, call, e.what()));
+}
+
+// One mapped segment (a Boost.Interprocess mapped_region of a shared_memory_object),
+// unmapped when it goes. seq is the buffer incarnation it maps; inode lets the writer
+// check that the name still leads to this mapping.
 class Segment {
  public:
   uint64_t seq = 0;
@@ -163,68 +170,82 @@ class Segment {
   Segment(Segment&& o) noexcept { *this = std::move(o); }
   Segment& operator=(Segment&& o) noexcept {
     if (this != &o) {
-      unmap();
       seq = o.seq;
       inode_ = o.inode_;
-      data_ = std::exchange(o.data_, nullptr);
-      size_ = std::exchange(o.size_, 0);
+      region_ = std::move(o.region_);
     }
     return *this;
   }
-  ~Segment() { unmap(); }
 
-  // Maps all of fd's segment (size from fstat), refusing one owned by another uid.
-  static Segment map(int fd, const std::string& path, bool writable) {
+  // Maps all of the object's segment (size from fstat), refusing one owned by another uid.
+  static Segment map(const bip::shared_memory_object& object, const std::string& path, bool writable) {
     struct stat st;
-    if (fstat(fd, &st) != 0) throw os_error(path, "fstat");
+    if (fstat(object.get_mapping_handle().handle, &st) != 0) throw os_error(path, "fstat");
     if (st.st_uid != geteuid())
       throw Error(fmt::format("shm {} is owned by uid {}, not by this process's uid {}: refusing it", path,
                               st.st_uid, geteuid()));
     if (size_t(st.st_size) < sizeof(SnapshotHeader))
       throw Error(fmt::format("shm {} is too small ({} bytes)", path, st.st_size));
-    void* p = mmap(nullptr, size_t(st.st_size), writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) throw os_error(path, "mmap");
     Segment s;
-    s.data_ = static_cast<std::byte*>(p);
-    s.size_ = size_t(st.st_size);
+    try {
+      s.region_ = bip::mapped_region(object, writable ? bip::read_write : bip::read_only, 0, size_t(st.st_size));
+    } catch (const bip::interprocess_exception& e) {
+      throw os_error(path, "mmap", e);
+    }
     s.inode_ = st.st_ino;
     return s;
   }
 
-  std::byte* data() const { return data_; }
-  size_t size() const { return size_; }
+  std::byte* data() const { return static_cast<std::byte*>(region_.get_address()); }
+  size_t size() const { return region_.get_size(); }
   ino_t inode() const { return inode_; }
 
  private:
-  void unmap() {
-    if (data_) munmap(data_, size_);
-    data_ = nullptr;
-    size_ = 0;
-  }
-  std::byte* data_ = nullptr;
-  size_t size_ = 0;
+  bip::mapped_region region_;
   ino_t inode_ = 0;
 };
 
+// The segment named path, opened (not mapped); nullopt when it does not exist and
+// missing_ok.
+std::optional<bip::shared_memory_object> open_object(const std::string& path, bool writable, bool missing_ok) {
+  try {
+    return bip::shared_memory_object(bip::open_only, path.c_str(), writable ? bip::read_write : bip::read_only);
+  } catch (const bip::interprocess_exception& e) {
+    if (missing_ok && e.get_error_code() == bip::not_found_error) return std::nullopt;
+    throw os_error(path, "shm_open", e);
+  }
+}
+
 // A new segment of `bytes` bytes, mode 0600, mapped read-write.
 Segment create_segment(const std::string& path, size_t bytes) {
-  Fd fd{shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600)};
-  if (fd.fd < 0 && errno == EEXIST) {
-    // A leftover of a writer killed between creating this name and recording it in a
-    // BufferDesc (or of a stale store): no process maps a name nothing records.
-    shm_unlink(path.c_str());
-    fd.fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
-  }
-  if (fd.fd < 0) throw os_error(path, "shm_open");
+  auto create = [&] {
+    return bip::shared_memory_object(bip::create_only, path.c_str(), bip::read_write, bip::permissions(0600));
+  };
+  std::optional<bip::shared_memory_object> object;
   try {
-    // shm_open's mode is filtered by the umask; set it explicitly so it is 0600 exactly.
-    if (fchmod(fd.fd, 0600) != 0) throw os_error(path, "fchmod");
-    // Allocated now, so that a full /dev/shm is an error here and not a SIGBUS at the
+    try {
+      object.emplace(create());
+    } catch (const bip::interprocess_exception& e) {
+      if (e.get_error_code() != bip::already_exists_error) throw;
+      // A leftover of a writer killed between creating this name and recording it in a
+      // BufferDesc (or of a stale store): no process maps a name nothing records.
+      bip::shared_memory_object::remove(path.c_str());
+      object.emplace(create());
+    }
+  } catch (const bip::interprocess_exception& e) {
+    throw os_error(path, "shm_open", e);
+  }
+  try {
+    int fd = object->get_mapping_handle().handle;
+    // The mode is filtered by the umask at creation; set it explicitly so it is 0600 exactly.
+    if (fchmod(fd, 0600) != 0) throw os_error(path, "fchmod");
+    // Allocated now, through the object's native handle (Boost's truncate() would only
+    // set the size), so that a full /dev/shm is an error here and not a SIGBUS at the
     // first write into a page that tmpfs cannot provide.
-    if (int err = posix_fallocate(fd.fd, 0, off_t(bytes)); err != 0) throw os_error(path, "posix_fallocate", err);
-    return Segment::map(fd.fd, path, true);
+    if (int err = posix_fallocate(fd, 0, off_t(bytes)); err != 0) throw os_error(path, "posix_fallocate", err);
+    return Segment::map(*object, path, true);
   } catch (...) {
-    shm_unlink(path.c_str());
+    bip::shared_memory_object::remove(path.c_str());
     throw;
   }
 }
@@ -232,18 +253,21 @@ Segment create_segment(const std::string& path, size_t bytes) {
 // Maps an existing segment. With missing_ok, a segment that does not exist gives an
 // empty Segment instead of an error.
 Segment open_segment(const std::string& path, bool writable, bool missing_ok = false) {
-  Fd fd{shm_open(path.c_str(), writable ? O_RDWR : O_RDONLY, 0)};
-  if (fd.fd < 0 && errno == ENOENT && missing_ok) return Segment{};
-  if (fd.fd < 0) throw os_error(path, "shm_open");
-  return Segment::map(fd.fd, path, writable);
+  std::optional<bip::shared_memory_object> object = open_object(path, writable, missing_ok);
+  if (!object) return Segment{};
+  return Segment::map(*object, path, writable);
 }
 
 // Whether path still leads to the segment seg maps: an operator (or systemd-logind's
 // RemoveIPC) may have unlinked it under a running service.
 bool still_named(const Segment& seg, const std::string& path) {
-  Fd fd{shm_open(path.c_str(), O_RDONLY, 0)};
-  struct stat st;
-  return fd.fd >= 0 && fstat(fd.fd, &st) == 0 && st.st_ino == seg.inode();
+  try {
+    bip::shared_memory_object object(bip::open_only, path.c_str(), bip::read_only);
+    struct stat st;
+    return fstat(object.get_mapping_handle().handle, &st) == 0 && st.st_ino == seg.inode();
+  } catch (const bip::interprocess_exception&) {
+    return false;
+  }
 }
 
 // Longest StoreOptions::reclaim_timeout: a publish never waits longer for a buffer.
@@ -303,8 +327,8 @@ Store::Control& Store::control() const { return impl_->c(); }
 
 void Store::remove(const std::string& name) {
   check_name(name);
-  for (auto [index, seq] : list_buffers(name)) shm_unlink(buffer_name(name, index, seq).c_str());
-  shm_unlink(control_name(name).c_str());
+  for (auto [index, seq] : list_buffers(name)) bip::shared_memory_object::remove(buffer_name(name, index, seq).c_str());
+  bip::shared_memory_object::remove(control_name(name).c_str());
 }
 
 std::unique_ptr<Store> Store::create(const StoreOptions& o) {
@@ -512,7 +536,7 @@ namespace {
 void remove_unrecorded_buffers(const Store::Control& c, const std::string& name, uint32_t buffers) {
   for (auto [index, seq] : list_buffers(name))
     if (index >= buffers || seq != c.buffers[index].seq.load(std::memory_order_relaxed))
-      shm_unlink(buffer_name(name, index, seq).c_str());
+      bip::shared_memory_object::remove(buffer_name(name, index, seq).c_str());
 }
 
 }  // namespace
@@ -626,7 +650,7 @@ void grow_buffer(Store::Control& c, const std::string& name, uint32_t b, Segment
   d.seq.store(seq + 1, std::memory_order_relaxed);
   d.capacity.store(capacity, std::memory_order_relaxed);
   fail_at("shm.grow.after_record");
-  shm_unlink(buffer_name(name, b, seq).c_str());  // gone already if it was missing
+  bip::shared_memory_object::remove(buffer_name(name, b, seq).c_str());  // gone already if it was missing
   fail_at("shm.grow.after_unlink");
   seg = std::move(grown);
   c.buffer_grows.fetch_add(1, std::memory_order_relaxed);
