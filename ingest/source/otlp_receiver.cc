@@ -182,6 +182,7 @@ struct OtlpReceiver::Impl {
     bool v6 = options.host.find(':') != std::string::npos;
     url = v6 ? fmt::format("otlp://[{}]:{}", options.host, port)
              : fmt::format("otlp://{}:{}", options.host, port);
+    if (!options.name.empty()) url = options.name;
     http = evhttp_new(base);
     if (!http || !evhttp_accept_socket_with_handle(http, fd)) {
       if (http) evhttp_free(http);
@@ -418,6 +419,13 @@ uint16_t OtlpReceiver::port() const { return impl_->port; }
 size_t OtlpReceiver::pending() const { return impl_->pending.size(); }
 size_t OtlpReceiver::unanswered() const { return impl_->unanswered.size(); }
 void OtlpReceiver::settle(uint64_t id, bool committed) { impl_->settle(id, committed); }
-void OtlpReceiver::set_refusal(std::string reason) { impl_->refusal = std::move(reason); }
+void OtlpReceiver::set_refusal(std::string reason) {
+  if (reason.empty() && !impl_->refusal.empty()) impl_->deltas.clear();
+  impl_->refusal = std::move(reason);
+}
+void OtlpReceiver::set_delta_seed(
+    std::function<std::optional<std::pair<double, int64_t>>(std::string_view key)> seed) {
+  impl_->deltas.set_seed(std::move(seed));
+}
 
 }  // namespace ingest
