@@ -27,11 +27,16 @@
 #include "server/reader.h"
 #include "server/service.h"
 #include "shm/shm.h"
+#include "http_client.h"
 #include "server_thread.h"
 
 namespace {
 
 using namespace std::chrono_literals;
+using test_http::fill;
+using test_http::read_response;
+using test_http::Response;
+using test_http::send_all;
 
 // ---------------------------------------------------------------------------------
 // Known data
@@ -130,85 +135,11 @@ struct Fixture {
 // A tiny blocking HTTP client
 // ---------------------------------------------------------------------------------
 
-struct Response {
-  int status = 0;
-  std::map<std::string, std::string> headers;  // names lower-cased
-  std::string body;
-  std::string header(const std::string& n) const {
-    auto it = headers.find(n);
-    return it == headers.end() ? "" : it->second;
-  }
-};
-
 int connect_to(uint16_t port) {
   int fd = test_server::connect_loopback(port);
   timeval tv{10, 0};
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   return fd;
-}
-
-void send_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    REQUIRE(n > 0);
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-}
-
-// Reads more bytes into buf; false on EOF, error or timeout.
-bool fill(int fd, std::string& buf) {
-  char tmp[65536];
-  ssize_t n = recv(fd, tmp, sizeof tmp, 0);
-  if (n <= 0) return false;
-  buf.append(tmp, static_cast<size_t>(n));
-  return true;
-}
-
-// One response from fd; `buf` keeps bytes of the next (pipelined) response.
-std::optional<Response> read_response(int fd, std::string& buf, bool head_request = false) {
-  size_t end;
-  while ((end = buf.find("\r\n\r\n")) == std::string::npos)
-    if (!fill(fd, buf)) return std::nullopt;
-  Response r;
-  std::string head = buf.substr(0, end + 2);
-  buf.erase(0, end + 4);
-  r.status = std::stoi(head.substr(9, 3));
-  for (size_t pos = head.find("\r\n") + 2; pos < head.size();) {
-    size_t eol = head.find("\r\n", pos);
-    std::string line = head.substr(pos, eol - pos);
-    size_t colon = line.find(':');
-    std::string name = line.substr(0, colon);
-    for (auto& ch : name) ch = static_cast<char>(tolower(ch));
-    r.headers[name] = line.substr(colon + 2);
-    pos = eol + 2;
-  }
-  if (head_request || r.status == 304) return r;
-  if (r.header("transfer-encoding") == "chunked") {
-    for (;;) {
-      size_t eol;
-      while ((eol = buf.find("\r\n")) == std::string::npos)
-        if (!fill(fd, buf)) return std::nullopt;
-      size_t size = std::stoul(buf.substr(0, eol), nullptr, 16);
-      while (buf.size() < eol + 2 + size + 2)
-        if (!fill(fd, buf)) return std::nullopt;
-      r.body.append(buf, eol + 2, size);
-      buf.erase(0, eol + 2 + size + 2);
-      if (size == 0) return r;
-    }
-  }
-  if (r.headers.count("content-length")) {
-    size_t len = std::stoul(r.header("content-length"));
-    while (buf.size() < len)
-      if (!fill(fd, buf)) return std::nullopt;
-    r.body = buf.substr(0, len);
-    buf.erase(0, len);
-    return r;
-  }
-  while (fill(fd, buf)) {
-  }  // close-delimited
-  r.body = std::move(buf);
-  buf.clear();
-  return r;
 }
 
 // True when the server closes fd (EOF or reset) within the receive timeout.
