@@ -28,6 +28,8 @@
 
 namespace server {
 
+namespace log = common::log;
+
 namespace {
 
 using Values = std::vector<std::string>;

@@ -25,6 +25,8 @@
 
 namespace server {
 
+namespace log = common::log;
+
 namespace {
 
 constexpr int kSignals[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD};

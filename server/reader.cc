@@ -34,6 +34,8 @@
 #include "shm/layout.h"  // the slot table: peers' pid and heartbeat, for accept balancing
 
 namespace server {
+
+namespace log = common::log;
 namespace {
 
 constexpr size_t kReadSlack = 16384;              // input buffer = max_header_bytes + this
