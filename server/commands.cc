@@ -120,7 +120,28 @@ Report Supervisor::show_info() const {
       .add("log_level", std::string(log::level_name(log::level())))
       .add("last_reload", iso_time(last_reload_ns_))
       .add("last_reload_error", last_reload_error_.empty() ? "-" : last_reload_error_);
+  add_state_info(r);
   return r;
+}
+
+// The state dir (server/writer_state.h): where, and what the writer last reported.
+void Supervisor::add_state_info(Report& r) const {
+  const std::string dir = options_.effective_state_dir();
+  auto counter = [&](uint32_t c) { return store_->service_counter(c).load(std::memory_order_relaxed); };
+  const uint64_t checkpoint_ns = counter(kStateCheckpointUnixMs) * 1'000'000;
+  r.add("state_dir", dir.empty() ? "-" : dir)
+      .add("state_fsync", options_.state_dir.empty() ? "never" : options_.state_fsync)
+      .add("state_checkpoint", iso_time(checkpoint_ns))
+      .add("state_checkpoint_age_s", checkpoint_ns ? age_seconds(checkpoint_ns) : -1.0)
+      .add("state_checkpoint_bytes", counter(kStateCheckpointBytes))
+      .add("state_log_bytes", counter(kStateLogBytes))
+      .add("state_recovered", iso_time(counter(kStateRecoveredUnixMs) * 1'000'000))
+      .add("state_recovery_entries", counter(kStateRecoveryEntries))
+      .add("state_recovery_ms", counter(kStateRecoveryMs))
+      .add("state_log_cuts", counter(kStateLogCuts))
+      .add("state_checkpoints_skipped", counter(kStateCheckpointsSkipped))
+      .add("state_write_errors", counter(kStateWriteErrors))
+      .add("state_write_failing", counter(kStateWriteFailing));
 }
 
 Report Supervisor::child_report(const Child& c, const shm::StoreInfo& info) const {

@@ -31,6 +31,7 @@ struct ReaderOptions {
   size_t max_connections = 10000;  // open at once; also capped by RLIMIT_NOFILE (see connection_limit())
   size_t prom_series_limit = 10000;
   size_t query_max_scanned = 100000;                 // /v1/query: series looked at per request
+  std::string state_dir;  // the writer's state dir, for /metrics; "" for a cluster node
 };
 
 // Runs the reader's event loop in this (forked) process until SIGTERM/SIGINT (graceful:

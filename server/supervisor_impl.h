@@ -92,6 +92,7 @@ class Supervisor {
   // Setup and teardown.
   void open_store();
   void cleanup();
+  void remove_default_state_dir();
 
   // Children.
   void spawn(Child& child);
@@ -124,6 +125,7 @@ class Supervisor {
   // Admin commands.
   void on_command(const Command& command, ReplyFn reply);
   Report show_info() const;
+  void add_state_info(Report& r) const;
   Report show_workers() const;
   Report show_sources() const;
   Report show_snapshot() const;

@@ -15,7 +15,7 @@ trap 'rm -rf "$TMP"' EXIT
 plant() {
   local file=$1 include=$2 copy="$TMP/copy" out
   rm -rf "$copy" && mkdir -p "$copy"
-  cp -r "$SRC"/{shm,common,ingest,cluster,server} "$copy"/
+  cp -r "$SRC"/{shm,common,ingest,state,cluster,server} "$copy"/
   echo "#include \"$include\"" >>"$copy/$file"
   if out=$("$CHECK" "$copy" 2>&1); then
     echo "FAIL: check-layers passed with $include planted in $file"
@@ -30,6 +30,7 @@ plant shm/store.cc common/log.h             # shm includes nothing of ours
 plant common/log.cc shm/shm.h               # nor does common
 plant ingest/window/aggregator.cc server/config.h
 plant ingest/format/parser.cc cluster/cluster.h
+plant state/dir.cc ingest/ingest.h         # state includes shm and common
 plant cluster/lease.cc ingest/ingest.h      # cluster includes common only
 plant cluster/node_impl.h server/service.h
 echo "PASS"

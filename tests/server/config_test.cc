@@ -115,3 +115,20 @@ TEST_CASE("load_options_from_text refuses bad text with std::invalid_argument na
   CHECK(why("max-header-bytes = 1.5").find("max-header-bytes") != std::string::npos);
   CHECK(why("log-level = \"loud\"").find("log-level") != std::string::npos);
 }
+
+TEST_CASE("state-dir and state-fsync: refused with the setting's name, made absolute, the default in /dev/shm", "[config]") {
+  CHECK(refusal({{"state-fsync", "sometimes"}}) == "state-fsync: 'sometimes' is not always, checkpoint or never");
+  CHECK(refusal({{"state-fsync", "always"}}).empty());
+  std::string why = refusal({{"state-dir", "/nonexistent-parent/state"}});
+  CHECK(why == "state-dir: /nonexistent-parent/state does not exist, nor does its parent directory /nonexistent-parent");
+  CHECK(refusal({{"state-dir", "/etc/hostname"}}) == "state-dir: /etc/hostname is not a directory");
+  char cwd[4096];
+  REQUIRE(getcwd(cwd, sizeof cwd));
+  CHECK(with_flags({{"state-dir", "state/"}}).state_dir == std::string(cwd) + "/state");
+  server::Options o = with_flags({{"shm-name", "x1"}});
+  CHECK(o.state_dir.empty());
+  CHECK(o.effective_state_dir() == "/dev/shm/x1.state");
+  // A cluster node's state is the cluster's log.
+  o.cluster = "redis://127.0.0.1:6379";
+  CHECK(o.effective_state_dir().empty());
+}

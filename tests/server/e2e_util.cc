@@ -348,6 +348,13 @@ Service::~Service() {
     }
     closedir(d);
   }
+  // ... and the writer's default state dir (/dev/shm/NAME.state), a directory.
+  const std::string state = "/dev/shm/" + shm_ + ".state";
+  if (DIR* d = opendir(state.c_str())) {
+    while (dirent* e = readdir(d)) unlink((state + "/" + e->d_name).c_str());
+    closedir(d);
+    rmdir(state.c_str());
+  }
 }
 
 bool Service::running() {
