@@ -75,6 +75,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
+. bench/lib.sh
 
 QUICK=${QUICK:-0}
 q() { if [ "$QUICK" = 1 ]; then echo "$2"; else echo "$1"; fi; }
@@ -137,11 +138,7 @@ cleanup() {
   [ -n "$STOPPED" ] && kill -CONT "$STOPPED" 2>/dev/null || true
   [ -n "$WRK_PID" ] && kill "$WRK_PID" 2>/dev/null || true
   [ -n "$LG_PID" ] && kill "$LG_PID" 2>/dev/null || true
-  if [ -n "$TD_PID" ]; then
-    kill -TERM "$TD_PID" 2>/dev/null || true
-    for _ in $(seq 200); do kill -0 "$TD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$TD_PID" 2>/dev/null || true
-  fi
+  stop_process "$TD_PID" 200
   rm -f /dev/shm/"$SHM"* 2>/dev/null || true
   rm -rf /dev/shm/"$SHM".state  # the writer's default state dir, a directory
   if [ "$RESULT_OK" = 1 ] && [ "$REMOVE_OUT" = 1 ]; then
@@ -152,12 +149,8 @@ cleanup() {
   fi
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
-T0=$(ms)
-elapsed() { local t; t=$(ms); printf '%d.%03d' $(((t - T0) / 1000)) $(((t - T0) % 1000)); }
+on_exit cleanup
+start_clock
 event() { printf '%s\t%s\n' "$(elapsed)" "$*" >>"$OUT/events.tsv"; echo "[$(elapsed)s] $*"; }
 ctl() { "$TELEMETRYCTL" -s "$SOCK" "$@"; }
 info() { ctl show info | sed -n "s/^$1: //p"; }
@@ -197,11 +190,7 @@ RANDOM=$SEED
   --admin-socket "$SOCK" --log-file "$LOG" --stuck-timeout "$STUCK_TIMEOUT" \
   --restart-backoff-max 1s --crash-loop-limit 1000 &
 TD_PID=$!
-for _ in $(seq 600); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' -m 1 "http://127.0.0.1:$PORT/healthz" || true)" = 200 ] && break
-  kill -0 "$TD_PID" 2>/dev/null || { echo "FAIL: telemetryd exited at start"; exit 1; }
-  sleep 0.1
-done
+wait_up "http://127.0.0.1:$PORT/healthz" "$TD_PID" 600 || { echo "FAIL: telemetryd exited at start"; exit 1; }
 $PY bench/peers/dump_bodies.py "http://127.0.0.1:$PORT" "$OUT" --keys-only
 
 # The load: wrk for the bulk, loadgen for the per-connection checks.
@@ -237,7 +226,7 @@ shm_segments() { ls /dev/shm/ | grep -c "^$SHM\(\.\|$\)" || true; }
 
 sleep "$WARMUP"
 all_running || true
-T0=$(ms)
+start_clock
 sample_rss start
 SUP_START_TIME=$(start_time "$TD_PID")
 SHM_START=$(shm_segments)

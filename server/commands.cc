@@ -19,6 +19,8 @@
 #include "ingest/ingest.h"
 
 namespace server {
+
+namespace log = common::log;
 namespace {
 
 constexpr std::string_view kHelp =

@@ -31,6 +31,8 @@
 
 namespace server {
 
+namespace log = common::log;
+
 namespace {
 
 using Values = std::vector<std::string>;

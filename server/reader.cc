@@ -36,6 +36,8 @@
 #include "shm/layout.h"  // the slot table: peers' pid and heartbeat, for accept balancing
 
 namespace server {
+
+namespace log = common::log;
 namespace {
 
 constexpr size_t kOutHighWater = 256 * 1024;      // stop answering pipelined requests beyond

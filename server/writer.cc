@@ -24,6 +24,8 @@ constexpr timeval kHeartbeatEvery{0, 100'000};
 
 namespace server {
 
+namespace log = common::log;
+
 namespace {
 
 // In a cluster the writer is also the node's cluster::Host: its Pipeline is the
