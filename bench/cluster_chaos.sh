@@ -21,6 +21,8 @@
 # Redis kill due within FAULT_GAP s after a writer or leader kill, or while a node is
 # down: each kill is a single fault, which the leader target below is about (a leader
 # lost during a Redis failover waits for the failover, then a lease: docs/performance.md).
+# None of these (nor the faults below) starts in the last 2 leases + 1 s, so that the
+# poll sees the next leader.
 # The nodes run with --crash-loop-limit 1000 --restart-backoff-max 1s (kills are no
 # crash loop).
 #
@@ -524,7 +526,8 @@ net_step() {  # now
     [ "$1" -lt "$NET_UNTIL" ] || heal_net_fault
     return 0
   fi
-  [ "$1" -ge "$next_net" ] && [ "$REDIS_WAIT" = 0 ] && [ $(($1 - LAST_LEADER_LOSS)) -ge $((NET_GAP * 1000)) ] || return 0
+  [ "$1" -ge "$next_net" ] && [ "$REDIS_WAIT" = 0 ] && [ $(($1 - LAST_LEADER_LOSS)) -ge $((NET_GAP * 1000)) ] &&
+    [ $((END - $1)) -ge $((2 * LEASE_MS + 1000)) ] || return 0
   for i in 1 2 3; do [ -z "${DOWN_UNTIL[i]:-}" ] && [ -z "${WAIT_READY[i]:-}" ] || return 0; done
   start_net_fault || true
   next_net=$((NET_UNTIL + (NET_GAP_MIN + RANDOM % (NET_GAP_MAX - NET_GAP_MIN + 1)) * 1000))
@@ -541,6 +544,8 @@ while :; do
   # a kill waits NET_GAP s after a network/pause fault, and for its node to be ready
   [ -z "$NET_KIND" ] && [ $((now - NET_END)) -ge $((NET_GAP * 1000)) ] || after_redis=1
   for i in 1 2 3; do case ${WAIT_KIND[i]:-} in cut-* | pause-* | drop-*) [ -z "${WAIT_READY[i]:-}" ] || after_redis=1 ;; esac; done
+  # nor in the last 2 leases + 1 s: the leader target needs to see the next leader
+  [ $((END - now)) -ge $((2 * LEASE_MS + 1000)) ] || after_redis=1
   if [ "$now" -ge "$next_writer" ] && [ "$after_redis" = 0 ]; then
     kill_writer
     LAST_LEADER_LOSS=$now
@@ -554,7 +559,7 @@ while :; do
   any_down=0
   for i in 1 2 3; do [ -z "${DOWN_UNTIL[i]:-}" ] && [ -z "${WAIT_READY[i]:-}" ] || any_down=1; done
   if [ "$now" -ge "$next_redis" ] && [ "$REDIS_WAIT" = 0 ] && [ "$any_down" = 0 ] &&
-     [ $((now - LAST_LEADER_LOSS)) -ge $((FAULT_GAP * 1000)) ]; then
+     [ $((now - LAST_LEADER_LOSS)) -ge $((FAULT_GAP * 1000)) ] && [ $((END - now)) -ge $((2 * LEASE_MS + 1000)) ]; then
     if [ "$CL_SENTINEL" = 1 ]; then kill_redis; LAST_REDIS_KILL=$now; fi
     next_redis=$((next_redis + REDIS_KILL_EVERY * 1000))
   fi

@@ -3,7 +3,8 @@
 reference computed from the Redis log (bench/cluster_chaos.sh, at the end of the run).
 
   reference.py --decoder cluster_log_entries --redis-port P --cluster-name NAME
-               --series N --source URL [--rounds 3] [--pause 0] NODE_PORT...
+               --series N --source URL [--rounds 3] [--pause 0]
+               [--log-record FILE] [--answers FILE] [--pushes FILE] NODE_PORT...
 
 1. Fetches /v1/series/KEY of every series of bench/cluster/upstream.py from every node,
    ROUNDS times PAUSE seconds apart, with the X-Snapshot-Generation of each answer.
@@ -18,8 +19,15 @@ reference computed from the Redis log (bench/cluster_chaos.sh, at the end of the
    clock(G) - window; count, sum (each bucket's in sample order, then the buckets' in
    order), min, max, first, last must equal the node's exactly. The log must reach back
    past the window of G without a gap in seq, or the answer cannot be checked (a miss).
-4. Answers of the same series at the same generation from different nodes must be the
-   same bytes.
+4. Answers of the same series at the same generation must be the same bytes, whichever
+   node gave them and whenever.
+With bench/cluster/observe.py's files: the log is the entries it kept during the run
+(checkpoints trim the log) plus the live one, and a seq it read with two contents is a
+FAIL; the answers it took during the run are checked as in 3 (those the log cannot check
+any more, or not 200 while a node was paused or cut off, are counted) and in 4. With
+bench/cluster/pusher.py's file: every point of a request answered 200 must be in the
+log's otlp:// groups exactly once, no point twice, none that no request held; points of
+requests answered otherwise (503, no answer) may be there or not, and are counted.
 Prints PASS/FAIL lines; exits 1 on any FAIL.
 """
 import argparse
