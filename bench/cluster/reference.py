@@ -11,7 +11,8 @@ reference computed from the Redis log (bench/cluster_chaos.sh, at the end of the
 2. Reads the log (cluster_log_entries, after the fetches: the log only grows at its end)
    and checks it: seqs increase; in every entry the upstream's group holds the SERIES
    samples of one fetch c (the first is c itself, the others upstream.value(k, c)); c
-   increases from entry to entry (no fetch committed twice or out of order).
+   increases from entry to entry (no fetch committed twice or out of order); the entries'
+   tick times increase (a leader whose clock is behind goes on after the last one).
 3. For each answer at generation G, computes the window the way docs/ingest.md defines
    it, from the raw samples of the entries up to G, not through any aggregator: a
    sample not newer than its series' last is dropped; samples fall in interval-aligned
@@ -142,11 +143,13 @@ def check_pushes(pushed, requests):
 
 def check_log(entries, series):
     problems = []
-    last_seq, last_c = 0, 0
-    for seq, _, _, _, samples in entries:
+    last_seq, last_c, last_clock = 0, 0, 0
+    for seq, clock, _, _, samples in entries:
         if seq <= last_seq:
             problems.append(f"seq {seq} after {last_seq}")
-        last_seq = seq
+        if clock <= last_clock:  # tick time never goes back, whoever leads and whatever its clock
+            problems.append(f"seq {seq}: tick time {clock} not after the previous entry's {last_clock}")
+        last_seq, last_clock = seq, clock
         if samples is None:
             continue  # the upstream did not answer that tick
         if len(samples) != series:
@@ -255,7 +258,7 @@ def main():
     seqs = [e[0] for e in entries]
     verdict(not problems and entries,
             f"log: {len(entries)} entries (seq {seqs[0] if seqs else '-'}..{seqs[-1] if seqs else '-'}), "
-            f"each one fetch of the upstream, in fetch order, every value as the upstream served it, "
+            f"each one fetch of the upstream, in fetch order, every value as the upstream served it, tick times increasing, "
             f"no seq read twice with different content", problems)
 
     mismatches, unchecked, checked, late_unchecked, not_ok = [], [], 0, 0, 0
