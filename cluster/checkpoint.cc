@@ -12,7 +12,7 @@
 
 #include "cluster/forked_bytes.h"
 #include "cluster/node_impl.h"
-#include "server/log.h"
+#include "common/log.h"
 
 namespace cluster {
 

@@ -10,7 +10,7 @@
 #include <hiredis/hiredis.h>
 
 #include "cluster/node_impl.h"
-#include "server/log.h"
+#include "common/log.h"
 
 namespace cluster {
 

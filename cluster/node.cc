@@ -6,7 +6,7 @@
 #include <event2/event.h>
 
 #include "cluster/node_impl.h"
-#include "server/log.h"
+#include "common/log.h"
 
 namespace cluster {
 

@@ -8,7 +8,7 @@
 #include <hiredis/async.h>
 
 #include "cluster/sentinel.h"
-#include "server/log.h"
+#include "common/log.h"
 
 namespace cluster {
 

@@ -11,7 +11,7 @@
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 
-#include "server/log.h"
+#include "common/log.h"
 
 namespace cluster {
 

@@ -16,23 +16,25 @@
 // Time is Unix nanoseconds (CLOCK_REALTIME) everywhere in this API; the Aggregator never
 // reads a clock itself, so every time-dependent rule is testable.
 //
-// The snapshot key conventions the HTTP readers rely on are at the end of this file.
+// Each layer is a sub-folder with its own header: format/format.h (Parser, series keys,
+// limits), window/window.h (Aggregator, the snapshot key conventions the HTTP readers
+// rely on), source/source.h (file://, synthetic://, push sources), replica/replica.h
+// (log entries, the series dictionary, checkpoints). This header is the Pipeline that
+// glues them, and includes the first three, so that users of ingest include just this.
 // Formats, limits, drop rules and the sketch are described in docs/ingest.md.
 #pragma once
 
-#include <chrono>
-#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
-#include <span>
-#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
+#include "ingest/config.h"
+#include "ingest/format/format.h"
+#include "ingest/source/source.h"
+#include "ingest/window/window.h"
 #include "shm/shm.h"
 
 struct event_base;
@@ -40,274 +42,8 @@ struct event_base;
 namespace ingest {
 
 // ---------------------------------------------------------------------------------
-// Limits (documented in docs/ingest.md). A sample breaking one is rejected on its own.
-// ---------------------------------------------------------------------------------
-
-inline constexpr size_t kMaxMetricNameBytes = 255;   // 1..255 of [A-Za-z0-9_.:/-]
-inline constexpr size_t kMaxLabelNameBytes = 128;    // 1..128 of [A-Za-z0-9_.:/-]
-inline constexpr size_t kMaxLabelValueBytes = 1024;  // any valid UTF-8, escaped on output
-inline constexpr size_t kMaxLabels = 32;             // per sample, resource labels included
-inline constexpr int64_t kMaxFutureNs = 300'000'000'000;  // samples > 5 min ahead dropped
-inline constexpr size_t kMaxResponseHeaderBytes = 64 * 1024;  // an upstream's status + headers
-inline constexpr size_t kMaxLineBytes = 64 * 1024;  // a line of a Prometheus text body
-inline constexpr std::string_view kDefaultSource = "synthetic://";
-
-// ---------------------------------------------------------------------------------
-// Configuration
-// ---------------------------------------------------------------------------------
-
-// "500ms", "2s", "1m", "1h" or a bare number of seconds ("3", "0.5"). Throws
-// std::invalid_argument naming the text when it is not a non-negative duration.
-std::chrono::milliseconds parse_duration(std::string_view text);
-
-struct Config {
-  std::vector<std::string> sources;  // empty: {kDefaultSource}
-  std::chrono::milliseconds interval{2000};
-  std::chrono::milliseconds window{60000};
-  std::chrono::milliseconds stale_after{0};   // 0: 3 intervals
-  std::chrono::milliseconds expire_after{0};  // 0: the window
-  std::chrono::milliseconds source_timeout{1500};
-  size_t max_body_bytes = size_t{64} << 20;
-  // Bytes all fetches in flight may hold together (at least max_body_bytes); a fetch
-  // that would take the total past it fails.
-  size_t fetch_memory_limit = size_t{256} << 20;
-  size_t max_series_per_source = 1'000'000;
-  size_t max_series = 1'000'000;
-  size_t prom_series_limit = 10'000;  // per-series Prometheus gauges only below this
-
-  // The defaults filled in (sources, stale_after, expire_after) and every value
-  // checked. Throws std::invalid_argument with the offending setting's name.
-  Config resolved() const;
-};
-
-// Checks every source URL as a Pipeline would take it (scheme, http URL, absolute file
-// path, synthetic parameters), so that a configuration can be refused with the reason
-// before it reaches the writer. Throws std::invalid_argument naming the URL.
-void check_sources(const Config& config);
-
-// ---------------------------------------------------------------------------------
-// Series keys
-// ---------------------------------------------------------------------------------
-
-struct Label {
-  std::string_view name;
-  std::string_view value;
-};
-
-// A series key taken apart, values unescaped.
-struct SeriesKey {
-  std::string metric;
-  std::vector<std::pair<std::string, std::string>> labels;  // sorted by name
-};
-
-// Canonical key `metric{k1="v1",k2="v2"}`: labels sorted by name, values escaped as in
-// the Prometheus text format (\\, \", \n); no labels gives just `metric`. Labels must
-// have distinct names (the parsers guarantee it).
-std::string make_series_key(std::string_view metric, std::span<const Label> labels);
-// The inverse; nullopt when key is not a canonical key.
-std::optional<SeriesKey> parse_series_key(std::string_view key);
-
-// ---------------------------------------------------------------------------------
-// Parsing
-// ---------------------------------------------------------------------------------
-
-enum class Format { native, otlp, prometheus };
-std::string_view format_name(Format format);  // "native", "otlp", "prometheus"
-
-// What a sample's series is, which decides how its rate is computed. The parsers give
-// gauge (native, OTLP gauges and non-monotonic sums, Prometheus gauges, untyped and
-// summary quantiles), counter (Prometheus counters, OTLP monotonic sums and the _sum /
-// _count of histograms and summaries) and bucket
-// (a histogram's `_bucket{le=..}`, a counter too); the aggregator adds one histogram
-// series per bucket set, whose quantiles are estimated from the buckets.
-enum class SampleKind : uint8_t { gauge, counter, bucket, histogram };
-
-// A source URL ending in this query parameter is parsed as Prometheus text whatever its
-// Content-Type (the parameter is not sent upstream); see docs/ingest.md.
-inline constexpr std::string_view kPrometheusMarker = "format=prometheus";
-
-// One sample as parsed: views into the Parser that produced it, valid until its next
-// parse. The series is metric + suffix with the union of labels and resource_labels
-// (a name present in both takes the labels' value).
-struct Sample {
-  std::string_view metric;
-  // "" or, for histograms, "_bucket" / "_sum" / "_count", metric being the family's
-  // name (OTLP histograms are mapped to the same, ingest/otlp_points.h).
-  std::string_view suffix;
-  std::span<const Label> labels;
-  std::span<const Label> resource_labels;  // OTLP resource attributes; empty for native
-  double value = 0;                        // always finite
-  int64_t ts_ns = 0;                       // 0: no timestamp, the fetch time applies
-  SampleKind kind = SampleKind::gauge;     // never histogram
-  // OTLP points of delta temporality: value is the change since the point before, over
-  // [start_ns, ts_ns]. DeltaTotals turns them into running totals before they are
-  // applied; the Aggregator never sees one.
-  bool delta = false;
-  int64_t start_ns = 0;
-};
-
-struct ParseResult {
-  Format format = Format::native;
-  // false: the body was rejected as a whole (invalid JSON or UTF-8, truncation, wrong
-  // top-level shape) and samples() is empty. true: samples() holds every sound sample;
-  // `rejected` counts those refused one by one (bad type, name, value, label; for
-  // Prometheus text, bad lines).
-  bool ok = false;
-  size_t rejected = 0;
-  // Prometheus samples whose value is NaN or an infinity: the format's way of saying
-  // "no value", left out without an error (the aggregates stay finite).
-  size_t skipped = 0;
-  std::string error;  // the whole-body error, or the first rejected sample's reason
-};
-
-// Reusable parser: keeps its buffers between bodies, so steady-state parsing does not
-// allocate. Not thread-safe; one per thread.
-class Parser {
- public:
-  Parser();
-  ~Parser();
-  Parser(const Parser&) = delete;
-  Parser& operator=(const Parser&) = delete;
-
-  // The content type decides for Prometheus text (`text/plain; version=...`, bare
-  // `text/plain` unless the body starts with `{` or `[`, `application/openmetrics-text`);
-  // otherwise the body's shape decides
-  // between native and OTLP/JSON, and content_type (may be empty) only refuses protobuf
-  // bodies with a clear error and labels a broken OTLP body as such.
-  ParseResult parse(std::string_view body, std::string_view content_type = {});
-  // Same, without copying: body.data() must stay readable up to `capacity` bytes and
-  // capacity >= body.size() + padding() (what simdjson reads past the end).
-  ParseResult parse_padded(std::string_view body, size_t capacity,
-                           std::string_view content_type = {});
-  static size_t padding();
-
-  std::span<const Sample> samples() const;
-
-  // Bytes held by the parser's buffers, which grow to fit the largest body parsed.
-  size_t buffer_bytes() const;
-  // Frees them when they hold more than keep_bytes (a large body is rare: its buffers
-  // are not worth keeping for the next one). samples() is invalid afterwards.
-  void shrink(size_t keep_bytes);
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-};
-
-// ---------------------------------------------------------------------------------
-// Aggregation
-// ---------------------------------------------------------------------------------
-
-// Why samples were dropped after parsing, per apply() call.
-struct ApplyStats {
-  uint64_t accepted = 0;
-  uint64_t duplicate = 0;  // ts not newer than the series' last accepted sample
-  uint64_t too_old = 0;    // older than the window
-  uint64_t too_new = 0;    // more than kMaxFutureNs ahead of the fetch time
-  uint64_t over_limit = 0; // would create a series past max_series(_per_source)
-  // Of the duplicates: samples of a series this same fetch had already updated (a body
-  // that holds a series twice), and the first such series' key.
-  uint64_t repeated = 0;
-  std::string first_repeated;
-  uint64_t dropped() const { return duplicate + too_old + too_new + over_limit; }
-};
-
-// Window aggregates of one series or one metric rollup. Non-finite results (a sum that
-// overflowed, say, or what a histogram does not tell: its min, max, first and last)
-// render as null.
-struct Aggregate {
-  uint64_t count = 0;  // samples; for a histogram, the observations made in the window
-  double sum = 0, min = 0, max = 0;
-  double first = 0, last = 0;
-  int64_t first_ts_ns = 0, last_ts_ns = 0;
-  double p50 = 0, p90 = 0, p99 = 0;
-  SampleKind kind = SampleKind::gauge;
-  // Counters and buckets: the values just before each reset inside the window, so that
-  // the window's increase is last - first + resets.
-  double resets = 0;
-  bool rollup = false;  // a metric's rollup (built by folding its series)
-  // A rollup of counters or histograms: the sum of its series' rates.
-  std::optional<double> rate_sum;
-  double mean() const;
-  // Per second; nullopt with < 2 samples or dt 0. A gauge's is (last - first) / dt, a
-  // counter's (last - first + resets) / dt, a histogram's observations / dt; a rollup
-  // of counters or histograms sums its series' rates.
-  std::optional<double> rate() const;
-};
-
-// Per-series sliding-window state for every source. Sources are named by a caller-chosen
-// id (the Pipeline gives each URL its own); series remember the source that created
-// them, for the per-source limit and for forget_source(). Not thread-safe, not even
-// the const queries (they share scratch buffers): one thread owns an Aggregator.
-class Aggregator {
- public:
-  explicit Aggregator(const Config& config);  // config is resolved() here
-  ~Aggregator();
-  Aggregator(Aggregator&&) noexcept;
-  Aggregator& operator=(Aggregator&&) noexcept;
-
-  // Window, interval, staleness and limits change; series are kept. Buckets are
-  // re-sliced to the new interval lazily (old ones simply age out).
-  void reconfigure(const Config& config);
-  const Config& config() const;  // resolved
-
-  // The whole window state, appended to out in key order: the same state gives the same
-  // bytes, whatever its history (docs/architecture.md, Replication). load() replaces
-  // this Aggregator's series with saved ones (its config stays); it throws
-  // std::invalid_argument on malformed bytes and then leaves this Aggregator unchanged.
-  void save(std::string& out) const;
-  void load(std::string_view saved);
-
-  // Applies samples in order at fetch time now_ns (the ts of samples without one).
-  ApplyStats apply(uint32_t source, std::span<const Sample> samples, int64_t now_ns);
-  // Drops buckets older than the window and series unseen for expire_after.
-  void expire(int64_t now_ns);
-  // Removes every series the source created (the source left the configuration).
-  void forget_source(uint32_t source);
-
-  // Expires, then renders every record and list of the snapshot (see the key
-  // conventions below) into builder, which is cleared first.
-  void build(shm::SnapshotBuilder& builder, int64_t now_ns);
-
-  size_t series_count() const;
-  size_t series_count(uint32_t source) const;
-  // For tests and the admin socket: the window aggregate of one series / metric.
-  std::optional<Aggregate> series(std::string_view key) const;
-  std::optional<Aggregate> metric(std::string_view name) const;
-  // Approximate bytes of writer state (series, buckets, sketch bins, index).
-  size_t memory_bytes() const;
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-};
-
-// ---------------------------------------------------------------------------------
 // Pipeline
 // ---------------------------------------------------------------------------------
-
-// A source that is not fetched: samples pushed to the writer between ticks (the
-// OTLP/HTTP receiver, otlp_receiver.h). At every tick the Pipeline takes what arrived
-// and applies it like a fetched body, as the source named url().
-class PushSource {
- public:
-  struct Batch {
-    std::span<const Sample> samples;  // valid until the next take()
-    uint64_t bytes = 0;               // body bytes received since the last take()
-    uint64_t rejected = 0;            // data points refused on arrival
-    std::string error;                // why the last request or point was refused, or ""
-    uint64_t id = 0;                  // this take's number: 1, 2, ... (see settle)
-  };
-  virtual ~PushSource() = default;
-  virtual const std::string& url() const = 0;
-  virtual Batch take(int64_t now_ns) = 0;
-  // What takes up to `id` held is committed (standalone: applied; a cluster leader: its
-  // entry is in the log) or never will be (the tick was abandoned, or the state it went
-  // into was replaced): a receiver answers its clients only now, 200 or retry later.
-  // Called in take order, each take once at most; takes never settled by a Pipeline that
-  // is destroyed are settled as not committed.
-  virtual void settle(uint64_t id, bool committed) = 0;
-};
 
 // Receives every built snapshot, the status of each configured source, in the
 // configuration's order (index i is Config::sources[i], then each push source; a
@@ -318,16 +54,8 @@ class PushSource {
 using PublishFn = std::function<void(const shm::SnapshotBuilder&,
                                      const std::vector<shm::SourceStatus>&, uint64_t seq)>;
 
-// Replication (docs/architecture.md, Replication). One tick's samples as every node
-// applies them are a log entry: binary, versioned (kLogFormatVersion), zstd-compressed.
-// It carries its sequence number, the tick's clock (Unix ns, the leader's tick time: the
-// only "now" that apply and build use), the leader's settings that affect aggregation
-// (interval, window, stale_after, expire_after, max_series, max_series_per_source,
-// prom_series_limit), its source URLs and statuses, and the samples after parsing, in
-// the order the leader applied them. A series is spelled out in the first entry that
-// has it; later entries refer to it by a number (a dictionary that is part of the
-// replicated state and of checkpoints). Checkpoints carry the same version.
-inline constexpr uint32_t kLogFormatVersion = 1;
+// Replication (docs/architecture.md, Replication): one tick's samples as every node
+// applies them are a log entry (replica/replica.h, kLogFormatVersion).
 
 class Pipeline {
  public:
@@ -440,39 +168,5 @@ class Pipeline {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// ---------------------------------------------------------------------------------
-// Snapshot key conventions (read by the HTTP readers)
-// ---------------------------------------------------------------------------------
-//
-//   record "s:" + series key  the series body:
-//       {"key":..,"metric":..,"labels":{..},"window_s":60,"count":..,"sum":..,"min":..,
-//        "max":..,"mean":..,"first":..,"last":..,"first_ts":..,"last_ts":..,"rate":..,
-//        "p50":..,"p90":..,"p99":..,"stale":false}
-//   record "m:" + metric      the rollup: {"metric":..,"window_s":..,<the aggregate
-//                             fields>,"series_count":N,"series":[keys...]}
-//   list   "m:" + metric      the "s:" record keys of that metric's series, sorted
-//   list   "series"           every "s:" record key, sorted
-//   record "metrics"          the /v1/metrics body {"metrics":[{"metric":..,"series_count":N},..]}
-//   record "prom"             Prometheus text 0.0.4 of the rollups (and of the series
-//                             when fewer than prom_series_limit); ends with a newline
-//                             so the server can append its own metrics.
-
-inline constexpr std::string_view kSeriesPrefix = "s:";
-inline constexpr std::string_view kMetricPrefix = "m:";
-inline constexpr std::string_view kSeriesList = "series";
-inline constexpr std::string_view kMetricsRecord = "metrics";
-inline constexpr std::string_view kPromRecord = "prom";
-
-// Appends text as a quoted JSON string, escaped (the bodies' escaping, for anyone who
-// renders JSON around them).
-void append_json_string(std::string& out, std::string_view text);
-
-inline std::string series_record_key(std::string_view series_key) {
-  return std::string(kSeriesPrefix).append(series_key);
-}
-inline std::string metric_record_key(std::string_view metric) {
-  return std::string(kMetricPrefix).append(metric);
-}
 
 }  // namespace ingest

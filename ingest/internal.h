@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "ingest/ingest.h"
+#include "ingest/format/format.h"
 
 namespace ingest {
 

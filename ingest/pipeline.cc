@@ -27,13 +27,13 @@
 
 #include <fmt/format.h>
 
-#include "ingest/delta_totals.h"
-#include "ingest/fetch_budget.h"
-#include "ingest/file_read.h"
 #include "ingest/ingest.h"
-#include "ingest/replica.h"
-#include "ingest/synthetic.h"
-#include "ingest/wire.h"
+#include "ingest/replica/replica.h"
+#include "ingest/replica/wire.h"
+#include "ingest/source/fetch_budget.h"
+#include "ingest/source/file_read.h"
+#include "ingest/source/synthetic.h"
+#include "ingest/window/delta_totals.h"
 
 namespace ingest {
 

@@ -14,7 +14,7 @@
 #include <event2/event.h>
 #include <fmt/format.h>
 
-#include "server/log.h"
+#include "common/log.h"
 #include "server/process.h"
 #include "server/service.h"
 #include "server/supervisor_impl.h"

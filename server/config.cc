@@ -23,7 +23,7 @@
 #include <toml++/toml.h>
 
 #include "cluster/cluster.h"
-#include "server/log.h"
+#include "common/log.h"
 #include "shm/shm.h"
 
 namespace server {

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "server/config.h"
-#include "server/log.h"
+#include "common/log.h"
 #include "server/service.h"
 #include "server/supervisor.h"
 

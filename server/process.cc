@@ -19,7 +19,7 @@
 #include <fmt/format.h>
 
 #include "server/config.h"
-#include "server/log.h"
+#include "common/log.h"
 #include "shm/shm.h"
 
 namespace server {

@@ -29,7 +29,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "server/log.h"
+#include "common/log.h"
 #include "server/reader_impl.h"
 #include "shm/layout.h"  // the slot table: peers' pid and heartbeat, for accept balancing
 

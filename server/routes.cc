@@ -275,19 +275,19 @@ void HttpServer::Impl::serve_healthz(Conn& c, const Request& req, const shm::Sna
     body.assign(R"({"status":"no snapshot","generation":0})");
     return respond(c, req, 503, 0, "application/json", body);
   }
+  // Cut off from Redis: it serves the last committed snapshot, which no longer moves.
+  if (store.service_counter(kClusterEnabled).load(std::memory_order_relaxed) &&
+      store.service_counter(kClusterDegraded).load(std::memory_order_relaxed)) {
+    body.assign(R"({"status":"degraded","generation":)");
+    http::append_uint(body, gen);
+    body.append("}");
+    return respond(c, req, 503, gen, "application/json", body);
+  }
   // A cluster node takes no traffic before it serves the cluster's data: until then its
   // snapshot may be an old one of its own (the writer sets kClusterSynced).
   if (store.service_counter(kClusterEnabled).load(std::memory_order_relaxed) &&
       !store.service_counter(kClusterSynced).load(std::memory_order_relaxed)) {
     body.assign(R"({"status":"syncing","generation":)");
-    http::append_uint(body, gen);
-    body.append("}");
-    return respond(c, req, 503, gen, "application/json", body);
-  }
-  // Cut off from Redis: it serves the last committed snapshot, which no longer moves.
-  if (store.service_counter(kClusterEnabled).load(std::memory_order_relaxed) &&
-      store.service_counter(kClusterDegraded).load(std::memory_order_relaxed)) {
-    body.assign(R"({"status":"degraded","generation":)");
     http::append_uint(body, gen);
     body.append("}");
     return respond(c, req, 503, gen, "application/json", body);

@@ -11,9 +11,9 @@
 
 #include "cluster/cluster.h"
 #include "ingest/ingest.h"
-#include "ingest/otlp_receiver.h"
+#include "ingest/source/otlp_receiver.h"
 #include "server/cluster_status.h"
-#include "server/log.h"
+#include "common/log.h"
 #include "server/service.h"
 
 namespace {
@@ -281,13 +281,21 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
     o.retry_after = options.ingest.interval;
     o.max_delta_series = options.ingest.max_series_per_source;
     o.delta_expire = options.ingest.expire_after;
+    if (!options.cluster.empty()) o.name = "otlp://cluster";  // one push source, whichever node leads
     try {
       w.otlp = std::make_unique<ingest::OtlpReceiver>(w.base, o);
     } catch (const std::exception& e) {
       log::error("{}", e.what());
       return kExitBadConfig;
     }
-    log::info("OTLP/HTTP receiver listening on {}", w.otlp->url());
+    // Delta running totals continue from the replicated state: after a failover, a
+    // restart or a leadership that came back, never from 0 or from a stale total.
+    w.otlp->set_delta_seed([&w](std::string_view key) -> std::optional<std::pair<double, int64_t>> {
+      auto a = w.pipeline->aggregator().series(key);
+      if (!a || a->count == 0) return std::nullopt;
+      return std::make_pair(a->last, a->last_ts_ns);
+    });
+    log::info("OTLP/HTTP receiver listening on {}:{} (source {})", host, w.otlp->port(), w.otlp->url());
   }
   try {
     w.pipeline = w.make_pipeline(options.ingest);

@@ -1,7 +1,7 @@
 // cluster_log_entries: prints a cluster's Redis log (the stream NAME:log) one entry
 // per line, decoded without the aggregator and without the series dictionary, so that
 // bench/cluster/reference.py can compute what the nodes must serve from what was
-// committed. The payload layout is the one ingest/replica.cc writes (docs/architecture.md,
+// committed. The payload layout is the one ingest/replica/replica.cc writes (docs/architecture.md,
 // Replication); a series is printed by body position, not by name.
 //
 //   cluster_log_entries HOST PORT NAME
@@ -20,8 +20,8 @@
 
 #include <fmt/format.h>
 
-#include "ingest/replica.h"
-#include "ingest/wire.h"
+#include "ingest/replica/replica.h"
+#include "ingest/replica/wire.h"
 
 using ingest::Replica;
 namespace wire = ingest::wire;

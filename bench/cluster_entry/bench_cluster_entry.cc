@@ -1,4 +1,4 @@
-// bench_cluster_entry: the cost of replication on the ingest side (ingest/replica.h).
+// bench_cluster_entry: the cost of replication on the ingest side (ingest/replica/replica.h).
 //
 // A synthetic source (synthetic://?hosts=H&metrics=10: gauges and counters, one sample
 // per series per tick) feeds a leader's Replica and Aggregator for a full window
@@ -24,9 +24,9 @@
 #include <fmt/format.h>
 
 #include "ingest/ingest.h"
-#include "ingest/replica.h"
-#include "ingest/synthetic.h"
-#include "ingest/wire.h"
+#include "ingest/replica/replica.h"
+#include "ingest/replica/wire.h"
+#include "ingest/source/synthetic.h"
 
 using namespace ingest;
 

@@ -8,8 +8,8 @@
 
 #include <fmt/format.h>
 
+#include "ingest/format/prometheus.h"
 #include "ingest/ingest.h"
-#include "ingest/prometheus.h"
 #include "test_util.h"
 
 using namespace ingest;

@@ -7,7 +7,7 @@
 
 #include "ingest/ingest.h"
 #include "ingest/internal.h"
-#include "ingest/render.h"
+#include "ingest/window/render.h"
 
 using namespace ingest;
 

@@ -20,7 +20,7 @@
 #include <fmt/format.h>
 
 #include "ingest/ingest.h"
-#include "ingest/replica.h"
+#include "ingest/replica/replica.h"
 #include "test_util.h"
 
 using namespace ingest;

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <random>
 
-#include "ingest/sketch.h"
+#include "ingest/window/sketch.h"
 
 using ingest::QuantileSketch;
 

@@ -8,9 +8,9 @@
 #include <string_view>
 #include <vector>
 
-#include "ingest/delta_totals.h"
+#include "ingest/format/otlp_proto.h"
 #include "ingest/ingest.h"
-#include "ingest/otlp_proto.h"
+#include "ingest/window/delta_totals.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, size_t size) {
   static ingest::OtlpProtoParser parser;

@@ -10,10 +10,10 @@
 
 #include <fmt/format.h>
 
-#include "ingest/delta_totals.h"
-#include "ingest/gunzip.h"
+#include "ingest/format/otlp_proto.h"
 #include "ingest/ingest.h"
-#include "ingest/otlp_proto.h"
+#include "ingest/source/gunzip.h"
+#include "ingest/window/delta_totals.h"
 #include "otlp/metrics_service.pb.h"
 #include "tests/otlp/otlp_util.h"
 

@@ -8,7 +8,7 @@
 #include <future>
 
 #include "ingest/ingest.h"
-#include "ingest/otlp_receiver.h"
+#include "ingest/source/otlp_receiver.h"
 #include "otlp/metrics_service.pb.h"
 #include "otlp/status.pb.h"
 #include "tests/otlp/otlp_util.h"

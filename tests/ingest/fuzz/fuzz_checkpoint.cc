@@ -9,8 +9,8 @@
 #include <string_view>
 
 #include "ingest/ingest.h"
-#include "ingest/replica.h"
-#include "ingest/wire.h"
+#include "ingest/replica/replica.h"
+#include "ingest/replica/wire.h"
 
 using namespace ingest;
 

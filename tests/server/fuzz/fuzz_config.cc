@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "server/config.h"
-#include "server/log.h"
+#include "common/log.h"
 #include "shm/shm.h"
 
 namespace {

@@ -14,7 +14,7 @@
 #include <memory>
 #include <string>
 
-#include "ingest/fetch_budget.h"
+#include "ingest/source/fetch_budget.h"
 
 namespace ingest {
 

@@ -6,10 +6,16 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <optional>
+#include <string_view>
+#include <utility>
 #include <memory>
 #include <string>
 
-#include "ingest/ingest.h"
+#include "ingest/source/source.h"
+
+struct event_base;
 
 namespace ingest {
 
@@ -21,6 +27,11 @@ struct OtlpOptions {
   std::chrono::milliseconds retry_after{2000};  // the interval: when there is room again
   size_t max_delta_series = 1'000'000;
   std::chrono::milliseconds delta_expire{60000};  // running totals unseen this long go
+  // The source's name (url()) when not empty, else otlp://HOST:PORT as bound. A cluster
+  // names it the same on every node: the replicated source table keys series by source
+  // name, and a new leader whose receiver had another name would forget the pushed
+  // series as belonging to a source that left.
+  std::string name;
 };
 
 class OtlpReceiver final : public PushSource {
@@ -44,8 +55,11 @@ class OtlpReceiver final : public PushSource {
 
   // Non-empty: every request is answered 503 with Retry-After and this reason, as on a
   // cluster node that does not lead (only the leader's ticks take pushed points).
-  // Points already pending stay for the next take().
+  // Points already pending stay for the next take(). Lifting a refusal (the node starts
+  // leading) forgets the delta running totals: they continue from the seed.
   void set_refusal(std::string reason);
+  // Where delta running totals continue from (DeltaTotals::Seed): the replicated state.
+  void set_delta_seed(std::function<std::optional<std::pair<double, int64_t>>(std::string_view key)> seed);
 
  private:
   struct Impl;

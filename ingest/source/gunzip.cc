@@ -1,5 +1,5 @@
 // gunzip.cc: bounded gzip decompression with zlib (see gunzip.h).
-#include "ingest/gunzip.h"
+#include "ingest/source/gunzip.h"
 
 #include <zlib.h>
 

@@ -14,14 +14,14 @@
 //   statuses   per source, everything SourceStatus holds but the URL
 // A series not in the dictionary when the entry starts is defined at each of its
 // samples; ids are handed out when the entry is applied, the same way on every node.
-#include "ingest/replica.h"
+#include "ingest/replica/replica.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "ingest/internal.h"
-#include "ingest/wire.h"
+#include "ingest/replica/wire.h"
 
 namespace ingest {
 

@@ -1,5 +1,5 @@
 // wire.cc: the zstd frame of log entries and checkpoints (see wire.h).
-#include "ingest/wire.h"
+#include "ingest/replica/wire.h"
 
 #include <memory>
 

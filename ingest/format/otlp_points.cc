@@ -1,5 +1,5 @@
 // otlp_points.cc: OTLP data points -> samples (see otlp_points.h).
-#include "ingest/otlp_points.h"
+#include "ingest/format/otlp_points.h"
 
 #include <cmath>
 #include <limits>

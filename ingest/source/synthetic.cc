@@ -1,5 +1,5 @@
 // synthetic.cc: deterministic realistic telemetry for the default source.
-#include "ingest/synthetic.h"
+#include "ingest/source/synthetic.h"
 
 #include <charconv>
 #include <cmath>

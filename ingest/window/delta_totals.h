@@ -4,17 +4,31 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
+#include <string_view>
+#include <utility>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
-#include "ingest/ingest.h"
+#include "ingest/window/window.h"
 
 namespace ingest {
 
 class DeltaTotals {
  public:
+  // Where a series' running total goes on from when this process has none: the last
+  // cumulative value and its time the replicated state holds for the series key (the
+  // window's last sample), or nullopt. A node that starts leading (or a writer that
+  // restarted) then continues every total where the cluster's state has it, instead of
+  // from 0 (a false reset) or from its own stale total of an earlier leadership.
+  using Seed = std::function<std::optional<std::pair<double, int64_t>>(std::string_view key)>;
+
   explicit DeltaTotals(size_t max_series) : max_series_(max_series) {}
+  void set_seed(Seed seed) { seed_ = std::move(seed); }
+  // Forgets every total: they are taken from the seed again (a new leadership).
+  void clear() { totals_.clear(); }
 
   // Appends to out the samples that stand for s: s itself unless it is a delta;
   // otherwise the series' running total at s's time, preceded, for a series not seen
@@ -36,6 +50,7 @@ class DeltaTotals {
     int64_t updated_ns = 0;
   };
   size_t max_series_;
+  Seed seed_;
   std::unordered_map<std::string, Total> totals_;
   std::vector<Label> merged_;
 };

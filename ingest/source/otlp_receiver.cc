@@ -9,7 +9,7 @@
 // and the client retries after the next tick has emptied it. An admitted request is
 // answered only once the tick that took it is committed (PushSource::settle): 200 then,
 // 503 with Retry-After if it never will be, so a 200 means the points are kept.
-#include "ingest/otlp_receiver.h"
+#include "ingest/source/otlp_receiver.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -30,12 +30,12 @@
 
 #include <fmt/format.h>
 
-#include "ingest/delta_totals.h"
-#include "ingest/gunzip.h"
+#include "ingest/format/otlp_proto.h"
 #include "ingest/internal.h"
+#include "ingest/source/gunzip.h"
+#include "ingest/window/delta_totals.h"
 #include "otlp/metrics_service.pb.h"
 #include "otlp/status.pb.h"
-#include "ingest/otlp_proto.h"
 
 namespace ingest {
 
@@ -209,6 +209,7 @@ struct OtlpReceiver::Impl {
     bool v6 = options.host.find(':') != std::string::npos;
     url = v6 ? fmt::format("otlp://[{}]:{}", options.host, port)
              : fmt::format("otlp://{}:{}", options.host, port);
+    if (!options.name.empty()) url = options.name;
     http = evhttp_new(base);
     if (!http || !evhttp_accept_socket_with_handle(http, fd)) {
       if (http) evhttp_free(http);
@@ -445,6 +446,13 @@ uint16_t OtlpReceiver::port() const { return impl_->port; }
 size_t OtlpReceiver::pending() const { return impl_->pending.size(); }
 size_t OtlpReceiver::unanswered() const { return impl_->unanswered.size(); }
 void OtlpReceiver::settle(uint64_t id, bool committed) { impl_->settle(id, committed); }
-void OtlpReceiver::set_refusal(std::string reason) { impl_->refusal = std::move(reason); }
+void OtlpReceiver::set_refusal(std::string reason) {
+  if (reason.empty() && !impl_->refusal.empty()) impl_->deltas.clear();
+  impl_->refusal = std::move(reason);
+}
+void OtlpReceiver::set_delta_seed(
+    std::function<std::optional<std::pair<double, int64_t>>(std::string_view key)> seed) {
+  impl_->deltas.set_seed(std::move(seed));
+}
 
 }  // namespace ingest

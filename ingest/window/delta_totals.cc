@@ -1,5 +1,5 @@
 // delta_totals.cc: delta points -> running totals (see delta_totals.h).
-#include "ingest/delta_totals.h"
+#include "ingest/window/delta_totals.h"
 
 namespace ingest {
 
@@ -22,10 +22,14 @@ bool DeltaTotals::add(const Sample& s, int64_t now_ns, std::vector<Sample>& out)
   bool fresh = it == totals_.end();
   if (fresh) {
     if (totals_.size() >= max_series_) return false;
+    auto seeded = seed_ ? seed_(key) : std::nullopt;
     it = totals_.emplace(std::move(key), Total{}).first;
-    // A point without a time takes the tick's: its 0 would take it too, and be
-    // dropped as a repeat; such a series' window counts from its first total.
-    if (s.ts_ns > 1) {
+    if (seeded) {
+      it->second.value = seeded->first;
+      it->second.last_ts = seeded->second;
+    } else if (s.ts_ns > 1) {
+      // A point without a time takes the tick's: its 0 would take it too, and be
+      // dropped as a repeat; such a series' window counts from its first total.
       Sample zero = s;
       zero.delta = false;
       zero.value = 0;

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "ingest/ingest.h"
+#include "ingest/format/format.h"
 #include "ingest/internal.h"
 
 namespace ingest {

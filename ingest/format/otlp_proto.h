@@ -7,7 +7,7 @@
 #include <span>
 #include <string_view>
 
-#include "ingest/ingest.h"
+#include "ingest/format/format.h"
 
 namespace ingest {
 

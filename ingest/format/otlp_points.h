@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "ingest/ingest.h"
+#include "ingest/format/format.h"
 #include "ingest/internal.h"
 
 namespace ingest {

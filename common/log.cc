@@ -1,5 +1,5 @@
-// server/log.cc: formatting and writing log lines (see log.h).
-#include "server/log.h"
+// common/log.cc: formatting and writing log lines (see log.h).
+#include "common/log.h"
 
 #include <cerrno>
 #include <cstring>

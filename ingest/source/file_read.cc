@@ -7,7 +7,7 @@
 // NFS server) keeps its thread, which is why the thread is detached: the Pipeline can
 // always be destroyed, the source reports its read as still running instead of
 // starting another, and threads stuck like that are capped for the whole process.
-#include "ingest/file_read.h"
+#include "ingest/source/file_read.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -26,7 +26,7 @@
 
 #include <fmt/format.h>
 
-#include "ingest/ingest.h"
+#include "ingest/source/source.h"
 #include "shm/shm.h"
 
 namespace ingest {

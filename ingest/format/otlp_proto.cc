@@ -1,13 +1,13 @@
 // otlp_proto.cc: OTLP/protobuf metrics -> samples (see otlp_proto.h). The message is
 // decoded by the protobuf library (lite runtime, ingest/otlp/*.proto declares only the
 // fields read here); labels are views into the decoded message.
-#include "ingest/otlp_proto.h"
+#include "ingest/format/otlp_proto.h"
 
 #include <fmt/format.h>
 
+#include "ingest/format/otlp_points.h"
 #include "ingest/internal.h"
 #include "otlp/metrics_service.pb.h"
-#include "ingest/otlp_points.h"
 
 namespace ingest {
 

@@ -20,10 +20,10 @@
 
 #include <fmt/format.h>
 
-#include "ingest/ingest.h"
+#include "ingest/format/otlp_points.h"
+#include "ingest/format/prometheus.h"
+#include "ingest/format/format.h"
 #include "ingest/internal.h"
-#include "ingest/otlp_points.h"
-#include "ingest/prometheus.h"
 
 namespace ingest {
 

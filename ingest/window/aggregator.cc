@@ -24,12 +24,12 @@
 #include <limits>
 #include <unordered_map>
 
-#include "ingest/ingest.h"
+#include "ingest/format/prometheus.h"
+#include "ingest/window/window.h"
 #include "ingest/internal.h"
-#include "ingest/prometheus.h"
-#include "ingest/render.h"
-#include "ingest/sketch.h"
-#include "ingest/wire.h"
+#include "ingest/replica/wire.h"
+#include "ingest/window/render.h"
+#include "ingest/window/sketch.h"
 
 namespace ingest {
 

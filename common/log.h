@@ -1,4 +1,5 @@
-// server/log.h: the service's logging. One line per event:
+// common/log.h: the logging of every telemetryd process (supervisor, writer, readers)
+// and of the components they run (cluster/, ingest/). One line per event:
 //   2024-05-01T12:00:00.123Z INFO  supervisor[1234] reader 2 exited with status 1, restarting in 200ms
 // Lines go to stderr, or to --log-file (opened O_APPEND, so the supervisor and its
 // children can share it; SIGUSR1 reopens it for logrotate). The level may live in

@@ -13,9 +13,20 @@
 #include <unordered_map>
 #include <vector>
 
-#include "ingest/ingest.h"
+#include "ingest/window/window.h"
 
 namespace ingest {
+
+// Replication (docs/architecture.md, Replication). One tick's samples as every node
+// applies them are a log entry: binary, versioned (kLogFormatVersion), zstd-compressed.
+// It carries its sequence number, the tick's clock (Unix ns, the leader's tick time: the
+// only "now" that apply and build use), the leader's settings that affect aggregation
+// (interval, window, stale_after, expire_after, max_series, max_series_per_source,
+// prom_series_limit), its source URLs and statuses, and the samples after parsing, in
+// the order the leader applied them. A series is spelled out in the first entry that
+// has it; later entries refer to it by a number (a dictionary that is part of the
+// replicated state and of checkpoints). Checkpoints carry the same version.
+inline constexpr uint32_t kLogFormatVersion = 1;
 
 class Replica {
  public:

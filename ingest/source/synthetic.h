@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "ingest/ingest.h"
+#include "ingest/source/source.h"
 
 namespace ingest {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "ingest/ingest.h"
+#include "ingest/window/window.h"
 
 namespace ingest {
 

@@ -1,5 +1,5 @@
 // sketch.cc: QuantileSketch, see sketch.h for the choice of DDSketch.
-#include "ingest/sketch.h"
+#include "ingest/window/sketch.h"
 
 #include <algorithm>
 #include <cmath>

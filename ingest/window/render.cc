@@ -3,7 +3,7 @@
 // Numbers go through fmt's shortest round-trip formatting (Dragonbox), so a reader
 // parsing a body gets back exactly the double the writer computed; a non-finite result
 // (an overflowed sum, say) renders as null in JSON and is left out of Prometheus text.
-#include "ingest/render.h"
+#include "ingest/window/render.h"
 
 #include <algorithm>
 #include <array>

@@ -12,7 +12,7 @@
 // family's name plus a suffix the type allows (counter: `_total`; histogram: `_bucket`,
 // `_sum`, `_count`; summary: `_sum`, `_count`); any other name starts a family of its
 // own, untyped unless a TYPE line named it earlier in the body.
-#include "ingest/prometheus.h"
+#include "ingest/format/prometheus.h"
 
 #include <simdjson.h>
 
