@@ -10,6 +10,8 @@
 
 namespace server {
 
+namespace log = common::log;
+
 namespace {
 // After a failed write (a full disk), a checkpoint is tried again this often: each
 // try serializes the whole state on the loop.
