@@ -21,8 +21,33 @@
 # Redis kill due within FAULT_GAP s after a writer or leader kill, or while a node is
 # down: each kill is a single fault, which the leader target below is about (a leader
 # lost during a Redis failover waits for the failover, then a lease: docs/performance.md).
+# None of these (nor the faults below) starts in the last 2 leases + 1 s, so that the
+# poll sees the next leader.
 # The nodes run with --crash-loop-limit 1000 --restart-backoff-max 1s (kills are no
 # crash loop).
+#
+# With PARTITIONS=1 (the default) each node reaches the Redis master through a TCP proxy
+# of its own (bench/cluster/proxy.py; redis:// to the proxy, so no sentinels and no Redis
+# kill), and so does the replica's replication link; node SKEW_NODE runs under
+# libfaketime with its clock SKEW off (FAKETIME_DONT_FAKE_MONOTONIC=1); every node serves
+# OTLP (--otlp-listen). From NET_FIRST s on, NET_GAP_MIN..MAX s after the previous fault
+# healed (and NET_GAP s away from any kill, with every node ready), one more fault, the
+# kinds in a seeded shuffled rotation:
+#   cut-leader    the leader's proxy stops relaying (sockets stay open) for 1 s .. 2
+#                 leases + 1 s, so past the lease about half the time;
+#   cut-follower  the same for a follower;
+#   cut-replica   the replica's link to the master, as long (the leader's WAIT fails);
+#   pause-writer  SIGSTOP the leader's writer for a lease + 0.5 s .. 2 leases + 1 s;
+#   pause-node    SIGSTOP the leader's whole process group, as long (resumed past the
+#                 stuck-timeout, its supervisor kills the readers as stuck: their
+#                 connections are added to the failures' allowance, as for a reader kill);
+#   drop-reply    the next bytes the leader sends to Redis are relayed, Redis's reply is
+#                 thrown away and the connection closed 0.3 s later (a reply lost after
+#                 the command took effect: the resent append must be a DUP).
+# Meanwhile bench/cluster/pusher.py pushes OTLP/JSON points with unique values at a
+# node picked at random, PUSH_RATE requests a second, and records the answers; and
+# bench/cluster/observe.py samples four series on every node every 0.5 s and keeps every
+# log entry before checkpoints trim it.
 #
 # Targets, each checked at the end (PASS/FAIL lines; exit 1 on any miss):
 #   failures    broken requests (wrk read/write/connect/timeout errors, loadgen broken
@@ -41,15 +66,25 @@
 #               apply entries from the new master) and the old master is a connected
 #               replica again;
 #   end         every node answers /healthz 200, lists 3 nodes and one leader;
-#   exact       bench/cluster/reference.py: the log holds one upstream fetch per entry,
-#               in order, each value as served; every node's count, sum, min, max, first
-#               and last of every series equal those computed from the log's samples of
-#               the window at the node's generation; equal bytes at equal generations;
-#   load        every kind of kill happened (the Redis kill only with sentinels) and the
-#               load answered >= half of loadgen's scheduled requests.
+#   exact       bench/cluster/reference.py: the log (the entries observe.py kept plus
+#               the live one) holds one upstream fetch per entry, in order, each value as
+#               served, and no seq was ever read with two contents; every node's count,
+#               sum, min, max, first and last of every series, at the end and in every
+#               answer observe.py took during the run that the log can check, equal
+#               those computed from the log's samples of the window at the answer's
+#               generation; at each generation one body per series over all nodes and
+#               all samples (during the run and at the end);
+#   pushes      every point of a push answered 200 is in the log exactly once, no point
+#               is in it twice, none that was not pushed (points answered 503 or not at
+#               all may be in it or not: counted);
+#   load        every kind of kill happened (the Redis kill only with sentinels; with
+#               PARTITIONS=1 and DURATION >= 300 every network/pause fault kind too) and
+#               the load answered >= half of loadgen's scheduled requests.
+# The leader target also covers the faults above (time without a leader after each).
 #
 # QUICK=1 is the ctest profile (tests/ops, `ops.cluster_chaos`): 60 s, reader kills every
-# 6-10 s, writer kills at 12 s and 42 s, the leader node at 22 s, the Redis master at 35 s.
+# 6-10 s, writer kills at 12 s and 42 s, the leader node at 22 s, the Redis master at 35 s
+# (PARTITIONS=0), network/pause faults from 30 s on, 3-5 s apart (PARTITIONS=1).
 #
 # Environment (defaults: full profile / QUICK=1):
 #   DURATION=600/60 SEED=$$ WORKERS=3 SERIES=20 INTERVAL=1s LEASE=3s WINDOW=10s CHECKPOINT_EVERY=20
@@ -57,6 +92,8 @@
 #   LEADER_KILL_FIRST=40/22 LEADER_KILL_EVERY=90/1000 NODE_DOWN=4
 #   REDIS_KILL_FIRST=70/35 REDIS_KILL_EVERY=120/1000 FAULT_GAP=12 READY_LIMIT=30
 #   WRK_CONNS=8/2 WRK_DELAY_MS=0/10 LOADGEN_CONNS=4/2 LOADGEN_RATE=300/100 (per node)
+#   PARTITIONS=1 NET_FIRST=60/30 NET_GAP_MIN=8/3 NET_GAP_MAX=20/5 NET_GAP=10/5
+#   SKEW=-30s SKEW_NODE=2 PUSH_RATE=6/4 NET_ONLY= (some of the kinds above, to rerun those)
 #   OUT=/tmp/telemetryd-cluster-chaos (QUICK: a temporary directory, removed when the run passes)
 #   BUILD=build-bench, or TELEMETRYD= TELEMETRYCTL= LOADGEN= LOG_ENTRIES= to use built binaries (ctest)
 set -euo pipefail
@@ -89,12 +126,22 @@ WRK_CONNS=${WRK_CONNS:-$(q 8 2)}
 WRK_DELAY_MS=${WRK_DELAY_MS:-$(q 0 10)}
 LOADGEN_CONNS=${LOADGEN_CONNS:-$(q 4 2)}
 LOADGEN_RATE=${LOADGEN_RATE:-$(q 300 100)}
+PARTITIONS=${PARTITIONS:-1}
+NET_FIRST=${NET_FIRST:-$(q 60 30)}
+NET_GAP_MIN=${NET_GAP_MIN:-$(q 8 3)}
+NET_GAP_MAX=${NET_GAP_MAX:-$(q 20 5)}
+NET_GAP=${NET_GAP:-$(q 10 5)}
+SKEW=${SKEW:--30s}
+SKEW_NODE=${SKEW_NODE:-2}
+PUSH_RATE=${PUSH_RATE:-$(q 6 4)}
+FAKETIME_LIB=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
 BUILD=${BUILD:-build-bench}
 CLUSTER_NAME=chaos
 
 for tool in redis-server redis-sentinel wrk; do
   command -v "$tool" >/dev/null || { echo "SKIP: $tool is not installed (scripts/deps.sh installs it)"; exit 77; }
 done
+[ "$PARTITIONS" = 0 ] || [ -r "$FAKETIME_LIB" ] || { echo "SKIP: libfaketime is not installed (scripts/deps.sh installs faketime)"; exit 77; }
 . scripts/cluster.sh
 if [ -n "${TELEMETRYD:-}" ]; then
   CL_TELEMETRYD=$TELEMETRYD
@@ -119,12 +166,15 @@ CL_NODE_ARGS=(--workers "$WORKERS" --interval "$INTERVAL" --lease "$LEASE" --win
               --cluster-name "$CLUSTER_NAME" --checkpoint-every "$CHECKPOINT_EVERY"
               --restart-backoff-max 1s --crash-loop-limit 1000)
 RESULT_OK=0
-POLLER_PID=""
+POLLER_PID="" PUSHER_PID="" OBSERVER_PID=""
 declare -a LOAD_WRK LOAD_LG
 
 cleanup() {
   local rc=$?
   [ -z "$POLLER_PID" ] || kill "$POLLER_PID" 2>/dev/null || true
+  for i in 1 2 3; do  # a stopped node would not see the SIGTERM
+    [ -z "${CL_NODE_PID[i]:-}" ] || kill -CONT -- "-${CL_NODE_PID[i]}" 2>/dev/null || true
+  done
   for i in 1 2 3; do
     [ -z "${LOAD_WRK[i]:-}" ] || kill "${LOAD_WRK[i]}" 2>/dev/null || true
     [ -z "${LOAD_LG[i]:-}" ] || kill "${LOAD_LG[i]}" 2>/dev/null || true
@@ -155,13 +205,46 @@ reader_gap() { GAP=$(((READER_KILL_MIN + RANDOM % (READER_KILL_MAX - READER_KILL
 
 echo "== cluster chaos: ${DURATION}s, seed $SEED, out $OUT"
 RANDOM=$SEED
-cl_start_redis_pair
+# A proxy.py relaying 127.0.0.1:(a free port) to port $2, its control file $OUT/proxy-$1.ctl:
+# PROXY_PORT[$1].
+declare -A PROXY_PORT
+start_proxy() {
+  local port
+  port=$(cl_free_port)
+  echo ok >"$OUT/proxy-$1.ctl"
+  $CL_PY bench/cluster/proxy.py --listen "$port" --to "$2" --control "$OUT/proxy-$1.ctl" >"$OUT/proxy-$1.log" 2>&1 &
+  CL_PIDS+=($!)
+  PROXY_PORT[$1]=$port
+  cl_wait 10 $CL_PY -c "import socket; socket.create_connection(('127.0.0.1', $port)).close()" ||
+    { echo "FAIL: proxy $1 did not start"; exit 1; }
+}
+if [ "$PARTITIONS" = 1 ]; then
+  cl_dir
+  cl_start_redis 0
+  start_proxy replica "${CL_REDIS_PORT[0]}"
+  cl_start_redis 1 "${PROXY_PORT[replica]}"
+  CL_CLUSTER_URL="redis://127.0.0.1:${CL_REDIS_PORT[0]}" CL_SENTINEL=0
+  for i in 1 2 3; do
+    start_proxy "node$i" "${CL_REDIS_PORT[0]}"
+    CL_NODE_CLUSTER[i]="redis://127.0.0.1:${PROXY_PORT[node$i]}"
+  done
+  CL_NODE_WRAP[SKEW_NODE]="env LD_PRELOAD=$FAKETIME_LIB FAKETIME=$SKEW FAKETIME_DONT_FAKE_MONOTONIC=1"
+else
+  cl_start_redis_pair
+fi
 cl_start_upstream
-for i in 1 2 3; do cl_start_node "$i"; done
+declare -a OTLP_PORT
+for i in 1 2 3; do
+  OTLP_PORT[i]=$(cl_free_port)
+  CL_NODE_EXTRA[i]="--otlp-listen 127.0.0.1:${OTLP_PORT[i]}"
+  cl_start_node "$i"
+done
 for i in 1 2 3; do
   cl_wait 60 cl_ready "$i" || { echo "FAIL: node $i not ready within 60 s"; exit 1; }
 done
-[ "$CL_SENTINEL" = 1 ] || echo "note: this telemetryd has no redis-sentinel:// support: the nodes use $CL_CLUSTER_URL and the Redis master is not killed"
+[ "$CL_SENTINEL" = 1 ] || [ "$PARTITIONS" = 1 ] ||
+  echo "note: this telemetryd has no redis-sentinel:// support: the nodes use $CL_CLUSTER_URL and the Redis master is not killed"
+[ "$PARTITIONS" = 0 ] || echo "nodes reach Redis :${CL_REDIS_PORT[0]} through proxies (no sentinels, no Redis kill); node$SKEW_NODE's clock is $SKEW off"
 $CL_PY -c '
 import sys, urllib.parse
 print("/v1/series/chaos.counter")
@@ -196,10 +279,20 @@ stop_load() {  # SIGINT: both finish what is in flight and print their results
   LOAD_WRK[i]="" LOAD_LG[i]=""
 }
 for i in 1 2 3; do start_load "$i"; done
+$CL_PY bench/cluster/pusher.py --ports "${OTLP_PORT[1]},${OTLP_PORT[2]},${OTLP_PORT[3]}" --out "$OUT/pushes.jsonl" \
+  --rate "$PUSH_RATE" --seed "$SEED" >"$OUT/pusher.log" 2>&1 &
+PUSHER_PID=$!
+CL_PIDS+=($!)
+$CL_PY bench/cluster/observe.py --decoder "$LOG_ENTRIES" --redis-port "${CL_REDIS_PORT[0]}" --cluster-name "$CLUSTER_NAME" \
+  --series "$SERIES" --ports "${CL_NODE_PORT[1]},${CL_NODE_PORT[2]},${CL_NODE_PORT[3]}" \
+  --answers "$OUT/answers.jsonl" --log "$OUT/log.tsv" >"$OUT/observe.log" 2>&1 &
+OBSERVER_PID=$!
+CL_PIDS+=($!)
 
 # Every ~100 ms: the time (ms since T0) and each node's role and term.
 (
-  set +e +o pipefail  # a node that is down answers nothing: "down"
+  set +e +o pipefail  # a node that is down (or stopped) answers nothing: "down"
+  CL_CTL_TIMEOUT=0.5
   while :; do
     line="$(($(ms) - T0))"
     for i in 1 2 3; do
@@ -228,7 +321,7 @@ REDIS_WAIT=0 REDIS_OLD="" REDIS_GEN=0
 
 pick_node() {  # PICK = a random node that is up, or empty
   local i up=()
-  for i in 1 2 3; do [ -n "${DOWN_UNTIL[i]:-}" ] || up+=("$i"); done
+  for i in 1 2 3; do [ -n "${DOWN_UNTIL[i]:-}" ] || [ "$i" = "${NET_NODE:-}" ] || up+=("$i"); done
   PICK=""
   [ ${#up[@]} = 0 ] || PICK=${up[RANDOM % ${#up[@]}]}
 }
@@ -326,10 +419,115 @@ ready_step() {
     node_ready "$i" "${WAIT_KIND[i]}" || continue
     t=$(($(ms) - WAIT_READY[i]))
     printf '%s\t%s\n' "${WAIT_KIND[i]}" "$t" >>"$OUT/ready.tsv"
-    [ "${WAIT_KIND[i]}" = reader ] || event "node$i ready again ($t ms after the ${WAIT_KIND[i]} kill)"
+    case ${WAIT_KIND[i]} in
+      reader) ;;
+      cut-* | pause-* | drop-*) event "node$i ready again ($t ms after the ${WAIT_KIND[i]} healed)" ;;
+      *) event "node$i ready again ($t ms after the ${WAIT_KIND[i]} kill)" ;;
+    esac
     [ "${WAIT_KIND[i]}" != node ] || start_load "$i"
     WAIT_READY[i]=""
   done
+}
+
+# Network and pause faults (PARTITIONS=1): one at a time, NET_KIND while one lasts
+# (until NET_UNTIL), on NET_NODE (0: the replica link).
+# shellcheck disable=SC2206 # NET_ONLY is a list of kinds
+NET_KINDS=(${NET_ONLY:-cut-leader cut-follower cut-replica pause-writer pause-node drop-reply})
+NET_ORDER=() NET_KIND="" NET_NODE="" NET_UNTIL=0 NET_END=0 NET_STOPPED=""
+declare -A NET_COUNT
+for k in "${NET_KINDS[@]}"; do NET_COUNT[$k]=0; done
+next_net=$((T0 + NET_FIRST * 1000))
+[ "$PARTITIONS" = 1 ] || next_net=$((END + 1))
+PAUSE_CONNS=0 PAUSE_STUCK=0 STUCK_KILLS=0
+stuck_kills() { grep -c 'reader .* made no progress' "${CL_NODE_LOG[$1]}" || true; }
+hold_ms() {  # a fault's length: cuts 1 s .. 2 leases + 1 s, pauses past the lease
+  if [ "${1%%-*}" = pause ]; then HOLD=$((LEASE_MS + 500 + RANDOM % (LEASE_MS + 501)))
+  else HOLD=$((1000 + RANDOM % (2 * LEASE_MS + 1))); fi
+}
+next_kind() {  # the next kind of a seeded shuffled rotation of NET_KINDS
+  local i j t
+  if [ ${#NET_ORDER[@]} = 0 ]; then
+    NET_ORDER=("${NET_KINDS[@]}")
+    for ((i = ${#NET_ORDER[@]} - 1; i > 0; i--)); do
+      j=$((RANDOM % (i + 1))) t=${NET_ORDER[i]}; NET_ORDER[i]=${NET_ORDER[j]}; NET_ORDER[j]=$t
+    done
+  fi
+  KIND=${NET_ORDER[0]}
+  NET_ORDER=("${NET_ORDER[@]:1}")
+}
+start_net_fault() {
+  local lead i pid others=()
+  next_kind
+  lead=$(cl_leader)
+  [ -n "$lead" ] || { event "$KIND skipped: no node leads"; return 1; }
+  for i in 1 2 3; do [ "$i" = "$lead" ] || others+=("$i"); done
+  hold_ms "$KIND"
+  case $KIND in
+    cut-leader | cut-follower)
+      i=$lead
+      [ "$KIND" = cut-leader ] || i=${others[RANDOM % 2]}
+      echo cut >"$OUT/proxy-node$i.ctl"
+      event "CUT node$i ($([ "$i" = "$lead" ] && echo leader || echo follower)) from Redis for $HOLD ms" ;;
+    cut-replica)
+      i=0
+      echo cut >"$OUT/proxy-replica.ctl"
+      event "CUT the replica's link to the master for $HOLD ms (node$lead leads)" ;;
+    pause-writer)
+      i=$lead
+      pid=$(workers "$i" | awk '$1 == "writer" && $4 == "running" { print $3 }')
+      [ -n "$pid" ] && [ "$pid" -gt 0 ] || { event "pause-writer skipped: node$i's writer not running"; return 1; }
+      kill -STOP "$pid"
+      NET_STOPPED=$pid
+      event "SIGSTOP node$i (leader) writer $pid for $HOLD ms" ;;
+    pause-node)
+      i=$lead
+      # Past stuck-timeout (5 s), the supervisor, resumed with its readers, may find their
+      # heartbeats old and kill them (their connections then count as a reader kill's).
+      PAUSE_CONNS=$(workers "$i" | awk '$1 == "reader" && $4 == "running" { s += $5 } END { print s + 0 }')
+      PAUSE_STUCK=$(stuck_kills "$i")
+      kill -STOP -- "-${CL_NODE_PID[i]}"
+      NET_STOPPED=-${CL_NODE_PID[i]}
+      event "SIGSTOP node$i (leader) process group for $HOLD ms" ;;
+    drop-reply)
+      i=$lead HOLD=500
+      echo drop >"$OUT/proxy-node$i.ctl"
+      event "DROP the next Redis reply to node$i (leader)" ;;
+  esac
+  NET_COUNT[$KIND]=$((NET_COUNT[$KIND] + 1))
+  NET_KIND=$KIND NET_NODE=$i NET_UNTIL=$(($(ms) + HOLD))
+}
+heal_net_fault() {
+  local i
+  case $NET_KIND in
+    cut-* | drop-reply) for f in "$OUT"/proxy-*.ctl "$OUT/proxy-replica.ctl"; do echo ok >"$f"; done ;;
+    pause-*) kill -CONT -- "$NET_STOPPED" 2>/dev/null || true; NET_STOPPED="" ;;
+  esac
+  if [ "$NET_KIND" = pause-node ]; then
+    sleep 0.5
+    n=$(($(stuck_kills "$NET_NODE") - PAUSE_STUCK))
+    if [ "$n" -gt 0 ]; then
+      ALLOWANCE=$((ALLOWANCE + PAUSE_CONNS)) STUCK_KILLS=$((STUCK_KILLS + n))
+      event "node$NET_NODE's supervisor killed $n readers as stuck after the pause ($PAUSE_CONNS connections)"
+    fi
+  fi
+  event "healed $NET_KIND"
+  if [ "$NET_NODE" = 0 ]; then
+    for i in 1 2 3; do [ -n "${DOWN_UNTIL[i]:-}" ] || watch_ready "$i" "$NET_KIND"; done
+  else
+    watch_ready "$NET_NODE" "$NET_KIND"
+  fi
+  NET_KIND="" NET_NODE="" NET_END=$(ms)
+}
+net_step() {  # now
+  if [ -n "$NET_KIND" ]; then
+    [ "$1" -lt "$NET_UNTIL" ] || heal_net_fault
+    return 0
+  fi
+  [ "$1" -ge "$next_net" ] && [ "$REDIS_WAIT" = 0 ] && [ $(($1 - LAST_LEADER_LOSS)) -ge $((NET_GAP * 1000)) ] &&
+    [ $((END - $1)) -ge $((2 * LEASE_MS + 1000)) ] || return 0
+  for i in 1 2 3; do [ -z "${DOWN_UNTIL[i]:-}" ] && [ -z "${WAIT_READY[i]:-}" ] || return 0; done
+  start_net_fault || true
+  next_net=$((NET_UNTIL + (NET_GAP_MIN + RANDOM % (NET_GAP_MAX - NET_GAP_MIN + 1)) * 1000))
 }
 
 while :; do
@@ -340,6 +538,11 @@ while :; do
   done
   if [ "$now" -ge "$next_reader" ]; then kill_reader; reader_gap; next_reader=$((now + GAP)); fi
   after_redis=$((now - LAST_REDIS_KILL < FAULT_GAP * 1000 || REDIS_WAIT != 0))
+  # a kill waits NET_GAP s after a network/pause fault, and for its node to be ready
+  [ -z "$NET_KIND" ] && [ $((now - NET_END)) -ge $((NET_GAP * 1000)) ] || after_redis=1
+  for i in 1 2 3; do case ${WAIT_KIND[i]:-} in cut-* | pause-* | drop-*) [ -z "${WAIT_READY[i]:-}" ] || after_redis=1 ;; esac; done
+  # nor in the last 2 leases + 1 s: the leader target needs to see the next leader
+  [ $((END - now)) -ge $((2 * LEASE_MS + 1000)) ] || after_redis=1
   if [ "$now" -ge "$next_writer" ] && [ "$after_redis" = 0 ]; then
     kill_writer
     LAST_LEADER_LOSS=$now
@@ -353,18 +556,23 @@ while :; do
   any_down=0
   for i in 1 2 3; do [ -z "${DOWN_UNTIL[i]:-}" ] && [ -z "${WAIT_READY[i]:-}" ] || any_down=1; done
   if [ "$now" -ge "$next_redis" ] && [ "$REDIS_WAIT" = 0 ] && [ "$any_down" = 0 ] &&
-     [ $((now - LAST_LEADER_LOSS)) -ge $((FAULT_GAP * 1000)) ]; then
+     [ $((now - LAST_LEADER_LOSS)) -ge $((FAULT_GAP * 1000)) ] && [ $((END - now)) -ge $((2 * LEASE_MS + 1000)) ]; then
     if [ "$CL_SENTINEL" = 1 ]; then kill_redis; LAST_REDIS_KILL=$now; fi
     next_redis=$((next_redis + REDIS_KILL_EVERY * 1000))
   fi
   [ "$REDIS_WAIT" = 0 ] || redis_step
+  net_step "$now"
   ready_step
   sleep 0.1
 done
+[ -z "$NET_KIND" ] || heal_net_fault
 event "chaos over"
 for i in 1 2 3; do
   if [ -n "${DOWN_UNTIL[i]:-}" ]; then restart_node "$i"; fi
 done
+# The pusher finishes the request in flight (10 s at most) and stops.
+kill -TERM "$PUSHER_PID" 2>/dev/null || true
+wait "$PUSHER_PID" 2>/dev/null || true
 # The load ends with the chaos (loadgen waits up to 5 s for late answers).
 for i in 1 2 3; do
   for p in "${LOAD_WRK[i]:-}" "${LOAD_LG[i]:-}"; do
@@ -388,6 +596,8 @@ done
 kill "$POLLER_PID" 2>/dev/null || true
 wait "$POLLER_PID" 2>/dev/null || true
 POLLER_PID=""
+kill -TERM "$OBSERVER_PID" 2>/dev/null || true  # it reads the log once more and stops
+wait "$OBSERVER_PID" 2>/dev/null || true
 
 # ---------------------------------------------------------------------------------
 # Verdict
@@ -412,10 +622,10 @@ L_UNANSWERED=$(total unanswered "${LG_FILES[@]}") L_IDLE=$(total closed_idle "${
 GV=$(total gen_violations "${LG_FILES[@]}") GM=$(total gen_missing "${LG_FILES[@]}") GC=$(total gen_checked "${LG_FILES[@]}")
 FAILED=$((W_FAILED + L_BROKEN + L_SOCKERR + L_UNANSWERED))
 
-# Leaderless time after each kill, ms: when a sample without a leader comes after the
+# Leaderless time after each kill (but a reader's) or network/pause fault, ms: when a sample without a leader comes after the
 # kill and before the next one, from the last sample with a leader before it (or the
 # kill) to the next sample with a leader (-1: none within 30 s); else 0.
-awk -F'\t' '$2 ~ /^SIGKILL/ { print $1 "\t" $2 }' "$OUT/events.tsv" >"$OUT/kills.tsv"
+awk -F'\t' '$2 ~ /^(SIGKILL|SIGSTOP|CUT|DROP)/ && $2 !~ / reader / { print $1 "\t" $2 }' "$OUT/events.tsv" >"$OUT/kills.tsv"
 awk -v lease="$LEASE_MS" '
   NR == FNR { kt[++nk] = $1; kd[nk] = $0; next }
   { t[++n] = $1; lead[n] = ($0 ~ / leader:/) }
@@ -442,10 +652,23 @@ echo "== summary (seed $SEED; files in $OUT)"
 echo "cluster: $CL_CLUSTER_URL; interval $INTERVAL, lease $LEASE, window $WINDOW, checkpoint every $CHECKPOINT_EVERY"
 echo "requests: wrk $W_REQ, loadgen $L_REQ of ~$LOADGEN_SCHEDULED scheduled, in $SEGMENTS load segments"
 echo "kills: reader $READER_KILLS, writer $WRITER_KILLS, leader node $LEADER_KILLS, redis master $REDIS_KILLS"
+NET_SUMMARY="" NET_KINDS_OK=1 NET_TOTAL=0
+for k in "${NET_KINDS[@]}"; do
+  NET_TOTAL=$((NET_TOTAL + NET_COUNT[$k]))
+  NET_SUMMARY+=" $k ${NET_COUNT[$k]},"
+  [ "${NET_COUNT[$k]}" -gt 0 ] || NET_KINDS_OK=0
+done
+[ "$PARTITIONS" = 0 ] || echo "network/pause faults:${NET_SUMMARY%,}; node$SKEW_NODE's clock $SKEW off; readers the supervisor killed as stuck after a pause: $STUCK_KILLS"
+PUSHES=$(wc -l <"$OUT/pushes.jsonl" 2>/dev/null || echo 0)
+echo "pushes: $PUSHES requests, by answer: $($CL_PY -c '
+import collections, json, sys
+c = collections.Counter(str(json.loads(l)["status"]) for l in open(sys.argv[1]) if l.strip())
+print(", ".join(f"{k} {v}" for k, v in sorted(c.items())))' "$OUT/pushes.jsonl" 2>/dev/null)"
 echo "errors: wrk $W_FAILED non2xx $W_NON2XX; loadgen broken $L_BROKEN socket $L_SOCKERR unanswered $L_UNANSWERED closed_idle $L_IDLE non2xx $L_NON2XX"
-echo "leaderless ms after each kill (-1: no leader until the next kill):"
+echo "leaderless ms after each kill (not a reader's) or fault (-1: no leader until the next one):"
 sed 's/^/  /' "$OUT/leaderless.tsv"
 echo "ready again, largest ms (count): reader $(ready_max reader), writer $(ready_max writer), node $(ready_max node), nodes after a redis kill $(ready_max redis), redis failover $(ready_max redis-failover), a connected replica again $(ready_max redis-replica)"
+[ "$PARTITIONS" = 0 ] || echo "ready again after a healed fault, largest ms (count):$(for k in "${NET_KINDS[@]}"; do printf ' %s %s,' "$k" "$(ready_max "$k")"; done | sed 's/,$//')"
 echo
 
 check "load: $W_RESULTS wrk and $L_RESULTS loadgen results of $SEGMENTS segments" '[ "$W_RESULTS" = "$SEGMENTS" ] && [ "$L_RESULTS" = "$SEGMENTS" ]'
@@ -454,7 +677,7 @@ check "failures: $FAILED broken requests + $L_IDLE idle connections closed <= $A
 check "non-2xx: $((W_NON2XX + L_NON2XX))" '[ $((W_NON2XX + L_NON2XX)) = 0 ]'
 check "generation: $GV per-connection violations, $GM responses without it, $GC of $L_REQ checked" \
   '[ "$GV" = 0 ] && [ "$GM" = 0 ] && [ "$GC" = "$L_REQ" ] && [ "$L_REQ" -gt 0 ]'
-check "leader: at most $MAX_LEADERLESS ms without a leader after a kill (< 2 leases, $((2 * LEASE_MS)) ms; polled until $POLLED_UNTIL ms)" \
+check "leader: at most $MAX_LEADERLESS ms without a leader after a kill or fault (< 2 leases, $((2 * LEASE_MS)) ms; polled until $POLLED_UNTIL ms)" \
   '[ "$MAX_LEADERLESS" -lt $((2 * LEASE_MS)) ] && [ "${POLLED_UNTIL:-0}" -ge $((DURATION * 1000 - 1000)) ]'
 pending=""
 for i in 1 2 3; do [ -z "${WAIT_READY[i]:-}" ] || pending+=" node$i(${WAIT_KIND[i]})"; done
@@ -471,15 +694,19 @@ end_state() {
   [ "$leaders" = 1 ] || { echo "      $leaders leaders"; return 1; }
 }
 check "end: every node /healthz 200, 3 nodes listed, one leader" 'cl_wait 15 end_state || end_state'
-MASTER=$(cl_master_port || echo "${CL_REDIS_PORT[0]}")
+MASTER=${CL_REDIS_PORT[0]}
+[ "$CL_SENTINEL" = 0 ] || MASTER=$(cl_master_port || echo "${CL_REDIS_PORT[0]}")
 if $CL_PY bench/cluster/reference.py --decoder "$LOG_ENTRIES" --redis-port "$MASTER" --cluster-name "$CLUSTER_NAME" \
-     --series "$SERIES" --source "$CL_UPSTREAM_URL" --rounds 4 --pause 1.2 "${CL_NODE_PORT[1]}" "${CL_NODE_PORT[2]}" "${CL_NODE_PORT[3]}" \
+     --series "$SERIES" --source "$CL_UPSTREAM_URL" --rounds 4 --pause 1.2 --log-record "$OUT/log.tsv" \
+     --answers "$OUT/answers.jsonl" --pushes "$OUT/pushes.jsonl" "${CL_NODE_PORT[1]}" "${CL_NODE_PORT[2]}" "${CL_NODE_PORT[3]}" \
      >"$OUT/reference.txt" 2>&1; then :; else ok=0; fi
 sed -E 's/^(PASS|FAIL)  /\1  exact: /' "$OUT/reference.txt"
 KINDS_OK=1
 [ "$READER_KILLS" -gt 0 ] && [ "$WRITER_KILLS" -gt 0 ] && [ "$LEADER_KILLS" -gt 0 ] || KINDS_OK=0
 [ "$CL_SENTINEL" = 0 ] || [ "$REDIS_KILLS" -gt 0 ] || KINDS_OK=0
-check "load: kills happened (reader $READER_KILLS, writer $WRITER_KILLS, leader $LEADER_KILLS, redis $REDIS_KILLS$([ "$CL_SENTINEL" = 1 ] || echo ': no sentinels, not killed'))" '[ "$KINDS_OK" = 1 ]'
+[ "$PARTITIONS" = 0 ] || [ "$DURATION" -lt 300 ] || [ "$NET_KINDS_OK" = 1 ] || KINDS_OK=0
+[ "$PARTITIONS" = 0 ] || [ "$NET_TOTAL" -ge 2 ] || KINDS_OK=0
+check "load: kills happened (reader $READER_KILLS, writer $WRITER_KILLS, leader $LEADER_KILLS, redis $REDIS_KILLS$([ "$CL_SENTINEL" = 1 ] || echo ': no sentinels, not killed')$([ "$PARTITIONS" = 0 ] || echo "; network/pause faults $NET_TOTAL:${NET_SUMMARY%,}")" '[ "$KINDS_OK" = 1 ]'
 check "load: loadgen answered $L_REQ of ~$LOADGEN_SCHEDULED scheduled, wrk $W_REQ" \
   '[ $((L_REQ * 2)) -ge "$LOADGEN_SCHEDULED" ] && [ "$W_REQ" -gt 0 ]'
 

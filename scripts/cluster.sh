@@ -10,6 +10,11 @@
 #   CL_DIR       where configs, sockets and logs go (default: a new temporary directory)
 #   CL_NODE_ARGS extra telemetryd arguments of every node (an array), e.g. (--lease 3s)
 #   CL_SERIES    series the upstream serves (default 20)
+#   CL_NODE_CLUSTER[i]  node i's --cluster address, when not CL_CLUSTER_URL (e.g. a proxy)
+#   CL_NODE_WRAP[i]     words node i's command starts with (e.g. env LD_PRELOAD=... for
+#                       a skewed clock), CL_NODE_EXTRA[i] words added to its arguments
+#   CL_CTL_TIMEOUT      seconds cl_ctl waits for a node's answer (default 2: a stopped
+#                       node answers nothing)
 # and reads:
 #   CL_REDIS_PORT[0..1]  the two Redis ports (0 starts as master)
 #   CL_SENTINEL_PORT[0..2], CL_MASTER_NAME, CL_CLUSTER_URL
@@ -22,6 +27,7 @@ CL_MASTER_NAME=${CL_MASTER_NAME:-tdmaster}
 CL_SERIES=${CL_SERIES:-20}
 CL_PIDS=()  # every process started here, in start order
 declare -a CL_REDIS_PORT CL_REDIS_PID CL_SENTINEL_PORT CL_NODE_PORT CL_NODE_SOCK CL_NODE_LOG CL_NODE_PID
+declare -a CL_NODE_CLUSTER CL_NODE_WRAP CL_NODE_EXTRA
 [ -n "${CL_NODE_ARGS+x}" ] || CL_NODE_ARGS=()
 
 # Installs what is missing and builds the binaries in Release, as scripts/run does.
@@ -146,9 +152,11 @@ cl_start_node() {  # index [extra telemetryd arguments...]
   [ -n "${CL_NODE_PORT[i]:-}" ] || CL_NODE_PORT[i]=$(cl_free_port)
   CL_NODE_SOCK[i]=$CL_DIR/node$i.sock
   CL_NODE_LOG[i]=$CL_DIR/node$i.log
-  setsid "$CL_TELEMETRYD" --listen "127.0.0.1:${CL_NODE_PORT[i]}" --admin-socket "${CL_NODE_SOCK[i]}" \
+  # shellcheck disable=SC2086 # CL_NODE_WRAP and CL_NODE_EXTRA are lists of words
+  setsid ${CL_NODE_WRAP[i]:-} "$CL_TELEMETRYD" --listen "127.0.0.1:${CL_NODE_PORT[i]}" --admin-socket "${CL_NODE_SOCK[i]}" \
     --shm-name "tdcl$$-$i" --log-file "${CL_NODE_LOG[i]}" --node-id "node$i" \
-    --cluster "$CL_CLUSTER_URL" --source "$CL_UPSTREAM_URL" "${CL_NODE_ARGS[@]}" "$@" &
+    --cluster "${CL_NODE_CLUSTER[i]:-$CL_CLUSTER_URL}" --source "$CL_UPSTREAM_URL" "${CL_NODE_ARGS[@]}" \
+    ${CL_NODE_EXTRA[i]:-} "$@" &
   CL_NODE_PID[i]=$!
   CL_PIDS+=($!)
 }
@@ -156,7 +164,7 @@ cl_start_node() {  # index [extra telemetryd arguments...]
 cl_ctl() {  # node index, command...
   local i=$1
   shift
-  "$CL_TELEMETRYCTL" -s "${CL_NODE_SOCK[i]}" "$@"
+  timeout "${CL_CTL_TIMEOUT:-2}" "$CL_TELEMETRYCTL" -s "${CL_NODE_SOCK[i]}" "$@"
 }
 
 cl_healthz() {  # node index -> HTTP status of /healthz

@@ -99,6 +99,8 @@ Report Supervisor::show_info() const {
       .add("workers", options_.workers)
       .add("readers", options_.readers())
       .add("readers_running", uint64_t(running))
+      .add("reader_engine", options_.reader_engine)
+      .add("reader_engines_running", running_engines())
       .add("writer_pid", int64_t(writer_.pid))
       .add("generation", info.generation)
       .add("snapshot_built", iso_time(info.built_at_ns))
@@ -144,6 +146,20 @@ void Supervisor::add_state_info(Report& r) const {
       .add("state_write_failing", counter(kStateWriteFailing));
 }
 
+// The connection engines the running readers report (kReaderEngine): "io_uring",
+// "epoll", both comma-separated while a rolling restart mixes them, or "-" when none runs.
+std::string Supervisor::running_engines() const {
+  bool epoll = false, uring = false;
+  for (const auto& r : readers_) {
+    if (r->state != State::running || r->pid == 0) continue;
+    const uint64_t e = store_->reader_counter(r->slot, kReaderEngine);
+    epoll |= e == 1;
+    uring |= e == 2;
+  }
+  if (epoll && uring) return "io_uring,epoll";
+  return uring ? "io_uring" : epoll ? "epoll" : "-";
+}
+
 Report Supervisor::child_report(const Child& c, const shm::StoreInfo& info) const {
   Report r;
   r.add("role", c.role == Role::writer ? "writer" : "reader")
@@ -159,12 +175,15 @@ Report Supervisor::child_report(const Child& c, const shm::StoreInfo& info) cons
     r.add("requests", mine ? s.requests : 0)
         .add("connections_open", mine ? store_->reader_counter(c.slot, kConnectionsOpen) : 0)
         .add("accept_step_asides", mine ? store_->reader_counter(c.slot, kAcceptStepAsides) : 0)
+        .add("engine", !mine ? "-" : store_->reader_counter(c.slot, kReaderEngine) == 2 ? "io_uring"
+                                    : store_->reader_counter(c.slot, kReaderEngine) == 1 ? "epoll" : "-")
         .add("reading_generation", mine ? s.reading_generation : 0)
         .add("heartbeat_age_ms", mine && now > s.heartbeat_ns ? (now - s.heartbeat_ns) / 1000000 : 0);
   } else {
     r.add("requests", uint64_t(0))
         .add("connections_open", uint64_t(0))
         .add("accept_step_asides", uint64_t(0))
+        .add("engine", "-")
         .add("reading_generation", info.generation)
         .add("heartbeat_age_ms", uint64_t(0));
   }

@@ -25,6 +25,7 @@
 
 #include "cluster/cluster.h"
 #include "common/log.h"
+#include "server/reader.h"
 #include "shm/shm.h"
 #include "state/state.h"
 
@@ -208,6 +209,9 @@ const std::vector<Setting>& settings() {
        [](Options& o, const Values& v) {
          o.max_connections_per_reader = parse_count("max-connections-per-reader", v.back(), 1, 1 << 24);
        }},
+      {"reader-engine", Kind::value,
+       "the readers' connection engine: auto (io_uring when the kernel allows it), io_uring or epoll (default auto)",
+       text(&Options::reader_engine)},
   };
   return table;
 }
@@ -356,6 +360,8 @@ void check_options(Options& o) {
         fmt::format("admin-socket: path too long ({} bytes as an absolute path, at most {})", n, max_socket_path));
   if (o.shm_name.empty() || o.shm_name.size() > 80 || o.shm_name.find('/') != std::string::npos)
     throw std::invalid_argument(fmt::format("shm-name: '{}' must be 1-80 characters without '/'", o.shm_name));
+  if (!parse_reader_engine(o.reader_engine))
+    throw std::invalid_argument(fmt::format("reader-engine: '{}' is not auto, io_uring or epoll", o.reader_engine));
   if (!log::parse_level(o.log_level))
     throw std::invalid_argument(fmt::format("log-level: '{}' is not debug, info, warn or error", o.log_level));
   if (!o.otlp_listen.empty()) check_otlp_listen(o);
@@ -485,7 +491,7 @@ std::vector<std::string> restart_only_changes(const Options& a, const Options& b
   if (a.state_dir != b.state_dir || a.state_fsync != b.state_fsync) changed.push_back("state-dir/state-fsync");
   if (a.idle_timeout != b.idle_timeout || a.request_timeout != b.request_timeout ||
       a.healthz_max_age != b.healthz_max_age || a.max_header_bytes != b.max_header_bytes ||
-      a.max_connections_per_reader != b.max_connections_per_reader)
+      a.max_connections_per_reader != b.max_connections_per_reader || a.reader_engine != b.reader_engine)
     changed.push_back("reader timeouts/limits");
   return changed;
 }

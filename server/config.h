@@ -71,6 +71,7 @@ struct Options {
   std::chrono::milliseconds healthz_max_age{10000};
   size_t max_header_bytes = 8192;
   size_t max_connections_per_reader = 10000;  // capped by each reader's RLIMIT_NOFILE
+  std::string reader_engine = "auto";          // auto, io_uring or epoll (server::ReaderEngine)
 
   uint32_t readers() const { return workers - 1; }
   // Where the writer keeps its state: state_dir, or without one /dev/shm/SHM_NAME.state,

@@ -81,7 +81,8 @@ enum ReaderCounter : uint32_t {
   kReaderStartedAtNs = 15,  // reader start, Unix ns
   kAccepting = 16,          // 1 while the reader takes new connections (accept balancing)
   kAcceptStepAsides = 17,   // times it left the accept set for a peer (accept balancing)
-  kFirstFreeReaderCounter = 18,
+  kReaderEngine = 18,       // the connection engine running: 1 epoll, 2 io_uring (0 before start)
+  kFirstFreeReaderCounter = 19,
 };
 
 }  // namespace server

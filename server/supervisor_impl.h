@@ -132,6 +132,7 @@ class Supervisor {
   std::string show_cluster(const Command& command) const;
   std::string show_series(const Command& command, const std::string& key);
   Report child_report(const Child& c, const shm::StoreInfo& info) const;
+  std::string running_engines() const;
 
   const CommandLine& command_line_;
   Options options_;

@@ -114,6 +114,15 @@ TEST_CASE("load_options_from_text refuses bad text with std::invalid_argument na
   CHECK(why("workers = 256").find("255") != std::string::npos);
   CHECK(why("max-header-bytes = 1.5").find("max-header-bytes") != std::string::npos);
   CHECK(why("log-level = \"loud\"").find("log-level") != std::string::npos);
+  CHECK(why("reader-engine = \"uring\"") == "reader-engine: 'uring' is not auto, io_uring or epoll");
+}
+
+TEST_CASE("reader-engine: auto by default, io_uring or epoll by name, anything else refused", "[config]") {
+  CHECK(with_flags({}).reader_engine == "auto");
+  CHECK(with_flags({{"reader-engine", "epoll"}}).reader_engine == "epoll");
+  CHECK(server::load_options_from_text("reader-engine = \"io_uring\"\n", "t.toml").reader_engine == "io_uring");
+  CHECK(refusal({{"reader-engine", "libevent"}}) == "reader-engine: 'libevent' is not auto, io_uring or epoll");
+  CHECK(refusal({{"reader-engine", ""}}) == "reader-engine: '' is not auto, io_uring or epoll");
 }
 
 TEST_CASE("state-dir and state-fsync: refused with the setting's name, made absolute, the default in /dev/shm", "[config]") {

@@ -264,6 +264,7 @@ TEST_CASE("run_reader in a forked child: serves, then exits 0 on SIGTERM", "[ser
   uint16_t port = 0;
   int lfd = test_server::listen_loopback(&port);
 
+  test_server::skip_unless_engine_available();  // here: a child cannot skip the test
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -273,7 +274,7 @@ TEST_CASE("run_reader in a forked child: serves, then exits 0 on SIGTERM", "[ser
       server::ReaderOptions o;
       o.listen_fd = lfd;
       o.slot = 2;
-      rc = server::run_reader(*child_store, o);
+      rc = server::run_reader(*child_store, test_server::with_engine(o));
     } catch (...) {
     }
     _exit(rc);
@@ -305,13 +306,13 @@ TEST_CASE("two readers on one listening socket share the connections", "[server]
     shm::Reader reader(*f.store, o.slot);
     event_base* base = event_base_new();
     {
-      server::HttpServer server(base, reader, *f.store, o);
+      server::HttpServer server(base, reader, *f.store, test_server::with_engine(o));
       event* stop_ev = event_new(
           base, stop2[0], EV_READ, [](evutil_socket_t, short, void* s) { static_cast<server::HttpServer*>(s)->shutdown(); },
           &server);
       event_add(stop_ev, nullptr);
       ready2 = true;
-      event_base_dispatch(base);
+      server.run();
       event_free(stop_ev);
     }
     event_base_free(base);
@@ -337,4 +338,113 @@ TEST_CASE("two readers on one listening socket share the connections", "[server]
   second.join();
   close(stop2[0]);
   close(stop2[1]);
+}
+
+TEST_CASE("a client pipelining far beyond the input buffer without reading gets every answer, in order", "[server]") {
+  Fixture f;
+  int fd = connect_to(f.port);
+  // 5,000 requests: ~10x the reader's input buffer (max-header-bytes + 16 KB) sent at
+  // once, ~1.5 MB of answers: both directions fill up, and the reader must stop reading
+  // and resume rather than buffer without bound or drop anything.
+  constexpr int kRequests = 5000;
+  std::string reqs;
+  for (int i = 0; i < kRequests; ++i)
+    reqs += (i % 2 ? "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n" : "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+  std::atomic<bool> sent_all{false};
+  std::thread sender([&] {  // blocking sends, no Catch assertions off the main thread
+    std::string_view rest = reqs;
+    while (!rest.empty()) {
+      ssize_t n = send(fd, rest.data(), rest.size(), MSG_NOSIGNAL);
+      if (n <= 0) return;
+      rest.remove_prefix(static_cast<size_t>(n));
+    }
+    sent_all = true;
+  });
+  std::this_thread::sleep_for(200ms);  // let both directions fill before reading
+  std::string buf;
+  int answered = 0, in_order = 0;
+  for (; answered < kRequests; ++answered) {
+    auto r = read_response(fd, buf);
+    if (!r) break;
+    in_order += r->status == (answered % 2 ? 200 : 404);
+  }
+  sender.join();
+  CHECK(sent_all);
+  CHECK(answered == kRequests);
+  CHECK(in_order == kRequests);
+  CHECK(f.counter(server::kConnectionsOpen) == 1);  // and the connection is still open
+  close(fd);
+}
+
+TEST_CASE("the reader engine: epoll when asked, io_uring when asked or auto where the kernel allows it", "[server]") {
+  uint16_t port = 0;
+  int lfd = test_server::listen_loopback(&port);
+  const std::string name = unique_name();
+  {
+    shm::StoreOptions so;
+    so.name = name;
+    so.reader_slots = 2;
+    auto store = shm::Store::create(so);
+    std::thread([] { server::io_uring_unavailable_reason(); }).join();  // off the main thread: server_thread.h
+    const bool uring = server::io_uring_unavailable_reason().empty();
+    INFO("io_uring unavailable: " << server::io_uring_unavailable_reason());
+    const auto fallback = uring ? server::ReaderEngine::io_uring : server::ReaderEngine::epoll;
+    for (auto [asked, want] : {std::pair{server::ReaderEngine::epoll, server::ReaderEngine::epoll},
+                               {server::ReaderEngine::io_uring, fallback},
+                               {server::ReaderEngine::automatic, fallback}}) {
+      server::ReaderEngine got = server::ReaderEngine::automatic;
+      uint64_t counter = 0;
+      std::thread([&, asked = asked] {  // a ring's thread gets its task work: not the main one
+        shm::Reader reader(*store, 1);
+        event_base* base = event_base_new();
+        {
+          server::ReaderOptions o;
+          o.listen_fd = lfd;
+          o.slot = 1;
+          o.engine = asked;
+          server::HttpServer server(base, reader, *store, o);
+          got = server.engine();
+          counter = reader.counter(server::kReaderEngine).load();
+        }
+        event_base_free(base);
+      }).join();
+      CHECK(got == want);
+      CHECK(counter == (want == server::ReaderEngine::io_uring ? 2u : 1u));
+    }
+  }
+  CHECK(server::parse_reader_engine("io_uring") == server::ReaderEngine::io_uring);
+  CHECK(server::parse_reader_engine("epoll") == server::ReaderEngine::epoll);
+  CHECK(server::parse_reader_engine("auto") == server::ReaderEngine::automatic);
+  CHECK(!server::parse_reader_engine("uring"));
+  close(lfd);
+  shm::Store::remove(name);
+}
+
+TEST_CASE("a server driven by the caller's own event_base_dispatch serves and drains too", "[server]") {
+  Fixture f;  // its reader (slot 1) runs HttpServer::run(); this one is on slot 2
+  uint16_t port = 0;
+  int lfd = test_server::listen_loopback(&port);
+  server::ReaderOptions o = f.options;
+  o.listen_fd = lfd;
+  o.slot = 2;
+  test_server::ServerThread own(*f.store, o, /*caller_loop=*/true);
+  int fd = connect_to(port);
+  std::string buf;
+  for (int i = 0; i < 3; ++i) {  // keep-alive: the same connection each time
+    send_all(fd, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+    auto r = read_response(fd, buf);
+    REQUIRE(r);
+    CHECK(r->body == series_body(kMem));
+  }
+  own.request_shutdown();  // the drain: the next answer closes
+  for (int i = 0; i < 1000 && f.store->reader_counter(2, server::kAccepting) != 0; ++i) std::this_thread::sleep_for(5ms);
+  REQUIRE(f.store->reader_counter(2, server::kAccepting) == 0);  // draining now
+  send_all(fd, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+  auto r = read_response(fd, buf);
+  REQUIRE(r);
+  CHECK(r->header("connection") == "close");
+  CHECK(closed_by_server(fd));
+  own.stop();
+  close(fd);
+  close(lfd);
 }
