@@ -36,6 +36,8 @@
 #include "server/reader_impl.h"
 
 namespace server {
+
+namespace log = common::log;
 namespace {
 
 constexpr unsigned kSqEntries = 1024;   // operations queued per submission before a forced one
