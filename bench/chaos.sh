@@ -34,6 +34,12 @@
 #                 the watchdog killed, stuck_readers_killed = the stopped readers it
 #                 killed: no child died on its own and no running reader was taken as stuck;
 #   reloads       every reload answered `reload: ok`;
+#   counts        each writer kill continued the window: a series' count read just
+#                 before the kill, and again once the new writer published twice, is at
+#                 least half of what it was (a window of 10-20 intervals; a writer that
+#                 started again from nothing shows 1-3; the alternating interval and
+#                 the time the writer is down move it a little). The writer keeps its
+#                 state in /dev/shm (no --state-dir);
 #   rss           RssAnon (private memory) of the supervisor and every child, from
 #                 /proc/PID/status: after the warm-up (start), every 5 s, and after the
 #                 chaos (end, every child running again). Per role (supervisor, writer,
@@ -69,6 +75,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
+. bench/lib.sh
 
 QUICK=${QUICK:-0}
 q() { if [ "$QUICK" = 1 ]; then echo "$2"; else echo "$1"; fi; }
@@ -131,12 +138,9 @@ cleanup() {
   [ -n "$STOPPED" ] && kill -CONT "$STOPPED" 2>/dev/null || true
   [ -n "$WRK_PID" ] && kill "$WRK_PID" 2>/dev/null || true
   [ -n "$LG_PID" ] && kill "$LG_PID" 2>/dev/null || true
-  if [ -n "$TD_PID" ]; then
-    kill -TERM "$TD_PID" 2>/dev/null || true
-    for _ in $(seq 200); do kill -0 "$TD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$TD_PID" 2>/dev/null || true
-  fi
-  rm -f /dev/shm/"$SHM"*
+  stop_process "$TD_PID" 200
+  rm -f /dev/shm/"$SHM"* 2>/dev/null || true
+  rm -rf /dev/shm/"$SHM".state  # the writer's default state dir, a directory
   if [ "$RESULT_OK" = 1 ] && [ "$REMOVE_OUT" = 1 ]; then
     rm -rf "$OUT"
   elif [ "$RESULT_OK" != 1 ] && [ -f "$LOG" ]; then
@@ -145,12 +149,8 @@ cleanup() {
   fi
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
-T0=$(ms)
-elapsed() { local t; t=$(ms); printf '%d.%03d' $(((t - T0) / 1000)) $(((t - T0) % 1000)); }
+on_exit cleanup
+start_clock
 event() { printf '%s\t%s\n' "$(elapsed)" "$*" >>"$OUT/events.tsv"; echo "[$(elapsed)s] $*"; }
 ctl() { "$TELEMETRYCTL" -s "$SOCK" "$@"; }
 info() { ctl show info | sed -n "s/^$1: //p"; }
@@ -190,11 +190,7 @@ RANDOM=$SEED
   --admin-socket "$SOCK" --log-file "$LOG" --stuck-timeout "$STUCK_TIMEOUT" \
   --restart-backoff-max 1s --crash-loop-limit 1000 &
 TD_PID=$!
-for _ in $(seq 600); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' -m 1 "http://127.0.0.1:$PORT/healthz" || true)" = 200 ] && break
-  kill -0 "$TD_PID" 2>/dev/null || { echo "FAIL: telemetryd exited at start"; exit 1; }
-  sleep 0.1
-done
+wait_up "http://127.0.0.1:$PORT/healthz" "$TD_PID" 600 || { echo "FAIL: telemetryd exited at start"; exit 1; }
 $PY bench/peers/dump_bodies.py "http://127.0.0.1:$PORT" "$OUT" --keys-only
 
 # The load: wrk for the bulk, loadgen for the per-connection checks.
@@ -230,7 +226,7 @@ shm_segments() { ls /dev/shm/ | grep -c "^$SHM\(\.\|$\)" || true; }
 
 sleep "$WARMUP"
 all_running || true
-T0=$(ms)
+start_clock
 sample_rss start
 SUP_START_TIME=$(start_time "$TD_PID")
 SHM_START=$(shm_segments)
@@ -246,6 +242,7 @@ next_stop=$((T0 + STOP_FIRST * 1000))
 next_reload=$((T0 + RELOAD_FIRST * 1000))
 next_sample=$((T0 + 5000))
 cont_at=0
+COUNT_CHECKS=0 COUNT_BREAKS=0
 ALLOWANCE=0 READER_KILLS=0 WRITER_KILLS=0 STOPS=0 STOPS_KILLED=0 STOPS_SURVIVED=0 RELOADS=0
 STOPPED_CONNS=0 STOPPED_TIME=""
 reload_n=0
@@ -270,9 +267,27 @@ kill_writer() {
     reload
     for _ in $(seq 100); do grep -q "asking the writer (pid $pid)" "$LOG" && break; sleep 0.1; done
   fi
+  local key c0 c1 g0
+  key=$(head -n 1 "$OUT/keys.txt")
+  c0=$(series_count "$key") g0=$(info generation)
   kill -KILL "$pid" 2>/dev/null || { event "writer $pid gone before the kill"; return 0; }
   WRITER_KILLS=$((WRITER_KILLS + 1))
   event "SIGKILL writer $pid"
+  # The window must go on: the new writer recovers the state the dead one had (a
+  # window of 10-20 intervals; a writer that started again from nothing shows 1-3).
+  for _ in $(seq 100); do [ "$(info generation || echo 0)" -gt $((g0 + 1)) ] && break; sleep 0.1; done
+  c1=$(series_count "$key")
+  COUNT_CHECKS=$((COUNT_CHECKS + 1))
+  if [ "$c0" -lt 4 ] || [ $((c1 * 2)) -lt "$c0" ]; then
+    COUNT_BREAKS=$((COUNT_BREAKS + 1))
+    event "writer kill: the window did not go on: count $c0 before, $c1 after"
+  else
+    event "writer kill: count $c0 before, $c1 after"
+  fi
+}
+# The count of a series in the snapshot served now (0 when not served).
+series_count() {
+  curl -s -m 5 "http://127.0.0.1:$PORT$1" | grep -o '"count":[0-9]*' | head -n 1 | cut -d: -f2 | grep . || echo 0
 }
 stop_reader() {
   local line pid conns r=$RANDOM
@@ -401,6 +416,8 @@ RW=$(info restarts_writer) RR=$(info restarts_reader) SK=$(info stuck_readers_ki
 check "restarts: writer $RW = $WRITER_KILLS kills" '[ "$RW" = "$WRITER_KILLS" ]'
 check "restarts: reader $RR = $READER_KILLS kills + $STOPS_KILLED killed by the watchdog" '[ "$RR" = $((READER_KILLS + STOPS_KILLED)) ]'
 check "restarts: stuck_readers_killed $SK = $STOPS_KILLED stopped readers killed" '[ "$SK" = "$STOPS_KILLED" ]'
+check "counts: $((COUNT_CHECKS - COUNT_BREAKS)) of $COUNT_CHECKS writer kills continued the window (a series' count kept)" \
+  '[ "$COUNT_BREAKS" = 0 ] && [ "$COUNT_CHECKS" = "$WRITER_KILLS" ]'
 RELOAD_OK=$(grep -c ' ok$' "$OUT/reloads.log" 2>/dev/null || true)
 check "reloads: ${RELOAD_OK:-0} of $RELOADS answered ok" '[ "${RELOAD_OK:-0}" = "$RELOADS" ]'
 if [ "$RELOAD_OK" != "$RELOADS" ]; then grep -v ' ok$' "$OUT/reloads.log" | sed 's/^/      reload /' || true; fi

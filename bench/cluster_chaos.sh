@@ -100,6 +100,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
+. bench/lib.sh
 
 QUICK=${QUICK:-0}
 q() { if [ "$QUICK" = 1 ]; then echo "$2"; else echo "$1"; fi; }
@@ -188,12 +189,8 @@ cleanup() {
   fi
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
-T0=$(ms)
-elapsed() { local t; t=$(ms); printf '%d.%03d' $(((t - T0) / 1000)) $(((t - T0) % 1000)); }
+on_exit cleanup
+start_clock
 event() { printf '%s\t%s\n' "$(($(ms) - T0))" "$*" >>"$OUT/events.tsv"; echo "[$(elapsed)s] $*"; }
 case $LEASE in *ms) LEASE_MS=${LEASE%ms} ;; *s) LEASE_MS=$((${LEASE%s} * 1000)) ;; *) echo "LEASE: ms or s" >&2; exit 2 ;; esac
 # One line per child of node $1: role slot pid state connections_open
@@ -257,7 +254,7 @@ for k in range(1, int(sys.argv[1])): print("/v1/series/" + urllib.parse.quote("c
 echo "dofile(\"$ROOT_DIR/bench/wrk/random_series.lua\")" >"$OUT/chaos.lua"
 [ "$WRK_DELAY_MS" -gt 0 ] && echo "function delay() return $WRK_DELAY_MS end" >>"$OUT/chaos.lua"
 
-T0=$(ms)
+start_clock
 END=$((T0 + DURATION * 1000))
 SEGMENTS=0 LOADGEN_SCHEDULED=0 LOAD_END=$END
 # Node $1's load until the end of the chaos: one wrk and one loadgen (a "segment").

@@ -20,6 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
+. bench/lib.sh
 
 RUNS=${RUNS:-3}
 RATE=${RATE:-10000}
@@ -57,15 +58,10 @@ stop_flood() {
 }
 cleanup() {
   stop_flood
-  if [ -n "$TD_PID" ]; then
-    kill -TERM "$TD_PID" 2>/dev/null || true
-    for _ in $(seq 150); do kill -0 "$TD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$TD_PID" 2>/dev/null || true
-  fi
+  stop_process "$TD_PID"
   rm -f /dev/shm/"$SHM"*
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_exit cleanup
 
 echo "== build ($BUILD, Release)"
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -78,11 +74,7 @@ FLOOD="$ROOT_DIR/$BUILD/bench/flood/flood"
 taskset -c "$SRV_CPU" "$TD" --listen "127.0.0.1:$PORT" --workers "$WORKERS" --shm-name "$SHM" \
   --admin-socket "$SOCK" --source 'synthetic://?hosts=1000&metrics=100&seed=1' --log-file "$OUT/telemetryd.log" &
 TD_PID=$!
-for _ in $(seq 300); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' -m 1 "http://127.0.0.1:$PORT/healthz" || true)" = 200 ] && break
-  kill -0 "$TD_PID" 2>/dev/null || { echo "telemetryd died" >&2; exit 1; }
-  sleep 0.1
-done
+wait_up "http://127.0.0.1:$PORT/healthz" "$TD_PID" || { echo "telemetryd died" >&2; exit 1; }
 if [[ " $PARTS " == *" latency "* ]] && [ ! -s "$OUT/keys.txt" ]; then
   $PY bench/peers/dump_bodies.py "http://127.0.0.1:$PORT" "$OUT" --keys-only
 fi

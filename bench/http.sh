@@ -25,6 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
+. bench/lib.sh
 . scripts/deps.sh
 ensure_packages wrk nginx-light python3-uvicorn python3-uvloop python3-httptools gnuplot-nox
 
@@ -51,15 +52,12 @@ SRV_PID=""
 
 stop_server() {
   [ -n "$SRV_PID" ] || return 0
-  kill -TERM "$SRV_PID" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$SRV_PID" 2>/dev/null || true
+  stop_process "$SRV_PID" 100
   wait "$SRV_PID" 2>/dev/null || true
   SRV_PID=""
 }
 cleanup() { stop_server; rm -f /dev/shm/"$SHM"*; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_exit cleanup
 
 echo "== build ($BUILD, Release)"
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null

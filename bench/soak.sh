@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
 . scripts/deps.sh
+. bench/lib.sh
 ensure_packages wrk
 
 SOAK_SECONDS=${SOAK_SECONDS:-600}
@@ -29,15 +30,10 @@ mkdir -p "$OUT"
 TD_PID="" WRK_PID=""
 cleanup() {
   [ -n "$WRK_PID" ] && kill "$WRK_PID" 2>/dev/null || true
-  if [ -n "$TD_PID" ]; then
-    kill -TERM "$TD_PID" 2>/dev/null || true
-    for _ in $(seq 150); do kill -0 "$TD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$TD_PID" 2>/dev/null || true
-  fi
+  stop_process "$TD_PID"
   rm -f /dev/shm/"$SHM"*
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_exit cleanup
 
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j2 --target telemetryd telemetryctl >/dev/null
@@ -46,11 +42,7 @@ CTL="$BUILD/server/telemetryctl"
 taskset -c "$SRV_CPU" "$BUILD/server/telemetryd" --listen "127.0.0.1:$PORT" --workers 3 --shm-name "$SHM" \
   --admin-socket "$SOCK" --source 'synthetic://?hosts=1000&metrics=100&seed=1' --log-file "$OUT/telemetryd.log" &
 TD_PID=$!
-for _ in $(seq 300); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' -m 1 "http://127.0.0.1:$PORT/healthz" || true)" = 200 ] && break
-  kill -0 "$TD_PID" 2>/dev/null || { echo "telemetryd died"; exit 1; }
-  sleep 0.1
-done
+wait_up "http://127.0.0.1:$PORT/healthz" "$TD_PID" || { echo "telemetryd died"; exit 1; }
 $PY bench/peers/dump_bodies.py "http://127.0.0.1:$PORT" "$OUT" --keys-only
 
 info() { "$CTL" -s "$SOCK" show info | sed -n "s/^$1: //p"; }

@@ -16,7 +16,7 @@
 
 namespace cluster {
 
-namespace log = server::log;
+namespace log = common::log;
 
 namespace {
 constexpr timeval kReloadRetry{0, 200'000};

@@ -15,7 +15,7 @@
 
 namespace cluster {
 
-namespace log = server::log;
+namespace log = common::log;
 
 namespace {
 constexpr int kTailBlockMs = 500;

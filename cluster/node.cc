@@ -10,7 +10,7 @@
 
 namespace cluster {
 
-namespace log = server::log;
+namespace log = common::log;
 
 uint64_t parse_u64(std::string_view text) {
   uint64_t v = 0;

@@ -144,8 +144,8 @@ void Connection::ready() {
       if (!r) drop("SELECT " + std::to_string(address_.db) + ": " + e);
     });
   backoff_ = std::chrono::milliseconds(0);
-  if (reported_down_) server::log::info("redis {} ({}): connected again", where(), label_);
-  else server::log::info("redis {} ({}): connected", where(), label_);
+  if (reported_down_) common::log::info("redis {} ({}): connected again", where(), label_);
+  else common::log::info("redis {} ({}): connected", where(), label_);
   reported_down_ = false;
   if (on_change_) on_change_(true);
 }
@@ -164,7 +164,7 @@ void Connection::lost(const std::string& why) {
   deadlines_.clear();
   ++errors_;
   if (!reported_down_) {
-    server::log::warn("redis {} ({}): {}; reconnecting with backoff (logged again once connected)", where(), label_,
+    common::log::warn("redis {} ({}): {}; reconnecting with backoff (logged again once connected)", where(), label_,
                       why);
     reported_down_ = true;
   }

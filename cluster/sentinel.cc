@@ -15,7 +15,7 @@
 
 namespace cluster {
 
-namespace log = server::log;
+namespace log = common::log;
 
 namespace {
 constexpr timeval kAskTimeout{0, 500'000};  // per sentinel: a short one, then the next

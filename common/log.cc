@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <unistd.h>
 
-namespace server::log {
+namespace common::log {
 
 namespace {
 
@@ -97,4 +97,4 @@ void write(Level level, std::string_view message) {
   }
 }
 
-}  // namespace server::log
+}  // namespace common::log

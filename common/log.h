@@ -15,7 +15,7 @@
 
 #include <fmt/format.h>
 
-namespace server::log {
+namespace common::log {
 
 enum class Level : uint64_t { debug = 0, info = 1, warn = 2, error = 3 };
 
@@ -59,4 +59,4 @@ void error(fmt::format_string<Args...> f, Args&&... args) {
   write(Level::error, fmt::format(f, std::forward<Args>(args)...));
 }
 
-}  // namespace server::log
+}  // namespace common::log

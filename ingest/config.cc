@@ -1,8 +1,10 @@
 // config.cc: duration parsing and validation of ingest::Config.
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "ingest/ingest.h"
 
@@ -59,6 +61,10 @@ Config Config::resolved() const {
   require(c.max_series > 0, "max_series must be positive");
   require(c.max_series_per_source > 0, "max_series_per_source must be positive");
   require(c.max_series <= (size_t{1} << 31), "max_series too large");
+  require(c.writer_threads <= kMaxWriterThreads, "writer_threads must be at most 64");
+  if (c.writer_threads == 0)
+    c.writer_threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1,
+                                          kMaxDefaultWriterThreads);
   for (size_t i = 0; i < c.sources.size(); ++i)
     for (size_t j = 0; j < i; ++j)
       if (c.sources[i] == c.sources[j])

@@ -15,6 +15,8 @@ namespace ingest {
 // ---------------------------------------------------------------------------------
 
 inline constexpr std::string_view kDefaultSource = "synthetic://";
+inline constexpr size_t kMaxDefaultWriterThreads = 8;
+inline constexpr size_t kMaxWriterThreads = 64;
 
 // "500ms", "2s", "1m", "1h" or a bare number of seconds ("3", "0.5"). Throws
 // std::invalid_argument naming the text when it is not a non-negative duration.
@@ -34,6 +36,10 @@ struct Config {
   size_t max_series_per_source = 1'000'000;
   size_t max_series = 1'000'000;
   size_t prom_series_limit = 10'000;  // per-series Prometheus gauges only below this
+  // Threads that render the series bodies of a build (Aggregator::build); 0: the
+  // machine's cores, at most kMaxDefaultWriterThreads. The snapshot's bytes are the same
+  // whatever the count. A setting of this node, never replicated.
+  size_t writer_threads = 0;
 
   // The defaults filled in (sources, stale_after, expire_after) and every value
   // checked. Throws std::invalid_argument with the offending setting's name.

@@ -3,7 +3,7 @@
 
 TELEMETRYD_PACKAGES=(
   build-essential cmake pkg-config
-  libevent-dev libsimdjson-dev libfmt-dev
+  libevent-dev liburing-dev libsimdjson-dev libfmt-dev libboost-dev
   libtomlplusplus-dev libcli11-dev
   catch2 spin curl python3 wrk
   chromium chromium-driver prometheus-node-exporter prometheus

@@ -23,6 +23,8 @@
 
 namespace server {
 
+namespace log = common::log;
+
 // ---------------------------------------------------------------------------------
 // Children
 // ---------------------------------------------------------------------------------
@@ -86,6 +88,8 @@ void Supervisor::child_main(Child& child) {
       ro.max_header_bytes = options_.max_header_bytes;
       ro.max_connections = options_.max_connections_per_reader;
       ro.prom_series_limit = options_.ingest.prom_series_limit;
+      ro.state_dir = options_.effective_state_dir();
+      ro.engine = parse_reader_engine(options_.reader_engine).value_or(ReaderEngine::automatic);  // checked at load
       code = run_reader(*store_, ro);
     }
   } catch (const std::exception& e) {

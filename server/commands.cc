@@ -19,6 +19,8 @@
 #include "ingest/ingest.h"
 
 namespace server {
+
+namespace log = common::log;
 namespace {
 
 constexpr std::string_view kHelp =
@@ -97,6 +99,8 @@ Report Supervisor::show_info() const {
       .add("workers", options_.workers)
       .add("readers", options_.readers())
       .add("readers_running", uint64_t(running))
+      .add("reader_engine", options_.reader_engine)
+      .add("reader_engines_running", running_engines())
       .add("writer_pid", int64_t(writer_.pid))
       .add("generation", info.generation)
       .add("snapshot_built", iso_time(info.built_at_ns))
@@ -118,7 +122,42 @@ Report Supervisor::show_info() const {
       .add("log_level", std::string(log::level_name(log::level())))
       .add("last_reload", iso_time(last_reload_ns_))
       .add("last_reload_error", last_reload_error_.empty() ? "-" : last_reload_error_);
+  add_state_info(r);
   return r;
+}
+
+// The state dir (server/writer_state.h): where, and what the writer last reported.
+void Supervisor::add_state_info(Report& r) const {
+  const std::string dir = options_.effective_state_dir();
+  auto counter = [&](uint32_t c) { return store_->service_counter(c).load(std::memory_order_relaxed); };
+  const uint64_t checkpoint_ns = counter(kStateCheckpointUnixMs) * 1'000'000;
+  r.add("state_dir", dir.empty() ? "-" : dir)
+      .add("state_fsync", options_.state_dir.empty() ? "never" : options_.state_fsync)
+      .add("state_checkpoint", iso_time(checkpoint_ns))
+      .add("state_checkpoint_age_s", checkpoint_ns ? age_seconds(checkpoint_ns) : -1.0)
+      .add("state_checkpoint_bytes", counter(kStateCheckpointBytes))
+      .add("state_log_bytes", counter(kStateLogBytes))
+      .add("state_recovered", iso_time(counter(kStateRecoveredUnixMs) * 1'000'000))
+      .add("state_recovery_entries", counter(kStateRecoveryEntries))
+      .add("state_recovery_ms", counter(kStateRecoveryMs))
+      .add("state_log_cuts", counter(kStateLogCuts))
+      .add("state_checkpoints_skipped", counter(kStateCheckpointsSkipped))
+      .add("state_write_errors", counter(kStateWriteErrors))
+      .add("state_write_failing", counter(kStateWriteFailing));
+}
+
+// The connection engines the running readers report (kReaderEngine): "io_uring",
+// "epoll", both comma-separated while a rolling restart mixes them, or "-" when none runs.
+std::string Supervisor::running_engines() const {
+  bool epoll = false, uring = false;
+  for (const auto& r : readers_) {
+    if (r->state != State::running || r->pid == 0) continue;
+    const uint64_t e = store_->reader_counter(r->slot, kReaderEngine);
+    epoll |= e == 1;
+    uring |= e == 2;
+  }
+  if (epoll && uring) return "io_uring,epoll";
+  return uring ? "io_uring" : epoll ? "epoll" : "-";
 }
 
 Report Supervisor::child_report(const Child& c, const shm::StoreInfo& info) const {
@@ -136,12 +175,15 @@ Report Supervisor::child_report(const Child& c, const shm::StoreInfo& info) cons
     r.add("requests", mine ? s.requests : 0)
         .add("connections_open", mine ? store_->reader_counter(c.slot, kConnectionsOpen) : 0)
         .add("accept_step_asides", mine ? store_->reader_counter(c.slot, kAcceptStepAsides) : 0)
+        .add("engine", !mine ? "-" : store_->reader_counter(c.slot, kReaderEngine) == 2 ? "io_uring"
+                                    : store_->reader_counter(c.slot, kReaderEngine) == 1 ? "epoll" : "-")
         .add("reading_generation", mine ? s.reading_generation : 0)
         .add("heartbeat_age_ms", mine && now > s.heartbeat_ns ? (now - s.heartbeat_ns) / 1000000 : 0);
   } else {
     r.add("requests", uint64_t(0))
         .add("connections_open", uint64_t(0))
         .add("accept_step_asides", uint64_t(0))
+        .add("engine", "-")
         .add("reading_generation", info.generation)
         .add("heartbeat_age_ms", uint64_t(0));
   }

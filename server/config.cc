@@ -15,6 +15,7 @@
 #include <thread>
 #include <netdb.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -24,9 +25,13 @@
 
 #include "cluster/cluster.h"
 #include "common/log.h"
+#include "server/reader.h"
 #include "shm/shm.h"
+#include "state/state.h"
 
 namespace server {
+
+namespace log = common::log;
 
 namespace {
 
@@ -125,6 +130,11 @@ const std::vector<Setting>& settings() {
        ingest_count("max-series-per-source", &ingest::Config::max_series_per_source)},
       {"prom-series-limit", Kind::value, "/metrics lists per-series gauges only below this many series",
        ingest_count("prom-series-limit", &ingest::Config::prom_series_limit)},
+      {"writer-threads", Kind::value,
+       "threads that render a snapshot's series bodies (default: cores, at most 8; same bytes whatever the count)",
+       [](Options& o, const Values& v) {
+         o.ingest.writer_threads = parse_count("writer-threads", v.back(), 1, ingest::kMaxWriterThreads);
+       }},
       {"otlp-listen", Kind::value, "serve OTLP/HTTP metrics pushes (POST /v1/metrics) on HOST:PORT (default off)",
        text(&Options::otlp_listen)},
       {"otlp-max-body", Kind::value, "largest OTLP request body, as received and once decompressed (default 4 MiB)",
@@ -153,7 +163,8 @@ const std::vector<Setting>& settings() {
        duration("lease", &Options::lease)},
       {"role", Kind::value, "auto (may lead the cluster) or follower (a read replica, never leads) (default auto)",
        text(&Options::role)},
-      {"checkpoint-every", Kind::value, "the cluster leader writes a checkpoint every N log entries (default 30)",
+      {"checkpoint-every", Kind::value, "a checkpoint every N log entries: the cluster leader's, and a standalone node's in its state "
+       "dir (default 30)",
        [](Options& o, const Values& v) {
          o.checkpoint_every = uint32_t(parse_count("checkpoint-every", v.back(), 1, 1000000));
        }},
@@ -164,6 +175,14 @@ const std::vector<Setting>& settings() {
          o.cluster_wait_replicas =
              v.back() == "auto" ? -1 : int(parse_count("cluster-wait-replicas", v.back(), 0, 16));
        }},
+      {"state-dir", Kind::value,
+       "keep the window's log and checkpoints in DIR, so that a restart or an upgrade continues it (default: "
+       "none; a writer crash is covered all the same, from /dev/shm)",
+       text(&Options::state_dir)},
+      {"state-fsync", Kind::value,
+       "always (the log at every entry), checkpoint (checkpoints only) or never: what a power loss can cost "
+       "(default checkpoint)",
+       text(&Options::state_fsync)},
       {"stuck-timeout", Kind::value, "kill a reader whose loop has not ticked for DURATION (default 5s)",
        duration("stuck-timeout", &Options::stuck_timeout)},
       {"writer-stuck-timeout", Kind::value,
@@ -190,6 +209,9 @@ const std::vector<Setting>& settings() {
        [](Options& o, const Values& v) {
          o.max_connections_per_reader = parse_count("max-connections-per-reader", v.back(), 1, 1 << 24);
        }},
+      {"reader-engine", Kind::value,
+       "the readers' connection engine: auto (io_uring when the kernel allows it), io_uring or epoll (default auto)",
+       text(&Options::reader_engine)},
   };
   return table;
 }
@@ -279,6 +301,29 @@ bool plain_name(const std::string& text) {
   });
 }
 
+void check_state(Options& o) {
+  if (!state::parse_fsync(o.state_fsync))
+    throw std::invalid_argument(fmt::format("state-fsync: '{}' is not always, checkpoint or never", o.state_fsync));
+  if (o.state_dir.empty()) return;
+  if (o.state_dir.front() != '/') {
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd))
+      throw std::invalid_argument(fmt::format("state-dir: '{}' is relative and the current directory is unknown",
+                                              o.state_dir));
+    o.state_dir = std::string(cwd) + "/" + o.state_dir;
+  }
+  while (o.state_dir.size() > 1 && o.state_dir.back() == '/') o.state_dir.pop_back();
+  struct stat st {};
+  if (::stat(o.state_dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) throw std::invalid_argument(fmt::format("state-dir: {} is not a directory", o.state_dir));
+    return;
+  }
+  std::string parent = o.state_dir.substr(0, std::max<size_t>(1, o.state_dir.rfind('/')));
+  if (::stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw std::invalid_argument(
+        fmt::format("state-dir: {} does not exist, nor does its parent directory {}", o.state_dir, parent));
+}
+
 void check_cluster(Options& o) {
   if (o.role != "auto" && o.role != "follower")
     throw std::invalid_argument(fmt::format("role: '{}' is not auto or follower", o.role));
@@ -315,6 +360,8 @@ void check_options(Options& o) {
         fmt::format("admin-socket: path too long ({} bytes as an absolute path, at most {})", n, max_socket_path));
   if (o.shm_name.empty() || o.shm_name.size() > 80 || o.shm_name.find('/') != std::string::npos)
     throw std::invalid_argument(fmt::format("shm-name: '{}' must be 1-80 characters without '/'", o.shm_name));
+  if (!parse_reader_engine(o.reader_engine))
+    throw std::invalid_argument(fmt::format("reader-engine: '{}' is not auto, io_uring or epoll", o.reader_engine));
   if (!log::parse_level(o.log_level))
     throw std::invalid_argument(fmt::format("log-level: '{}' is not debug, info, warn or error", o.log_level));
   if (!o.otlp_listen.empty()) check_otlp_listen(o);
@@ -333,6 +380,7 @@ void check_options(Options& o) {
   for (const auto& [name, field] : durations)
     if (o.*field > kMaxDuration) throw std::invalid_argument(fmt::format("{}: must be at most 24h", name));
   check_cluster(o);
+  check_state(o);
   o.ingest = o.ingest.resolved();  // throws std::invalid_argument naming the setting
   ingest::check_sources(o.ingest);  // and this one naming the URL: a reload that the
                                     // supervisor accepts is one the writer can apply
@@ -440,9 +488,10 @@ std::vector<std::string> restart_only_changes(const Options& a, const Options& b
   if (a.cluster != b.cluster || a.cluster_name != b.cluster_name || a.node_id != b.node_id || a.lease != b.lease ||
       a.role != b.role || a.checkpoint_every != b.checkpoint_every || a.cluster_wait_replicas != b.cluster_wait_replicas)
     changed.push_back("cluster settings");
+  if (a.state_dir != b.state_dir || a.state_fsync != b.state_fsync) changed.push_back("state-dir/state-fsync");
   if (a.idle_timeout != b.idle_timeout || a.request_timeout != b.request_timeout ||
       a.healthz_max_age != b.healthz_max_age || a.max_header_bytes != b.max_header_bytes ||
-      a.max_connections_per_reader != b.max_connections_per_reader)
+      a.max_connections_per_reader != b.max_connections_per_reader || a.reader_engine != b.reader_engine)
     changed.push_back("reader timeouts/limits");
   return changed;
 }

@@ -51,6 +51,12 @@ struct Options {
   uint32_t checkpoint_every = 30;         // the leader checkpoints every N entries
   int cluster_wait_replicas = -1;         // replicas that must have an entry before it is shown; -1: auto
 
+  // The standalone node's state (state/state.h; a change needs a restart). state_dir
+  // "": none given, and the writer keeps its state in default_state_dir() (shared
+  // memory), which covers a writer crash but not a restart of the service.
+  std::string state_dir;
+  std::string state_fsync = "checkpoint";  // always, checkpoint or never
+
   // Supervision.
   std::chrono::milliseconds stuck_timeout{5000};
   std::chrono::milliseconds writer_stuck_timeout{60000};
@@ -65,8 +71,16 @@ struct Options {
   std::chrono::milliseconds healthz_max_age{10000};
   size_t max_header_bytes = 8192;
   size_t max_connections_per_reader = 10000;  // capped by each reader's RLIMIT_NOFILE
+  std::string reader_engine = "auto";          // auto, io_uring or epoll (server::ReaderEngine)
 
   uint32_t readers() const { return workers - 1; }
+  // Where the writer keeps its state: state_dir, or without one /dev/shm/SHM_NAME.state,
+  // which the supervisor empties when it starts and removes when it stops. "" for a
+  // cluster node, whose state is the cluster's log.
+  std::string effective_state_dir() const {
+    if (!cluster.empty()) return "";
+    return state_dir.empty() ? "/dev/shm/" + shm_name + ".state" : state_dir;
+  }
   // Reader slots the shm store needs: one per reader, a spare (a rolling restart starts
   // the new reader before the old one stops) and the supervisor's own.
   uint32_t store_slots() const { return workers + 1; }

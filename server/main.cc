@@ -18,6 +18,8 @@
 
 namespace {
 
+namespace log = common::log;
+
 // --daemon changes the working directory to /: resolve relative paths first, so that a
 // reload still finds the config file and the sockets stay where the operator said.
 std::string absolute(const std::string& path) {

@@ -18,11 +18,14 @@
 
 #include <fmt/format.h>
 
-#include "server/config.h"
+#include "common/listener.h"
 #include "common/log.h"
+#include "server/config.h"
 #include "shm/shm.h"
 
 namespace server {
+
+namespace log = common::log;
 
 namespace {
 
@@ -113,29 +116,10 @@ void sd_notify(const std::string& state) {
 // never refused while a reader is replaced: the kernel queues it for the others).
 int bind_listener(const std::string& listen) {
   auto [host, port] = parse_listen(listen);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  std::string service = std::to_string(port);
-  if (int rc = getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0)
-    throw std::runtime_error(fmt::format("listen {}: {}", listen, gai_strerror(rc)));
-  std::string why = "no address";
-  for (addrinfo* a = found; a; a = a->ai_next) {
-    int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) continue;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && ::listen(fd, SOMAXCONN) == 0) {
-      freeaddrinfo(found);
-      return fd;
-    }
-    why = std::strerror(errno);
-    close(fd);
-  }
-  freeaddrinfo(found);
-  throw std::runtime_error(fmt::format("listen {}: {}", listen, why));
+  std::string why;
+  int fd = common::listen_tcp(host, port, SOMAXCONN, &why);
+  if (fd < 0) throw std::runtime_error(fmt::format("listen {}: {}", listen, why));
+  return fd;
 }
 
 void write_pidfile(const std::string& path) {

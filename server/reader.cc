@@ -3,7 +3,9 @@
 // place, and one output string per connection that a response is appended to and
 // written with send(). The shape follows Redis's networking.c: read what is there,
 // answer every complete pipelined request, write, and only ask the loop for
-// write-readiness when the socket pushed back.
+// write-readiness when the socket pushed back. That is the epoll engine; the io_uring
+// engine (reader_uring.cc) takes over the socket I/O where `ring` is set (accept,
+// release_conn, set_events, flush) and leaves everything else here.
 //
 // The shm read guard is taken once per batch of requests (one read() worth) and
 // released before the callback returns, so a reader never keeps a snapshot alive across
@@ -34,9 +36,10 @@
 #include "shm/layout.h"  // the slot table: peers' pid and heartbeat, for accept balancing
 
 namespace server {
+
+namespace log = common::log;
 namespace {
 
-constexpr size_t kReadSlack = 16384;              // input buffer = max_header_bytes + this
 constexpr size_t kOutHighWater = 256 * 1024;      // stop answering pipelined requests beyond
 constexpr int kAcceptBatch = 16;                  // accepts per wakeup: leaves some for peers
 constexpr uint64_t kMaxLingerMs = 2000;           // drain a closing client's input this long
@@ -70,6 +73,16 @@ void HttpServer::Impl::start() {
   ctr[kConnectionsOpen]->store(0, std::memory_order_relaxed);
   refresh_clock();
 
+  if (opt.engine != ReaderEngine::epoll) {
+    std::string why = io_uring_unavailable_reason();
+    if (why.empty()) why = start_ring();
+    if (!why.empty()) {
+      if (opt.engine == ReaderEngine::io_uring) log::warn("reader engine io_uring unavailable ({}): running epoll", why);
+      else log::info("reader engine: epoll (io_uring unavailable: {})", why);
+    }
+  }
+  ctr[kReaderEngine]->store(ring ? 2 : 1, std::memory_order_relaxed);
+
   // Accept distribution: every reader watches the shared listening socket (plain
   // level-triggered epoll, so all are woken) and should_step_aside() balances. libevent
   // 2.1 cannot ask for EPOLLEXCLUSIVE; a private epoll set holding the socket with it
@@ -78,13 +91,15 @@ void HttpServer::Impl::start() {
   // reader that steps aside is not handed on (it re-joins after 1 ms and may step aside
   // again), so a queued connection could wait for the next arrival: dropped. Readers
   // are few and connections long-lived, so waking them all is cheap.
-  event_assign(&accept_ev, base, opt.listen_fd, EV_READ | EV_PERSIST, &Impl::on_accept, this);
+  // The io_uring engine's multishot accept is woken the same way (a poll on the socket).
+  if (!ring) event_assign(&accept_ev, base, opt.listen_fd, EV_READ | EV_PERSIST, &Impl::on_accept, this);
   update_accept();
 
   evtimer_assign(&step_aside_ev, base, [](evutil_socket_t, short, void* arg) {
     auto* s = static_cast<Impl*>(arg);
     s->stepped_aside = false;
     s->update_accept();
+    s->ring_submit();
   }, this);
   event_assign(&tick_ev, base, -1, EV_PERSIST, &Impl::on_tick, this);
   timeval tv{static_cast<time_t>(opt.heartbeat_every.count() / 1000),
@@ -96,6 +111,10 @@ void HttpServer::Impl::start() {
 
 void HttpServer::Impl::watch_listen(bool on) {
   if (on == accept_on) return;
+  if (ring) {
+    accept_on = on;
+    return ring_sync_accept();
+  }
   if (on ? event_add(&accept_ev, nullptr) : event_del(&accept_ev)) throw std::runtime_error("reader: cannot watch the listening socket");
   accept_on = on;
 }
@@ -146,22 +165,28 @@ void HttpServer::Impl::accept_some() {
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) accept_paused = true;
       break;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    auto* c = new Conn;
-    c->server = this;
-    c->fd = fd;
-    c->index = conns.size();
-    c->last_active_ms = now_ms;
-    event_assign(&c->rev, base, fd, EV_READ | EV_PERSIST, &Impl::on_read, c);
-    event_assign(&c->wev, base, fd, EV_WRITE | EV_PERSIST, &Impl::on_write, c);
-    conns.push_back(c);
-    set_events(*c, true, false);
-    ++accepted;
-    bump(kConnectionsAccepted);
-    ctr[kConnectionsOpen]->store(conns.size(), std::memory_order_relaxed);
+    add_conn(fd);
   }
   update_accept();
+}
+
+void HttpServer::Impl::add_conn(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  auto* c = new Conn;
+  c->server = this;
+  c->fd = fd;
+  c->index = conns.size();
+  c->last_active_ms = now_ms;
+  if (!ring) {
+    event_assign(&c->rev, base, fd, EV_READ | EV_PERSIST, &Impl::on_read, c);
+    event_assign(&c->wev, base, fd, EV_WRITE | EV_PERSIST, &Impl::on_write, c);
+  }
+  conns.push_back(c);
+  set_events(*c, true, false);
+  ++accepted;
+  bump(kConnectionsAccepted);
+  ctr[kConnectionsOpen]->store(conns.size(), std::memory_order_relaxed);
 }
 
 // Accept balancing. The kernel wakes whichever reader's wait it finds first, and a
@@ -194,21 +219,33 @@ bool HttpServer::Impl::should_step_aside() const {
 }
 
 void HttpServer::Impl::close_conn(Conn& c) {
-  if (c.rev_on) event_del(&c.rev);
-  if (c.wev_on) event_del(&c.wev);
-  ::close(c.fd);
   Conn* last = conns.back();
   conns[c.index] = last;
   last->index = c.index;
   conns.pop_back();
   ctr[kConnectionsOpen]->store(conns.size(), std::memory_order_relaxed);
-  delete &c;
+  release_conn(c);
   if (shutting_down && conns.empty()) event_base_loopexit(base, nullptr);
   accept_paused = false;  // a descriptor is free again
   update_accept();
 }
 
+// Closes the socket and frees the connection (io_uring: once its operations ended).
+void HttpServer::Impl::release_conn(Conn& c) {
+  if (ring) return ring_release(c);
+  if (c.rev_on) event_del(&c.rev);
+  if (c.wev_on) event_del(&c.wev);
+  ::close(c.fd);
+  delete &c;
+}
+
+// io_uring: a send in flight is the wait for write-readiness, and reading stops only
+// when the input reached its cap (ring_want_read), so only want_read matters.
 void HttpServer::Impl::set_events(Conn& c, bool want_read, bool want_write) {
+  if (ring) {
+    if (want_read) ring_want_read(c);
+    return;
+  }
   if (want_read != c.rev_on) {
     want_read ? event_add(&c.rev, nullptr) : event_del(&c.rev);
     c.rev_on = want_read;
@@ -253,6 +290,10 @@ void HttpServer::Impl::on_write(evutil_socket_t, short, void* arg) {
 }
 
 bool HttpServer::Impl::flush(Conn& c) {
+  if (ring) {  // the send's completion goes on where this returns (after_io)
+    ring_send(c);
+    return true;
+  }
   while (c.pending() > 0) {
     ssize_t n = send(c.fd, c.out.data() + c.out_off, c.pending(), MSG_NOSIGNAL);
     if (n < 0) {
@@ -317,6 +358,7 @@ void HttpServer::Impl::on_tick(evutil_socket_t, short, void* arg) {
     s->update_accept();
   }
   s->sweep();
+  s->ring_submit();
 }
 
 // Closes connections past their deadlines. Walks backwards because close_conn moves
@@ -370,6 +412,7 @@ void HttpServer::Impl::begin_shutdown() {
   shutting_down = true;
   update_accept();
   if (conns.empty()) {
+    ring_submit();
     event_base_loopexit(base, nullptr);
     return;
   }
@@ -378,6 +421,7 @@ void HttpServer::Impl::begin_shutdown() {
              static_cast<suseconds_t>(opt.shutdown_grace.count() % 1000 * 1000)};
   evtimer_add(&grace_ev, &tv);
   grace_on = true;
+  ring_submit();
 }
 
 // =====================================================================================
@@ -459,12 +503,15 @@ HttpServer::~HttpServer() {
   event_del(&s.tick_ev);
   event_del(&s.step_aside_ev);
   if (s.grace_on) event_del(&s.grace_ev);
+  if (s.ring) s.stop_ring();
 }
 
 void HttpServer::shutdown() { impl_->begin_shutdown(); }
 size_t HttpServer::open_connections() const { return impl_->conns.size(); }
 uint64_t HttpServer::connections_accepted() const { return impl_->accepted; }
 size_t HttpServer::connection_limit() const { return impl_->max_conns; }
+ReaderEngine HttpServer::engine() const { return impl_->ring ? ReaderEngine::io_uring : ReaderEngine::epoll; }
+bool HttpServer::run() { return impl_->ring ? impl_->ring_loop() : event_base_dispatch(impl_->base) >= 0; }
 
 namespace {
 
@@ -500,12 +547,13 @@ int run_reader(shm::Store& store, const ReaderOptions& options) {
         log::warn("accepting at most {} connections, not max-connections-per-reader {}: the descriptor limit is {} "
                   "(raise LimitNOFILE / ulimit -n)", server.connection_limit(), options.max_connections, rl.rlim_cur);
       else
-        log::info("accepting up to {} connections (descriptor limit {})", server.connection_limit(), rl.rlim_cur);
+        log::info("accepting up to {} connections (descriptor limit {}), engine {}", server.connection_limit(),
+                  rl.rlim_cur, reader_engine_name(server.engine()));
       event* term = evsignal_new(base.get(), SIGTERM, &on_stop_signal, &server);
       event* intr = evsignal_new(base.get(), SIGINT, &on_stop_signal, &server);
       if (!term || !intr || evsignal_add(term, nullptr) != 0 || evsignal_add(intr, nullptr) != 0)
         throw std::runtime_error("cannot install SIGTERM/SIGINT handlers");
-      if (event_base_dispatch(base.get()) < 0) rc = kExitFailure;
+      if (!server.run()) rc = kExitFailure;
       event_free(term);
       event_free(intr);
     }

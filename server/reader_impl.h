@@ -1,7 +1,8 @@
 // server/reader_impl.h: the inside of a reader's HttpServer, shared by the three files
 // that implement it:
 //   reader.cc           the connection engine: accept and its balancing, reads, writes,
-//                       timeouts, the drain on SIGTERM, run_reader()
+//                       timeouts, the drain on SIGTERM, run_reader(); epoll I/O
+//   reader_uring.cc     the same I/O on io_uring (the engine chosen at start)
 //   routes.cc           routing a parsed request to its endpoint, and the endpoints
 //   snapshot_stream.cc  /v1/snapshot, streamed in batches under short guards
 //   ui.cc               the web view (/ui) and /v1/status
@@ -28,6 +29,7 @@ namespace server {
 using http::Parse;
 using http::Request;
 
+inline constexpr size_t kReadSlack = 16384;  // input buffer = max_header_bytes + this
 inline constexpr size_t kSnapshotBatchBytes = 256 * 1024;  // /v1/snapshot bytes rendered per guard
 inline constexpr int kSnapshotBatchesPerCall = 4;         // then yield to the other connections
 
@@ -57,13 +59,15 @@ std::span<const UiAsset> ui_assets();
 
 struct HttpServer::Impl {
   struct Conn;
-  Impl(event_base* b, shm::Reader& r, shm::Store& s, const ReaderOptions& o)
-      : base(b), reader(r), store(s), opt(o) {}
+  struct Ring;  // reader_uring.cc
+  Impl(event_base* b, shm::Reader& r, shm::Store& s, const ReaderOptions& o);
+  ~Impl();  // both in reader_uring.cc, where Ring is complete
 
   event_base* base;
   shm::Reader& reader;
   shm::Store& store;
   ReaderOptions opt;
+  std::unique_ptr<Ring> ring;  // the io_uring engine's state; null with epoll
 
   // Accepting: the listening socket is watched exactly when update_accept() says so.
   event accept_ev{};
@@ -102,6 +106,7 @@ struct HttpServer::Impl {
   static void on_tick(evutil_socket_t, short, void* arg);
   static void on_grace(evutil_socket_t, short, void* arg);
   void accept_some();
+  void add_conn(int fd);  // an accepted socket: its Conn, reading
   bool should_step_aside() const;
   void close_conn(Conn& c);
   void read_conn(Conn& c);
@@ -110,6 +115,27 @@ struct HttpServer::Impl {
   void set_events(Conn& c, bool want_read, bool want_write);
   void sweep();
   void begin_shutdown();
+  void release_conn(Conn& c);  // the engine's part of close_conn: events or ring ops, fd
+
+  // --- the io_uring engine (reader_uring.cc) ----------------------------------------
+  // Every ring operation names its connection and kind in user_data. A connection
+  // closed while operations of it are in flight is cancelled and kept (Ring::closing)
+  // until their last completion.
+  std::string start_ring();  // "" or why the ring could not be set up (then epoll runs)
+  void stop_ring();          // the destructor's: cancels and reaps every operation
+  static void on_ring(evutil_socket_t, short, void* arg);
+  void ring_complete();  // handles every completion there is
+  bool ring_loop();      // HttpServer::run() with io_uring
+  void ring_sync_accept();  // arms or cancels the multishot accept as accept_on says
+  void ring_release(Conn& c);
+  void ring_want_read(Conn& c);
+  void ring_send(Conn& c);
+  void ring_submit();  // end of every loop callback that may have queued operations
+  void ring_reap();    // frees released connections whose operations all ended
+  void ring_accepted(int res, bool more);
+  void ring_received(Conn& c, int res, uint32_t flags);
+  void ring_take_input(Conn& c, const char* data, size_t n);
+  void ring_sent(Conn& c, int res);
 
   // --- requests --------------------------------------------------------------------
   void process_input(Conn& c);
@@ -153,6 +179,11 @@ struct HttpServer::Impl::Conn {
   uint64_t linger_deadline_ms = 0;
   bool close_after_flush = false;   // error, Connection: close, HTTP/1.0, shutdown
   bool lingering = false;           // write side shut; draining input until EOF
+  // io_uring engine: a multishot receive is armed (recv_on) unless the input is at its
+  // cap; a send of out[out_off..] is in flight (out must not change meanwhile);
+  // operations in flight, and whether close_conn already let the connection go.
+  bool recv_on = false, recv_cancelled = false, send_on = false, released = false;
+  uint32_t ops = 0;
   std::unique_ptr<SnapshotStream> stream;
 
   size_t pending() const { return out.size() - out_off; }

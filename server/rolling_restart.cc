@@ -19,6 +19,8 @@
 
 namespace server {
 
+namespace log = common::log;
+
 void Supervisor::restart_readers(const Command& command, ReplyFn reply) {
   if (rolling_) {  // one already runs: answer when it ends
     rolling_->waiters.emplace_back(command, std::move(reply));

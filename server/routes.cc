@@ -337,6 +337,41 @@ void append_cluster_metrics(std::string& out, Help help, Line line, const shm::S
 }
 }  // namespace
 
+namespace {
+template <typename Help, typename Line>
+void append_state_metrics(std::string& out, Help help, Line line, const shm::Store& store, const std::string& dir) {
+  auto counter = [&](uint32_t i) { return store.service_counter(i).load(std::memory_order_relaxed); };
+  help("telemetryd_state_info", "gauge", "1, labelled with the directory that holds the writer's log and checkpoints.");
+  std::string labels = "dir=\"";
+  http::append_prom_label_value(labels, dir);
+  labels += '"';
+  line("telemetryd_state_info", labels, 1);
+  help("telemetryd_state_checkpoint_age_seconds", "gauge",
+       "Age of the newest checkpoint written by this writer (-1: none yet).");
+  const uint64_t written_ms = counter(kStateCheckpointUnixMs), now_ms = shm::realtime_ns() / 1'000'000;
+  out.append("telemetryd_state_checkpoint_age_seconds ")
+      .append(written_ms ? std::to_string(now_ms > written_ms ? (now_ms - written_ms) / 1000 : 0) : "-1")
+      .append("\n");
+  help("telemetryd_state_checkpoint_bytes", "gauge", "Size of the newest checkpoint.");
+  line("telemetryd_state_checkpoint_bytes", {}, counter(kStateCheckpointBytes));
+  help("telemetryd_state_log_bytes", "gauge", "Size of the log files kept behind and after it.");
+  line("telemetryd_state_log_bytes", {}, counter(kStateLogBytes));
+  help("telemetryd_state_recovery_entries", "gauge", "Log entries the writer's last recovery replayed.");
+  line("telemetryd_state_recovery_entries", {}, counter(kStateRecoveryEntries));
+  help("telemetryd_state_recovery_seconds", "gauge", "How long the writer's last recovery took.");
+  const uint64_t recovery_ms = counter(kStateRecoveryMs);
+  out.append(fmt::format("telemetryd_state_recovery_seconds {}.{:03}\n", recovery_ms / 1000, recovery_ms % 1000));
+  help("telemetryd_state_log_cuts_total", "counter", "Log tails cut at recovery (torn or damaged).");
+  line("telemetryd_state_log_cuts_total", {}, counter(kStateLogCuts));
+  help("telemetryd_state_checkpoints_skipped_total", "counter", "Checkpoints that did not read back at recovery.");
+  line("telemetryd_state_checkpoints_skipped_total", {}, counter(kStateCheckpointsSkipped));
+  help("telemetryd_state_write_errors_total", "counter", "Failed log appends and checkpoint writes (a full disk).");
+  line("telemetryd_state_write_errors_total", {}, counter(kStateWriteErrors));
+  help("telemetryd_state_write_failing", "gauge", "1 while the state dir lacks what the writer holds.");
+  line("telemetryd_state_write_failing", {}, counter(kStateWriteFailing));
+}
+}  // namespace
+
 // /metrics: the writer's rendering of the snapshot, then the service's own metrics.
 void HttpServer::Impl::serve_prom(Conn& c, const Request& req, const shm::SnapshotView* view) {
   const uint64_t gen = view ? view->generation() : 0;
@@ -410,6 +445,7 @@ void HttpServer::Impl::serve_prom(Conn& c, const Request& req, const shm::Snapsh
   line("telemetryd_watchdog_kills_total", "role=\"writer\"", store.service_counter(kStuckWritersKilled).load(std::memory_order_relaxed));
   line("telemetryd_watchdog_kills_total", "role=\"reader\"", store.service_counter(kStuckReadersKilled).load(std::memory_order_relaxed));
   if (store.service_counter(kClusterEnabled).load(std::memory_order_relaxed)) append_cluster_metrics(out, help, line, store);
+  if (!opt.state_dir.empty()) append_state_metrics(out, help, line, store, opt.state_dir);
   respond(c, req, 200, gen, "text/plain; version=0.0.4; charset=utf-8", out);
 }
 

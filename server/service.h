@@ -47,7 +47,18 @@ enum ServiceCounter : uint32_t {
   kClusterReloads = 25,         // state reloads from a checkpoint (writer incarnation)
   kClusterCannotFollow = 26,    // 1 while the node cannot follow the log (show cluster says why)
   kClusterPendingDropped = 27,  // leader entries dropped past max_pending_bytes
-  kFirstFreeServiceCounter = 28,
+  // The state dir (state/, server/writer_state.h): set by the writer.
+  kStateCheckpointUnixMs = 28,   // when the newest checkpoint was written, Unix ms; 0: none yet
+  kStateCheckpointBytes = 29,    // its size
+  kStateLogBytes = 30,           // the log files' size
+  kStateRecoveryEntries = 31,    // log entries the last recovery replayed after its checkpoint
+  kStateRecoveryMs = 32,         // how long it took (restore and replay, before the first publish)
+  kStateRecoveredUnixMs = 33,    // when it ended, Unix ms; 0: no writer recovered yet
+  kStateLogCuts = 34,            // log tails cut by recoveries (torn, damaged), all writers
+  kStateCheckpointsSkipped = 35, // checkpoints that did not read back, all writers
+  kStateWriteErrors = 36,        // failed appends and checkpoint writes (a full disk), all writers
+  kStateWriteFailing = 37,       // 1 from a failed write until a checkpoint is written again
+  kFirstFreeServiceCounter = 38,
 };
 
 // Reader::counter(i): per reader, relaxed; only the owning reader writes them.
@@ -70,7 +81,8 @@ enum ReaderCounter : uint32_t {
   kReaderStartedAtNs = 15,  // reader start, Unix ns
   kAccepting = 16,          // 1 while the reader takes new connections (accept balancing)
   kAcceptStepAsides = 17,   // times it left the accept set for a peer (accept balancing)
-  kFirstFreeReaderCounter = 18,
+  kReaderEngine = 18,       // the connection engine running: 1 epoll, 2 io_uring (0 before start)
+  kFirstFreeReaderCounter = 19,
 };
 
 }  // namespace server

@@ -22,8 +22,11 @@
 #include "server/process.h"
 #include "server/service.h"
 #include "server/supervisor_impl.h"
+#include "state/state.h"
 
 namespace server {
+
+namespace log = common::log;
 
 // ---------------------------------------------------------------------------------
 // Setup
@@ -37,6 +40,7 @@ void Supervisor::open_store() {
   // a rolling restart before the one it replaces stops; slot `workers`: our own.
   so.reader_slots = options_.store_slots();
   store_ = shm::Store::create(so);
+  remove_default_state_dir();  // what a service that is gone left: not this one's window
   peek_ = std::make_unique<shm::Reader>(*store_, options_.workers);
   store_->service_counter(kWorkers).store(options_.readers(), std::memory_order_relaxed);
   store_->service_counter(kStartedAtNs).store(started_ns_, std::memory_order_relaxed);
@@ -102,8 +106,17 @@ void Supervisor::cleanup() {
   std::string name = store_->name();
   store_.reset();
   shm::Store::remove(name);
+  remove_default_state_dir();
   if (!options_.pidfile.empty()) remove_pidfile(options_.pidfile);
   if (ready_fd_ >= 0) close(ready_fd_);
+}
+
+// Without a state-dir the writer keeps its state in /dev/shm (Options::
+// effective_state_dir): it outlives the writer, not the service, like the store.
+void Supervisor::remove_default_state_dir() {
+  if (!options_.state_dir.empty() || options_.effective_state_dir().empty()) return;
+  std::string error = state::remove_dir(options_.effective_state_dir());
+  if (!error.empty()) log::warn("cannot remove the default state dir: {}", error);
 }
 
 // ---------------------------------------------------------------------------------

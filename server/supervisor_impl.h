@@ -92,6 +92,7 @@ class Supervisor {
   // Setup and teardown.
   void open_store();
   void cleanup();
+  void remove_default_state_dir();
 
   // Children.
   void spawn(Child& child);
@@ -124,12 +125,14 @@ class Supervisor {
   // Admin commands.
   void on_command(const Command& command, ReplyFn reply);
   Report show_info() const;
+  void add_state_info(Report& r) const;
   Report show_workers() const;
   Report show_sources() const;
   Report show_snapshot() const;
   std::string show_cluster(const Command& command) const;
   std::string show_series(const Command& command, const std::string& key);
   Report child_report(const Child& c, const shm::StoreInfo& info) const;
+  std::string running_engines() const;
 
   const CommandLine& command_line_;
   Options options_;

@@ -15,6 +15,7 @@
 #include "server/cluster_status.h"
 #include "common/log.h"
 #include "server/service.h"
+#include "server/writer_state.h"
 
 namespace {
 constexpr int kWriterNice = 19;
@@ -22,6 +23,8 @@ constexpr timeval kHeartbeatEvery{0, 100'000};
 }  // namespace
 
 namespace server {
+
+namespace log = common::log;
 
 namespace {
 
@@ -38,6 +41,7 @@ struct WriterProcess : cluster::Host {
   std::unique_ptr<ingest::Pipeline> pipeline;
   std::unique_ptr<ingest::OtlpReceiver> otlp;  // the push source, when otlp-listen is set
   std::unique_ptr<cluster::Node> node;  // null: standalone
+  std::unique_ptr<WriterState> state;   // standalone: the state dir its entries go to
   event* leading_change = nullptr;      // applies set_leading() outside the pipeline's callbacks
   event* commit = nullptr;              // applies publish_to() outside them
   uint64_t commit_seq = 0;
@@ -100,6 +104,13 @@ struct WriterProcess : cluster::Host {
     if (options.cluster.empty()) {
       // Generations go on from the store's, as the previous writer left them.
       p->set_applied_seq(writer->generation());
+      // A log of one: the entries a leader would append to Redis go to the state dir,
+      // and a tick is published once its entry is written there.
+      if (state)
+        p->set_entry_sink([this](uint64_t seq, std::string entry) {
+          state->append(seq, entry);
+          publish_to(seq);
+        });
     } else {
       // The state comes from the cluster (checkpoint + log); ticks only as leader.
       p->set_fetching(false);
@@ -147,6 +158,7 @@ struct WriterProcess : cluster::Host {
   static void on_commit(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<WriterProcess*>(arg);
     self->pipeline->publish_committed(self->commit_seq);
+    if (self->state) self->state->tend(*self->pipeline);
   }
   static void on_leading_change(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<WriterProcess*>(arg);
@@ -220,6 +232,7 @@ struct WriterProcess : cluster::Host {
     shm::failpoint("writer.heartbeat");
     static_cast<WriterProcess*>(arg)->heartbeat();
     static_cast<WriterProcess*>(arg)->report_cluster();
+    if (auto* self = static_cast<WriterProcess*>(arg); self->state) self->state->tend(*self->pipeline);
   }
 
   static void on_signal(evutil_socket_t signal, short, void* arg) {
@@ -297,12 +310,24 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
     });
     log::info("OTLP/HTTP receiver listening on {}:{} (source {})", host, w.otlp->port(), w.otlp->url());
   }
+  if (!options.cluster.empty() && !options.state_dir.empty())
+    log::info("state-dir {} is not used by a cluster node: its state is the cluster's log", options.state_dir);
+  if (!options.effective_state_dir().empty()) {
+    try {
+      w.state = std::make_unique<WriterState>(store, options);
+    } catch (const std::runtime_error& e) {
+      log::error("{}", e.what());  // a directory it cannot use: restarting will not help
+      return kExitBadConfig;
+    }
+  }
   try {
     w.pipeline = w.make_pipeline(options.ingest);
   } catch (const std::invalid_argument& e) {
     log::error("bad ingest configuration: {}", e.what());
     return kExitBadConfig;
   }
+  // Before the first tick: the readers serve the last snapshot meanwhile.
+  if (w.state) w.state->recover(*w.pipeline, w.writer->generation(), [&w] { w.heartbeat(); });
   if (!options.cluster.empty()) {
     cluster::Settings cs;
     cs.redis = cluster::parse_address(options.cluster);  // checked by check_options
@@ -349,7 +374,9 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
     code = kExitFailure;
   }
   w.node.reset();
+  if (w.state) w.state->close();
   w.pipeline.reset();
+  w.state.reset();
   w.otlp.reset();
   event_free(w.leading_change);
   event_free(w.commit);

@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "shm/layout.h"
+#include "shm/segment.h"
 
 namespace shm {
 
@@ -80,170 +81,10 @@ bool process_alive(int32_t pid, uint64_t token) {
   return now == 0 ? false : now == token;
 }
 
-std::string control_name(const std::string& name) { return "/" + name; }
-std::string buffer_name(const std::string& name, uint32_t index, uint64_t seq) {
-  return fmt::format("/{}.{}.{}", name, index, seq);
-}
-
-bool all_digits(std::string_view s) {
-  return !s.empty() && s.find_first_not_of("0123456789") == std::string_view::npos;
-}
-
-void check_name(const std::string& name) {
-  if (name.empty() || name.size() > 100 || name.find('/') != std::string::npos)
-    throw Error(fmt::format("invalid shm name '{}': 1-100 characters, no '/'", name));
-  // "x.1.2" would be the name of buffer 1, incarnation 2, of store "x": removing "x"
-  // would remove it.
-  size_t last = name.rfind('.');
-  size_t prev = last == std::string::npos || last == 0 ? std::string::npos : name.rfind('.', last - 1);
-  if (prev != std::string::npos && all_digits(std::string_view(name).substr(prev + 1, last - prev - 1)) &&
-      all_digits(std::string_view(name).substr(last + 1)))
-    throw Error(fmt::format("invalid shm name '{}': it must not end in .DIGITS.DIGITS, the form of a buffer's name",
-                            name));
-}
-
-// (index, seq) if `file` (an entry of /dev/shm) is exactly buffer_name(name, index, seq)
-// for some index < kMaxBuffers: another store's segments, such as those of a store
-// named "NAME.1" ("/NAME.1", "/NAME.1.0.5"), never match.
-std::optional<std::pair<uint32_t, uint64_t>> buffer_of(std::string_view file, const std::string& name) {
-  if (!file.starts_with(name) || file.size() <= name.size() + 1 || file[name.size()] != '.') return std::nullopt;
-  const char* end = file.data() + file.size();
-  uint32_t index = 0;
-  uint64_t seq = 0;
-  auto [dot, e1] = std::from_chars(file.data() + name.size() + 1, end, index);
-  if (e1 != std::errc{} || dot == end || *dot != '.') return std::nullopt;
-  auto [tail, e2] = std::from_chars(dot + 1, end, seq);
-  if (e2 != std::errc{} || tail != end || index >= kMaxBuffers) return std::nullopt;
-  if (buffer_name(name, index, seq).substr(1) != file) return std::nullopt;  // e.g. "x.01.5": not a name we make
-  return std::pair{index, seq};
-}
-
-// The buffer segments of store `name` in /dev/shm (where glibc keeps POSIX shared
-// memory), whatever the control segment says: a crashed writer may have left one it
-// no longer names.
-std::vector<std::pair<uint32_t, uint64_t>> list_buffers(const std::string& name) {
-  std::vector<std::pair<uint32_t, uint64_t>> found;
-  if (DIR* d = opendir("/dev/shm")) {
-    while (dirent* e = readdir(d))
-      if (auto id = buffer_of(e->d_name, name)) found.push_back(*id);
-    closedir(d);
-  }
-  return found;
-}
-
-size_t page_round(size_t n) {
-  size_t page = size_t(sysconf(_SC_PAGESIZE));
-  return (n + page - 1) / page * page;
-}
-
-// Every failure of a system call: the segment, the call and the OS's reason.
-Error os_error(const std::string& path, const char* call, int err = errno) {
-  return Error(fmt::format("shm {}: {}: {}", path, call, std::strerror(err)));
-}
 
 // A failpoint (shm.h) whose error action fails the call in progress.
 void fail_at(std::string_view point) {
   if (failpoint(point)) throw Error(fmt::format("failpoint {}", point));
-}
-
-struct Fd {
-  int fd;
-  ~Fd() {
-    if (fd >= 0) close(fd);
-  }
-};
-
-// One mapped segment, unmapped when it goes. seq is the buffer incarnation it maps;
-// inode lets the writer check that the name still leads to this mapping.
-class Segment {
- public:
-  uint64_t seq = 0;
-
-  Segment() = default;
-  Segment(Segment&& o) noexcept { *this = std::move(o); }
-  Segment& operator=(Segment&& o) noexcept {
-    if (this != &o) {
-      unmap();
-      seq = o.seq;
-      inode_ = o.inode_;
-      data_ = std::exchange(o.data_, nullptr);
-      size_ = std::exchange(o.size_, 0);
-    }
-    return *this;
-  }
-  ~Segment() { unmap(); }
-
-  // Maps all of fd's segment (size from fstat), refusing one owned by another uid.
-  static Segment map(int fd, const std::string& path, bool writable) {
-    struct stat st;
-    if (fstat(fd, &st) != 0) throw os_error(path, "fstat");
-    if (st.st_uid != geteuid())
-      throw Error(fmt::format("shm {} is owned by uid {}, not by this process's uid {}: refusing it", path,
-                              st.st_uid, geteuid()));
-    if (size_t(st.st_size) < sizeof(SnapshotHeader))
-      throw Error(fmt::format("shm {} is too small ({} bytes)", path, st.st_size));
-    void* p = mmap(nullptr, size_t(st.st_size), writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) throw os_error(path, "mmap");
-    Segment s;
-    s.data_ = static_cast<std::byte*>(p);
-    s.size_ = size_t(st.st_size);
-    s.inode_ = st.st_ino;
-    return s;
-  }
-
-  std::byte* data() const { return data_; }
-  size_t size() const { return size_; }
-  ino_t inode() const { return inode_; }
-
- private:
-  void unmap() {
-    if (data_) munmap(data_, size_);
-    data_ = nullptr;
-    size_ = 0;
-  }
-  std::byte* data_ = nullptr;
-  size_t size_ = 0;
-  ino_t inode_ = 0;
-};
-
-// A new segment of `bytes` bytes, mode 0600, mapped read-write.
-Segment create_segment(const std::string& path, size_t bytes) {
-  Fd fd{shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600)};
-  if (fd.fd < 0 && errno == EEXIST) {
-    // A leftover of a writer killed between creating this name and recording it in a
-    // BufferDesc (or of a stale store): no process maps a name nothing records.
-    shm_unlink(path.c_str());
-    fd.fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
-  }
-  if (fd.fd < 0) throw os_error(path, "shm_open");
-  try {
-    // shm_open's mode is filtered by the umask; set it explicitly so it is 0600 exactly.
-    if (fchmod(fd.fd, 0600) != 0) throw os_error(path, "fchmod");
-    // Allocated now, so that a full /dev/shm is an error here and not a SIGBUS at the
-    // first write into a page that tmpfs cannot provide.
-    if (int err = posix_fallocate(fd.fd, 0, off_t(bytes)); err != 0) throw os_error(path, "posix_fallocate", err);
-    return Segment::map(fd.fd, path, true);
-  } catch (...) {
-    shm_unlink(path.c_str());
-    throw;
-  }
-}
-
-// Maps an existing segment. With missing_ok, a segment that does not exist gives an
-// empty Segment instead of an error.
-Segment open_segment(const std::string& path, bool writable, bool missing_ok = false) {
-  Fd fd{shm_open(path.c_str(), writable ? O_RDWR : O_RDONLY, 0)};
-  if (fd.fd < 0 && errno == ENOENT && missing_ok) return Segment{};
-  if (fd.fd < 0) throw os_error(path, "shm_open");
-  return Segment::map(fd.fd, path, writable);
-}
-
-// Whether path still leads to the segment seg maps: an operator (or systemd-logind's
-// RemoveIPC) may have unlinked it under a running service.
-bool still_named(const Segment& seg, const std::string& path) {
-  Fd fd{shm_open(path.c_str(), O_RDONLY, 0)};
-  struct stat st;
-  return fd.fd >= 0 && fstat(fd.fd, &st) == 0 && st.st_ino == seg.inode();
 }
 
 // Longest StoreOptions::reclaim_timeout: a publish never waits longer for a buffer.
@@ -303,8 +144,8 @@ Store::Control& Store::control() const { return impl_->c(); }
 
 void Store::remove(const std::string& name) {
   check_name(name);
-  for (auto [index, seq] : list_buffers(name)) shm_unlink(buffer_name(name, index, seq).c_str());
-  shm_unlink(control_name(name).c_str());
+  for (auto [index, seq] : list_buffers(name)) remove_segment(buffer_name(name, index, seq).c_str());
+  remove_segment(control_name(name).c_str());
 }
 
 std::unique_ptr<Store> Store::create(const StoreOptions& o) {
@@ -512,7 +353,7 @@ namespace {
 void remove_unrecorded_buffers(const Store::Control& c, const std::string& name, uint32_t buffers) {
   for (auto [index, seq] : list_buffers(name))
     if (index >= buffers || seq != c.buffers[index].seq.load(std::memory_order_relaxed))
-      shm_unlink(buffer_name(name, index, seq).c_str());
+      remove_segment(buffer_name(name, index, seq).c_str());
 }
 
 }  // namespace
@@ -626,7 +467,7 @@ void grow_buffer(Store::Control& c, const std::string& name, uint32_t b, Segment
   d.seq.store(seq + 1, std::memory_order_relaxed);
   d.capacity.store(capacity, std::memory_order_relaxed);
   fail_at("shm.grow.after_record");
-  shm_unlink(buffer_name(name, b, seq).c_str());  // gone already if it was missing
+  remove_segment(buffer_name(name, b, seq).c_str());  // gone already if it was missing
   fail_at("shm.grow.after_unlink");
   seg = std::move(grown);
   c.buffer_grows.fetch_add(1, std::memory_order_relaxed);

@@ -5,7 +5,7 @@
 // bench/wrk/random_series.lua, and serves until SIGINT/SIGTERM. On exit it prints how
 // the connections and requests split across the readers (Reader::counter).
 //
-//   http_micro --series 100000 --readers 1 --port 18080 --keys /tmp/keys.txt
+//   http_micro --series 100000 --readers 1 --port 18080 --keys /tmp/keys.txt [--engine epoll]
 //
 // bench/http_micro/run.sh drives it with wrk and reports requests/s and CPU/request.
 #include <arpa/inet.h>
@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
   size_t series = 100000;
   int readers = 1, port = 18080;
   std::string keys_path = "/tmp/http_micro_keys.txt", body_path;
+  server::ReaderEngine engine = server::ReaderEngine::automatic;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--series") series = std::strtoull(argv[i + 1], nullptr, 10);
@@ -63,8 +64,10 @@ int main(int argc, char** argv) {
     else if (a == "--port") port = std::atoi(argv[i + 1]);
     else if (a == "--keys") keys_path = argv[i + 1];
     else if (a == "--sample-body") body_path = argv[i + 1];  // one body, for a `return 200` peer
+    else if (a == "--engine" && server::parse_reader_engine(argv[i + 1])) engine = *server::parse_reader_engine(argv[i + 1]);
     else {
-      std::fprintf(stderr, "usage: http_micro [--series N] [--readers R] [--port P] [--keys FILE] [--sample-body FILE]\n");
+      std::fprintf(stderr, "usage: http_micro [--series N] [--readers R] [--port P] [--keys FILE] [--sample-body FILE] "
+                           "[--engine auto|io_uring|epoll]\n");
       return 2;
     }
   }
@@ -121,6 +124,7 @@ int main(int argc, char** argv) {
       server::ReaderOptions o;
       o.listen_fd = lfd;
       o.slot = static_cast<uint32_t>(r + 1);
+      o.engine = engine;
       _exit(server::run_reader(*child, o));
     }
     pids.push_back(pid);

@@ -30,6 +30,7 @@
 
 #include <fmt/format.h>
 
+#include "common/listener.h"
 #include "ingest/format/otlp_proto.h"
 #include "ingest/internal.h"
 #include "ingest/source/gunzip.h"
@@ -129,34 +130,6 @@ std::string_view media_type(const char* header) {
   return t;
 }
 
-int bind_listener(const std::string& host, uint16_t port, std::string* error) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  std::string service = std::to_string(port);
-  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &found)) {
-    *error = gai_strerror(rc);
-    return -1;
-  }
-  int fd = -1;
-  for (addrinfo* a = found; a; a = a->ai_next) {
-    fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) {
-      *error = std::strerror(errno);
-      continue;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 128) == 0) break;
-    *error = std::strerror(errno);
-    close(fd);
-    fd = -1;
-  }
-  freeaddrinfo(found);
-  return fd;
-}
 
 uint16_t bound_port(int fd) {
   sockaddr_storage addr{};
@@ -201,7 +174,7 @@ struct OtlpReceiver::Impl {
   Impl(event_base* b, const OtlpOptions& o)
       : base(b), options(o), deltas(o.max_delta_series) {
     std::string why;
-    fd = bind_listener(options.host, options.port, &why);
+    fd = common::listen_tcp(options.host, options.port, 128, &why);
     if (fd < 0)
       throw std::runtime_error(
           fmt::format("otlp-listen {}:{}: cannot listen: {}", options.host, options.port, why));

@@ -4,9 +4,11 @@
 //  - series live in one vector; an open-addressing table of 32-bit indexes maps a key's
 //    hash to its series, so finding a series costs one key render, one hash and
 //    (usually) one probe, with no allocation once the series exists;
-//  - a series keeps one Bucket (64 bytes) per interval that received samples and its
-//    sketch bins as 8-byte (key, count) pairs in one vector shared by its buckets, so a
-//    series polled once per interval costs ~72 bytes per interval of the window;
+//  - a series keeps one Bucket per interval that received samples. An interval of one
+//    sample (a series polled once per interval: most of them) is its time, value and
+//    sketch key, 24 bytes; one that received more widens into a WideBucket kept beside
+//    (sum, min, max, last, count) with its sketch bins as 8-byte (key, count) pairs, so
+//    a series polled once per interval costs 24 bytes per interval of the window;
 //  - upstreams send their series in the same order at every fetch, so each source
 //    remembers which series the sample at each position of its last body was. A sample
 //    that is its guess (compared piece by piece, without rendering its key) skips the
@@ -28,6 +30,7 @@
 #include "ingest/window/window.h"
 #include "ingest/internal.h"
 #include "ingest/replica/wire.h"
+#include "ingest/window/ordered_chunks.h"
 #include "ingest/window/render.h"
 #include "ingest/window/sketch.h"
 
@@ -60,12 +63,27 @@ constexpr uint32_t kNoSeries = UINT32_MAX;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 struct Bucket {
-  int64_t first_ts, last_ts;
-  double sum, min, max, first, last;
-  uint32_t count;
-  uint32_t bin_begin;  // this bucket's bins are [bin_begin, next bucket's bin_begin)
+  int64_t first_ts;
+  double first;
+  int32_t key;    // one sample: its sketch key (a wide bucket's are in its bins)
+  uint32_t wide;  // 0: one sample; else 1 + its index in the series' SeriesExtra::wide
 };
-static_assert(sizeof(Bucket) == 64, "the memory figures in docs/ assume 64-byte buckets");
+static_assert(sizeof(Bucket) == 24, "the memory figures in docs/ assume 24-byte buckets");
+
+// The rest of a bucket that received more than one sample.
+struct WideBucket {
+  int64_t last_ts;
+  double sum, min, max, last;
+  uint32_t count;
+  uint32_t bin_begin;  // its bins are [bin_begin, the next wide bucket's bin_begin)
+};
+
+// A bucket's figures, whichever its form.
+struct BucketFigures {
+  int64_t last_ts;
+  double sum, min, max, last;
+  uint32_t count;
+};
 
 // A counter's reset: at ts it fell from `before`, which the window's increase adds back.
 struct CounterReset {
@@ -89,6 +107,9 @@ struct BoundCount {
 struct SeriesExtra {
   std::vector<CounterReset> resets;  // counters: resets in the window, oldest first
   std::vector<Bound> bounds;         // histograms: their bucket series, by bound
+  std::vector<WideBucket> wide;      // buckets of more than one sample, oldest first
+  std::vector<SketchBin> bins;       // their sketch bins, in their order
+  bool empty() const { return resets.empty() && bounds.empty() && wide.empty(); }
 };
 
 struct SeriesState {
@@ -102,9 +123,24 @@ struct SeriesState {
   int64_t last_seen = 0;  // fetch time of the last accepted sample
   int64_t bucket_end = 0;  // end of the newest bucket's interval: a later ts starts one
   std::vector<Bucket> buckets;
-  std::vector<SketchBin> bins;
   std::unique_ptr<SeriesExtra> extra;
 };
+
+BucketFigures figures(const SeriesState& st, const Bucket& b) {
+  if (b.wide == 0) {
+    // As a bucket summing from 0 would hold it (0.0 + -0.0 is 0.0).
+    return BucketFigures{b.first_ts, 0.0 + b.first, b.first, b.first, b.first, 1};
+  }
+  const WideBucket& w = st.extra->wide[b.wide - 1];
+  return BucketFigures{w.last_ts, w.sum, w.min, w.max, w.last, w.count};
+}
+
+double last_value(const SeriesState& st, const Bucket& b) {
+  return b.wide == 0 ? b.first : st.extra->wide[b.wide - 1].last;
+}
+int64_t last_time(const SeriesState& st, const Bucket& b) {
+  return b.wide == 0 ? b.first_ts : st.extra->wide[b.wide - 1].last_ts;
+}
 
 bool counts_up(SampleKind kind) {
   return kind == SampleKind::counter || kind == SampleKind::bucket;
@@ -122,7 +158,7 @@ double resets_in_window(const SeriesState& st) {
 // How much a counter grew over the window, resets counted from 0.
 double window_increase(const SeriesState& st) {
   if (st.buckets.empty()) return 0;
-  return st.buckets.back().last - st.buckets.front().first + resets_in_window(st);
+  return last_value(st, st.buckets.back()) - st.buckets.front().first + resets_in_window(st);
 }
 
 // The q-quantile of the observations counted in cumulative buckets (by bound, the last
@@ -220,6 +256,21 @@ void set_quantiles(Aggregate& a, const QuantileSketch& sketch) {
   a.p99 = std::clamp(sketch.quantile(0.99), a.min, a.max);
 }
 
+// A bucket as a checkpoint holds it (every figure), before load() picks its form.
+struct SavedBucket {
+  int64_t first_ts, last_ts;
+  double first, sum, min, max, last;
+  uint32_t count;
+  uint64_t bins;
+};
+
+// aggregate()'s working space: one per thread that calls it.
+struct AggregateScratch {
+  std::vector<SketchBin> bins;      // the series' sketch bins, sorted, equal keys merged
+  std::vector<BoundCount> bounds;   // a histogram's buckets
+  std::string key;                  // a histogram's NAME_sum key
+};
+
 // What build() gathers per metric while it walks the series: the rollup, the merged
 // sketch, the "series" array and the records' ids. Kept across builds for their
 // capacity (tens of megabytes at a million series).
@@ -242,6 +293,24 @@ struct MetricBuild {
   }
 };
 
+// Series bodies rendered by build()'s threads, in key order, for the building thread to
+// add: each series' body then its key as a JSON string in text, its sorted sketch bins
+// and a histogram's bucket counts, each series' ends recorded.
+constexpr size_t kBuildChunk = 512;  // series per chunk
+struct RenderedSeries {
+  Aggregate agg;
+  uint32_t metric;
+  uint32_t body_end, key_end, bins_end, bounds_end;
+};
+struct RenderChunk {
+  std::string text;
+  std::vector<RenderedSeries> series;
+  std::vector<SketchBin> bins;
+  std::vector<BoundCount> bounds;
+  AggregateScratch scratch;  // the producer's (one at a time per chunk slot)
+  std::string key_json;
+};
+
 }  // namespace
 
 struct Aggregator::Impl {
@@ -261,8 +330,7 @@ struct Aggregator::Impl {
   // Scratch, kept to avoid allocating per sample or per series.
   std::string key_buf;
   std::vector<Label> merged;
-  std::vector<SketchBin> bin_scratch;
-  std::vector<BoundCount> bound_scratch;  // a histogram's buckets, from aggregate()
+  AggregateScratch scratch;  // of aggregate() outside build()
   std::vector<Label> histogram_labels;
   std::string histogram_key;
   // Kept across builds: at a million series these are tens of megabytes that would
@@ -270,13 +338,16 @@ struct Aggregator::Impl {
   std::vector<uint32_t> all_records;  // scratch of build(), kept for its capacity
   std::vector<MetricBuild> metric_builds;
   std::string record_keys[16];  // "s:" + key of series n .. n + 8 in build(), by n % 16
-  std::string key_json;
+  std::vector<RenderChunk> render_slots;
   std::string body;
   size_t last_build_bytes = 0;        // key + value bytes of the last build
+  std::vector<SavedBucket> saved_scratch;  // load(): one series' buckets as saved
 
   void set_config(const Config& c);
   std::span<const Label> sorted_labels(const Sample& s);
   uint32_t* find_slot(uint64_t hash, std::string_view key);
+  // The series of that key, or kNoSeries.
+  uint32_t lookup(uint64_t hash, std::string_view key) const;
   void grow_slots();
   uint32_t create(uint64_t hash, std::string_view key, std::string_view metric,
                   std::string_view suffix, uint32_t source, SampleKind kind);
@@ -287,10 +358,13 @@ struct Aggregator::Impl {
   void trim(SeriesState& st, int64_t cutoff);
   void compact(const std::vector<bool>& dead);
   void merge_fresh();
-  // Fills bin_scratch with its sorted bins, or for a histogram bound_scratch with its
-  // buckets' increases.
-  Aggregate aggregate(const SeriesState& st);
-  Aggregate histogram_aggregate(const SeriesState& h);
+  // Fills s.bins with its sorted bins, or for a histogram s.bounds with its buckets'
+  // increases. Reads only: build()'s threads call it at once.
+  Aggregate aggregate(const SeriesState& st, AggregateScratch& s) const;
+  Aggregate histogram_aggregate(const SeriesState& h, AggregateScratch& s) const;
+  // Renders series order[begin, end) into chunk (build()'s producers, at once).
+  void render_chunk(size_t begin, size_t end, RenderChunk& chunk, double window_s,
+                    int64_t now_ns) const;
   // The rollup's quantiles, from the merged sketch or, for histograms, the merged buckets.
   static void finish_rollup(MetricBuild& ms);
 };
@@ -314,6 +388,16 @@ void Aggregator::Impl::set_config(const Config& c) {
 
 std::span<const Label> Aggregator::Impl::sorted_labels(const Sample& s) {
   return sorted_sample_labels(s, merged);
+}
+
+uint32_t Aggregator::Impl::lookup(uint64_t hash, std::string_view key) const {
+  size_t mask = slots.size() - 1;
+  for (size_t i = hash & mask;; i = (i + 1) & mask) {
+    uint32_t s = slots[i];
+    if (s == 0) return kNoSeries;
+    const SeriesState& st = series[s - 1];
+    if (st.hash == hash && st.key == key) return s - 1;
+  }
 }
 
 uint32_t* Aggregator::Impl::find_slot(uint64_t hash, std::string_view key) {
@@ -401,44 +485,62 @@ bool Aggregator::Impl::link_bucket(uint32_t bucket, const Sample& s, std::span<c
 
 void Aggregator::Impl::add(SeriesState& st, int64_t ts, double value) {
   // A counter that went down was reset and counts from 0 again.
-  if (counts_up(st.kind) && !st.buckets.empty() && value < st.buckets.back().last)
-    extra_of(st).resets.push_back(CounterReset{ts, st.buckets.back().last});
+  if (counts_up(st.kind) && !st.buckets.empty()) {
+    double before = last_value(st, st.buckets.back());
+    if (value < before) extra_of(st).resets.push_back(CounterReset{ts, before});
+  }
+  int32_t key = QuantileSketch::key_of(value);
   // ts is newer than every sample of the series (apply() drops the others), so it
   // belongs to the newest bucket or starts a new one.
   if (st.buckets.empty() || ts >= st.bucket_end) {
-    st.buckets.push_back(Bucket{ts, ts, 0, value, value, value, value, 0,
-                                static_cast<uint32_t>(st.bins.size())});
+    st.buckets.push_back(Bucket{ts, value, key, 0});
     st.bucket_end = (floor_div(ts, interval_ns) + 1) * interval_ns;
+    return;
   }
   Bucket& b = st.buckets.back();
-  ++b.count;
-  b.sum += value;
-  b.min = std::min(b.min, value);
-  b.max = std::max(b.max, value);
-  b.last = value;
-  b.last_ts = ts;
-  int32_t key = QuantileSketch::key_of(value);
-  for (size_t i = b.bin_begin; i < st.bins.size(); ++i) {
-    if (st.bins[i].key == key) {
-      ++st.bins[i].count;
+  if (b.wide == 0) {  // its second sample: the bucket widens
+    SeriesExtra& x = extra_of(st);
+    x.wide.push_back(WideBucket{b.first_ts, 0.0 + b.first, b.first, b.first, b.first, 1,
+                                static_cast<uint32_t>(x.bins.size())});
+    x.bins.push_back(SketchBin{b.key, 1});
+    b.wide = static_cast<uint32_t>(x.wide.size());
+  }
+  WideBucket& w = st.extra->wide[b.wide - 1];
+  std::vector<SketchBin>& bins = st.extra->bins;
+  ++w.count;
+  w.sum += value;
+  w.min = std::min(w.min, value);
+  w.max = std::max(w.max, value);
+  w.last = value;
+  w.last_ts = ts;
+  for (size_t i = w.bin_begin; i < bins.size(); ++i) {
+    if (bins[i].key == key) {
+      ++bins[i].count;
       return;
     }
   }
-  st.bins.push_back(SketchBin{key, 1});
+  bins.push_back(SketchBin{key, 1});
 }
 
 // Drops the buckets whose newest sample left the window: the window slides in steps of
 // one interval.
 void Aggregator::Impl::trim(SeriesState& st, int64_t cutoff) {
-  size_t n = 0;
-  while (n < st.buckets.size() && st.buckets[n].last_ts < cutoff) ++n;
+  size_t n = 0, wide_gone = 0;
+  for (; n < st.buckets.size() && last_time(st, st.buckets[n]) < cutoff; ++n)
+    wide_gone += st.buckets[n].wide != 0;
   if (n == 0) return;
-  uint32_t bins_gone =
-      n < st.buckets.size() ? st.buckets[n].bin_begin : static_cast<uint32_t>(st.bins.size());
   st.buckets.erase(st.buckets.begin(), st.buckets.begin() + static_cast<ptrdiff_t>(n));
-  st.bins.erase(st.bins.begin(), st.bins.begin() + bins_gone);
-  for (Bucket& b : st.buckets) b.bin_begin -= bins_gone;
-  if (!st.extra || st.extra->resets.empty()) return;
+  if (!st.extra) return;
+  if (wide_gone) {
+    std::vector<WideBucket>& wide = st.extra->wide;
+    uint32_t bins_gone = wide_gone < wide.size() ? wide[wide_gone].bin_begin
+                                                 : static_cast<uint32_t>(st.extra->bins.size());
+    wide.erase(wide.begin(), wide.begin() + static_cast<ptrdiff_t>(wide_gone));
+    st.extra->bins.erase(st.extra->bins.begin(), st.extra->bins.begin() + bins_gone);
+    for (WideBucket& w : wide) w.bin_begin -= bins_gone;
+    for (Bucket& b : st.buckets)
+      if (b.wide) b.wide -= static_cast<uint32_t>(wide_gone);
+  }
   // Resets at or before the window's first sample are no part of its increase.
   std::vector<CounterReset>& resets = st.extra->resets;
   int64_t first = st.buckets.empty() ? std::numeric_limits<int64_t>::max()
@@ -446,7 +548,7 @@ void Aggregator::Impl::trim(SeriesState& st, int64_t cutoff) {
   size_t gone = 0;
   while (gone < resets.size() && resets[gone].ts <= first) ++gone;
   resets.erase(resets.begin(), resets.begin() + static_cast<ptrdiff_t>(gone));
-  if (resets.empty() && st.extra->bounds.empty()) st.extra.reset();
+  if (st.extra->empty()) st.extra.reset();
 }
 
 void Aggregator::Impl::compact(const std::vector<bool>& dead) {
@@ -510,29 +612,38 @@ void Aggregator::Impl::merge_fresh() {
   fresh.clear();
 }
 
-Aggregate Aggregator::Impl::aggregate(const SeriesState& st) {
-  if (st.kind == SampleKind::histogram) return histogram_aggregate(st);
+Aggregate Aggregator::Impl::aggregate(const SeriesState& st, AggregateScratch& s) const {
+  if (st.kind == SampleKind::histogram) return histogram_aggregate(st, s);
   Aggregate a;
   a.kind = st.kind;
+  std::vector<SketchBin>& bin_scratch = s.bins;
   bin_scratch.clear();
-  bound_scratch.clear();
+  s.bounds.clear();
   if (st.buckets.empty()) return a;
   if (counts_up(st.kind)) a.resets = resets_in_window(st);
   const Bucket& front = st.buckets.front();
-  const Bucket& back = st.buckets.back();
-  a.min = front.min;
-  a.max = front.max;
+  a.min = a.max = front.first;
+  bin_scratch.clear();
+  if (st.extra) bin_scratch.assign(st.extra->bins.begin(), st.extra->bins.end());
   for (const Bucket& b : st.buckets) {
-    a.count += b.count;
-    a.sum += b.sum;
-    a.min = std::min(a.min, b.min);
-    a.max = std::max(a.max, b.max);
+    if (b.wide == 0) {
+      a.count += 1;
+      a.sum += b.first;  // as 0.0 + b.first: a.sum, from 0.0, is never -0.0
+      a.min = std::min(a.min, b.first);
+      a.max = std::max(a.max, b.first);
+      bin_scratch.push_back(SketchBin{b.key, 1});
+      continue;
+    }
+    const WideBucket& w = st.extra->wide[b.wide - 1];
+    a.count += w.count;
+    a.sum += w.sum;
+    a.min = std::min(a.min, w.min);
+    a.max = std::max(a.max, w.max);
   }
   a.first = front.first;
   a.first_ts_ns = front.first_ts;
-  a.last = back.last;
-  a.last_ts_ns = back.last_ts;
-  bin_scratch.assign(st.bins.begin() + front.bin_begin, st.bins.end());
+  a.last = last_value(st, st.buckets.back());
+  a.last_ts_ns = last_time(st, st.buckets.back());
   std::sort(bin_scratch.begin(), bin_scratch.end(),
             [](const SketchBin& x, const SketchBin& y) { return x.key < y.key; });
   size_t out = 0;
@@ -556,12 +667,14 @@ Aggregate Aggregator::Impl::aggregate(const SeriesState& st) {
 // A histogram over the window: count is the observations made in it (the +Inf bucket's
 // increase), sum the increase of NAME_sum, the quantiles estimated from each bucket's
 // increase; min, max, first and last are unknown (NaN, rendered null).
-Aggregate Aggregator::Impl::histogram_aggregate(const SeriesState& h) {
+Aggregate Aggregator::Impl::histogram_aggregate(const SeriesState& h,
+                                                AggregateScratch& s) const {
   Aggregate a;
   a.kind = SampleKind::histogram;
   a.sum = a.min = a.max = a.first = a.last = kNaN;
   a.p50 = a.p90 = a.p99 = kNaN;
-  bin_scratch.clear();
+  s.bins.clear();
+  std::vector<BoundCount>& bound_scratch = s.bounds;
   bound_scratch.clear();
   if (!h.extra || h.extra->bounds.empty()) return a;
   for (const Bound& b : h.extra->bounds) {
@@ -574,15 +687,49 @@ Aggregate Aggregator::Impl::histogram_aggregate(const SeriesState& h) {
   const SeriesState& top = series[h.extra->bounds.back().series];
   if (top.buckets.empty()) return a;
   a.first_ts_ns = top.buckets.front().first_ts;
-  a.last_ts_ns = top.buckets.back().last_ts;
+  a.last_ts_ns = last_time(top, top.buckets.back());
   a.count = static_cast<uint64_t>(std::llround(std::max(0.0, bound_scratch.back().count)));
   // NAME_sum: the histogram's key with "_sum" after the name.
   const std::string& name = metric_names[h.metric];
-  key_buf.assign(name).append("_sum").append(h.key, name.size());
-  if (uint32_t slot = *find_slot(hash_key(key_buf), key_buf))
-    a.sum = window_increase(series[slot - 1]);
+  s.key.assign(name).append("_sum").append(h.key, name.size());
+  if (uint32_t sum = lookup(hash_key(s.key), s.key); sum != kNoSeries)
+    a.sum = window_increase(series[sum]);
   set_bucket_quantiles(a, bound_scratch);
   return a;
+}
+
+void Aggregator::Impl::render_chunk(size_t begin, size_t end, RenderChunk& chunk,
+                                    double window_s, int64_t now_ns) const {
+  chunk.text.clear();
+  chunk.series.clear();
+  chunk.bins.clear();
+  chunk.bounds.clear();
+  // Key order is not creation order: each series is a few random loads (its state, then
+  // its key and buckets), fetched in that order a few series ahead.
+  const size_t count = order.size();
+  for (size_t n = begin; n < end; ++n) {
+    if (n + 24 < count) __builtin_prefetch(&series[order[n + 24]]);
+    if (n + 16 < count) {
+      const SeriesState& p = series[order[n + 16]];
+      __builtin_prefetch(p.key.data());
+      __builtin_prefetch(p.buckets.data());
+    }
+    const SeriesState& st = series[order[n]];
+    Aggregate a = aggregate(st, chunk.scratch);
+    chunk.key_json.clear();
+    append_json_string(chunk.key_json, st.key);
+    render_series(chunk.text, st.key, chunk.key_json, metric_builds[st.metric].name_json, a,
+                  window_s, now_ns - st.last_seen >= stale_ns);
+    const auto body_end = static_cast<uint32_t>(chunk.text.size());
+    chunk.text += chunk.key_json;
+    chunk.bins.insert(chunk.bins.end(), chunk.scratch.bins.begin(), chunk.scratch.bins.end());
+    chunk.bounds.insert(chunk.bounds.end(), chunk.scratch.bounds.begin(),
+                        chunk.scratch.bounds.end());
+    chunk.series.push_back(RenderedSeries{a, st.metric, body_end,
+                                          static_cast<uint32_t>(chunk.text.size()),
+                                          static_cast<uint32_t>(chunk.bins.size()),
+                                          static_cast<uint32_t>(chunk.bounds.size())});
+  }
 }
 
 void Aggregator::Impl::finish_rollup(MetricBuild& ms) {
@@ -738,11 +885,11 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   all_records.clear();
   all_records.reserve(m.series.size());
 
-  std::string& body = m.body;
-  std::string& key_json = m.key_json;
-  // Key order is not creation order: each series is a few random loads (its state, then
-  // its key, buckets and bins, then the builder's table slot for its record), fetched
-  // in that order, 8 series apart, like apply() does.
+  // The series in key order, in chunks: their aggregates and bodies rendered by the
+  // build's threads (render_chunk), then added to the builder, listed and folded into
+  // their metric's rollup here, chunk after chunk in key order, so that the bytes do
+  // not depend on the thread count. Adding is a few random loads per series (the
+  // builder's table slot for its record): prefetched 8 series ahead.
   const size_t count = m.order.size();
   uint64_t record_hash[16];  // their hashes, from builder.prefetch()
   auto prefetch_record = [&](size_t j) {
@@ -751,34 +898,37 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
     record_hash[j % 16] = builder.prefetch(record);
   };
   for (size_t j = 0; j < std::min<size_t>(8, count); ++j) prefetch_record(j);
-  for (size_t n = 0; n < count; ++n) {
-    if (n + 24 < count) __builtin_prefetch(&m.series[m.order[n + 24]]);
-    if (n + 16 < count) {
-      const SeriesState& p = m.series[m.order[n + 16]];
-      __builtin_prefetch(p.key.data());
-      __builtin_prefetch(p.buckets.data());
-      __builtin_prefetch(p.bins.data());
+  size_t n = 0;
+  auto consume = [&](size_t, const RenderChunk& chunk) {
+    uint32_t text_at = 0, bins_at = 0, bounds_at = 0;
+    for (const RenderedSeries& r : chunk.series) {
+      if (n + 8 < count) prefetch_record(n + 8);
+      std::string_view body(chunk.text.data() + text_at, r.body_end - text_at);
+      std::string_view key_json(chunk.text.data() + r.body_end, r.key_end - r.body_end);
+      uint32_t id = builder.add(m.record_keys[n % 16], body, record_hash[n % 16]);
+      all_records.push_back(id);
+      MetricBuild& ms = metrics[r.metric];
+      ms.keys.add(key_json);
+      ms.records.push_back(id);
+      fold(ms.agg, r.agg);
+      for (uint32_t k = bins_at; k < r.bins_end; ++k)
+        ms.sketch.add_key(chunk.bins[k].key, chunk.bins[k].count);
+      if (r.agg.count)
+        merge_bounds(ms.bounds, &ms.bounds_differ,
+                     std::span<const BoundCount>(chunk.bounds).subspan(bounds_at, r.bounds_end - bounds_at));
+      if (prom_series) series_aggs.push_back(r.agg);
+      text_at = r.key_end;
+      bins_at = r.bins_end;
+      bounds_at = r.bounds_end;
+      ++n;
     }
-    if (n + 8 < count) prefetch_record(n + 8);
-    const uint32_t index = m.order[n];
-    const SeriesState& st = m.series[index];
-    Aggregate a = m.aggregate(st);
-    MetricBuild& ms = metrics[st.metric];
-    key_json.clear();
-    append_json_string(key_json, st.key);
-    body.clear();
-    render_series(body, st.key, key_json, ms.name_json, a, window_s,
-                  now_ns - st.last_seen >= m.stale_ns);
-    uint32_t id = builder.add(m.record_keys[n % 16], body, record_hash[n % 16]);
-    all_records.push_back(id);
-
-    ms.keys.add(key_json);
-    ms.records.push_back(id);
-    fold(ms.agg, a);
-    for (const SketchBin& b : m.bin_scratch) ms.sketch.add_key(b.key, b.count);
-    if (a.count) merge_bounds(ms.bounds, &ms.bounds_differ, m.bound_scratch);
-    if (prom_series) series_aggs.push_back(a);
-  }
+  };
+  auto produce = [&](size_t c, RenderChunk& chunk) {
+    m.render_chunk(c * kBuildChunk, std::min(count, (c + 1) * kBuildChunk), chunk, window_s,
+                   now_ns);
+  };
+  run_ordered_chunks((count + kBuildChunk - 1) / kBuildChunk, m.config.writer_threads,
+                     m.render_slots, produce, consume);
   builder.add_list(kSeriesList, std::span<const uint32_t>(all_records));
 
   std::vector<uint32_t> metric_order;
@@ -787,6 +937,7 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   std::sort(metric_order.begin(), metric_order.end(),
             [&](uint32_t a, uint32_t b) { return m.metric_names[a] < m.metric_names[b]; });
 
+  std::string& body = m.body;
   std::vector<MetricCount> counts;
   std::vector<PromMetric> prom_metrics;
   std::string name;
@@ -831,9 +982,9 @@ size_t Aggregator::series_count(uint32_t source) const {
 }
 
 std::optional<Aggregate> Aggregator::series(std::string_view key) const {
-  uint32_t slot = *impl_->find_slot(hash_key(key), key);
-  if (!slot) return std::nullopt;
-  return impl_->aggregate(impl_->series[slot - 1]);
+  uint32_t index = impl_->lookup(hash_key(key), key);
+  if (index == kNoSeries) return std::nullopt;
+  return impl_->aggregate(impl_->series[index], impl_->scratch);
 }
 
 std::optional<Aggregate> Aggregator::metric(std::string_view name) const {
@@ -845,10 +996,10 @@ std::optional<Aggregate> Aggregator::metric(std::string_view name) const {
   for (const SeriesState& st : m.series) {
     if (st.metric != it->second) continue;
     any = true;
-    Aggregate a = m.aggregate(st);
+    Aggregate a = m.aggregate(st, m.scratch);
     fold(ms.agg, a);
-    for (const SketchBin& b : m.bin_scratch) ms.sketch.add_key(b.key, b.count);
-    if (a.count) merge_bounds(ms.bounds, &ms.bounds_differ, m.bound_scratch);
+    for (const SketchBin& b : m.scratch.bins) ms.sketch.add_key(b.key, b.count);
+    if (a.count) merge_bounds(ms.bounds, &ms.bounds_differ, m.scratch.bounds);
   }
   if (!any) return std::nullopt;
   m.finish_rollup(ms);
@@ -861,10 +1012,12 @@ size_t Aggregator::memory_bytes() const {
                  (m.order.capacity() + m.fresh.capacity()) * 4;
   for (const SeriesState& st : m.series) {
     if (st.key.capacity() > 15) bytes += st.key.capacity() + 1;
-    bytes += st.buckets.capacity() * sizeof(Bucket) + st.bins.capacity() * sizeof(SketchBin);
+    bytes += st.buckets.capacity() * sizeof(Bucket);
     if (st.extra)
       bytes += sizeof(SeriesExtra) + st.extra->resets.capacity() * sizeof(CounterReset) +
-               st.extra->bounds.capacity() * sizeof(Bound);
+               st.extra->bounds.capacity() * sizeof(Bound) +
+               st.extra->wide.capacity() * sizeof(WideBucket) +
+               st.extra->bins.capacity() * sizeof(SketchBin);
   }
   return bytes;
 }
@@ -937,31 +1090,42 @@ void Aggregator::save(std::string& out) const {
     out.push_back(accepted_any ? 1 : 0);
     if (accepted_any) wire::put_svarint(out, delta(base, st.last_ts));
     wire::put_svarint(out, delta(base, st.bucket_end));
+    // The bins of each bucket in turn: a one-sample bucket's is its key, once.
+    const size_t wide_count = st.extra ? st.extra->wide.size() : 0;
+    auto bins_of = [&](const Bucket& b) -> std::span<const SketchBin> {
+      if (b.wide == 0) return {};
+      uint32_t begin = st.extra->wide[b.wide - 1].bin_begin;
+      uint32_t end = b.wide < wide_count ? st.extra->wide[b.wide].bin_begin
+                                         : static_cast<uint32_t>(st.extra->bins.size());
+      return std::span<const SketchBin>(st.extra->bins).subspan(begin, end - begin);
+    };
     wire::put_varint(out, st.buckets.size());
-    for (size_t k = 0; k < st.buckets.size(); ++k) {
-      const Bucket& b = st.buckets[k];
-      uint32_t bins_end = k + 1 < st.buckets.size() ? st.buckets[k + 1].bin_begin
-                                                    : static_cast<uint32_t>(st.bins.size());
+    for (const Bucket& b : st.buckets) {
+      const BucketFigures f = figures(st, b);
       wire::put_svarint(out, delta(base, b.first_ts));
-      wire::put_svarint(out, delta(b.first_ts, b.last_ts));
-      wire::put_varint(out, b.count);
-      wire::put_varint(out, bins_end - b.bin_begin);
-      bool one = same_bits(b.sum, b.first) && same_bits(b.min, b.first) &&
-                 same_bits(b.max, b.first) && same_bits(b.last, b.first);
+      wire::put_svarint(out, delta(b.first_ts, f.last_ts));
+      wire::put_varint(out, f.count);
+      wire::put_varint(out, b.wide == 0 ? 1 : bins_of(b).size());
+      bool one = same_bits(f.sum, b.first) && same_bits(f.min, b.first) &&
+                 same_bits(f.max, b.first) && same_bits(f.last, b.first);
       out.push_back(one ? 1 : 0);
       wire::put_double(out, b.first);
       if (!one) {
-        wire::put_double(out, b.sum);
-        wire::put_double(out, b.min);
-        wire::put_double(out, b.max);
-        wire::put_double(out, b.last);
+        wire::put_double(out, f.sum);
+        wire::put_double(out, f.min);
+        wire::put_double(out, f.max);
+        wire::put_double(out, f.last);
       }
     }
     int32_t prev_key = 0;
-    for (const SketchBin& bin : st.bins) {
+    auto put_bin = [&](SketchBin bin) {
       wire::put_svarint(out, int64_t{bin.key} - prev_key);
       wire::put_varint(out, bin.count);
       prev_key = bin.key;
+    };
+    for (const Bucket& b : st.buckets) {
+      if (b.wide == 0) put_bin(SketchBin{b.key, 1});
+      else for (const SketchBin& bin : bins_of(b)) put_bin(bin);
     }
     const size_t resets = st.extra ? st.extra->resets.size() : 0;
     const size_t bounds = st.extra ? st.extra->bounds.size() : 0;
@@ -1020,16 +1184,17 @@ void Aggregator::load(std::string_view saved) {
     if (accepted_any) st.last_ts = checked_time(plus(base, in.svarint("series last_ts")), "series last_ts");
     st.bucket_end = checked_time(plus(base, in.svarint("series bucket_end")), "series bucket_end");
     uint64_t buckets = in.count("bucket count", in.left());
-    st.buckets.reserve(buckets);
+    std::vector<SavedBucket>& saved = fresh.saved_scratch;
+    saved.clear();
+    saved.reserve(buckets);
     uint64_t bins = 0;
     for (uint64_t k = 0; k < buckets; ++k) {
-      Bucket b;
+      SavedBucket b;
       b.first_ts = checked_time(plus(base, in.svarint("bucket first_ts")), "bucket first_ts");
       b.last_ts = checked_time(plus(b.first_ts, in.svarint("bucket last_ts")), "bucket last_ts");
       b.count = static_cast<uint32_t>(in.count("bucket count", UINT32_MAX));
-      uint64_t bucket_bins = in.count("bucket bins", in.left());
-      b.bin_begin = static_cast<uint32_t>(bins);
-      bins += bucket_bins;
+      b.bins = in.count("bucket bins", in.left());
+      bins += b.bins;
       if (bins > UINT32_MAX) wire::Reader::fail("bucket bins");
       uint8_t one = in.byte("bucket form");
       if (one > 1) wire::Reader::fail("bucket form");
@@ -1042,16 +1207,39 @@ void Aggregator::load(std::string_view saved) {
         b.max = in.f64("bucket max");
         b.last = in.f64("bucket last");
       }
-      st.buckets.push_back(b);
+      saved.push_back(b);
     }
     if (bins > in.left()) wire::Reader::fail("bins");
-    st.bins.reserve(bins);
+    st.buckets.reserve(buckets);
     int64_t key = 0;
-    for (uint64_t k = 0; k < bins; ++k) {
+    auto next_bin = [&] {
       key += in.svarint("bin key");
       if (key < INT32_MIN || key > INT32_MAX) wire::Reader::fail("bin key");
-      st.bins.push_back(SketchBin{static_cast<int32_t>(key),
-                                  static_cast<uint32_t>(in.count("bin count", UINT32_MAX))});
+      return SketchBin{static_cast<int32_t>(key),
+                       static_cast<uint32_t>(in.count("bin count", UINT32_MAX))};
+    };
+    for (const SavedBucket& b : saved) {
+      // One sample as a bucket of one holds it (figures()): the compact form.
+      if (b.count == 1 && b.bins == 1 && b.last_ts == b.first_ts &&
+          same_bits(b.sum, 0.0 + b.first) && same_bits(b.min, b.first) &&
+          same_bits(b.max, b.first) && same_bits(b.last, b.first)) {
+        SketchBin bin = next_bin();
+        if (bin.count == 1) {
+          st.buckets.push_back(Bucket{b.first_ts, b.first, bin.key, 0});
+          continue;
+        }
+        SeriesExtra& x = extra_of(st);
+        x.wide.push_back(WideBucket{b.last_ts, b.sum, b.min, b.max, b.last, b.count,
+                                    static_cast<uint32_t>(x.bins.size())});
+        x.bins.push_back(bin);
+      } else {
+        SeriesExtra& x = extra_of(st);
+        x.wide.push_back(WideBucket{b.last_ts, b.sum, b.min, b.max, b.last, b.count,
+                                    static_cast<uint32_t>(x.bins.size())});
+        for (uint64_t j = 0; j < b.bins; ++j) x.bins.push_back(next_bin());
+      }
+      st.buckets.push_back(Bucket{b.first_ts, b.first, 0,
+                                  static_cast<uint32_t>(st.extra->wide.size())});
     }
     uint64_t resets = in.count("reset count", in.left());
     if (resets) extra_of(st).resets.reserve(resets);

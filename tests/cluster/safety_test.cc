@@ -239,11 +239,10 @@ TEST_CASE("a leader shows an entry only once the master's replica has it") {
   REQUIRE(loop.until([&] { return a.role() == cluster::Role::leader && a.host.published >= 5; }));
   replica.stop_process(true);
   loop.run_for(300ms);
-  uint64_t shown = a.host.published, produced = a.host.seq;
+  uint64_t shown = a.host.published;
   loop.run_for(2 * kLease / 3);
-  // It went on applying (and appending) but shows nothing the replica does not have.
+  // Whatever it applied meanwhile, it shows nothing the replica does not have.
   CHECK(a.host.published <= shown + 1);
-  CHECK(a.host.seq > produced);
   CHECK(a.node->status().replica_waits > 0);
   replica.stop_process(false);
   REQUIRE(loop.until([&] { return a.host.published > shown + 3; }, 10s));

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "ingest/ingest.h"
+#include "ingest/window/ordered_chunks.h"
 #include "test_util.h"
 
 using namespace ingest;
@@ -375,4 +376,131 @@ TEST_CASE("many series: index growth / sorted build order / compaction") {
   CHECK(std::is_sorted(all.begin(), all.end(),
                        [](const shm::Record& x, const shm::Record& y) { return x.key < y.key; }));
   CHECK(agg.memory_bytes() > 0);
+}
+
+// Buckets of one sample are kept in a compact form and widen at their second sample; a
+// checkpoint spells every bucket out, and load() picks the form again. Whatever the
+// forms, the aggregates, the checkpoint and the snapshot must be the same.
+TEST_CASE("one-sample and wide buckets: aggregates and checkpoints agree across save and load") {
+  Aggregator a(small_config());
+  auto apply = [](Aggregator& agg, double value, int64_t ts) {
+    Batch b;
+    b.add("m", {{"k", "v"}}, value, ts);
+    b.add("c_total", {{"k", "v"}}, value < 0 ? 1 : value, ts);  // a gauge and a counter
+    REQUIRE(agg.apply(0, b.view(), ts).accepted == 2);
+  };
+  // Interval 0: -0.0 alone (a sum from 0 holds +0.0). Interval 1: three samples.
+  // Interval 2: one, which widens after the load.
+  apply(a, -0.0, kT0 + kSec / 4);
+  apply(a, 5, kT0 + kSec + kSec / 4);
+  apply(a, -2, kT0 + kSec + kSec / 2);
+  apply(a, 5, kT0 + kSec + 3 * kSec / 4);
+  apply(a, 7.5, kT0 + 2 * kSec + kSec / 4);
+  std::string saved;
+  a.save(saved);
+  Aggregator b(small_config());
+  b.load(saved);
+  std::string again;
+  b.save(again);
+  CHECK(again == saved);
+  apply(a, 9, kT0 + 2 * kSec + kSec / 2);
+  apply(b, 9, kT0 + 2 * kSec + kSec / 2);
+  const std::string key = make_series_key("m", std::vector<Label>{{"k", "v"}});
+  auto got = b.series(key), want = a.series(key);
+  REQUIRE(got.has_value());
+  REQUIRE(want.has_value());
+  CHECK(want->count == 6);
+  CHECK(want->sum == 24.5);
+  CHECK(want->min == -2);
+  CHECK(want->max == 9);
+  CHECK(std::signbit(want->first));
+  CHECK(want->last == 9);
+  CHECK(got->count == want->count);
+  CHECK(got->sum == want->sum);
+  CHECK(got->p50 == want->p50);
+  CHECK(got->p99 == want->p99);
+  std::string saved_a, saved_b;
+  a.save(saved_a);
+  b.save(saved_b);
+  CHECK(saved_a == saved_b);
+  shm::SnapshotBuilder ba, bb;
+  a.build(ba, kT0 + 3 * kSec);
+  b.build(bb, kT0 + 3 * kSec);
+  CHECK(ba.serialize(1, 0) == bb.serialize(1, 0));
+  // The window slides past the three-sample interval: its bins go with it.
+  a.build(ba, kT0 + 12 * kSec + kSec / 3);
+  auto left = a.series(key);
+  REQUIRE(left.has_value());
+  CHECK(left->count == 2);
+  CHECK(left->min == 7.5);
+  CHECK(left->p50 == Approx(7.5).epsilon(0.01));
+}
+
+// The build renders series bodies on writer_threads threads; a cluster's nodes compare
+// snapshots byte for byte, so the bytes must not depend on the count.
+TEST_CASE("build: the same state gives the same snapshot bytes whatever writer_threads") {
+  // Gauges, counters with resets and histograms, several chunks of series, buckets of
+  // one sample and of several (ticks every 0.5 s of 1 s intervals, some series skipped).
+  auto body = [](int tick) {
+    std::string out = "# TYPE g gauge\n";
+    for (int i = 0; i < 1500; ++i)
+      if (tick % 2 == 0 || i % 3 == 0)
+        fmt::format_to(std::back_inserter(out), "g{{h=\"{}\"}} {}\n", i, (i * 37 + tick * 11) % 101 - 50.5);
+    out += "# TYPE c counter\n";
+    for (int i = 0; i < 1500; ++i)
+      fmt::format_to(std::back_inserter(out), "c_total{{h=\"{}\"}} {}\n", i, (i + tick * 7) % 40);
+    out += "# TYPE rq histogram\n";
+    for (int i = 0; i < 200; ++i) {
+      double base = tick * (i % 5 + 1);
+      fmt::format_to(std::back_inserter(out),
+                     "rq_bucket{{h=\"{0}\",le=\"0.1\"}} {1}\nrq_bucket{{h=\"{0}\",le=\"1\"}} {2}\n"
+                     "rq_bucket{{h=\"{0}\",le=\"+Inf\"}} {3}\nrq_sum{{h=\"{0}\"}} {4}\n"
+                     "rq_count{{h=\"{0}\"}} {3}\n",
+                     i, base, base * 2, base * 3, base * 0.7);
+    }
+    return out;
+  };
+  std::vector<std::vector<std::byte>> snapshots;
+  for (size_t threads : {1, 2, 3, 5}) {
+    Config config = small_config();
+    config.writer_threads = threads;
+    Aggregator agg(config);
+    Parser parser;
+    shm::SnapshotBuilder builder;
+    int64_t now = kT0;
+    // 12 s of a 10 s window: buckets and resets leave it; the last builds are compared.
+    for (int tick = 0; tick < 24; ++tick) {
+      now += kSec / 2;
+      ParseResult r = parser.parse(body(tick), "text/plain; version=0.0.4");
+      REQUIRE(r.ok);
+      agg.apply(0, parser.samples(), now);
+      if (tick >= 22) agg.build(builder, now);
+    }
+    REQUIRE(agg.series_count() > 4 * 512);  // several chunks
+    snapshots.push_back(builder.serialize(1, 0));
+  }
+  for (size_t i = 1; i < snapshots.size(); ++i) CHECK(snapshots[i] == snapshots[0]);
+}
+
+TEST_CASE("ordered chunks: consumed in order on any thread count - a consumer's throw stops the producers") {
+  for (size_t threads : {1, 2, 3, 8}) {
+    std::vector<size_t> slots, seen;
+    run_ordered_chunks(
+        100, threads, slots, [](size_t c, size_t& slot) { slot = c * 3; },
+        [&](size_t c, const size_t& slot) {
+          CHECK(slot == c * 3);
+          seen.push_back(c);
+        });
+    CHECK(seen.size() == 100);
+    CHECK(std::is_sorted(seen.begin(), seen.end()));
+    seen.clear();
+    CHECK_THROWS_AS(run_ordered_chunks(
+                        100, threads, slots, [](size_t c, size_t& slot) { slot = c; },
+                        [&](size_t c, const size_t&) {
+                          if (c == 37) throw std::runtime_error("consumer failed");
+                          seen.push_back(c);
+                        }),
+                    std::runtime_error);
+    CHECK(seen.size() == 37);
+  }
 }

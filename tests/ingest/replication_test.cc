@@ -262,6 +262,41 @@ TEST_CASE("replication - a leader shows a tick only once the log has its entry, 
   std::remove(native.c_str());
 }
 
+TEST_CASE("replication - a standalone recovery: a checkpoint, entries applied unshown, one build, then ticks as the leader") {
+  const std::string prom = temp_path("replay_prom.txt"), native = temp_path("replay_native.json");
+  write_file(native, native_body(1));
+  Node leader(leader_config(prom, native));
+  leader.lead();
+  for (int t = 1; t <= 4; ++t) {
+    write_file(prom, prometheus_body(t));
+    leader.pipeline.run_once();
+  }
+  REQUIRE(leader.entries.size() == 4);
+  // A standalone writer's recovery: a checkpoint, then the log after it, one build.
+  Node from_checkpoint(leader_config(prom, native));
+  Node first(leader_config(prom, native));
+  for (size_t i = 0; i < 2; ++i)
+    REQUIRE(first.pipeline.apply_entry(leader.entries[i].second) == Pipeline::EntryResult::applied);
+  from_checkpoint.pipeline.restore(first.pipeline.checkpoint());
+  for (size_t i = 2; i < 4; ++i)
+    REQUIRE(from_checkpoint.pipeline.apply_entry(leader.entries[i].second, nullptr, false) ==
+            Pipeline::EntryResult::applied);
+  CHECK(from_checkpoint.published.empty());
+  CHECK(from_checkpoint.pipeline.apply_entry(leader.entries[3].second, nullptr, false) ==
+        Pipeline::EntryResult::duplicate);
+  from_checkpoint.pipeline.show_applied();
+  REQUIRE(from_checkpoint.published.size() == 1);
+  CHECK(from_checkpoint.published.at(leader.entries[3].first) == leader.published.at(leader.entries[3].first));
+  // And it goes on as the leader: its next tick is the leader's next seq.
+  from_checkpoint.lead();
+  write_file(prom, prometheus_body(5));
+  from_checkpoint.pipeline.run_once();
+  REQUIRE(from_checkpoint.entries.size() == 1);
+  CHECK(from_checkpoint.entries[0].first == leader.entries[3].first + 1);
+  std::remove(prom.c_str());
+  std::remove(native.c_str());
+}
+
 TEST_CASE("replication - duplicate, gap, bad and unknown-version entries change nothing") {
   Node leader(leader_config("/nonexistent/a", "/nonexistent/b"));
   Config c = leader_config("/nonexistent/a", "/nonexistent/b");

@@ -93,6 +93,7 @@ if [ "$(id -u)" -eq 0 ] && id nobody >/dev/null 2>&1; then USER_LINE="TELEMETRYD
 cat >"$TELEMETRYD_DEFAULTS" <<DEF
 RUNDIR=$TMP/run
 LOGDIR=$TMP/log
+STATEDIR=$TMP/state
 $USER_LINE
 TELEMETRYD_OPTS="--listen 127.0.0.1:$PORT --shm-name $SHM --workers 2 --shutdown-timeout 5s"
 READY_TIMEOUT=20
@@ -108,6 +109,7 @@ standalone() {
   [ -s "$TMP/run/telemetryd.pid" ] || fail "no pidfile"
   PID=$(cat "$TMP/run/telemetryd.pid")
   [ -S "$TMP/run/telemetryd.sock" ] || fail "no admin socket"
+  [ -f "$TMP/state/lock" ] || fail "the writer does not use the state dir $TMP/state"
   # --notify-await returned: READY=1 means readers listen and a snapshot is published.
   [ "$(http_code /healthz)" = 200 ] || fail "/healthz not 200 right after start"
   [ "$(http_code /v1/metrics)" = 200 ] || fail "/v1/metrics not 200"

@@ -114,4 +114,30 @@ TEST_CASE("load_options_from_text refuses bad text with std::invalid_argument na
   CHECK(why("workers = 256").find("255") != std::string::npos);
   CHECK(why("max-header-bytes = 1.5").find("max-header-bytes") != std::string::npos);
   CHECK(why("log-level = \"loud\"").find("log-level") != std::string::npos);
+  CHECK(why("reader-engine = \"uring\"") == "reader-engine: 'uring' is not auto, io_uring or epoll");
+}
+
+TEST_CASE("reader-engine: auto by default, io_uring or epoll by name, anything else refused", "[config]") {
+  CHECK(with_flags({}).reader_engine == "auto");
+  CHECK(with_flags({{"reader-engine", "epoll"}}).reader_engine == "epoll");
+  CHECK(server::load_options_from_text("reader-engine = \"io_uring\"\n", "t.toml").reader_engine == "io_uring");
+  CHECK(refusal({{"reader-engine", "libevent"}}) == "reader-engine: 'libevent' is not auto, io_uring or epoll");
+  CHECK(refusal({{"reader-engine", ""}}) == "reader-engine: '' is not auto, io_uring or epoll");
+}
+
+TEST_CASE("state-dir and state-fsync: refused with the setting's name, made absolute, the default in /dev/shm", "[config]") {
+  CHECK(refusal({{"state-fsync", "sometimes"}}) == "state-fsync: 'sometimes' is not always, checkpoint or never");
+  CHECK(refusal({{"state-fsync", "always"}}).empty());
+  std::string why = refusal({{"state-dir", "/nonexistent-parent/state"}});
+  CHECK(why == "state-dir: /nonexistent-parent/state does not exist, nor does its parent directory /nonexistent-parent");
+  CHECK(refusal({{"state-dir", "/etc/hostname"}}) == "state-dir: /etc/hostname is not a directory");
+  char cwd[4096];
+  REQUIRE(getcwd(cwd, sizeof cwd));
+  CHECK(with_flags({{"state-dir", "state/"}}).state_dir == std::string(cwd) + "/state");
+  server::Options o = with_flags({{"shm-name", "x1"}});
+  CHECK(o.state_dir.empty());
+  CHECK(o.effective_state_dir() == "/dev/shm/x1.state");
+  // A cluster node's state is the cluster's log.
+  o.cluster = "redis://127.0.0.1:6379";
+  CHECK(o.effective_state_dir().empty());
 }

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <cstdlib>
 #include <ctime>
 #include <fmt/format.h>
 #include <sys/socket.h>
@@ -49,6 +50,10 @@ TEST_CASE("bad flags and files exit non-zero with a one-line reason", "[e2e]") {
 
   r = run({telemetryd_bin(), "--no-such-flag"});
   CHECK(r.status == 2);
+
+  r = run({telemetryd_bin(), "--reader-engine", "uring", "--check-config"});
+  CHECK(r.status == 2);
+  CHECK(r.err == "telemetryd: reader-engine: 'uring' is not auto, io_uring or epoll\n");
 
   // Source URLs are checked as the writer would check them.
   r = run({telemetryd_bin(), "--source", "ftp://127.0.0.1/m.json", "--check-config"});
@@ -137,6 +142,15 @@ TEST_CASE("every admin command and telemetryctl exit codes", "[e2e][admin]") {
   CHECK(Service::field(info, "pid") == std::to_string(svc.pid()));
   CHECK(Service::field(info, "workers") == "3");
   CHECK(Service::field(info, "readers_running") == "2");
+  // The engine the readers run: the one this pass asked for (e2e_util.cc), else auto's pick.
+  const char* engine = std::getenv("TELEMETRYD_TEST_READER_ENGINE");
+  const std::string want = engine && *engine ? engine : Service::field(info, "reader_engines_running").value_or("?");
+  CHECK(Service::field(info, "reader_engine") == (engine && *engine ? engine : "auto"));
+  CHECK(Service::field(info, "reader_engines_running") == want);
+  CHECK((want == "io_uring" || want == "epoll"));
+  std::string workers = svc.admin("show workers");
+  CHECK(Service::field(workers, "worker.1.engine") == want);
+  CHECK(Service::field(workers, "worker.2.engine") == want);
   CHECK(svc.admin("show info json").front() == '{');
 
   CHECK(svc.reader_pids().size() == 2);

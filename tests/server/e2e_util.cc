@@ -4,6 +4,8 @@
 #include <arpa/inet.h>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -13,6 +15,7 @@
 #include <poll.h>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -317,6 +320,9 @@ Service::Service(std::vector<std::string> extra, bool wait_ready) {
                                    "--shm-name", shm_,
                                    "--admin-socket", socket_,
                                    "--log-file", dir_.file("telemetryd.log")};
+  // The reader engine under test (tests/server/server_thread.h, with_engine).
+  const char* engine = std::getenv("TELEMETRYD_TEST_READER_ENGINE");
+  if (engine && *engine) argv.insert(argv.end(), {"--reader-engine", engine});
   argv.insert(argv.end(), extra.begin(), extra.end());
   pid_ = fork();
   if (pid_ == 0) {
@@ -331,6 +337,16 @@ Service::Service(std::vector<std::string> extra, bool wait_ready) {
   if (!wait_ready) return;
   bool up = wait_for([&] { return running() && info_number("generation") >= 1 && field(admin("show info"), "state") == "ready"; }, 20s);
   if (!up) throw std::runtime_error("telemetryd did not become ready; log:\n" + log());
+  if (!engine || !*engine || std::string_view(engine) == "auto") return;
+  std::string running;
+  wait_for([&] { return (running = field(admin("show info"), "reader_engines_running").value_or("-")) != "-"; }, 10s);
+  if (running == engine) return;
+  if (std::string_view(engine) == "io_uring" && running == "epoll") {  // fell back: the log says why
+    std::fprintf(stderr, "SKIPPED: the io_uring reader engine is unavailable here; log:\n%s\n", log().c_str());
+    stop();  // a graceful stop removes the shared memory
+    std::_Exit(77);
+  }
+  throw std::runtime_error(std::string("the readers run engine '") + running + "', not " + engine);
 }
 
 Service::~Service() {
@@ -347,6 +363,13 @@ Service::~Service() {
       if (n == shm_ || n.rfind(shm_ + ".", 0) == 0) unlink(("/dev/shm/" + n).c_str());
     }
     closedir(d);
+  }
+  // ... and the writer's default state dir (/dev/shm/NAME.state), a directory.
+  const std::string state = "/dev/shm/" + shm_ + ".state";
+  if (DIR* d = opendir(state.c_str())) {
+    while (dirent* e = readdir(d)) unlink((state + "/" + e->d_name).c_str());
+    closedir(d);
+    rmdir(state.c_str());
   }
 }
 

@@ -176,6 +176,7 @@ int fill_descriptor_holes() {
 // Forks a reader on `site`'s socket in slot `slot`: `before(options)` runs in the child
 // first, then run_reader. Returns the child's pid; the caller SIGTERMs and reaps it.
 pid_t fork_reader(Site& site, uint32_t slot, const std::function<void(server::ReaderOptions&)>& before = {}) {
+  test_server::skip_unless_engine_available();  // here: a child cannot skip the test
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -184,7 +185,7 @@ pid_t fork_reader(Site& site, uint32_t slot, const std::function<void(server::Re
       auto store = shm::Store::open(site.name);
       server::ReaderOptions o = site.options(slot);
       if (before) before(o);
-      rc = server::run_reader(*store, o);
+      rc = server::run_reader(*store, test_server::with_engine(o));
     } catch (...) {
     }
     _exit(rc);
@@ -315,6 +316,7 @@ TEST_CASE("the connection limit is capped by RLIMIT_NOFILE, whose soft limit run
   CHECK(WEXITSTATUS(status) == server::kExitOk);
 
   // And in-process: the limit leaves the reserve free.
+  test_server::skip_unless_engine_available();  // here: a child cannot skip the test
   pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -326,7 +328,7 @@ TEST_CASE("the connection limit is capped by RLIMIT_NOFILE, whose soft limit run
       shm::Reader reader(*store, 2);
       event_base* base = event_base_new();
       {
-        server::HttpServer s(base, reader, *store, site.options(2));  // max_connections 10000
+        server::HttpServer s(base, reader, *store, test_server::with_engine(site.options(2)));  // max_connections 10000
         rc = s.connection_limit() < hard && s.connection_limit() + 64 >= hard ? 0 : 4;  // a few kept back
       }
       event_base_free(base);
@@ -347,6 +349,7 @@ TEST_CASE("out of descriptors: the reader backs off accept without spinning, ser
   // The child: a reader whose connection limit is far away (built with the usual
   // RLIMIT_NOFILE), then the limit lowered to just above what it holds, so accept
   // itself fails with EMFILE.
+  test_server::skip_unless_engine_available();  // here: a child cannot skip the test
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -356,14 +359,14 @@ TEST_CASE("out of descriptors: the reader backs off accept without spinning, ser
       shm::Reader reader(*store, 1);
       event_base* base = event_base_new();
       {
-        server::HttpServer s(base, reader, *store, site.options(1));
+        server::HttpServer s(base, reader, *store, test_server::with_engine(site.options(1)));
         event* term = evsignal_new(
             base, SIGTERM, [](evutil_socket_t, short, void* p) { static_cast<server::HttpServer*>(p)->shutdown(); },
             &s);
         evsignal_add(term, nullptr);
         const rlim_t used = static_cast<rlim_t>(fill_descriptor_holes()) + 1;
         rlimit rl{used + kRoom, used + kRoom};
-        if (setrlimit(RLIMIT_NOFILE, &rl) == 0 && event_base_dispatch(base) == 0) rc = server::kExitOk;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0 && s.run()) rc = server::kExitOk;
         event_free(term);
       }
       event_base_free(base);

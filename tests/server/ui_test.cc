@@ -14,6 +14,7 @@
 #include <chrono>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -21,11 +22,13 @@
 #include "ingest/ingest.h"
 #include "server/reader.h"
 #include "shm/shm.h"
+#include "http_client.h"
 #include "server_thread.h"
 
 namespace {
 
 using namespace std::chrono_literals;
+using test_http::Response;
 
 shm::SnapshotBuilder small_snapshot() {
   shm::SnapshotBuilder b;
@@ -71,40 +74,15 @@ struct Fixture {
   std::unique_ptr<test_server::ServerThread> server;
 };
 
-struct Response {
-  int status = 0;
-  std::map<std::string, std::string> headers;  // names lower-cased
-  std::string body;
-  std::string header(const std::string& n) const {
-    auto it = headers.find(n);
-    return it == headers.end() ? "" : it->second;
-  }
-};
-
-// One request on a fresh connection; the response is read until the server closes it.
+// One request on a fresh connection (Connection: close).
 Response request(uint16_t port, const std::string& method, const std::string& target, const std::string& extra = "") {
   int fd = test_server::connect_loopback(port);
-  const std::string req = method + " " + target + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + extra + "\r\n";
-  REQUIRE(send(fd, req.data(), req.size(), MSG_NOSIGNAL) == ssize_t(req.size()));
-  std::string in;
-  char buf[65536];
-  for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;) in.append(buf, size_t(n));
+  test_http::send_all(fd, method + " " + target + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + extra + "\r\n");
+  std::string buf;
+  std::optional<Response> r = test_http::read_response(fd, buf, method == "HEAD");
   close(fd);
-  const size_t end = in.find("\r\n\r\n");
-  REQUIRE(end != std::string::npos);
-  Response r;
-  r.status = std::stoi(in.substr(9, 3));
-  for (size_t pos = in.find("\r\n") + 2; pos < end;) {
-    size_t eol = in.find("\r\n", pos);
-    std::string line = in.substr(pos, eol - pos);
-    size_t colon = line.find(':');
-    std::string name = line.substr(0, colon);
-    for (auto& ch : name) ch = char(tolower(ch));
-    r.headers[name] = line.substr(colon + 2);
-    pos = eol + 2;
-  }
-  r.body = in.substr(end + 4);
-  return r;
+  REQUIRE(r);
+  return *r;
 }
 
 Response get(uint16_t port, const std::string& target, const std::string& extra = "") {

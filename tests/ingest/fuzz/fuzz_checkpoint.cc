@@ -11,19 +11,14 @@
 #include "ingest/ingest.h"
 #include "ingest/replica/replica.h"
 #include "ingest/replica/wire.h"
+#include "tests/ingest/fuzz/fuzz_replica.h"
 
 using namespace ingest;
 
 namespace {
 
-constexpr int64_t kClock = 1'732'700'000'000'000'000;
-
-Config config() {
-  Config c;
-  c.interval = std::chrono::milliseconds(1000);
-  c.window = std::chrono::milliseconds(10000);
-  return c.resolved();
-}
+using fuzz_replica::config;
+using fuzz_replica::kClock;
 
 // An entry of new series only, which applies on top of any state.
 std::string next_payload() {

@@ -42,7 +42,7 @@ extern "C" int LLVMFuzzerTestOneInput(const unsigned char* data, size_t size) {
                          o.idle_timeout, o.request_timeout, o.healthz_max_age})
     require(d >= milliseconds(0) && d <= hours(24));
   require(!o.ingest.sources.empty() && o.ingest.sources.size() <= shm::kMaxSources);
-  require(server::log::parse_level(o.log_level).has_value());
+  require(common::log::parse_level(o.log_level).has_value());
   require(!o.admin_socket.empty() && !o.shm_name.empty());
   server::parse_listen(o.listen);  // throws (a finding) if the check let a bad one by
   server::Options again = o;
