@@ -41,9 +41,10 @@
 #   pause-node    SIGSTOP the leader's whole process group, as long (resumed past the
 #                 stuck-timeout, its supervisor kills the readers as stuck: their
 #                 connections are added to the failures' allowance, as for a reader kill);
-#   drop-reply    the next bytes the leader sends to Redis are relayed, Redis's reply is
-#                 thrown away and the connection closed 0.3 s later (a reply lost after
-#                 the command took effect: the resent append must be a DUP).
+#   drop-reply    the next bytes the leader sends to Redis within 3 s are relayed,
+#                 Redis's reply is thrown away and the connection closed 0.3 s later (a
+#                 reply lost after the command took effect: a resent append must be a
+#                 DUP); the summary counts the replies dropped.
 # Meanwhile bench/cluster/pusher.py pushes OTLP/JSON points with unique values at a
 # node picked at random, PUSH_RATE requests a second, and records the answers; and
 # bench/cluster/observe.py samples four series on every node every 0.5 s and keeps every
@@ -289,17 +290,23 @@ $CL_PY bench/cluster/observe.py --decoder "$LOG_ENTRIES" --redis-port "${CL_REDI
 OBSERVER_PID=$!
 CL_PIDS+=($!)
 
-# Every ~100 ms: the time (ms since T0) and each node's role and term.
+# Every ~100 ms (slower when loaded, or while a node is stopped: up to cl_ctl's 2 s):
+# the time (ms since T0) and each node's role and term.
 (
   set +e +o pipefail  # a node that is down (or stopped) answers nothing: "down"
-  CL_CTL_TIMEOUT=0.5
   while :; do
-    line="$(($(ms) - T0))"
+    line=""
+    for i in 1 2 3; do  # asked together: a stopped node holds up no other's answer
+      cl_ctl "$i" show cluster >"$OUT/poll.$i" 2>/dev/null &
+    done
+    wait
     for i in 1 2 3; do
-      r=$(cl_ctl "$i" show cluster 2>/dev/null | awk -F': ' '$1 == "role" { r = $2 } $1 == "term" { t = $2 } END { print (r ? r : "down") ":" (t ? t : 0) }')
+      r=$(awk -F': ' '$1 == "role" { r = $2 } $1 == "term" { t = $2 } END { print (r ? r : "down") ":" (t ? t : 0) }' "$OUT/poll.$i")
       line+=" ${r:-down:0}"
     done
-    echo "$line"
+    # stamped once all three answered (a fault that began during the questions comes
+    # before the stamp, not after: its effect is counted for it, not for the one before)
+    echo "$(($(ms) - T0))$line"
     sleep 0.1
   done
 ) >"$OUT/roles.tsv" 2>/dev/null &
@@ -489,7 +496,7 @@ start_net_fault() {
       NET_STOPPED=-${CL_NODE_PID[i]}
       event "SIGSTOP node$i (leader) process group for $HOLD ms" ;;
     drop-reply)
-      i=$lead HOLD=500
+      i=$lead HOLD=3000  # armed until the leader next sends (a tick is 1 s)
       echo drop >"$OUT/proxy-node$i.ctl"
       event "DROP the next Redis reply to node$i (leader)" ;;
   esac
@@ -499,7 +506,7 @@ start_net_fault() {
 heal_net_fault() {
   local i
   case $NET_KIND in
-    cut-* | drop-reply) for f in "$OUT"/proxy-*.ctl "$OUT/proxy-replica.ctl"; do echo ok >"$f"; done ;;
+    cut-* | drop-reply) for f in "$OUT"/proxy-*.ctl; do echo ok >"$f"; done ;;
     pause-*) kill -CONT -- "$NET_STOPPED" 2>/dev/null || true; NET_STOPPED="" ;;
   esac
   if [ "$NET_KIND" = pause-node ]; then
@@ -658,7 +665,8 @@ for k in "${NET_KINDS[@]}"; do
   NET_SUMMARY+=" $k ${NET_COUNT[$k]},"
   [ "${NET_COUNT[$k]}" -gt 0 ] || NET_KINDS_OK=0
 done
-[ "$PARTITIONS" = 0 ] || echo "network/pause faults:${NET_SUMMARY%,}; node$SKEW_NODE's clock $SKEW off; readers the supervisor killed as stuck after a pause: $STUCK_KILLS"
+DROPPED=$(cat "$OUT"/proxy-*.log 2>/dev/null | grep -c 'dropping the reply' || true)
+[ "$PARTITIONS" = 0 ] || echo "network/pause faults:${NET_SUMMARY%,} ($DROPPED replies dropped); node$SKEW_NODE's clock $SKEW off; readers the supervisor killed as stuck after a pause: $STUCK_KILLS"
 PUSHES=$(wc -l <"$OUT/pushes.jsonl" 2>/dev/null || echo 0)
 echo "pushes: $PUSHES requests, by answer: $($CL_PY -c '
 import collections, json, sys
