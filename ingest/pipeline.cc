@@ -673,6 +673,7 @@ struct Pipeline::Impl {
     std::vector<ApplyStats> stats;
     try {
       replica.apply(payload, seq, tick_ns, aggregator, &stats, nullptr);
+      aggregator.expire(tick_ns);  // as a follower does at each entry (apply_entry)
     } catch (const std::exception& e) {
       for (auto& s : sources) record(*s, 0, std::string("entry refused: ") + e.what());
       return false;
@@ -903,6 +904,10 @@ Pipeline::EntryResult Pipeline::apply_entry(std::string_view entry, std::string*
     std::string payload =
         wire::decompress(entry.substr(Replica::kEntryHeaderBytes), Replica::kMaxEntryPayload);
     m.replica.apply(payload, seq, clock, m.aggregator, nullptr, &statuses);
+    // Expiry at every entry, not only in the builds: a node that catches up without
+    // building (or a leader whose commits are coalesced) must hold the same state as
+    // one that built every entry, or a series expired here would live on there.
+    m.aggregator.expire(clock);
   } catch (const std::invalid_argument& e) {
     return bad(fmt::format("entry {}: {}", seq, e.what()));
   }
