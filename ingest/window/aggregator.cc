@@ -844,7 +844,10 @@ void Aggregator::expire(int64_t now_ns) {
   for (size_t i = 0; i < m.series.size(); ++i) {
     SeriesState& st = m.series[i];
     m.trim(st, cutoff);
-    if (now_ns - st.last_seen >= m.expire_ns) {
+    // Unseen: neither fetched nor holding a sample of its own time since expire_after. A
+    // sample stamped after its tick (a pusher's clock ahead of the leader's) keeps its
+    // series as long as it keeps its bucket in the window.
+    if (now_ns - std::max(st.last_seen, st.last_ts) >= m.expire_ns) {
       if (dead.empty()) dead.resize(m.series.size(), false);
       dead[i] = true;
     }

@@ -188,6 +188,23 @@ TEST_CASE("the window slides: old buckets leave / then the series expires") {
   CHECK(agg.series_count() == 0);
 }
 
+// A sample stamped after the tick that took it (a pusher's clock ahead of the
+// leader's): its series lives while that sample is in the window, not only for
+// expire_after from the tick.
+TEST_CASE("a series whose sample is newer than its fetch expires by that sample's time") {
+  Config c = small_config();  // window 10 s, expire 10 s, stale 3 s
+  Aggregator agg(c);
+  Batch b;
+  b.add("m", {}, 1, kT0 + 3 * kSec);
+  agg.apply(0, b.view(), kT0);
+  agg.expire(kT0 + 11 * kSec);  // 11 s after the fetch, 8 s after the sample
+  auto a = agg.series("m");
+  REQUIRE(a);
+  CHECK(a->count == 1);
+  agg.expire(kT0 + 13 * kSec);  // 10 s after the sample: gone with it
+  CHECK_FALSE(agg.series("m"));
+}
+
 TEST_CASE("a new interval re-slices the newest bucket: it fills to the end of its new interval") {
   // Two samples 2.5 s apart. The window drops whole buckets, so whether they share one
   // shows in what is left once the first one's time has left the window.
