@@ -105,9 +105,10 @@ void Node::Impl::on_period() {
     // applied the most among those that may lead takes over, so no applied entry is
     // lost; the acquire script checks the same inside Redis.
     uint64_t highest = 0;
+    auto counted = [this](uint64_t applied) { return log_end > 0 ? std::min(applied, log_end) : applied; };
     for (const Member& m : members)
-      if (m.node_id != settings.node_id && m.may_lead) highest = std::max(highest, m.applied);
-    if (host.applied_seq() >= highest) acquire();
+      if (m.node_id != settings.node_id && m.may_lead) highest = std::max(highest, counted(m.applied));
+    if (counted(host.applied_seq()) >= highest) acquire();
   }
   if (!tailing) tail_next();
 }

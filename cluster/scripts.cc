@@ -30,7 +30,11 @@ namespace cluster {
 
 // Members that may lead, from node-info ("ROLE APPLIED LAG_MS MAY_LEAD"): only they
 // count when the acquire script looks for a node that applied more, so a follower-only
-// node ahead of the others never keeps the lease free for ever.
+// node ahead of the others never keeps the lease free for ever. What a node applied past
+// the log's end counts as the log's end: those entries were never acknowledged (a
+// leader's ticks waiting for Redis, a tail a failover lost), and a paused or dead leader
+// that holds them must not keep the others from taking over until its membership
+// expires. With no log at all (Redis restarted empty) the node that holds most leads.
 const char* const kAcquireScript =
     LOG_END_FUNCTION
     "local holder = redis.call('GET', KEYS[1])\n"
@@ -38,8 +42,10 @@ const char* const kAcquireScript =
     "local time = redis.call('TIME')\n"
     "local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)\n"
     "local info = redis.call('HGETALL', KEYS[6])\n"
+    "local last = log_end(KEYS[3], KEYS[4])\n"
     "for i = 1, #info, 2 do\n"
     "  local applied = tonumber(string.match(info[i + 1], '^%S+ (%d+)') or '0')\n"
+    "  if last > 0 and applied > last then applied = last end\n"
     "  local may_lead = string.match(info[i + 1], '^%S+ %d+ %S+ (%d)') ~= '0'\n"
     "  local expiry = tonumber(redis.call('ZSCORE', KEYS[5], info[i]) or '0')\n"
     "  if info[i] ~= ARGV[1] and may_lead and expiry > now and applied > tonumber(ARGV[4]) then\n"

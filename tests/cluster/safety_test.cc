@@ -123,6 +123,12 @@ TEST_CASE("the acquire script: a follower-only node that applied more does not h
   c.run({"HSET", "test:node-info", "d", "candidate 80 0 1"});
   CHECK(acquire("c", 50)[0] == "0");
   CHECK(acquire("d", 80)[0] == "1");
+  // What a node applied past the log's end (a paused leader's ticks that never reached
+  // the log) does not count: the others take over at once, not when its membership
+  // expires.
+  c.run({"DEL", "test:lease"});
+  c.run({"SET", "test:log-end", "60 " + cluster::hash_text(7)});
+  CHECK(acquire("c", 60)[0] == "1");
 }
 
 // The log lost its tail (a failover) and the node holding the most is follower-only:
