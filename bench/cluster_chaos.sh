@@ -290,14 +290,15 @@ $CL_PY bench/cluster/observe.py --decoder "$LOG_ENTRIES" --redis-port "${CL_REDI
 OBSERVER_PID=$!
 CL_PIDS+=($!)
 
-# Every ~100 ms (slower when loaded, or while a node is stopped: up to cl_ctl's 2 s):
-# the time (ms since T0) and each node's role and term.
+# Every ~100 ms (slower when loaded, or while a node is stopped: up to the 1 s the
+# poll gives each answer, so that a stopped node blurs the leaderless time by at most
+# that): the time (ms since T0) and each node's role and term.
 (
   set +e +o pipefail  # a node that is down (or stopped) answers nothing: "down"
   while :; do
     line=""
     for i in 1 2 3; do  # asked together: a stopped node holds up no other's answer
-      cl_ctl "$i" show cluster >"$OUT/poll.$i" 2>/dev/null &
+      CL_CTL_TIMEOUT=1 cl_ctl "$i" show cluster >"$OUT/poll.$i" 2>/dev/null &
     done
     wait
     for i in 1 2 3; do

@@ -17,11 +17,12 @@ namespace cluster {
 void Node::Impl::acquire() {
   int64_t sent = monotonic_ns();
   uint64_t floor = std::max({term, applied_term, highest_term});
-  commands.command(
+  acquiring = commands.command(
       {"EVAL", kAcquireScript, "6", keys.lease, keys.term, keys.log_end, keys.checkpoints, keys.nodes, keys.node_info,
        settings.node_id, std::to_string(settings.lease.count()), std::to_string(floor),
        std::to_string(host.applied_seq())},
       [this, sent](const redisReply* r, const std::string& error) {
+        acquiring = false;
         if (!r) {
           problem("taking the lease: " + error);
           return;
@@ -36,6 +37,7 @@ void Node::Impl::acquire() {
                         parse_hash(std::string_view(r->element[3]->str, r->element[3]->len)));
         } else if (r->element[1]->type == REDIS_REPLY_STRING) {
           std::string holder(r->element[1]->str, r->element[1]->len);
+          if (holder == lease_value() && role == Role::leader) return;  // our own lease
           size_t space = holder.rfind(' ');
           leader_id = holder.substr(0, space);
           if (space != std::string::npos) term = std::max<uint64_t>(term, parse_u64(std::string_view(holder).substr(space + 1)));

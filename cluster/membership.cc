@@ -79,6 +79,7 @@ void Node::Impl::heartbeat() {
           role = Role::follower;
         }
         ++heartbeats;
+        if (holder.empty()) try_lead();  // the lease is free: now, not at the next period
         update_synced();
         pump();
       });

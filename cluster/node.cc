@@ -98,23 +98,33 @@ void Node::Impl::on_period() {
   if (role == Role::leader) {
     if (monotonic_ns() >= renewed_at_ns + settings.lease.count() * 1'000'000 / 3 - 50'000'000) renew();
     pump();
-  } else if (settings.may_lead && !loading && !want_checkpoint && leader_id.empty() && heartbeats >= 1 &&
-             monotonic_ns() >= connected_at_ns + settings.lease.count() * 1'000'000) {
-    // A lease's time after connecting first: Redis may have restarted empty and
-    // forgotten the nodes, which need that long to be heard again. The node that has
-    // applied the most among those that may lead takes over, so no applied entry is
-    // lost; the acquire script checks the same inside Redis.
-    uint64_t highest = 0;
-    auto counted = [this](uint64_t applied) { return log_end > 0 ? std::min(applied, log_end) : applied; };
-    for (const Member& m : members)
-      if (m.node_id != settings.node_id && m.may_lead) highest = std::max(highest, counted(m.applied));
-    if (counted(host.applied_seq()) >= highest) acquire();
+  } else {
+    try_lead();
   }
   if (!tailing) tail_next();
 }
 
+// A candidate takes a free lease: from the period, and at once from the heartbeat that
+// found it free (waiting for the next period cost up to a second more without a leader).
+void Node::Impl::try_lead() {
+  if (role == Role::leader || acquiring || !settings.may_lead || loading || want_checkpoint || !leader_id.empty() ||
+      heartbeats < 1 || monotonic_ns() < connected_at_ns + settings.lease.count() * 1'000'000)
+    return;
+  // A lease's time after connecting first: Redis may have restarted empty and forgotten
+  // the nodes, which need that long to be heard again. The node that has applied the
+  // most among those that may lead takes over, so no appended entry is lost; what a
+  // node applied past the log's end was never acknowledged and counts as the end. The
+  // acquire script checks the same inside Redis.
+  uint64_t highest = 0;
+  auto counted = [this](uint64_t applied) { return log_end > 0 ? std::min(applied, log_end) : applied; };
+  for (const Member& m : members)
+    if (m.node_id != settings.node_id && m.may_lead) highest = std::max(highest, counted(m.applied));
+  if (counted(host.applied_seq()) >= highest) acquire();
+}
+
 void Node::Impl::on_commands_change(bool up) {
   heartbeats = 0;
+  acquiring = false;
   connected_at_ns = monotonic_ns();
   if (!up && down_since_ns == 0) down_since_ns = connected_at_ns;
   if (up) down_since_ns = 0;

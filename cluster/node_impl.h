@@ -29,6 +29,7 @@ struct Node::Impl {
   // node.cc
   void start();
   void on_period();
+  void try_lead();
   void on_commands_change(bool up);
   void on_master_switch(const HostPort& master);
   void become_leader(uint64_t new_term, uint64_t end, uint64_t end_hash);
@@ -95,6 +96,7 @@ struct Node::Impl {
   int64_t renewed_at_ns = 0;      // leader: when the last acquire or renewal was sent
   int64_t seen_pttl_ms = 0, seen_pttl_at_ns = 0;
   bool leading = false;       // host.set_leading(true) in force
+  bool acquiring = false;     // an acquire is in flight: never two at once
   uint64_t takeover_end = 0;  // leader: apply up to here before producing entries
   uint64_t applied_term = 0;  // the term of the last entry applied (its leader's)
   uint64_t applied_hash = 0;  // the chain hash of the last entry applied (or restored)
