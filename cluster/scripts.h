@@ -10,7 +10,8 @@ namespace cluster {
 struct Keys {
   explicit Keys(const std::string& name)
       : lease(name + ":lease"), term(name + ":term"), log(name + ":log"), log_end(name + ":log-end"),
-        checkpoints(name + ":checkpoints"), chunk_prefix(name + ":checkpoint:"), nodes(name + ":nodes"), node_info(name + ":node-info") {}
+        checkpoints(name + ":checkpoints"), chunk_prefix(name + ":checkpoint:"), nodes(name + ":nodes"), node_info(name + ":node-info"),
+        sources(name + ":sources") {}
   std::string lease;         // "NODE_ID TERM", expires after the lease
   std::string term;          // the highest term handed out (INCR)
   std::string log;           // stream: ID "SEQ-0", fields t (term), h (chain hash, 16 hex digits:
@@ -22,6 +23,7 @@ struct Keys {
   std::string chunk_prefix;  // + "SEQ:TERM:I": chunk I (<= 1 MB) of that checkpoint
   std::string nodes;         // zset: node id -> expiry (Redis time, ms)
   std::string node_info;     // hash: node id -> "ROLE APPLIED LAG_MS MAY_LEAD" (MAY_LEAD 0: --role follower)
+  std::string sources;       // partition: hash: source -> "EPOCH TICK SEQ", the newest entry of each source
 };
 
 // KEYS lease term log_end checkpoints nodes node_info; ARGV node_id lease_ms term_floor
@@ -42,6 +44,20 @@ extern const char* const kRenewScript;
 // the log's entry seq - 1 is not the one this entry follows (another history). The
 // stream is also capped at about max_len entries, a safety net behind checkpoints.
 extern const char* const kAppendScript;
+// A partition's log has several writers (the pullers of its sources, and the nodes that
+// take pushes), so it is not fenced by a lease; what keeps it exact is checked here,
+// atomically with the append. KEYS log log_end checkpoints sources; ARGV source epoch
+// tick publish_ms entry max_len. Appends the entry after the log's end (seq = end + 1)
+// with its chain hash computed here: the first 16 hex digits of SHA-1(the end's hash ..
+// entry), so every holder applies one history however the writers interleave. Per
+// source, epochs (a puller's term for it) and ticks (the interval grid) only go up:
+// -> {"OK", seq, hash}; {"DUP", seq} when this source's newest entry has this epoch and
+// tick (a resend after a lost reply); an error "STALE ..." when a newer epoch appended
+// for the source (a puller that lost it), "OLD ..." when the source's newest tick is at
+// or past this one (a paused puller's late entry, or two pullers during a hand-over: one
+// of them counted the tick). A newer epoch refused as OLD still fences the older one.
+// The stream is capped at about max_len entries, a safety net behind checkpoints.
+extern const char* const kPartitionAppendScript;
 // KEYS lease checkpoints log; ARGV "NODE_ID TERM" seq term chunks chunk_prefix unix_ms
 // entry_term hash.
 // Records a checkpoint whose chunks are written (with an expiry, so that the chunks of
