@@ -1,12 +1,12 @@
-// cluster/partitions.cc: the partition of a series and the holders of a partition
+// common/partitions.cc: the partition of a series and the holders of a partition
 // (partitions.h). Plain arithmetic on purpose: every node, and any client that routes by
 // itself, must get the same answers from the definitions in docs/architecture.md.
-#include "cluster/partitions.h"
+#include "common/partitions.h"
 
 #include <algorithm>
 #include <stdexcept>
 
-namespace cluster {
+namespace common {
 
 uint64_t fnv1a64(std::string_view bytes) {
   uint64_t h = 0xcbf29ce484222325ULL;
@@ -64,4 +64,4 @@ std::string partition_tag(std::string_view cluster_name, uint32_t partition) {
   return tag;
 }
 
-}  // namespace cluster
+}  // namespace common

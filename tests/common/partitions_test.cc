@@ -1,5 +1,5 @@
-// tests/cluster/partitions_test.cc: the partition of a series and the holders of a
-// partition (cluster/partitions.h): the published definitions, spread, and how little
+// tests/common/partitions_test.cc: the partition of a series and the holders of a
+// partition (common/partitions.h): the published definitions, spread, and how little
 // moves when a node joins or leaves.
 #include <algorithm>
 #include <map>
@@ -9,9 +9,9 @@
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 
-#include "cluster/partitions.h"
+#include "common/partitions.h"
 
-using namespace cluster;
+using namespace common;
 
 namespace {
 std::vector<std::string> node_ids(int n, const std::string& prefix = "node-") {

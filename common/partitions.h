@@ -1,4 +1,4 @@
-// cluster/partitions.h: where a series lives in a partitioned cluster, as pure
+// common/partitions.h: where a series lives in a partitioned cluster, as pure
 // functions every node computes alike: the series' partition, the partition's holders
 // among the live nodes, and the hash tag that keeps a partition's keys on one Redis
 // Cluster slot.
@@ -25,7 +25,7 @@
 #include <string_view>
 #include <vector>
 
-namespace cluster {
+namespace common {
 
 // FNV-1a, 64 bits, over the bytes (offset basis 0xcbf29ce484222325, prime 0x100000001b3).
 uint64_t fnv1a64(std::string_view bytes);
@@ -50,4 +50,4 @@ std::vector<uint32_t> held_by(std::string_view node_id, const std::vector<std::s
 // partition's keys share a slot and its Lua scripts stay atomic).
 std::string partition_tag(std::string_view cluster_name, uint32_t partition);
 
-}  // namespace cluster
+}  // namespace common
