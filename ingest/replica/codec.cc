@@ -1,7 +1,10 @@
 // codec.cc: the shared pieces of replicated bytes (codec.h).
 #include "ingest/replica/codec.h"
 
+#include <cstring>
+
 #include "ingest/internal.h"
+#include "ingest/replica/replica.h"
 
 namespace ingest::codec {
 
@@ -95,6 +98,31 @@ void put_status(std::string& out, const shm::SourceStatus& s) {
   wire::put_varint(out, s.errors);
   wire::put_string(out, std::string_view(s.last_error).substr(0, 64 * 1024));
   wire::put_varint(out, s.last_error_ns);
+}
+
+void put_header(std::string& out, const char (&magic)[4], uint64_t seq) {
+  out.append(magic, 4);
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(kLogFormatVersion >> (8 * i)));
+  wire::put_u64(out, seq);
+}
+void seal_header(std::string& out) { wire::put_u64(out, shm::hash_bytes(out.data(), out.size())); }
+
+uint64_t read_header(wire::Reader& in, const char (&magic)[4], const char* what,
+                     size_t header_bytes) {
+  const char* start = in.peek();
+  if (in.left() < header_bytes || std::memcmp(start, magic, 4) != 0)
+    throw std::invalid_argument(std::string("not a telemetryd ") + what);
+  in.skip(4);
+  uint32_t version = 0;
+  for (int i = 0; i < 4; ++i) version |= uint32_t{in.byte(what)} << (8 * i);
+  if (version != kLogFormatVersion)
+    throw std::invalid_argument(std::string(what) + " of format version " +
+                                std::to_string(version) + "; this build reads version " +
+                                std::to_string(kLogFormatVersion));
+  wire::Reader hash(std::string_view(start + header_bytes - 8, 8));
+  if (hash.u64(what) != shm::hash_bytes(start, header_bytes - 8))
+    throw std::invalid_argument(std::string(what) + ": header damaged (hash mismatch)");
+  return in.u64(what);
 }
 
 }  // namespace ingest::codec

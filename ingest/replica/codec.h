@@ -13,6 +13,14 @@
 
 namespace ingest::codec {
 
+// The fixed header in front of an entry's or a checkpoint's zstd frame: magic, format
+// version, a u64 (a seq or a tick), what the caller adds (an entry's clock), then a hash
+// of those bytes, since the zstd checksum only covers the payload. read_header checks
+// magic, version and the hash (the last 8 of header_bytes) and returns the u64.
+void put_header(std::string& out, const char (&magic)[4], uint64_t seq);
+void seal_header(std::string& out);
+uint64_t read_header(wire::Reader& in, const char (&magic)[4], const char* what, size_t header_bytes);
+
 // The settings of Config that aggregation depends on; read_settings gives base with them,
 // resolved (throws std::invalid_argument when they are not a sound configuration).
 void put_settings(std::string& out, const Config& c);

@@ -40,34 +40,6 @@ constexpr uint8_t kFlagAtClock = 0x04;
 constexpr uint8_t kFlagDefines = 0x08;
 constexpr uint8_t kFlagsKnown = kFlagKind | kFlagAtClock | kFlagDefines;
 
-// The header: magic, version, seq, (entries) clock, then a hash of those bytes, since
-// the zstd checksum only covers the payload.
-void put_header(std::string& out, const char (&magic)[4], uint64_t seq) {
-  out.append(magic, 4);
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(kLogFormatVersion >> (8 * i)));
-  wire::put_u64(out, seq);
-}
-void seal_header(std::string& out) { wire::put_u64(out, shm::hash_bytes(out.data(), out.size())); }
-
-// Checks magic, version and the header's hash (at header_bytes - 8); returns the seq.
-uint64_t read_header(wire::Reader& in, const char (&magic)[4], const char* what,
-                     size_t header_bytes) {
-  const char* start = in.peek();
-  if (in.left() < header_bytes || std::memcmp(start, magic, 4) != 0)
-    throw std::invalid_argument(std::string("not a telemetryd ") + what);
-  in.skip(4);
-  uint32_t version = 0;
-  for (int i = 0; i < 4; ++i) version |= uint32_t{in.byte(what)} << (8 * i);
-  if (version != kLogFormatVersion)
-    throw std::invalid_argument(std::string(what) + " of format version " +
-                                std::to_string(version) + "; this build reads version " +
-                                std::to_string(kLogFormatVersion));
-  wire::Reader hash(std::string_view(start + header_bytes - 8, 8));
-  if (hash.u64(what) != shm::hash_bytes(start, header_bytes - 8))
-    throw std::invalid_argument(std::string(what) + ": header damaged (hash mismatch)");
-  return in.u64(what);
-}
-
 size_t wire_size(uint64_t v) {
   size_t n = 1;
   for (; v >= 0x80; v >>= 7) ++n;
