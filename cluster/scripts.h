@@ -23,7 +23,8 @@ struct Keys {
   std::string chunk_prefix;  // + "SEQ:TERM:I": chunk I (<= 1 MB) of that checkpoint
   std::string nodes;         // zset: node id -> expiry (Redis time, ms)
   std::string node_info;     // hash: node id -> "ROLE APPLIED LAG_MS MAY_LEAD" (MAY_LEAD 0: --role follower)
-  std::string sources;       // partition: hash: source -> "EPOCH TICK SEQ", the newest entry of each source
+  std::string sources;       // partition: hash: source -> "EPOCH TICK SEQ FENCE": the epoch, tick and seq of
+                             // the source's newest entry, and the highest epoch seen for it (>= EPOCH)
 };
 
 // KEYS lease term log_end checkpoints nodes node_info; ARGV node_id lease_ms term_floor
@@ -52,10 +53,12 @@ extern const char* const kAppendScript;
 // entry), so every holder applies one history however the writers interleave. Per
 // source, epochs (a puller's term for it) and ticks (the interval grid) only go up:
 // -> {"OK", seq, hash}; {"DUP", seq} when this source's newest entry has this epoch and
-// tick (a resend after a lost reply); an error "STALE ..." when a newer epoch appended
+// tick (a resend after a lost reply); an error "STALE ..." when a newer epoch was seen
 // for the source (a puller that lost it), "OLD ..." when the source's newest tick is at
 // or past this one (a paused puller's late entry, or two pullers during a hand-over: one
-// of them counted the tick). A newer epoch refused as OLD still fences the older one.
+// of them counted the tick). A newer epoch refused as OLD still fences the older one
+// off, without becoming the epoch of the entry already there (which it did not write:
+// its resend must not pass for a DUP).
 // The stream is capped at about max_len entries, a safety net behind checkpoints.
 extern const char* const kPartitionAppendScript;
 // KEYS lease checkpoints log; ARGV "NODE_ID TERM" seq term chunks chunk_prefix unix_ms

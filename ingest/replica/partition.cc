@@ -39,7 +39,6 @@ struct NumberedSeries {
   std::unique_ptr<char[]> text;
   std::string_view metric, suffix;
   std::vector<Label> labels;
-  bool defined() const { return text != nullptr; }
 };
 
 NumberedSeries keep_series(const codec::Definition& d) {
@@ -167,6 +166,7 @@ std::vector<PartitionWriter::Entry> PartitionWriter::encode(uint64_t tick, int64
                                                             const shm::SourceStatus& status,
                                                             size_t* left_out) {
   Impl& m = *impl_;
+  if (tick == 0) throw std::invalid_argument("partition entries start at tick 1");
   m.sweep(tick, settings);
   for (auto& r : m.routed) r.clear();
   std::vector<std::span<const Label>> labels(samples.size());
@@ -271,7 +271,9 @@ struct PartitionState::Impl {
     uint32_t aggregator_id = 0;
     uint64_t epoch = 0, tick = 0;
     shm::SourceStatus status;
-    std::vector<NumberedSeries> numbers;
+    // By the writer's number. A map, not a vector: a writer's numbers have holes (one
+    // defined in an entry that was refused), and bad bytes must not size an allocation.
+    std::unordered_map<uint32_t, NumberedSeries> numbers;
   };
   std::vector<Source> sources;  // in order of their first entry
   uint32_t next_aggregator_id = 0;
@@ -313,6 +315,7 @@ PartitionState::Applied PartitionState::apply(std::string_view entry, uint64_t s
   const uint64_t tick = codec::read_header(header, kPartitionEntryMagic, "partition entry", kEntryHeader);
   const auto clock = static_cast<int64_t>(header.u64("partition entry"));
   if (clock <= 0 || clock > kMaxTimeNs) throw std::invalid_argument("partition entry with a clock out of range");
+  if (tick == 0) throw std::invalid_argument("partition entry with tick 0");
   const std::string payload = wire::decompress(entry.substr(kEntryHeader), Replica::kMaxEntryPayload);
   wire::Reader in(payload);
   const Config settings = codec::read_settings(in, m.aggregator->config());
@@ -329,22 +332,22 @@ PartitionState::Applied PartitionState::apply(std::string_view entry, uint64_t s
     return Applied::skipped;
   }
   const bool fresh_numbers = !source || epoch > source->epoch;
-  const size_t known = fresh_numbers ? 0 : source->numbers.size();
   std::vector<std::pair<uint32_t, codec::Definition>> definitions;
-  size_t numbers_end = known;
   const uint64_t n_defs = in.count("definition count", in.left());
+  std::unordered_map<uint32_t, size_t> defined_here;  // number -> index in definitions
   for (uint64_t i = 0; i < n_defs; ++i) {
-    // A writer numbers densely: a number past those known and defined here is bad bytes
-    // (and could not make a holder allocate more than the entry is long).
-    auto n = static_cast<uint32_t>(in.count("series number", numbers_end + n_defs));
+    auto n = static_cast<uint32_t>(in.count("series number", UINT32_MAX));
     codec::Definition d;
     codec::read_definition(in, d);
-    numbers_end = std::max<size_t>(numbers_end, size_t{n} + 1);
+    if (!defined_here.emplace(n, definitions.size()).second)
+      throw std::invalid_argument("partition entry: a series number defined twice");
     definitions.emplace_back(n, std::move(d));
   }
-  std::vector<bool> usable(numbers_end);
-  for (size_t n = 0; n < known; ++n) usable[n] = source->numbers[n].defined();
-  for (const auto& d : definitions) usable[d.first] = true;
+  auto usable = [&](int64_t n) {
+    if (n < 0 || n > UINT32_MAX) return false;
+    const auto number = static_cast<uint32_t>(n);
+    return defined_here.count(number) || (!fresh_numbers && source->numbers.count(number));
+  };
   const uint64_t n_samples = in.count("sample count", in.left());
   const size_t samples_at = payload.size() - in.left();
   int64_t next = 0;
@@ -353,7 +356,7 @@ PartitionState::Applied PartitionState::apply(std::string_view entry, uint64_t s
     if ((flags & ~kFlagsKnown) || (flags & kFlagKind) > static_cast<uint8_t>(SampleKind::bucket))
       throw std::invalid_argument("partition entry: unknown sample flags");
     const int64_t n = next + in.svarint("series number");
-    if (n < 0 || size_t(n) >= usable.size() || !usable[size_t(n)])
+    if (!usable(n))
       throw std::invalid_argument("partition entry: a series number never defined");
     next = n + 1;
     if (!(flags & kFlagAtClock)) {
@@ -377,7 +380,6 @@ PartitionState::Applied PartitionState::apply(std::string_view entry, uint64_t s
   source->epoch = epoch;
   source->tick = tick;
   source->status = std::move(status);
-  if (source->numbers.size() < numbers_end) source->numbers.resize(numbers_end);
   for (const auto& [n, d] : definitions) source->numbers[n] = keep_series(d);
   wire::Reader at(std::string_view(payload).substr(samples_at));
   std::vector<Sample> samples(n_samples);
@@ -386,7 +388,7 @@ PartitionState::Applied PartitionState::apply(std::string_view entry, uint64_t s
     const uint8_t flags = at.byte("");
     const auto n = static_cast<uint32_t>(next + at.svarint(""));
     next = int64_t{n} + 1;
-    const NumberedSeries& series = source->numbers[n];
+    const NumberedSeries& series = source->numbers.at(n);
     s.metric = series.metric;
     s.suffix = series.suffix;
     s.labels = series.labels;
@@ -414,10 +416,15 @@ std::string PartitionState::checkpoint() const {
     wire::put_varint(payload, s.epoch);
     wire::put_varint(payload, s.tick);
     codec::put_status(payload, s.status);
-    wire::put_varint(payload, s.numbers.size());
-    for (const NumberedSeries& n : s.numbers) {
-      payload.push_back(n.defined() ? 1 : 0);
-      if (n.defined()) codec::put_definition(payload, n.metric, n.suffix, n.labels);
+    // In number order, so that the same state gives the same bytes.
+    std::vector<uint32_t> order;
+    for (const auto& entry : s.numbers) order.push_back(entry.first);
+    std::sort(order.begin(), order.end());
+    wire::put_varint(payload, order.size());
+    for (uint32_t number : order) {
+      const NumberedSeries& n = s.numbers.at(number);
+      wire::put_varint(payload, number);
+      codec::put_definition(payload, n.metric, n.suffix, n.labels);
     }
   }
   m.aggregator->save(payload);
@@ -450,12 +457,12 @@ PartitionState PartitionState::restore(std::string_view checkpoint, const Config
     codec::read_status(in, s.status);
     if (m.find(s.url)) throw std::invalid_argument("partition checkpoint: a source twice");
     const uint64_t n_numbers = in.count("number count", in.left());
-    s.numbers.resize(n_numbers);
     codec::Definition d;
-    for (NumberedSeries& n : s.numbers) {
-      if (in.byte("number defined") == 0) continue;
+    for (uint64_t i = 0; i < n_numbers; ++i) {
+      auto number = static_cast<uint32_t>(in.count("series number", UINT32_MAX));
       codec::read_definition(in, d);
-      n = keep_series(d);
+      if (!s.numbers.emplace(number, keep_series(d)).second)
+        throw std::invalid_argument("partition checkpoint: a series number twice");
     }
     m.sources.push_back(std::move(s));
   }

@@ -128,7 +128,7 @@ class PartitionWriter {
     uint32_t partition;
     std::string bytes;
   };
-  // One tick's samples of the source, split by their series' partition: one entry per
+  // One tick's samples of the source (ticks count intervals, from 1), split by their series' partition: one entry per
   // partition that has any, in partition order. A number is defined again in every
   // entry until one that defined it is settled as in the log. *left_out: samples no
   // entry may hold (a value not finite, a negative time, a series the parsers never

@@ -99,11 +99,12 @@ TEST_CASE("a partition's log: a resend is DUP, a late tick OLD, a lost epoch STA
   CHECK(dup.seq == 1);
   CHECK(append(c, "a", 1, 9, "y").outcome == "OLD");   // a paused puller's late entry
   CHECK(append(c, "a", 2, 10, "z").outcome == "OLD");  // the new puller's first tick was covered ...
+  CHECK(append(c, "a", 2, 10, "z").outcome == "OLD");  // (sent again: not a DUP, the entry is not its own)
   CHECK(append(c, "a", 1, 11, "y").outcome == "STALE");  // ... and the old puller is fenced off
   CHECK(append(c, "a", 2, 11, "z").outcome == "OK");
   CHECK(append(c, "a", 1, 12, "y").outcome == "STALE");
   CHECK(read_log(c).size() == 2);
-  CHECK(c.run({"HGET", kKeys.sources, "a"}) == "2 11 2");
+  CHECK(c.run({"HGET", kKeys.sources, "a"}) == "2 11 2 2");
 }
 
 // Two pullers take turns with one source, each with its own epoch (a newer turn, a
