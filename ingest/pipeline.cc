@@ -1,4 +1,6 @@
-// pipeline.cc: the fetch loop of the writer process on a caller's libevent base.
+// pipeline.cc: the fetch loop of the writer process on a caller's libevent base: the
+// tick. Fetching each kind of source is pipeline_sources.cc's, the cluster's side
+// pipeline_host.cc's; what they share, pipeline_impl.h.
 //
 // A tick fetches every source at once: http:// through evhttp (non-blocking, each with
 // its own deadline timer, because evhttp's own timeout is an idle timeout that a

@@ -1,5 +1,6 @@
 // parser.cc: native JSON and OTLP/JSON metrics bodies -> samples, with simdjson On
-// Demand; Prometheus text bodies go to prometheus.cc.
+// Demand: the walk and native JSON here, OTLP/JSON in parser_otlp.cc; Prometheus text
+// bodies go to prometheus.cc.
 //
 // Two kinds of error, because they call for different handling:
 //  - body errors (invalid JSON or UTF-8, truncation, a wrong top-level shape): the body

@@ -1,4 +1,6 @@
-// aggregator.cc: per-series sliding-window state and the snapshot build.
+// aggregator.cc: per-series sliding-window state: the series table, applying samples,
+// expiry. The snapshot build is aggregator_snapshot.cc's, checkpoints
+// aggregator_checkpoint.cc's; what they share, aggregator_impl.h.
 //
 // Memory layout, chosen for 1,000,000 series:
 //  - series live in one vector; an open-addressing table of 32-bit indexes maps a key's

@@ -1,8 +1,9 @@
 // pipeline_test.cc: the fetch loop against local HTTP upstreams on 127.0.0.1 (an evhttp
 // server, and a plain-socket one for what evhttp will not send, on the same event
 // base): good bodies, error statuses, refused connections, hanging and trickling
-// upstreams, oversized bodies and heads, many large bodies at once; file:// sources
-// (a FIFO nobody writes) and synthetic:// ones; reconfiguration.
+// upstreams, oversized bodies and heads, many large bodies at once; synthetic://
+// sources; reconfiguration. file:// sources: pipeline_file_test.cc; Prometheus text
+// sources: pipeline_prometheus_test.cc.
 
 #include "pipeline_fixture.h"
 
