@@ -302,6 +302,7 @@ bool Parser::Impl::otlp_buckets(od::value v, int32_t* offset, std::vector<uint64
   return true;
 }
 
+// Long as one piece: one dispatch over a point's fields (any order), then the checks on all.
 bool Parser::Impl::otlp_point(od::value v, OtlpType type) {
   size_t index = sample_index++;
   od::object obj;

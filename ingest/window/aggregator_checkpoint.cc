@@ -34,6 +34,7 @@ int64_t checked_time(int64_t ns, const char* what) {
 
 }  // namespace
 
+// Long as one piece: the checkpoint's layout written field by field, in order.
 void Aggregator::save(std::string& out) const {
   const Impl& m = *impl_;
   std::vector<uint32_t> order = m.order;
@@ -127,6 +128,7 @@ void Aggregator::save(std::string& out) const {
   }
 }
 
+// Long as one piece: what save() writes read back in the same order, each field checked.
 void Aggregator::load(std::string_view saved) {
   wire::Reader in(saved);
   Impl fresh;

@@ -131,6 +131,7 @@ void Aggregator::Impl::finish_rollup(MetricBuild& ms) {
   else set_bucket_quantiles(ms.agg, ms.bounds);
 }
 
+// Long as one piece: its producer and consumer lambdas share the build's per-metric state.
 void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   expire(now_ns);
   Impl& m = *impl_;
