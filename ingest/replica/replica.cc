@@ -197,6 +197,7 @@ size_t Replica::stage(uint32_t url_index, std::span<const Sample> samples, int64
   return left_out;
 }
 
+// Long as one piece: pass 2 applies what pass 1 checked, from pass 1's locals (urls, groups).
 void Replica::apply(std::string_view payload, uint64_t seq, int64_t clock, Aggregator& aggregator,
                     std::vector<ApplyStats>* stats, std::vector<shm::SourceStatus>* statuses) {
   // Pass 1 reads and checks everything; pass 2 applies. The leader's own staged
