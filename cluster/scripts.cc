@@ -130,6 +130,34 @@ const char* const kPartitionAppendScript =
     "           'p', ARGV[4], 'q', last_hash, 'h', hash, 'e', ARGV[5])\n"
     "return {'OK', seq, hash}\n";
 
+const char* const kPartitioningScript =
+    "redis.call('SET', KEYS[1], ARGV[1], 'NX')\n"
+    "return redis.call('GET', KEYS[1])\n";
+
+const char* const kMembersScript =
+    "local time = redis.call('TIME')\n"
+    "local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)\n"
+    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])\n"
+    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
+    "for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do\n"
+    "  redis.call('ZREM', KEYS[1], gone)\n"
+    "  redis.call('HDEL', KEYS[2], gone)\n"
+    "end\n"
+    "local result = {string.format('%d', now)}\n"
+    "for _, v in ipairs(redis.call('HGETALL', KEYS[2])) do result[#result + 1] = v end\n"
+    "return result\n";
+
+const char* const kPartitionLeaseScript =
+    "local holder = redis.call('GET', KEYS[1])\n"
+    "if holder and holder == ARGV[3] then\n"
+    "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "  return {1, tonumber(string.match(holder, ' (%d+)$'))}\n"
+    "end\n"
+    "if holder then return {0, holder} end\n"
+    "local term = redis.call('INCR', KEYS[2])\n"
+    "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. term, 'PX', ARGV[2])\n"
+    "return {1, term}\n";
+
 // Every chunk is checked before any is made permanent: a checkpoint is recorded whole
 // or not at all, and a missing chunk leaves the others to expire.
 const char* const kCommitCheckpointScript =

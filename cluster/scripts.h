@@ -11,7 +11,7 @@ struct Keys {
   explicit Keys(const std::string& name)
       : lease(name + ":lease"), term(name + ":term"), log(name + ":log"), log_end(name + ":log-end"),
         checkpoints(name + ":checkpoints"), chunk_prefix(name + ":checkpoint:"), nodes(name + ":nodes"), node_info(name + ":node-info"),
-        sources(name + ":sources") {}
+        partitioning(name + ":partitioning"), sources(name + ":sources") {}
   std::string lease;         // "NODE_ID TERM", expires after the lease
   std::string term;          // the highest term handed out (INCR)
   std::string log;           // stream: ID "SEQ-0", fields t (term), h (chain hash, 16 hex digits:
@@ -23,6 +23,7 @@ struct Keys {
   std::string chunk_prefix;  // + "SEQ:TERM:I": chunk I (<= 1 MB) of that checkpoint
   std::string nodes;         // zset: node id -> expiry (Redis time, ms)
   std::string node_info;     // hash: node id -> "ROLE APPLIED LAG_MS MAY_LEAD" (MAY_LEAD 0: --role follower)
+  std::string partitioning;  // partitioned: "P R", set once by the first node
   std::string sources;       // partition: hash: source -> "EPOCH TICK SEQ FENCE": the epoch, tick and seq of
                              // the source's newest entry, and the highest epoch seen for it (>= EPOCH)
 };
@@ -61,6 +62,17 @@ extern const char* const kAppendScript;
 // its resend must not pass for a DUP).
 // The stream is capped at about max_len entries, a safety net behind checkpoints.
 extern const char* const kPartitionAppendScript;
+// A partitioned cluster's P and R, fixed by the first node: KEYS partitioning; ARGV
+// "P R" -> the value the cluster has ("P R"), set to ARGV[1] if it had none.
+extern const char* const kPartitioningScript;
+// A partitioned cluster's membership: KEYS nodes node_info; ARGV node_id info ttl_ms.
+// Records the node until Redis time + ttl, forgets nodes whose time passed, and returns
+// {now_ms, id, info, id, info...} of the live ones.
+extern const char* const kMembersScript;
+// A partition's primary lease: KEYS lease term; ARGV node_id lease_ms held ("NODE_ID
+// TERM" when renewing, else ""). -> {1, term} taken or renewed; {0, holder} when another
+// node holds it (or ours expired and another took it).
+extern const char* const kPartitionLeaseScript;
 // KEYS lease checkpoints log; ARGV "NODE_ID TERM" seq term chunks chunk_prefix unix_ms
 // entry_term hash.
 // Records a checkpoint whose chunks are written (with an expiry, so that the chunks of
