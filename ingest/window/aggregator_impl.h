@@ -1,6 +1,7 @@
 // aggregator_impl.h: the aggregator's internal types (the series table, its buckets,
 // the build's working space) and Aggregator::Impl. Private to aggregator.cc,
-// aggregator_snapshot.cc and aggregator_checkpoint.cc: not part of ingest's API.
+// aggregator_snapshot.cc, build_parts.cc and aggregator_checkpoint.cc: not part of
+// ingest's API.
 #pragma once
 
 #include <algorithm>
@@ -275,6 +276,13 @@ struct RenderChunk {
   std::string key_json;
 };
 
+// A series of a build over several aggregators, in the merged key order: its state and
+// the index of the part that holds it.
+struct MergedSeries {
+  const SeriesState* state;
+  uint32_t part;
+};
+
 inline SeriesExtra& extra_of(SeriesState& st) {
   if (!st.extra) st.extra = std::make_unique<SeriesExtra>();
   return *st.extra;
@@ -310,6 +318,14 @@ struct Aggregator::Impl {
   std::vector<MetricBuild> metric_builds;
   std::string record_keys[16];  // "s:" + key of series n .. n + 8 in build(), by n % 16
   std::vector<RenderChunk> render_slots;
+  // The build's metric table, set by index_metrics() for each build: in the part that
+  // leads it (the first given), the metrics of every part, each name once, by index
+  // (their MetricBuild in metric_builds); in every part, its own metric ids' indexes
+  // there.
+  std::vector<std::string_view> build_metric_names;
+  std::vector<uint32_t> build_metric_index;
+  std::unordered_map<std::string_view, uint32_t> build_metric_ids;  // build_parts() only
+  std::vector<MergedSeries> merged_order;  // build_parts(): the parts' series in key order
   std::string body;
   size_t last_build_bytes = 0;        // key + value bytes of the last build
   std::vector<SavedBucket> saved_scratch;  // load(): one series' buckets as saved
@@ -333,11 +349,25 @@ struct Aggregator::Impl {
   // increases. Reads only: build()'s threads call it at once.
   Aggregate aggregate(const SeriesState& st, AggregateScratch& s) const;
   Aggregate histogram_aggregate(const SeriesState& h, AggregateScratch& s) const;
-  // Renders series order[begin, end) into chunk (build()'s producers, at once).
-  void render_chunk(size_t begin, size_t end, RenderChunk& chunk, double window_s,
-                    int64_t now_ns) const;
   // The rollup's quantiles, from the merged sketch or, for histograms, the merged buckets.
   static void finish_rollup(MetricBuild& ms);
 };
+
+// One aggregator of a build and its clock.
+struct BuildPart {
+  Aggregator::Impl* impl;
+  int64_t now_ns;
+};
+
+// The build's metric table (see Impl::build_metric_names), parts[0] leading.
+void index_metrics(std::span<const BuildPart> parts);
+// The parts' series in key order into `into`, a k-way merge of their orders; throws
+// std::invalid_argument when a key is in two parts.
+void merge_orders(std::span<const BuildPart> parts, std::vector<MergedSeries>& into);
+// Renders every record and list of the snapshot into builder, cleared first: the
+// series in key order (one part's own order, or `merged`), each at its part's clock,
+// the rollups over all of them. The parts are expired and their orders merged already.
+void build_snapshot(shm::SnapshotBuilder& builder, std::span<const BuildPart> parts,
+                    std::span<const MergedSeries> merged);
 
 }  // namespace ingest

@@ -1,5 +1,6 @@
 // aggregator_snapshot.cc: the aggregates of a series and of a metric over the window,
-// and the snapshot build that renders them (Aggregator::build).
+// and the snapshot build that renders them, over one aggregator's series or the merged
+// series of several (Aggregator::build, build_parts in build_parts.cc).
 
 #include "ingest/window/aggregator_impl.h"
 
@@ -91,8 +92,40 @@ Aggregate Aggregator::Impl::histogram_aggregate(const SeriesState& h,
   return a;
 }
 
-void Aggregator::Impl::render_chunk(size_t begin, size_t end, RenderChunk& chunk,
-                                    double window_s, int64_t now_ns) const {
+void Aggregator::Impl::finish_rollup(MetricBuild& ms) {
+  if (ms.agg.kind != SampleKind::histogram) return set_quantiles(ms.agg, ms.sketch);
+  if (ms.bounds_differ) ms.agg.p50 = ms.agg.p90 = ms.agg.p99 = kNaN;
+  else set_bucket_quantiles(ms.agg, ms.bounds);
+}
+
+namespace {
+
+// The series of a build in key order, as it walks them: one aggregator's own order, or
+// the merged order of several. Each gives a series' state, the aggregator holding it
+// (its histogram's buckets, its metric's index) and that aggregator's clock.
+struct OneOrder {
+  const Aggregator::Impl* m;
+  int64_t now_ns;
+  size_t size() const { return m->order.size(); }
+  const SeriesState* state(size_t n) const { return &m->series[m->order[n]]; }
+  const Aggregator::Impl& holder(size_t) const { return *m; }
+  int64_t now(size_t) const { return now_ns; }
+};
+
+struct MergedOrder {
+  std::span<const MergedSeries> merged;
+  std::span<const BuildPart> parts;
+  size_t size() const { return merged.size(); }
+  const SeriesState* state(size_t n) const { return merged[n].state; }
+  const Aggregator::Impl& holder(size_t n) const { return *parts[merged[n].part].impl; }
+  int64_t now(size_t n) const { return parts[merged[n].part].now_ns; }
+};
+
+// Renders the series at [begin, end) of the order into chunk (the build's producers, at
+// once): each aggregated and marked stale at its own part's clock.
+template <typename Order>
+void render_chunk(const Order& order, size_t begin, size_t end, RenderChunk& chunk,
+                  std::span<const MetricBuild> metrics, double window_s, int64_t stale_ns) {
   chunk.text.clear();
   chunk.series.clear();
   chunk.bins.clear();
@@ -101,70 +134,51 @@ void Aggregator::Impl::render_chunk(size_t begin, size_t end, RenderChunk& chunk
   // its key and buckets), fetched in that order a few series ahead.
   const size_t count = order.size();
   for (size_t n = begin; n < end; ++n) {
-    if (n + 24 < count) __builtin_prefetch(&series[order[n + 24]]);
+    if (n + 24 < count) __builtin_prefetch(order.state(n + 24));
     if (n + 16 < count) {
-      const SeriesState& p = series[order[n + 16]];
-      __builtin_prefetch(p.key.data());
-      __builtin_prefetch(p.buckets.data());
+      const SeriesState* p = order.state(n + 16);
+      __builtin_prefetch(p->key.data());
+      __builtin_prefetch(p->buckets.data());
     }
-    const SeriesState& st = series[order[n]];
-    Aggregate a = aggregate(st, chunk.scratch);
+    const SeriesState& st = *order.state(n);
+    const Aggregator::Impl& holder = order.holder(n);
+    const uint32_t metric = holder.build_metric_index[st.metric];
+    Aggregate a = holder.aggregate(st, chunk.scratch);
     chunk.key_json.clear();
     append_json_string(chunk.key_json, st.key);
-    render_series(chunk.text, st.key, chunk.key_json, metric_builds[st.metric].name_json, a,
-                  window_s, now_ns - st.last_seen >= stale_ns);
+    render_series(chunk.text, st.key, chunk.key_json, metrics[metric].name_json, a, window_s,
+                  order.now(n) - st.last_seen >= stale_ns);
     const auto body_end = static_cast<uint32_t>(chunk.text.size());
     chunk.text += chunk.key_json;
     chunk.bins.insert(chunk.bins.end(), chunk.scratch.bins.begin(), chunk.scratch.bins.end());
     chunk.bounds.insert(chunk.bounds.end(), chunk.scratch.bounds.begin(),
                         chunk.scratch.bounds.end());
-    chunk.series.push_back(RenderedSeries{a, st.metric, body_end,
+    chunk.series.push_back(RenderedSeries{a, metric, body_end,
                                           static_cast<uint32_t>(chunk.text.size()),
                                           static_cast<uint32_t>(chunk.bins.size()),
                                           static_cast<uint32_t>(chunk.bounds.size())});
   }
 }
 
-void Aggregator::Impl::finish_rollup(MetricBuild& ms) {
-  if (ms.agg.kind != SampleKind::histogram) return set_quantiles(ms.agg, ms.sketch);
-  if (ms.bounds_differ) ms.agg.p50 = ms.agg.p90 = ms.agg.p99 = kNaN;
-  else set_bucket_quantiles(ms.agg, ms.bounds);
-}
-
+// The series in key order, in chunks: their aggregates and bodies rendered by the
+// build's threads (render_chunk), then added to the builder, listed and folded into
+// their metric's rollup here, chunk after chunk in key order, so that the bytes do not
+// depend on the thread count nor on how the series are split over parts. Adding is a
+// few random loads per series (the builder's table slot for its record): prefetched 8
+// series ahead. Fills series_aggs (when prom_series) in the same order.
 // Long as one piece: its producer and consumer lambdas share the build's per-metric state.
-void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
-  expire(now_ns);
-  Impl& m = *impl_;
-  m.merge_fresh();
-  builder.clear();
-  const double window_s = static_cast<double>(m.window_ns) / 1e9;
-
+template <typename Order>
+void add_series(shm::SnapshotBuilder& builder, Aggregator::Impl& m, const Order& order,
+                double window_s, bool prom_series, std::vector<Aggregate>& series_aggs) {
   std::vector<MetricBuild>& metrics = m.metric_builds;
-  metrics.resize(m.metric_names.size());
-  for (size_t i = 0; i < metrics.size(); ++i) {
-    metrics[i].clear();
-    append_json_string(metrics[i].name_json, m.metric_names[i]);
-  }
-  std::vector<Aggregate> series_aggs;
-  bool prom_series = m.series.size() < m.config.prom_series_limit;
-  if (prom_series) series_aggs.reserve(m.series.size());
-
-  // Sized from the last build, so a steady writer does not regrow the builder.
-  builder.reserve(m.series.size() + m.metric_names.size() + 2, m.last_build_bytes);
   std::vector<uint32_t>& all_records = m.all_records;
+  const size_t count = order.size();
   all_records.clear();
-  all_records.reserve(m.series.size());
-
-  // The series in key order, in chunks: their aggregates and bodies rendered by the
-  // build's threads (render_chunk), then added to the builder, listed and folded into
-  // their metric's rollup here, chunk after chunk in key order, so that the bytes do
-  // not depend on the thread count. Adding is a few random loads per series (the
-  // builder's table slot for its record): prefetched 8 series ahead.
-  const size_t count = m.order.size();
+  all_records.reserve(count);
   uint64_t record_hash[16];  // their hashes, from builder.prefetch()
   auto prefetch_record = [&](size_t j) {
     std::string& record = m.record_keys[j % 16];
-    record.assign(kSeriesPrefix).append(m.series[m.order[j]].key);
+    record.assign(kSeriesPrefix).append(order.state(j)->key);
     record_hash[j % 16] = builder.prefetch(record);
   };
   for (size_t j = 0; j < std::min<size_t>(8, count); ++j) prefetch_record(j);
@@ -193,19 +207,27 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
       ++n;
     }
   };
+  const int64_t stale_ns = m.stale_ns;
   auto produce = [&](size_t c, RenderChunk& chunk) {
-    m.render_chunk(c * kBuildChunk, std::min(count, (c + 1) * kBuildChunk), chunk, window_s,
-                   now_ns);
+    render_chunk(order, c * kBuildChunk, std::min(count, (c + 1) * kBuildChunk), chunk,
+                 metrics, window_s, stale_ns);
   };
   run_ordered_chunks((count + kBuildChunk - 1) / kBuildChunk, m.config.writer_threads,
                      m.render_slots, produce, consume);
   builder.add_list(kSeriesList, std::span<const uint32_t>(all_records));
+}
 
+// The metrics' records and lists, "metrics" and "prom", after add_series().
+template <typename Order>
+void add_rollups(shm::SnapshotBuilder& builder, Aggregator::Impl& m, const Order& order,
+                 double window_s, bool prom_series, const std::vector<Aggregate>& series_aggs) {
+  std::vector<MetricBuild>& metrics = m.metric_builds;
+  const std::vector<std::string_view>& names = m.build_metric_names;
   std::vector<uint32_t> metric_order;
   for (uint32_t i = 0; i < metrics.size(); ++i)
     if (metrics[i].keys.count) metric_order.push_back(i);
   std::sort(metric_order.begin(), metric_order.end(),
-            [&](uint32_t a, uint32_t b) { return m.metric_names[a] < m.metric_names[b]; });
+            [&](uint32_t a, uint32_t b) { return names[a] < names[b]; });
 
   std::string& body = m.body;
   std::vector<MetricCount> counts;
@@ -214,8 +236,8 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
   for (uint32_t i : metric_order) {
     MetricBuild& ms = metrics[i];
     Aggregate& r = ms.agg;
-    m.finish_rollup(ms);
-    const std::string& metric = m.metric_names[i];
+    Aggregator::Impl::finish_rollup(ms);
+    const std::string_view metric = names[i];
     body.clear();
     render_metric(body, metric, r, window_s, ms.keys);
     name.assign(kMetricPrefix).append(metric);
@@ -230,16 +252,50 @@ void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
 
   std::vector<PromSeries> prom;
   if (prom_series) {
-    prom.reserve(m.order.size());
-    for (size_t n = 0; n < m.order.size(); ++n) {
-      const SeriesState& st = m.series[m.order[n]];
-      prom.push_back({st.key, m.metric_names[st.metric], &series_aggs[n]});
+    prom.reserve(order.size());
+    for (size_t n = 0; n < order.size(); ++n) {
+      const SeriesState& st = *order.state(n);
+      prom.push_back({st.key, names[order.holder(n).build_metric_index[st.metric]],
+                      &series_aggs[n]});
     }
   }
   body.clear();
   render_prometheus(body, prom_metrics, prom);
   builder.add(kPromRecord, body);
+}
+
+template <typename Order>
+void build_ordered(shm::SnapshotBuilder& builder, Aggregator::Impl& m, const Order& order) {
+  builder.clear();
+  const double window_s = static_cast<double>(m.window_ns) / 1e9;
+  std::vector<Aggregate> series_aggs;
+  const bool prom_series = order.size() < m.config.prom_series_limit;
+  if (prom_series) series_aggs.reserve(order.size());
+  // Sized from the last build, so a steady writer does not regrow the builder.
+  builder.reserve(order.size() + m.build_metric_names.size() + 2, m.last_build_bytes);
+  add_series(builder, m, order, window_s, prom_series, series_aggs);
+  add_rollups(builder, m, order, window_s, prom_series, series_aggs);
   m.last_build_bytes = builder.serialized_size();
+}
+
+}  // namespace
+
+void build_snapshot(shm::SnapshotBuilder& builder, std::span<const BuildPart> parts,
+                    std::span<const MergedSeries> merged) {
+  Aggregator::Impl& lead = *parts[0].impl;
+  std::vector<MetricBuild>& metrics = lead.metric_builds;
+  metrics.resize(lead.build_metric_names.size());
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    metrics[i].clear();
+    append_json_string(metrics[i].name_json, lead.build_metric_names[i]);
+  }
+  if (parts.size() == 1) build_ordered(builder, lead, OneOrder{&lead, parts[0].now_ns});
+  else build_ordered(builder, lead, MergedOrder{merged, parts});
+}
+
+void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {
+  const AggregatorPart part{this, now_ns};
+  build_parts(builder, std::span<const AggregatorPart>(&part, 1));
 }
 
 }  // namespace ingest
