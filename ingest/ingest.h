@@ -152,6 +152,23 @@ class Pipeline {
   std::string checkpoint() const;
   void restore(std::string_view checkpoint);
 
+  // --- a partitioned cluster's puller ------------------------------------------------
+  //
+  // With a tap, a tick fetches only the sources named by set_pulled() and hands each
+  // one's samples to the tap (its URL and status, the tick's clock) instead of applying
+  // them, then calls tick_done with the clock. Nothing is aggregated, built or published
+  // here: the partitions' holders do that from their logs. Set before start().
+  struct Tapped {
+    std::string_view url;
+    std::span<const Sample> samples;
+    const shm::SourceStatus& status;
+    int64_t clock;
+  };
+  using SampleTap = std::function<void(const Tapped& tapped)>;
+  void set_sample_tap(SampleTap tap, std::function<void(int64_t clock)> tick_done);
+  void set_pulled(std::vector<std::string> urls);
+  std::vector<std::string> source_urls() const;  // configured, in order
+
   const Config& config() const;
   std::vector<shm::SourceStatus> statuses() const;
   // Its config() holds the settings aggregation follows: a follower's are the last

@@ -35,7 +35,7 @@ void Pipeline::Impl::start_tick() {
   const int64_t floor = last_clock ? last_clock + int64_t(config.interval.count()) * 1'000'000 : 0;
   tick_ns = std::max(now, floor);
   clock_behind = tick_ns - now;
-  tick_leader = static_cast<bool>(sink);
+  tick_leader = static_cast<bool>(sink) && !tap;
   std::vector<std::string> urls;
   for (size_t i = 0; i < sources.size(); ++i) {
     sources[i]->index = static_cast<uint32_t>(i);
@@ -43,12 +43,17 @@ void Pipeline::Impl::start_tick() {
   }
   if (tick_leader) replica.stage_begin(config, urls);
   else assign_source_ids();
-  pending = sources.size();
+  auto taken = [this](const Source& s) {
+    return !tap || std::find(pulled.begin(), pulled.end(), s.url) != pulled.end();
+  };
+  pending = 0;
+  for (const auto& s : sources) pending += taken(*s);
   // Sources that fail at once or are synthetic complete inside begin(); the tick is
   // finished after the loop in that case, since publishing may reconfigure the very
   // list being walked.
   starting = true;
-  for (size_t i = 0; i < sources.size(); ++i) begin(*sources[i]);
+  for (size_t i = 0; i < sources.size(); ++i)
+    if (taken(*sources[i])) begin(*sources[i]);
   starting = false;
   if (pending == 0) finish_tick();
 }
@@ -126,6 +131,11 @@ std::span<const Sample> Pipeline::Impl::running_totals(Source& s, std::span<cons
 void Pipeline::Impl::apply(Source& s, std::span<const Sample> samples, std::string_view format, int code,
            std::string note) {
   s.status.format = std::string(format);
+  if (tap) {
+    s.status.samples += samples.size();
+    tap(Tapped{s.url, samples, s.status, tick_ns});
+    return record(s, code, std::move(note));
+  }
   if (tick_leader) {
     s.status.dropped += replica.stage(s.index, samples, tick_ns);
     return record(s, code, std::move(note));
@@ -176,6 +186,11 @@ void Pipeline::Impl::finish_tick() {
   in_flight = false;
   following = false;
   ++ticks;
+  if (tap) {
+    last_clock = tick_ns;
+    if (tap_tick_done) tap_tick_done(tick_ns);
+    return;
+  }
   const uint64_t seq = applied_seq + 1;
   std::string entry;
   if (tick_leader && !seal_tick(seq, &entry)) {

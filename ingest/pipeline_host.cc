@@ -34,6 +34,17 @@ bool Pipeline::Impl::seal_tick(uint64_t seq, std::string* entry) {
 
 uint64_t Pipeline::applied_seq() const { return impl_->applied_seq; }
 void Pipeline::set_applied_seq(uint64_t seq) { impl_->applied_seq = seq; }
+void Pipeline::set_sample_tap(SampleTap tap, std::function<void(int64_t)> tick_done) {
+  impl_->tap = std::move(tap);
+  impl_->tap_tick_done = std::move(tick_done);
+}
+void Pipeline::set_pulled(std::vector<std::string> urls) { impl_->pulled = std::move(urls); }
+std::vector<std::string> Pipeline::source_urls() const {
+  std::vector<std::string> urls;
+  for (const auto& s : impl_->sources) urls.push_back(s->url);
+  return urls;
+}
+
 void Pipeline::set_entry_sink(EntrySink sink) {
   Impl& m = *impl_;
   m.sink = std::move(sink);

@@ -181,6 +181,9 @@ struct Pipeline::Impl {
   Replica replica;
   uint64_t applied_seq = 0;
   EntrySink sink;
+  Pipeline::SampleTap tap;  // a puller: samples go to it, nothing is applied here
+  std::function<void(int64_t)> tap_tick_done;
+  std::vector<std::string> pulled;  // with a tap: the sources a tick fetches
   bool fetching = true;
   bool tick_leader = false;  // the tick in flight stages an entry
   bool unpublished = false;  // applied_seq is a leader's tick waiting for publish_committed

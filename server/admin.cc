@@ -31,7 +31,14 @@ Report& Report::add_scalar(std::string name, Scalar value) {
 }
 
 Report& Report::add_list(std::string name, std::vector<Report> items) {
-  fields_.push_back(Field{std::move(name), std::string(), std::move(items), true});
+  fields_.push_back(Field{std::move(name), std::string(), std::move(items), true, false});
+  return *this;
+}
+
+Report& Report::add_object(std::string name, Report object) {
+  std::vector<Report> items;
+  items.push_back(std::move(object));
+  fields_.push_back(Field{std::move(name), std::string(), std::move(items), false, true});
   return *this;
 }
 
@@ -72,17 +79,21 @@ std::string scalar_json(const Report::Scalar& v) {
 
 }  // namespace
 
+void Report::text_into(std::string& out, const std::string& prefix) const {
+  for (const Field& f : fields_) {
+    if (f.is_object) {
+      f.items[0].text_into(out, prefix + f.name + ".");
+    } else if (f.is_list) {
+      for (size_t i = 0; i < f.items.size(); ++i) f.items[i].text_into(out, fmt::format("{}{}.{}.", prefix, f.name, i));
+    } else {
+      out += fmt::format("{}{}: {}\n", prefix, f.name, scalar_text(f.scalar));
+    }
+  }
+}
+
 std::string Report::text() const {
   std::string out;
-  for (const Field& f : fields_) {
-    if (!f.is_list) {
-      out += fmt::format("{}: {}\n", f.name, scalar_text(f.scalar));
-      continue;
-    }
-    for (size_t i = 0; i < f.items.size(); ++i)
-      for (const Field& g : f.items[i].fields_)
-        out += fmt::format("{}.{}.{}: {}\n", f.name, i, g.name, scalar_text(g.scalar));
-  }
+  text_into(out, "");
   if (!out.empty()) out.pop_back();
   return out;
 }
@@ -93,6 +104,10 @@ std::string Report::json() const {
     const Field& f = fields_[k];
     if (k) out += ",";
     out += json_string(f.name) + ":";
+    if (f.is_object) {
+      out += f.items[0].json();
+      continue;
+    }
     if (!f.is_list) {
       out += scalar_json(f.scalar);
       continue;

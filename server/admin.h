@@ -38,6 +38,7 @@ class Report {
   Report& add(std::string name, double value) { return add_scalar(std::move(name), value); }
   Report& add(std::string name, bool value) { return add_scalar(std::move(name), value); }
   Report& add_list(std::string name, std::vector<Report> items);
+  Report& add_object(std::string name, Report object);  // text: "name.field: value"
   std::string text() const;  // without the final empty line
   std::string json() const;
 
@@ -47,7 +48,9 @@ class Report {
     Scalar scalar;
     std::vector<Report> items;
     bool is_list = false;
+    bool is_object = false;  // items[0]
   };
+  void text_into(std::string& out, const std::string& prefix) const;
   Report& add_scalar(std::string name, Scalar value);
   std::vector<Field> fields_;
 };

@@ -68,4 +68,63 @@ void publish_cluster_status(shm::Store& store, shm::Writer& writer, const cluste
   writer.set_status_text(text);
 }
 
+void publish_partitioned_status(shm::Store& store, shm::Writer& writer, const cluster::PartitionedStatus& s,
+                                uint64_t published_generation) {
+  auto set = [&](ServiceCounter c, uint64_t v) { store.service_counter(c).store(v, std::memory_order_relaxed); };
+  set(kClusterSynced, s.ready ? 1 : 0);
+  set(kClusterApplied, s.entries_applied);
+  set(kClusterDegraded, s.redis == cluster::RedisState::down ? 1 : 0);
+  set(kClusterReloads, s.reloads);
+  bool cannot_follow = false;
+  std::vector<Report> held;
+  for (const cluster::HeldPartition& h : s.held) {
+    cannot_follow |= !h.problem.empty();
+    held.push_back(Report()
+                       .add("partition", h.partition)
+                       .add("state", std::string(cluster::hold_state_name(h.state)))
+                       .add("primary", h.primary)
+                       .add("generation", h.generation)
+                       .add("log_end", h.log_end)
+                       .add("problem", h.problem.empty() ? "-" : h.problem));
+  }
+  set(kClusterCannotFollow, cannot_follow ? 1 : 0);
+  auto list = [](const std::vector<uint32_t>& partitions) {
+    std::string text;
+    for (uint32_t p : partitions) {
+      if (!text.empty()) text += ',';
+      text += std::to_string(p);
+    }
+    return text.empty() ? std::string("-") : text;
+  };
+  std::vector<Report> nodes;
+  for (const cluster::PartitionedMember& m : s.members)
+    nodes.push_back(Report().add("node_id", m.node_id).add("may_pull", m.may_pull).add("partitions", list(m.ready)));
+  std::vector<Report> pulling;
+  for (const auto& [url, epoch] : s.pulling) pulling.push_back(Report().add("source", url).add("epoch", epoch));
+  std::vector<Report> notes;
+  for (const std::string& n : s.notes) notes.push_back(Report().add("note", n));
+  Report r;
+  r.add("node_id", s.node_id)
+      .add("ready", s.ready)
+      .add("redis", std::string(cluster::redis_state_name(s.redis)))
+      .add("published_generation", published_generation)
+      .add_object("partitioning", Report()
+                                      .add("partitions", s.partitions)
+                                      .add("replication_factor", s.replication)
+                                      .add_list("held", std::move(held)))
+      .add("entries_applied", s.entries_applied)
+      .add("entries_appended", s.entries_appended)
+      .add("appends_refused", s.appends_refused)
+      .add("reloads", s.reloads)
+      .add("moves_in", s.moves_in)
+      .add("moves_out", s.moves_out)
+      .add_list("pulling", std::move(pulling))
+      .add_list("node", std::move(nodes))
+      .add_list("settings_note", std::move(notes));
+  std::string text = r.text();
+  text += '\0';
+  text += r.json();
+  writer.set_status_text(text);
+}
+
 }  // namespace server

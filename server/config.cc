@@ -169,6 +169,15 @@ const std::vector<Setting>& settings() {
        [](Options& o, const Values& v) {
          o.checkpoint_every = uint32_t(parse_count("checkpoint-every", v.back(), 1, 1000000));
        }},
+      {"partitions", Kind::value,
+       "spread the cluster's series over N partitions, each held by replication-factor nodes; fixed when the "
+       "cluster is created, a node started with another number follows the cluster's (default 1: every node "
+       "holds everything)",
+       [](Options& o, const Values& v) { o.partitions = uint32_t(parse_count("partitions", v.back(), 1, 4096)); }},
+      {"replication-factor", Kind::value, "a partitioned cluster: the nodes that hold each partition (default 2)",
+       [](Options& o, const Values& v) {
+         o.replication_factor = uint32_t(parse_count("replication-factor", v.back(), 1, 16));
+       }},
       {"cluster-wait-replicas", Kind::value,
        "a leader shows a tick once this many Redis replicas have its entry: auto (one, when the master has a "
        "replica) or a number, 0 never waits (default auto)",
@@ -217,9 +226,12 @@ const std::vector<Setting>& settings() {
   return table;
 }
 
+// A file may spell a setting with '_' for '-' (replication_factor), as TOML files often do.
 const Setting* find_setting(std::string_view name) {
+  std::string spelled(name);
+  std::replace(spelled.begin(), spelled.end(), '_', '-');
   for (const Setting& s : settings())
-    if (name == s.name) return &s;
+    if (spelled == s.name) return &s;
   return nullptr;
 }
 
@@ -333,7 +345,12 @@ void check_cluster(Options& o) {
         "cluster-name: '{}' must be 1-64 letters, digits or '-', '_', '.', ':'", o.cluster_name));
   if (o.lease < ms(300) || o.lease > std::chrono::hours(1))
     throw std::invalid_argument("lease: must be from 300ms to 1h");
-  if (o.cluster.empty()) return;
+  if (o.cluster.empty()) {
+    if (o.partitions > 1) throw std::invalid_argument("partitions: a partitioned node needs a cluster (--cluster)");
+    return;
+  }
+  if (o.partitions > 1 && !o.otlp_listen.empty())
+    throw std::invalid_argument("otlp-listen: a partitioned cluster does not take OTLP pushes yet (partitions > 1)");
   try {
     cluster::parse_address(o.cluster);
   } catch (const std::invalid_argument& e) {
@@ -487,7 +504,8 @@ std::vector<std::string> restart_only_changes(const Options& a, const Options& b
       a.otlp_max_pending != b.otlp_max_pending)
     changed.push_back("otlp-listen/otlp-max-body/otlp-max-pending");
   if (a.cluster != b.cluster || a.cluster_name != b.cluster_name || a.node_id != b.node_id || a.lease != b.lease ||
-      a.role != b.role || a.checkpoint_every != b.checkpoint_every || a.cluster_wait_replicas != b.cluster_wait_replicas)
+      a.role != b.role || a.checkpoint_every != b.checkpoint_every || a.cluster_wait_replicas != b.cluster_wait_replicas ||
+      a.partitions != b.partitions || a.replication_factor != b.replication_factor)
     changed.push_back("cluster settings");
   if (a.state_dir != b.state_dir || a.state_fsync != b.state_fsync) changed.push_back("state-dir/state-fsync");
   if (a.idle_timeout != b.idle_timeout || a.request_timeout != b.request_timeout ||

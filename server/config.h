@@ -49,6 +49,8 @@ struct Options {
   std::chrono::milliseconds lease{6000};
   std::string role = "auto";              // auto or follower (never leads)
   uint32_t checkpoint_every = 30;         // the leader checkpoints every N entries
+  uint32_t partitions = 1;                // > 1: a partitioned cluster (fixed when it is created)
+  uint32_t replication_factor = 2;        // partitioned: the nodes that hold each partition
   int cluster_wait_replicas = -1;         // replicas that must have an entry before it is shown; -1: auto
 
   // The standalone node's state (state/state.h; a change needs a restart). state_dir

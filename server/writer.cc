@@ -268,6 +268,7 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
   errno = 0;
   if (nice(kWriterNice) == -1 && errno != 0)
     log::warn("writer: nice({}): {}", kWriterNice, std::strerror(errno));
+  if (options.partitions > 1) return run_partitioned_writer(store, options);
   WriterProcess w(store, command_line, options);
   try {
     w.writer = std::make_unique<shm::Writer>(store);

@@ -13,5 +13,7 @@ namespace server {
 // on entry (the supervisor forks with them blocked); they are unblocked once the loop
 // can take them. Returns the process's exit code (server::ExitCode).
 int run_writer(shm::Store& store, const CommandLine& command_line, const Options& options);
+// run_writer's part for a partitioned cluster's node (partitions > 1; writer_partitioned.cc).
+int run_partitioned_writer(shm::Store& store, const Options& options);
 
 }  // namespace server

@@ -1,0 +1,239 @@
+// server/writer_partitioned.cc: the writer of a partitioned cluster's node (writer.h;
+// docs/architecture.md, Partitions of the data). Its state is one ingest::PartitionState
+// per partition it holds, fed by those partitions' logs (cluster::PartitionedNode); its
+// snapshot covers them, each at its own clock. As the puller of some sources it fetches
+// them every interval (the Pipeline with a tap: nothing applied here) and appends each
+// tick's samples to the partitions' logs, one entry per partition, numbered by a
+// PartitionWriter per source and epoch.
+#include <csignal>
+#include <map>
+
+#include <event2/event.h>
+
+#include "cluster/partitioned.h"
+#include "common/log.h"
+#include "ingest/ingest.h"
+#include "ingest/replica/replica.h"
+#include "server/cluster_status.h"
+#include "server/service.h"
+#include "server/writer.h"
+
+namespace server {
+
+namespace log = common::log;
+
+namespace {
+
+constexpr timeval kBeatEvery{0, 100'000};
+
+struct PartitionedWriter : cluster::PartitionHost {
+  PartitionedWriter(shm::Store& s, const Options& o) : store(s), options(o) {}
+
+  shm::Store& store;
+  const Options& options;
+  event_base* base = nullptr;
+  std::unique_ptr<shm::Writer> writer;
+  std::unique_ptr<ingest::Pipeline> pipeline;  // the puller's fetches
+  std::unique_ptr<cluster::PartitionedNode> node;
+  std::map<uint32_t, ingest::PartitionState> parts;
+  std::map<std::string, std::unique_ptr<ingest::PartitionWriter>> writers;  // per pulled source
+  shm::SnapshotBuilder builder;
+  ingest::Aggregator nothing{options.ingest};  // the snapshot of a node that holds no partition
+  event* build_event = nullptr;  // a build after applies, once per turn of the loop
+  uint64_t generation = 0;
+  bool failed = false;
+
+  std::atomic<uint64_t>& counter(ServiceCounter c) { return store.service_counter(c); }
+  void heartbeat() { counter(kWriterHeartbeatNs).store(shm::monotonic_ns(), std::memory_order_relaxed); }
+
+  // cluster::PartitionHost
+  void hold(uint32_t p) override { parts.insert_or_assign(p, ingest::PartitionState(p, options.ingest)); }
+  void release(uint32_t p) override {
+    parts.erase(p);
+    event_active(build_event, 0, 0);
+  }
+  uint64_t applied_seq(uint32_t p) const override {
+    auto it = parts.find(p);
+    return it == parts.end() ? 0 : it->second.applied_seq();
+  }
+  bool apply(uint32_t p, uint64_t seq, std::string_view entry, std::string* error) override {
+    try {
+      parts.at(p).apply(entry, seq);
+      return true;
+    } catch (const std::exception& e) {
+      *error = e.what();
+      return false;
+    }
+  }
+  void show_applied() override { event_active(build_event, 0, 0); }
+  std::string checkpoint(uint32_t p) const override { return parts.at(p).checkpoint(); }
+  void restore(uint32_t p, std::string_view bytes) override {
+    parts.insert_or_assign(p, ingest::PartitionState::restore(bytes, options.ingest));
+    event_active(build_event, 0, 0);
+  }
+  void pull(std::vector<std::pair<std::string, uint64_t>> sources) override {
+    std::map<std::string, std::unique_ptr<ingest::PartitionWriter>> next;
+    std::vector<std::string> urls;
+    for (const auto& [url, epoch] : sources) {
+      auto it = writers.find(url);
+      if (it != writers.end() && it->second->epoch() == epoch) next[url] = std::move(it->second);
+      else next[url] = std::make_unique<ingest::PartitionWriter>(url, epoch, node->partitions());
+      urls.push_back(url);
+    }
+    writers = std::move(next);
+    pipeline->set_pulled(std::move(urls));
+  }
+  std::vector<std::string> sources() const override { return pipeline->source_urls(); }
+
+  // A source's samples of one tick: one entry per partition, appended; the writer learns
+  // which are in the log. The tick is the interval grid's number of the tick's clock.
+  void on_tapped(const ingest::Pipeline::Tapped& t) {
+    auto it = writers.find(std::string(t.url));
+    if (it == writers.end()) return;
+    ingest::PartitionWriter* w = it->second.get();
+    const int64_t interval_ns = int64_t(options.ingest.interval.count()) * 1'000'000;
+    const uint64_t tick = uint64_t(t.clock / interval_ns);
+    const uint64_t epoch = w->epoch();
+    std::string url(t.url);
+    for (auto& e : w->encode(tick, t.clock, t.samples, options.ingest, t.status)) {
+      uint32_t p = e.partition;
+      node->append(p, url, epoch, tick, std::move(e.bytes), [this, url, epoch, p, tick](bool in_log, const std::string& why) {
+        auto found = writers.find(url);
+        if (found != writers.end() && found->second->epoch() == epoch) found->second->settle(p, tick, in_log);
+        if (!in_log) log::debug("partition {}: {} tick {} not appended: {}", p, url, tick, why);
+      });
+    }
+  }
+
+  // Every held partition at its own clock, in one snapshot.
+  static void on_build(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<PartitionedWriter*>(arg);
+    try {
+      self->build_and_publish();
+    } catch (const std::exception& e) {
+      log::error("publish failed, exiting so that the supervisor starts a fresh writer: {}", e.what());
+      self->failed = true;
+      event_base_loopbreak(self->base);
+    }
+  }
+  void build_and_publish() {
+    std::vector<ingest::AggregatorPart> views;
+    std::vector<shm::SourceStatus> statuses;
+    for (auto& [p, state] : parts) {
+      views.push_back(ingest::AggregatorPart{&state.aggregator(), state.clock()});
+      for (shm::SourceStatus& s : state.statuses()) {
+        auto same = [&](const shm::SourceStatus& x) { return x.url == s.url; };
+        auto found = std::find_if(statuses.begin(), statuses.end(), same);
+        if (found == statuses.end()) statuses.push_back(std::move(s));
+        else if (s.last_fetch_ns > found->last_fetch_ns) *found = std::move(s);
+      }
+    }
+    if (views.empty()) views.push_back(ingest::AggregatorPart{&nothing, 0});  // holds none yet
+    ingest::build_parts(builder, views);
+    // A local count: a partitioned node's snapshot is made of several partitions'
+    // generations; this one only has to grow.
+    uint64_t g = writer->publish(builder, std::max(generation, writer->generation()) + 1);
+    if (g) generation = g;
+    writer->set_source_count(uint32_t(statuses.size()));
+    for (uint32_t i = 0; i < statuses.size(); ++i) writer->set_source_status(i, statuses[i]);
+    counter(kTicks).fetch_add(1, std::memory_order_relaxed);
+    heartbeat();
+  }
+
+  static void on_beat(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<PartitionedWriter*>(arg);
+    self->heartbeat();
+    if (self->node) publish_partitioned_status(self->store, *self->writer, self->node->status(), self->generation);
+  }
+  static void on_signal(evutil_socket_t signal, short, void* arg) {
+    auto* self = static_cast<PartitionedWriter*>(arg);
+    if (signal == SIGHUP) {
+      log::warn("reload: a partitioned node takes its sources and settings at start only; restart it to change them");
+      counter_done(*self);
+      return;
+    }
+    if (signal == SIGUSR1) {
+      if (!log::reopen_file()) log::error("cannot reopen the log file; still writing to the old one");
+      return;
+    }
+    log::info("signal {}: stopping after generation {}", signal, self->generation);
+    self->pipeline->stop();
+    event_base_loopexit(self->base, nullptr);
+  }
+  // The supervisor waits for an answer to its reload: it is refused.
+  static void counter_done(PartitionedWriter& self) {
+    uint64_t request = self.counter(kReloadRequests).load(std::memory_order_acquire);
+    self.counter(kReloadFailed).store(request, std::memory_order_release);
+  }
+};
+
+}  // namespace
+
+// Long as one piece: the process from set-up to teardown, its resources freed in reverse.
+int run_partitioned_writer(shm::Store& store, const Options& options) {
+  PartitionedWriter w(store, options);
+  try {
+    w.writer = std::make_unique<shm::Writer>(store);
+  } catch (const shm::Error& e) {
+    log::error("cannot take the writer role: {}", e.what());
+    return kExitFailure;
+  }
+  w.base = event_base_new();
+  w.build_event = event_new(w.base, -1, 0, &PartitionedWriter::on_build, &w);
+  w.generation = w.writer->generation();
+  try {
+    w.pipeline = std::make_unique<ingest::Pipeline>(w.base, options.ingest, nullptr);
+  } catch (const std::invalid_argument& e) {
+    log::error("bad ingest configuration: {}", e.what());
+    return kExitBadConfig;
+  }
+  w.pipeline->set_sample_tap([&w](const ingest::Pipeline::Tapped& t) { w.on_tapped(t); }, nullptr);
+  w.pipeline->set_pulled({});
+  cluster::PartitionedSettings cs;
+  cs.redis = cluster::parse_address(options.cluster);  // checked by check_options
+  cs.name = options.cluster_name;
+  cs.node_id = options.node_id;
+  cs.partitions = options.partitions;
+  cs.replication = options.replication_factor;
+  cs.may_pull = options.role != "follower";
+  cs.lease = options.lease;
+  cs.checkpoint_every = options.checkpoint_every;
+  w.node = std::make_unique<cluster::PartitionedNode>(w.base, cs, w);
+  w.counter(kClusterSynced).store(0, std::memory_order_relaxed);
+  log::info("partitioned cluster: node {} of cluster '{}' at {}, {} partitions asked, replication {}", cs.node_id,
+            cs.name, cs.redis.text(), cs.partitions, cs.replication);
+
+  std::vector<event*> signals;
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) {
+    signals.push_back(evsignal_new(w.base, s, &PartitionedWriter::on_signal, &w));
+    event_add(signals.back(), nullptr);
+  }
+  w.counter(kIntervalNs).store(uint64_t(options.ingest.interval.count()) * 1000000, std::memory_order_relaxed);
+  event* beat = event_new(w.base, -1, EV_PERSIST, &PartitionedWriter::on_beat, &w);
+  event_add(beat, &kBeatEvery);
+  w.heartbeat();
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, s);
+  sigprocmask(SIG_UNBLOCK, &set, nullptr);
+
+  int code = kExitOk;
+  try {
+    w.pipeline->start();
+    w.node->start();
+    event_base_dispatch(w.base);
+    if (w.failed) code = kExitFailure;
+  } catch (const std::exception& e) {
+    log::error("writer failed: {}", e.what());
+    code = kExitFailure;
+  }
+  w.node.reset();
+  w.pipeline.reset();
+  event_free(w.build_event);
+  for (event* e : signals) event_free(e);
+  event_free(beat);
+  event_base_free(w.base);
+  return code;
+}
+
+}  // namespace server
