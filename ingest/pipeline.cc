@@ -99,7 +99,7 @@ void Pipeline::Impl::end_fetch(Fetch& f) {
 // --- every kind --------------------------------------------------------------------
 
 void Pipeline::Impl::parse_and_apply(Source& s, std::string_view body, size_t capacity,
-                     std::string_view content_type, int code) {
+                                     std::string_view content_type, int code) {
   if (s.prometheus && content_type.find("openmetrics") == std::string_view::npos)
     content_type = kPrometheusContentType;
   ParseResult r = parser.parse_padded(body, capacity, content_type);
@@ -128,8 +128,8 @@ std::span<const Sample> Pipeline::Impl::running_totals(Source& s, std::span<cons
 
 // A leader's tick only stages the samples: they are applied with the whole entry
 // when the tick completes.
-void Pipeline::Impl::apply(Source& s, std::span<const Sample> samples, std::string_view format, int code,
-           std::string note) {
+void Pipeline::Impl::apply(Source& s, std::span<const Sample> samples,
+                           std::string_view format, int code, std::string note) {
   s.status.format = std::string(format);
   if (tap) {
     s.status.samples += samples.size();

@@ -111,6 +111,66 @@ void append_time(std::string& out, uint64_t unix_ns) {
 
 uint64_t age_ms(uint64_t now, uint64_t then) { return now > then ? (now - then) / 1'000'000 : 0; }
 
+// The elements of /v1/status's "readers": the slots up to `workers` (every one when
+// it is 0) that hold a live reader.
+void append_readers(std::string& o, const shm::StoreInfo& info, const shm::Store& store,
+                    uint64_t workers, uint64_t mono, uint64_t late_ms) {
+  bool first = true;
+  for (const shm::ReaderInfo& r : info.readers) {
+    if (r.pid <= 0 || (workers != 0 && r.slot > workers)) continue;
+    o.append(first ? "{" : ",{");
+    first = false;
+    append_key(o, "slot");
+    http::append_uint(o, r.slot);
+    o.append(R"(,"pid":)");
+    http::append_uint(o, static_cast<uint64_t>(r.pid));
+    o.append(R"(,"state":)");
+    o.append(age_ms(mono, r.heartbeat_ns) > late_ms ? R"("late")" : R"("running")");
+    o.append(R"(,"requests":)");
+    http::append_uint(o, r.requests);
+    o.append(R"(,"connections_open":)");
+    http::append_uint(o, store.reader_counter(r.slot, kConnectionsOpen));
+    o.append(R"(,"heartbeat_age_ms":)");
+    http::append_uint(o, age_ms(mono, r.heartbeat_ns));
+    o.append("}");
+  }
+}
+
+// The elements of /v1/status's "sources": each source's ingest status.
+void append_sources(std::string& o, const std::vector<shm::SourceStatus>& sources) {
+  bool first = true;
+  for (const shm::SourceStatus& s : sources) {
+    o.append(first ? "{" : ",{");
+    first = false;
+    append_key(o, "url");
+    append_text(o, s.url);
+    o.append(R"(,"format":)");
+    append_text(o, s.format);
+    o.append(R"(,"state":)");
+    o.append(!s.last_error.empty() ? R"("failing")" : s.last_fetch_ns == 0 ? R"("pending")" : R"("ok")");
+    o.append(R"(,"last_status":)");
+    o.append(std::to_string(s.last_status));
+    o.append(R"(,"last_fetch":)");
+    append_time(o, s.last_fetch_ns);
+    o.append(R"(,"last_latency_us":)");
+    http::append_uint(o, s.last_latency_us);
+    o.append(R"(,"last_error":)");
+    if (s.last_error.empty()) o.append("null");
+    else append_text(o, s.last_error);
+    o.append(R"(,"last_error_at":)");
+    append_time(o, s.last_error_ns);
+    o.append(R"(,"errors":)");
+    http::append_uint(o, s.errors);
+    o.append(R"(,"samples":)");
+    http::append_uint(o, s.samples);
+    o.append(R"(,"dropped":)");
+    http::append_uint(o, s.dropped);
+    o.append(R"(,"bytes":)");
+    http::append_uint(o, s.bytes);
+    o.append("}");
+  }
+}
+
 }  // namespace
 
 // /ui, /ui/ and /ui/index.html are the page; /ui/NAME one of its files. `name` is what
@@ -132,7 +192,6 @@ void HttpServer::Impl::serve_ui(Conn& c, const Request& req, std::string_view na
 }
 
 // The fields are described in docs/operations.md (HTTP API, /v1/status).
-// Long as one piece: it writes the /v1/status object field by field, in its documented order.
 void HttpServer::Impl::serve_status(Conn& c, const Request& req, const shm::SnapshotView* view) {
   const shm::StoreInfo info = store.info();
   const uint64_t now = shm::realtime_ns(), mono = shm::monotonic_ns();
@@ -181,25 +240,7 @@ void HttpServer::Impl::serve_status(Conn& c, const Request& req, const shm::Snap
   // own slot (workers + 1) is not a reader. kWorkers is 0 outside telemetryd (tests).
   o.append(R"(},"readers":[)");
   const uint64_t workers = counter(kWorkers);
-  bool first = true;
-  for (const shm::ReaderInfo& r : info.readers) {
-    if (r.pid <= 0 || (workers != 0 && r.slot > workers)) continue;
-    o.append(first ? "{" : ",{");
-    first = false;
-    append_key(o, "slot");
-    http::append_uint(o, r.slot);
-    o.append(R"(,"pid":)");
-    http::append_uint(o, static_cast<uint64_t>(r.pid));
-    o.append(R"(,"state":)");
-    o.append(age_ms(mono, r.heartbeat_ns) > reader_late_ms(opt.heartbeat_every) ? R"("late")" : R"("running")");
-    o.append(R"(,"requests":)");
-    http::append_uint(o, r.requests);
-    o.append(R"(,"connections_open":)");
-    http::append_uint(o, store.reader_counter(r.slot, kConnectionsOpen));
-    o.append(R"(,"heartbeat_age_ms":)");
-    http::append_uint(o, age_ms(mono, r.heartbeat_ns));
-    o.append("}");
-  }
+  append_readers(o, info, store, workers, mono, reader_late_ms(opt.heartbeat_every));
 
   o.append(R"(],"restarts":{"writer":)");
   http::append_uint(o, counter(kRestartsWriter));
@@ -211,37 +252,7 @@ void HttpServer::Impl::serve_status(Conn& c, const Request& req, const shm::Snap
   http::append_uint(o, counter(kStuckReadersKilled));
 
   o.append(R"(},"sources":[)");
-  first = true;
-  for (const shm::SourceStatus& s : store.sources()) {
-    o.append(first ? "{" : ",{");
-    first = false;
-    append_key(o, "url");
-    append_text(o, s.url);
-    o.append(R"(,"format":)");
-    append_text(o, s.format);
-    o.append(R"(,"state":)");
-    o.append(!s.last_error.empty() ? R"("failing")" : s.last_fetch_ns == 0 ? R"("pending")" : R"("ok")");
-    o.append(R"(,"last_status":)");
-    o.append(std::to_string(s.last_status));
-    o.append(R"(,"last_fetch":)");
-    append_time(o, s.last_fetch_ns);
-    o.append(R"(,"last_latency_us":)");
-    http::append_uint(o, s.last_latency_us);
-    o.append(R"(,"last_error":)");
-    if (s.last_error.empty()) o.append("null");
-    else append_text(o, s.last_error);
-    o.append(R"(,"last_error_at":)");
-    append_time(o, s.last_error_ns);
-    o.append(R"(,"errors":)");
-    http::append_uint(o, s.errors);
-    o.append(R"(,"samples":)");
-    http::append_uint(o, s.samples);
-    o.append(R"(,"dropped":)");
-    http::append_uint(o, s.dropped);
-    o.append(R"(,"bytes":)");
-    http::append_uint(o, s.bytes);
-    o.append("}");
-  }
+  append_sources(o, store.sources());
   // A cluster node: the writer's `show cluster json` report (server/cluster_status.cc),
   // read from the store's status text; null on a single node or before the writer
   // reported.

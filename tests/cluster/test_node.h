@@ -125,6 +125,17 @@ struct TestHost : cluster::Host {
   std::map<uint64_t, uint64_t> history;  // seq -> digest after applying it
 };
 
+// A test node's settings: cluster "test" on the Redis at url, leases of kLease.
+inline cluster::Settings node_settings(const std::string& url, const std::string& id, bool may_lead) {
+  cluster::Settings s;
+  s.redis = cluster::parse_address(url);
+  s.name = "test";
+  s.node_id = id;
+  s.lease = kLease;
+  s.may_lead = may_lead;
+  return s;
+}
+
 struct TestNode {
   TestNode(event_base* base, const RedisServer& redis, std::string id, bool may_lead = true, size_t pad = 0,
            uint32_t checkpoint_every = 30)
@@ -132,12 +143,7 @@ struct TestNode {
   TestNode(event_base* base, const std::string& url, std::string id, bool may_lead = true, size_t pad = 0,
            uint32_t checkpoint_every = 30)
       : host(base, id, pad) {
-    cluster::Settings s;
-    s.redis = cluster::parse_address(url);
-    s.name = "test";
-    s.node_id = id;
-    s.lease = kLease;
-    s.may_lead = may_lead;
+    cluster::Settings s = node_settings(url, id, may_lead);
     s.checkpoint_every = checkpoint_every;
     node = std::make_unique<cluster::Node>(base, s, host);
     host.node = node.get();
@@ -177,13 +183,7 @@ inline pid_t fork_node(const std::string& url, const std::string& id, const std:
   TestHost host(base, id);
   host.record_to = std::fopen(record.c_str(), "w");
   setvbuf(host.record_to, nullptr, _IOLBF, 0);
-  cluster::Settings s;
-  s.redis = cluster::parse_address(url);
-  s.name = "test";
-  s.node_id = id;
-  s.lease = kLease;
-  s.may_lead = may_lead;
-  cluster::Node node(base, s, host);
+  cluster::Node node(base, node_settings(url, id, may_lead), host);
   host.node = &node;
   node.start();
   event_base_dispatch(base);

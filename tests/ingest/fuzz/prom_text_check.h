@@ -19,6 +19,8 @@
 
 #include <simdjson.h>
 
+#include "ingest/ingest.h"
+
 namespace prom_text_check {
 
 inline bool name_char(char c, bool first) {
@@ -118,6 +120,22 @@ inline bool check(std::string_view text) {
     }
   }
   return !expect_type;
+}
+
+// Builds agg's snapshot at `now` and aborts unless its Prometheus text passes check()
+// and every series key in it parses (with `known`: and is one of agg's series).
+inline void check_snapshot(ingest::Aggregator& agg, int64_t now, bool known) {
+  shm::SnapshotBuilder builder;
+  agg.build(builder, now);
+  std::vector<std::byte> bytes = builder.serialize(1, 0);
+  shm::SnapshotView view(bytes);
+  auto prom = view.find(ingest::kPromRecord);
+  if (!prom || !check(*prom)) std::abort();
+  for (const shm::Record& rec : view.list(ingest::kSeriesList)) {
+    std::string_view key = rec.key.substr(ingest::kSeriesPrefix.size());
+    if (!ingest::parse_series_key(key)) std::abort();
+    if (known && !agg.series(key)) std::abort();
+  }
 }
 
 }  // namespace prom_text_check
