@@ -88,6 +88,16 @@ void publish_partitioned_status(shm::Store& store, shm::Writer& writer, const cl
                        .add("problem", h.problem.empty() ? "-" : h.problem));
   }
   set(kClusterCannotFollow, cannot_follow ? 1 : 0);
+  uint64_t ready = 0, primary = 0;
+  for (const cluster::HeldPartition& h : s.held) {
+    ready += h.state == cluster::HoldState::ready;
+    primary += h.primary;
+  }
+  set(kPartitionsHeld, s.held.size());
+  set(kPartitionsReady, ready);
+  set(kPartitionsPrimary, primary);
+  set(kPartitionMovesIn, s.moves_in);
+  set(kPartitionMovesOut, s.moves_out);
   auto list = [](const std::vector<uint32_t>& partitions) {
     std::string text;
     for (uint32_t p : partitions) {

@@ -331,6 +331,15 @@ void append_cluster_metrics(std::string& out, Help help, Line line, const shm::S
   help("telemetryd_cluster_pending_dropped_total", "counter",
        "Leader entries dropped while Redis did not take them (a checkpoint covered them).");
   line("telemetryd_cluster_pending_dropped_total", {}, counter(kClusterPendingDropped));
+  help("telemetryd_partitions_held", "gauge", "Partitions this node holds, by state (a partitioned cluster).");
+  line("telemetryd_partitions_held", "state=\"ready\"", counter(kPartitionsReady));
+  const uint64_t held = counter(kPartitionsHeld), ready = counter(kPartitionsReady);
+  line("telemetryd_partitions_held", "state=\"not_ready\"", held > ready ? held - ready : 0);
+  help("telemetryd_partitions_primary", "gauge", "Partitions this node is the primary of (writes their checkpoints).");
+  line("telemetryd_partitions_primary", {}, counter(kPartitionsPrimary));
+  help("telemetryd_partition_moves_total", "counter", "Partitions this node's writer took (in) and let go (out).");
+  line("telemetryd_partition_moves_total", "direction=\"in\"", counter(kPartitionMovesIn));
+  line("telemetryd_partition_moves_total", "direction=\"out\"", counter(kPartitionMovesOut));
   help("telemetryd_cluster_checkpoint_age_seconds", "gauge", "Age of the newest checkpoint in Redis (-1: none).");
   uint64_t age = counter(kClusterCheckpointAgeS);
   out.append("telemetryd_cluster_checkpoint_age_seconds ").append(age ? std::to_string(age - 1) : "-1").append("\n");

@@ -58,7 +58,13 @@ enum ServiceCounter : uint32_t {
   kStateCheckpointsSkipped = 35, // checkpoints that did not read back, all writers
   kStateWriteErrors = 36,        // failed appends and checkpoint writes (a full disk), all writers
   kStateWriteFailing = 37,       // 1 from a failed write until a checkpoint is written again
-  kFirstFreeServiceCounter = 38,
+  // A partitioned cluster's node (cluster/partitioned.h): set by the writer.
+  kPartitionsHeld = 38,      // partitions this node holds (syncing, ready or leaving)
+  kPartitionsReady = 39,     // of which ready
+  kPartitionsPrimary = 40,   // of which this node is the primary
+  kPartitionMovesIn = 41,    // partitions taken (writer incarnation)
+  kPartitionMovesOut = 42,   // partitions let go once their holders had them ready
+  kFirstFreeServiceCounter = 43,
 };
 
 // Reader::counter(i): per reader, relaxed; only the owning reader writes them.

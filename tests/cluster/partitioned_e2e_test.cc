@@ -102,5 +102,9 @@ TEST_CASE("partitioned cluster: each node serves its share, holders converge, a 
     INFO(s->admin("show cluster"));
     CHECK(healthy(s));
     CHECK(series_of(*s).size() == kSeries);
+    // Both hold all 8 now (R = N = 2), and took some of them over from the killed node.
+    std::string metrics = e2e::http_get(s->port(), "/metrics").body;
+    CHECK(metrics.find("telemetryd_partitions_held{state=\"ready\"} 8\n") != std::string::npos);
+    CHECK(metrics.find("telemetryd_partition_moves_total{direction=\"in\"} ") != std::string::npos);
   }
 }
