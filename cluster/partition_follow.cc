@@ -210,21 +210,34 @@ void PartitionedNode::Impl::lease(Held& h) {
     return;
   }
   const uint32_t p = h.partition;
-  commands_for(p).command({"EVAL", kPartitionLeaseScript, "2", h.keys.lease, h.keys.term, settings.node_id,
-                           std::to_string(settings.lease.count()), h.lease},
-                          [this, p](const redisReply* r, const std::string&) {
+  const uint64_t applied = host.applied_seq(p);  // what Redis's log held before it answers
+  commands_for(p).command({"EVAL", kPartitionLeaseScript, "4", h.keys.lease, h.keys.term, h.keys.log_end,
+                           h.keys.checkpoints, settings.node_id, std::to_string(settings.lease.count()), h.lease},
+                          [this, p, applied](const redisReply* r, const std::string&) {
                             Held* x = held(p);
                             if (!x) return;
-                            if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+                            if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
                               x->lease.clear();
                               return;
                             }
-                            if (r->element[0]->integer == 1) {
-                              std::string value = settings.node_id + " " + std::to_string(r->element[1]->integer);
-                              if (x->lease != value) log::info("partitioned cluster: primary of partition {}", p);
-                              x->lease = value;
-                            } else {
+                            if (r->element[0]->integer != 1) {
                               x->lease.clear();
+                              return;
+                            }
+                            std::string value = settings.node_id + " " + std::to_string(r->element[1]->integer);
+                            if (x->lease != value) log::info("partitioned cluster: primary of partition {}", p);
+                            x->lease = value;
+                            // Redis lost the log behind this state (it restarted empty, or a
+                            // failover lost the tail): a checkpoint of the state carries the
+                            // log on from it, as the unpartitioned leader re-seeds its log.
+                            uint64_t end = std::strtoull(str(r->element[2]).c_str(), nullptr, 10);
+                            // (Against the seq applied when the lease was asked: entries
+                            // appended since may have been applied through the tail.)
+                            if (end < applied && !x->checkpointing) {
+                              log::warn("partitioned cluster: partition {}'s log in Redis ends at {}, before this node's "
+                                        "state at {}: writing a checkpoint of it to carry the log on",
+                                        p, end, applied);
+                              write_checkpoint(*x);
                             }
                           });
 }

@@ -76,15 +76,16 @@ void PartitionedNode::Impl::problem(const std::string& text) {
 
 void PartitionedNode::Impl::on_period() {
   if (!commands.up()) return;
-  if (partitions == 0) {
-    commands.command({"EVAL", kPartitioningScript, "1", keys.partitioning,
-                      std::to_string(settings.partitions) + " " + std::to_string(settings.replication)},
-                     [this](const redisReply* r, const std::string& error) {
-                       if (!r) return problem("reading the cluster's partitioning: " + error);
-                       settle_partitioning(text_of(r));
-                     });
-    return;
-  }
+  // Every period, not only at start: a Redis that restarted empty gets it again (from the
+  // P this node follows), before a new node could set another.
+  std::string asked = partitions ? std::to_string(partitions) + " " + std::to_string(replication)
+                                 : std::to_string(settings.partitions) + " " + std::to_string(settings.replication);
+  commands.command({"EVAL", kPartitioningScript, "1", keys.partitioning, asked},
+                   [this](const redisReply* r, const std::string& error) {
+                     if (!r) return problem("reading the cluster's partitioning: " + error);
+                     if (partitions == 0) settle_partitioning(text_of(r));
+                   });
+  if (partitions == 0) return;
   heartbeat();
   for (auto& [p, h] : holding) {
     if (!h->loaded && !h->loading) load(*h);
@@ -194,17 +195,43 @@ void PartitionedNode::Impl::choose_pullers(const std::vector<std::string>& mine)
   for (const std::string& url : mine) {
     bool have = std::any_of(pulling.begin(), pulling.end(), [&](const auto& s) { return s.first == url; });
     if (have || taking_epoch.count(url)) continue;
-    taking_epoch.insert(url);
-    bool sent = commands.command({"INCR", "{" + settings.name + "}:epoch:" + url},
-                                 [this, url](const redisReply* r, const std::string& error) {
-                                   taking_epoch.erase(url);
-                                   if (!r || r->type != REDIS_REPLY_INTEGER) return problem("epoch of " + url + ": " + error);
-                                   pulling.emplace_back(url, uint64_t(r->integer));
-                                   log::info("partitioned cluster: pulling {} (epoch {})", url, r->integer);
-                                   host.pull(pulling);
-                                 });
-    if (!sent) taking_epoch.erase(url);
+    take_epoch(url, epoch_floor[url]);
   }
+}
+
+// floor: an epoch the append script has seen for the source (a STALE answer's): the new
+// one goes above it, so that a counter Redis lost never hands out a fenced-off epoch.
+void PartitionedNode::Impl::take_epoch(const std::string& url, uint64_t floor) {
+  if (!taking_epoch.insert(url).second) return;
+  bool sent = commands.command(
+      {"EVAL", kEpochScript, "1", "{" + settings.name + "}:epoch:" + url, std::to_string(floor)},
+      [this, url](const redisReply* r, const std::string& error) {
+        taking_epoch.erase(url);
+        if (!r || r->type != REDIS_REPLY_INTEGER) return problem("epoch of " + url + ": " + error);
+        auto it = std::find_if(pulling.begin(), pulling.end(), [&](const auto& s) { return s.first == url; });
+        if (it != pulling.end()) it->second = uint64_t(r->integer);
+        else pulling.emplace_back(url, uint64_t(r->integer));
+        log::info("partitioned cluster: pulling {} (epoch {})", url, r->integer);
+        host.pull(pulling);
+      });
+  if (!sent) taking_epoch.erase(url);
+}
+
+// An append refused as STALE names the epoch that fenced ours off: another node pulls
+// the source now, or Redis lost the epoch counter and handed that epoch out again. This
+// node stops pulling it; if the next heartbeat still makes it the source's puller, it
+// takes an epoch above the fence (deciding at once would let two nodes whose views of the
+// members differ for a moment fence each other off in turn).
+void PartitionedNode::Impl::on_stale(const std::string& url, uint64_t epoch, const std::string& error) {
+  size_t at = error.rfind("epoch ");
+  uint64_t fence = at == std::string::npos ? 0 : std::strtoull(error.c_str() + at + 6, nullptr, 10);
+  auto it = std::find_if(pulling.begin(), pulling.end(), [&](const auto& s) { return s.first == url; });
+  if (it == pulling.end() || it->second != epoch) return;
+  log::info("partitioned cluster: {} was fenced off at epoch {} by epoch {}; not pulling it until the members say", url,
+            epoch, fence);
+  epoch_floor[url] = std::max(epoch_floor[url], fence);
+  pulling.erase(it);
+  host.pull(pulling);
 }
 
 PartitionedNode::Impl::Held* PartitionedNode::Impl::held(uint32_t partition) {
@@ -240,13 +267,14 @@ void PartitionedNode::append(uint32_t partition, const std::string& source, uint
   bool sent = m.commands_for(partition).command(
       {"EVAL", kPartitionAppendScript, "4", k.log, k.log_end, k.checkpoints, k.sources, source, std::to_string(epoch),
        std::to_string(tick), std::to_string(unix_ms()), std::move(entry), std::to_string(max_len)},
-      [&m, shared](const redisReply* r, const std::string& error) {
+      [&m, shared, source, epoch](const redisReply* r, const std::string& error) {
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2) {
           ++m.entries_appended;
           (*shared)(true, "");
           return;
         }
         ++m.appends_refused;
+        if (!r && error.rfind("STALE", 0) == 0) m.on_stale(source, epoch, error);
         (*shared)(false, r ? "unexpected reply" : error);
       });
   if (!sent) later(std::move(*shared), "not connected to Redis");

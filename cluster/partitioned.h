@@ -19,10 +19,11 @@
 //  - A source's puller is the node among those that may pull with the highest weight
 //    for the source's URL; on becoming it, the node takes a new epoch for the source
 //    (INCR), which fences off the previous puller at its next append.
-// What it does not: order across partitions (each is its own log); follow a partition
-// whose log Redis lost: after a Redis restarted empty, its holders wait past the new
-// log's end (the unpartitioned cluster re-seeds the log from its leader's state; this
-// does not yet).
+//  - A Redis that lost a partition's log behind its primary's state (restarted empty, a
+//    failover that lost the tail) gets a checkpoint of that state, from which the log
+//    goes on; sources fenced off by an epoch Redis handed out again take a higher one.
+// What it does not: order across partitions (each is its own log); keep what was
+// appended to a log Redis had lost before its primary noticed (within a lease period).
 #pragma once
 
 #include <chrono>

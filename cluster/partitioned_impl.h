@@ -48,6 +48,8 @@ struct PartitionedNode::Impl {
   void on_members(const redisReply* r);
   void place();  // hold and release by the holder map, choose pullers
   void choose_pullers(const std::vector<std::string>& pullers);
+  void take_epoch(const std::string& url, uint64_t floor);
+  void on_stale(const std::string& url, uint64_t epoch, const std::string& error);
   std::string member_info() const;
   void problem(const std::string& text);
 
@@ -79,6 +81,7 @@ struct PartitionedNode::Impl {
   bool members_known = false;
   std::vector<std::pair<std::string, uint64_t>> pulling;
   std::set<std::string> taking_epoch;  // sources whose epoch is being asked for
+  std::map<std::string, uint64_t> epoch_floor;  // per source: the highest epoch a STALE named
   std::vector<std::string> notes;
   std::string last_problem;
   uint64_t entries_applied = 0, entries_appended = 0, appends_refused = 0, reloads = 0;

@@ -148,15 +148,25 @@ const char* const kMembersScript =
     "return result\n";
 
 const char* const kPartitionLeaseScript =
+    LOG_END_FUNCTION
+    "local last = string.format('%d', log_end(KEYS[3], KEYS[4]))\n"
     "local holder = redis.call('GET', KEYS[1])\n"
     "if holder and holder == ARGV[3] then\n"
     "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "  return {1, tonumber(string.match(holder, ' (%d+)$'))}\n"
+    "  return {1, tonumber(string.match(holder, ' (%d+)$')), last}\n"
     "end\n"
-    "if holder then return {0, holder} end\n"
+    "if holder then return {0, holder, last} end\n"
     "local term = redis.call('INCR', KEYS[2])\n"
     "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. term, 'PX', ARGV[2])\n"
-    "return {1, term}\n";
+    "return {1, term, last}\n";
+
+const char* const kEpochScript =
+    "local epoch = redis.call('INCR', KEYS[1])\n"
+    "if epoch <= tonumber(ARGV[1]) then\n"
+    "  epoch = tonumber(ARGV[1]) + 1\n"
+    "  redis.call('SET', KEYS[1], epoch)\n"
+    "end\n"
+    "return epoch\n";
 
 // Every chunk is checked before any is made permanent: a checkpoint is recorded whole
 // or not at all, and a missing chunk leaves the others to expire.

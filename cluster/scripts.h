@@ -69,10 +69,15 @@ extern const char* const kPartitioningScript;
 // Records the node until Redis time + ttl, forgets nodes whose time passed, and returns
 // {now_ms, id, info, id, info...} of the live ones.
 extern const char* const kMembersScript;
-// A partition's primary lease: KEYS lease term; ARGV node_id lease_ms held ("NODE_ID
-// TERM" when renewing, else ""). -> {1, term} taken or renewed; {0, holder} when another
-// node holds it (or ours expired and another took it).
+// A partition's primary lease: KEYS lease term log_end checkpoints; ARGV node_id
+// lease_ms held ("NODE_ID TERM" when renewing, else ""). -> {1, term, log end} taken or
+// renewed; {0, holder, log end} when another node holds it (or ours expired and another
+// took it). The log's end tells a primary whether Redis lost the log behind its state.
 extern const char* const kPartitionLeaseScript;
+// A source's new epoch: KEYS epoch; ARGV floor -> INCR, raised above floor (the epoch
+// the append script last saw for the source: after a Redis that restarted empty the
+// counter starts again, and epochs must only grow).
+extern const char* const kEpochScript;
 // KEYS lease checkpoints log; ARGV "NODE_ID TERM" seq term chunks chunk_prefix unix_ms
 // entry_term hash.
 // Records a checkpoint whose chunks are written (with an expiry, so that the chunks of

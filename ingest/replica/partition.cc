@@ -325,13 +325,15 @@ PartitionState::Applied PartitionState::apply(std::string_view entry, uint64_t s
   codec::read_status(in, status);
 
   Impl::Source* source = m.find(url);
-  // What the append script refuses (a lost epoch, a tick counted already) may still
-  // reach a log it did not guard (a test's, a future tool's): it counts for nothing.
-  if (source && (epoch < source->epoch || tick <= source->tick)) {
+  // A tick counted already (which the append script refuses, but a log it did not guard
+  // may hold) counts for nothing. Epochs are not compared: the script fences a lost
+  // epoch off, and after a Redis that restarted empty the epochs start again from 1
+  // while the ticks (the interval grid's) go on; another epoch numbers afresh.
+  if (source && tick <= source->tick) {
     m.applied_seq = seq;
     return Applied::skipped;
   }
-  const bool fresh_numbers = !source || epoch > source->epoch;
+  const bool fresh_numbers = !source || epoch != source->epoch;
   std::vector<std::pair<uint32_t, codec::Definition>> definitions;
   const uint64_t n_defs = in.count("definition count", in.left());
   std::unordered_map<uint32_t, size_t> defined_here;  // number -> index in definitions
@@ -376,7 +378,7 @@ PartitionState::Applied PartitionState::apply(std::string_view entry, uint64_t s
     m.sources.push_back(Impl::Source{std::string(url), m.next_aggregator_id++, 0, 0, {}, {}});
     source = &m.sources.back();
   }
-  if (epoch > source->epoch) source->numbers.clear();
+  if (epoch != source->epoch) source->numbers.clear();
   source->epoch = epoch;
   source->tick = tick;
   source->status = std::move(status);

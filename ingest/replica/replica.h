@@ -160,9 +160,10 @@ class PartitionState {
   PartitionState& operator=(PartitionState&&) noexcept;
 
   // Decodes and checks the entry at seq (throws std::invalid_argument naming what is
-  // wrong, before changing anything), then applies it, unless its source has a higher
-  // epoch already or this tick or a later one: skipped, as the append script would have
-  // refused it (never counted twice, whoever wrote it). Either way seq is applied.
+  // wrong, before changing anything), then applies it, unless its source has this tick
+  // or a later one already: skipped, as the append script would have refused it (never
+  // counted twice, whoever wrote it). Either way seq is applied. An entry of another
+  // epoch than the source's last starts its numbers afresh.
   enum class Applied { applied, skipped };
   Applied apply(std::string_view entry, uint64_t seq);
 

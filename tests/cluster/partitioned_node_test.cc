@@ -206,6 +206,22 @@ TEST_CASE("partitioned nodes: R ready holders per partition, one puller per sour
     check_exact(c, members);
     for (const auto& m : members) CHECK(m->node->status().held.size() == kPartitions);  // R = N = 2
   }
+  SECTION("Redis restarted empty: the primaries carry each log on from their state, the sources from a higher epoch") {
+    std::map<uint32_t, uint64_t> before;
+    for (const auto& m : members)
+      for (const auto& [p, state] : m->host.parts) before[p] = std::max(before[p], state.applied_seq());
+    redis.kill_now();
+    redis.start();
+    run_ticks(25);
+    REQUIRE(loop.until([&] { return covered(members, 2) && caught_up(); }, 20s));
+    check_exact(c, members);
+    // Generations went on from the state, not from 0.
+    for (uint32_t p = 0; p < kPartitions; ++p) {
+      cluster::Keys k(common::partition_tag("ptest", p));
+      std::string end = c.run({"GET", k.log_end});
+      if (end != "(nil)") CHECK(std::stoull(end) > before[p]);
+    }
+  }
   SECTION("a node joining takes its share, and the old holders let go once it is ready") {
     members.push_back(std::make_unique<Member>(loop.base, redis, "n4"));
     REQUIRE(loop.until([&] { return covered(members, 2) && members.back()->node->status().held.size() >= 2; }, 20s));

@@ -110,24 +110,33 @@ TEST_CASE("partition entries: a number is defined until an entry that defined it
   CHECK(part.apply(e4, 2) == PartitionState::Applied::applied);
 }
 
-TEST_CASE("partition entries: a tick counted or an epoch lost is skipped, a new epoch numbers afresh") {
+TEST_CASE("partition entries: a tick counted is skipped, another epoch numbers afresh") {
   PartitionState part(0, small_config());
   PartitionWriter old_writer("http://a/", 1, 1), new_writer("http://a/", 2, 1);
   SourceTick t1 = source_tick(0, 1, 20, clock_of(1));
   std::string first = old_writer.encode(1, clock_of(1), t1.samples, small_config(), {}).at(0).bytes;
   CHECK(part.apply(first, 1) == PartitionState::Applied::applied);
   old_writer.settle(0, 1, true);
-  std::string again = part.checkpoint();
   CHECK(part.apply(first, 2) == PartitionState::Applied::skipped);  // the same tick again
   CHECK(part.applied_seq() == 2);
   // The new writer's numbers are its own: defined in its first entry.
   SourceTick t2 = source_tick(0, 2, 20, clock_of(2));
   CHECK(part.apply(new_writer.encode(2, clock_of(2), t2.samples, small_config(), {}).at(0).bytes, 3) ==
         PartitionState::Applied::applied);
+  // The old writer's next entry only numbers its series (its first is in the log): the
+  // partition no longer has those numbers, which the append script never lets happen
+  // (STALE); here it is refused as bad bytes, changing nothing.
   SourceTick t3 = source_tick(0, 3, 20, clock_of(3));
-  CHECK(part.apply(old_writer.encode(3, clock_of(3), t3.samples, small_config(), {}).at(0).bytes, 4) ==
-        PartitionState::Applied::skipped);
-  CHECK(part.aggregator().series("m1{host=\"h1\",src=\"s0\"}")->count == 2);
+  const std::string before = part.checkpoint();
+  CHECK_THROWS_WITH(part.apply(old_writer.encode(3, clock_of(3), t3.samples, small_config(), {}).at(0).bytes, 4),
+                    Catch::Contains("never defined"));
+  CHECK(part.checkpoint() == before);
+  // After a Redis that restarted empty, epochs start again lower: still another epoch.
+  PartitionWriter restarted("http://a/", 1, 1);
+  SourceTick t4 = source_tick(0, 4, 20, clock_of(4));
+  CHECK(part.apply(restarted.encode(4, clock_of(4), t4.samples, small_config(), {}).at(0).bytes, 4) ==
+        PartitionState::Applied::applied);
+  CHECK(part.aggregator().series("m1{host=\"h1\",src=\"s0\"}")->count == 3);
 }
 
 TEST_CASE("partition entries: bad bytes are refused whole and change nothing") {
