@@ -6,11 +6,16 @@
 
 namespace cluster {
 
-// Every key is NAME:<what>, so clusters of different names never meet.
+// Every key is {NAME}:<what>, so clusters of different names never meet. The braces
+// make NAME the keys' hash tag: on a Redis Cluster they all live in one hash slot, as
+// the scripts that touch several of them at once require (cluster/slots.h); a single
+// server or a Sentinel deployment ignores them.
 struct Keys {
   explicit Keys(const std::string& name)
-      : lease(name + ":lease"), term(name + ":term"), log(name + ":log"), log_end(name + ":log-end"),
-        checkpoints(name + ":checkpoints"), chunk_prefix(name + ":checkpoint:"), nodes(name + ":nodes"), node_info(name + ":node-info") {}
+      : tag("{" + name + "}"), lease(tag + ":lease"), term(tag + ":term"), log(tag + ":log"),
+        log_end(tag + ":log-end"), checkpoints(tag + ":checkpoints"), chunk_prefix(tag + ":checkpoint:"),
+        nodes(tag + ":nodes"), node_info(tag + ":node-info") {}
+  std::string tag;           // "{NAME}": the slot of every key below is the slot of NAME
   std::string lease;         // "NODE_ID TERM", expires after the lease
   std::string term;          // the highest term handed out (INCR)
   std::string log;           // stream: ID "SEQ-0", fields t (term), h (chain hash, 16 hex digits:
