@@ -16,7 +16,7 @@ constexpr std::string_view kCluster = "redis-cluster://";
 
 std::invalid_argument bad(std::string_view url, const std::string& why) {
   return std::invalid_argument("cluster address '" + std::string(url) + "': " + why +
-                               " (expected redis://HOST:PORT[/DB] or "
+                               " (expected redis://HOST:PORT[/DB], "
                                "redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB] or "
                                "redis-cluster://HOST:PORT[,HOST:PORT...])");
 }

@@ -319,6 +319,7 @@ struct Connection::Ask {
   ~Ask() {
     done = nullptr;  // freeing the context runs the reply callback: it must not answer
     if (ac) {
+      ac->data = nullptr;
       ac->onDisconnect = nullptr;
       redisAsyncFree(ac);
     }
@@ -384,13 +385,13 @@ void Connection::follow_ask(const HostPort& to, Pending& pending) {
   a.ac = ac;
   redisAsyncSetConnectCallback(ac, [](const redisAsyncContext* ac, int status) {
     auto* a = static_cast<Ask*>(ac->data);
-    if (status == REDIS_OK || a->ac != ac) return;
+    if (!a || status == REDIS_OK || a->ac != ac) return;
     a->ac = nullptr;  // hiredis frees it after this callback
     a->answer(nullptr, "ASK " + a->to.text() + ": connect: " + (ac->errstr ? ac->errstr : "failed"));
   });
   redisAsyncSetDisconnectCallback(ac, [](const redisAsyncContext* ac, int) {
     auto* a = static_cast<Ask*>(ac->data);
-    if (a->ac != ac) return;
+    if (!a || a->ac != ac) return;
     a->ac = nullptr;  // freed by hiredis after this callback
     a->answer(nullptr, "ASK " + a->to.text() + ": disconnected");
   });
