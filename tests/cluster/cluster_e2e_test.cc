@@ -1,5 +1,6 @@
 // tests/cluster/cluster_e2e_test.cc: three real telemetryd nodes over a real
-// redis-server (each test starts its own on a free loopback port): identical bytes at
+// redis-server (each test starts its own on a free loopback port; one test a Redis
+// Cluster): identical bytes at
 // the same generation, failover after SIGKILL, fencing of a SIGSTOPped leader, Redis
 // killed and restarted, a late node joining from a checkpoint, a follower-only node,
 // OTLP pushes taken by the leader only, and a leader or a follower cut off from Redis
@@ -217,6 +218,23 @@ TEST_CASE("three nodes serve byte-identical bodies at the same generation") {
   auto metrics = e2e::http_get(a->port(), "/metrics").body;
   CHECK(metrics.find("telemetryd_cluster_term ") != std::string::npos);
   CHECK(metrics.find("telemetryd_cluster_entries_applied_total ") != std::string::npos);
+}
+
+TEST_CASE("on a Redis Cluster: two nodes serve byte-identical bodies at the same generation") {
+  cluster_test::RedisCluster rc;
+  auto a = start_node_at(rc.url()), b = start_node_at(rc.url());
+  std::vector<Service*> nodes{a.get(), b.get()};
+  REQUIRE(e2e::wait_for([&] {
+    for (Service* s : nodes)
+      if (e2e::http_get(s->port(), "/healthz").status != 200) return false;
+    return true;
+  }));
+  for (const std::string& target : std::vector<std::string>{"/v1/snapshot", "/v1/metrics/cpu.usage_percent"})
+    CHECK(compare_bodies(nodes, target, 3) >= 3);
+  auto snapshot = e2e::http_get(a->port(), "/v1/snapshot");
+  CHECK(counts_match_generation(snapshot.body, generation_of(snapshot)));
+  REQUIRE(leader_of(nodes));
+  for (Service* s : nodes) CHECK(cluster_field(*s, "redis_address").find("(master of slot ") != std::string::npos);
 }
 
 TEST_CASE("the leader's processes SIGKILLed: a follower publishes the next generation within two lease periods") {

@@ -84,6 +84,12 @@ TEST_CASE("Redis Cluster: nodes lead and follow on the master of their slot") {
   CHECK(std::stoull(c.run({"XLEN", "{test}:log"})) >= 20);
   CHECK(log_end_in(c) >= 20);
   CHECK(a.node->status().replicas == 1);  // ROLE on a cluster master lists its replica
+  // So the leader WAITs for that replica before it shows an entry: what it showed is there.
+  TestNode& leader = a.role() == cluster::Role::leader ? a : b;
+  REQUIRE(loop.until([&] { return leader.host.published >= 20; }));
+  Client replica(uint16_t(std::stoi(c.list({"ROLE"}).at(3))));  // ROLE: master, offset, {ip, port, offset}
+  replica.run({"READONLY"});  // a cluster replica redirects reads to its master otherwise
+  CHECK(log_end_in(replica) >= 20);
 }
 
 // A Connection on its own: a command whose key moved already is answered through ASK
