@@ -87,9 +87,7 @@ void Connection::connect() {
     }
     // Asked on every (re)connection: a lost connection may be a failover that promoted
     // a replica, or a slot that moved.
-    asking_ = true;
     slots_->ask(slot_, [this](const HostPort* master, const std::string& error) {
-      asking_ = false;
       if (!master) {
         lost("redis cluster: " + error);
         return;

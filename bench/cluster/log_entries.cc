@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "redis %s:%s: %s\n", argv[1], argv[2], c ? c->errstr : "no memory");
     return 1;
   }
-  std::string key = "{" + std::string(argv[3]) + "}:log";  // cluster::Keys
+  std::string key = std::string("{") + argv[3] + "}:log";  // cluster::Keys
   std::string from = "-";
   for (;;) {
     auto* r = static_cast<redisReply*>(redisCommand(c, "XRANGE %s %s + COUNT 1000", key.c_str(), from.c_str()));
