@@ -173,7 +173,7 @@ std::optional<std::chrono::system_clock::time_point> logged_at(const Service& s,
 
 // The seq of the newest entry of `term` in the log (0: none).
 uint64_t last_entry_of_term(Client& redis, uint64_t term) {
-  auto flat = redis.list({"XRANGE", "e2e:log", "-", "+"});  // ID, then t, TERM, p, MS, e, ENTRY
+  auto flat = redis.list({"XRANGE", "{e2e}:log", "-", "+"});  // ID, then t, TERM, p, MS, e, ENTRY
   uint64_t last = 0;
   for (size_t i = 1; i + 1 < flat.size(); ++i)
     if (flat[i] == "t" && flat[i + 1] == std::to_string(term)) last = std::max(last, number(flat[i - 1]));
@@ -182,7 +182,7 @@ uint64_t last_entry_of_term(Client& redis, uint64_t term) {
 
 // In the log, terms never go back. Returns the highest.
 uint64_t check_terms_ordered(Client& redis) {
-  auto flat = redis.list({"XRANGE", "e2e:log", "-", "+"});
+  auto flat = redis.list({"XRANGE", "{e2e}:log", "-", "+"});
   uint64_t highest = 0;
   for (size_t i = 0; i + 1 < flat.size(); ++i)
     if (flat[i] == "t") {
@@ -343,7 +343,7 @@ TEST_CASE("Redis killed and restarted: nodes keep serving and the cluster re-for
   CHECK(compare_bodies(nodes, "/v1/snapshot", 3) >= 3);
   check_monotonic();
   Client redis_client(redis.port());
-  CHECK(redis_client.run({"LLEN", "e2e:checkpoints"}) != "0");
+  CHECK(redis_client.run({"LLEN", "{e2e}:checkpoints"}) != "0");
 }
 
 TEST_CASE("a node started late loads the newest checkpoint, is syncing until it caught up, then serves the same bytes") {
@@ -352,7 +352,7 @@ TEST_CASE("a node started late loads the newest checkpoint, is syncing until it 
   REQUIRE(e2e::wait_for([&] { return generation_of(e2e::http_get(a->port(), "/v1/metrics")) >= 25; }));
   Client redis_client(redis.port());
   REQUIRE(e2e::wait_for([&] {
-    auto m = redis_client.run({"LINDEX", "e2e:checkpoints", "0"});
+    auto m = redis_client.run({"LINDEX", "{e2e}:checkpoints", "0"});
     return m != "(nil)" && std::stoull(m) >= 10;
   }));
   auto late = start_node(redis, {}, false);
