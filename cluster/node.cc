@@ -37,7 +37,7 @@ std::string_view redis_state_name(RedisState state) {
 }
 
 Node::Impl::Impl(event_base* b, Settings s, Host& h)
-    : base(b), settings(std::move(s)), host(h), keys(settings.name),
+    : base(b), settings(std::move(s)), host(h), keys(cluster_tag(settings.name)),
       sentinel(settings.redis.via_sentinel()
                    ? std::make_unique<Sentinel>(b, settings.redis.sentinels, settings.redis.master)
                    : nullptr),

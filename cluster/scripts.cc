@@ -103,6 +103,61 @@ const char* const kAppendScript =
     "return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], ARGV[2] .. '-0', 't', ARGV[3], 'h', ARGV[7],\n"
     "                  'p', ARGV[4], 'e', ARGV[5])\n";
 
+// Stream fields: s (source), g (epoch), k (tick), p (publish, Unix ms), q (the chain hash
+// of the entry before), h (this entry's), e (the entry).
+const char* const kPartitionAppendScript =
+    LOG_END_FUNCTION
+    "local epoch, tick = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local newest = redis.call('HGET', KEYS[4], ARGV[1])\n"
+    "if newest then\n"
+    "  local e, t, s, f = string.match(newest, '^(%d+) (%d+) (%d+) (%d+)')\n"
+    "  e, t, f = tonumber(e), tonumber(t), tonumber(f)\n"
+    "  if e == epoch and t == tick then return {'DUP', s} end\n"
+    "  if epoch < f then\n"
+    "    return redis.error_reply(string.format('STALE source %s is appended by epoch %d', ARGV[1], f))\n"
+    "  end\n"
+    "  if tick <= t then\n"
+    "    if epoch > f then redis.call('HSET', KEYS[4], ARGV[1], string.format('%d %d %s %d', e, t, s, epoch)) end\n"
+    "    return redis.error_reply(string.format('OLD source %s has tick %d', ARGV[1], t))\n"
+    "  end\n"
+    "end\n"
+    "local last, last_hash = log_end(KEYS[2], KEYS[3])\n"
+    "local seq = string.format('%d', last + 1)\n"
+    "local hash = string.sub(redis.sha1hex(last_hash .. ARGV[5]), 1, 16)\n"
+    "redis.call('SET', KEYS[2], seq .. ' ' .. hash)\n"
+    "redis.call('HSET', KEYS[4], ARGV[1], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. seq .. ' ' .. ARGV[2])\n"
+    "redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], seq .. '-0', 's', ARGV[1], 'g', ARGV[2], 'k', ARGV[3],\n"
+    "           'p', ARGV[4], 'q', last_hash, 'h', hash, 'e', ARGV[5])\n"
+    "return {'OK', seq, hash}\n";
+
+const char* const kPartitioningScript =
+    "redis.call('SET', KEYS[1], ARGV[1], 'NX')\n"
+    "return redis.call('GET', KEYS[1])\n";
+
+const char* const kMembersScript =
+    "local time = redis.call('TIME')\n"
+    "local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)\n"
+    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])\n"
+    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
+    "for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do\n"
+    "  redis.call('ZREM', KEYS[1], gone)\n"
+    "  redis.call('HDEL', KEYS[2], gone)\n"
+    "end\n"
+    "local result = {string.format('%d', now)}\n"
+    "for _, v in ipairs(redis.call('HGETALL', KEYS[2])) do result[#result + 1] = v end\n"
+    "return result\n";
+
+const char* const kPartitionLeaseScript =
+    "local holder = redis.call('GET', KEYS[1])\n"
+    "if holder and holder == ARGV[3] then\n"
+    "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "  return {1, tonumber(string.match(holder, ' (%d+)$'))}\n"
+    "end\n"
+    "if holder then return {0, holder} end\n"
+    "local term = redis.call('INCR', KEYS[2])\n"
+    "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. term, 'PX', ARGV[2])\n"
+    "return {1, term}\n";
+
 // Every chunk is checked before any is made permanent: a checkpoint is recorded whole
 // or not at all, and a missing chunk leaves the others to expire.
 const char* const kCommitCheckpointScript =

@@ -6,16 +6,20 @@
 
 namespace cluster {
 
-// Every key is {NAME}:<what>, so clusters of different names never meet. The braces
-// make NAME the keys' hash tag: on a Redis Cluster they all live in one hash slot, as
-// the scripts that touch several of them at once require (cluster/slots.h); a single
-// server or a Sentinel deployment ignores them.
+// Every key is PREFIX:<what>, and PREFIX is a hash tag: {NAME} for the cluster's log
+// (cluster_tag), {NAME:P} for partition P's (common::partition_tag). So clusters of
+// different names never meet, and on a Redis Cluster the keys of one log all live in one
+// hash slot, as the scripts that touch several of them at once require
+// (cluster/slots.h); a single server or a Sentinel deployment ignores the braces.
+inline std::string cluster_tag(const std::string& name) { return "{" + name + "}"; }
+
 struct Keys {
-  explicit Keys(const std::string& name)
-      : tag("{" + name + "}"), lease(tag + ":lease"), term(tag + ":term"), log(tag + ":log"),
-        log_end(tag + ":log-end"), checkpoints(tag + ":checkpoints"), chunk_prefix(tag + ":checkpoint:"),
-        nodes(tag + ":nodes"), node_info(tag + ":node-info") {}
-  std::string tag;           // "{NAME}": the slot of every key below is the slot of NAME
+  explicit Keys(const std::string& prefix)
+      : tag(prefix), lease(prefix + ":lease"), term(prefix + ":term"), log(prefix + ":log"),
+        log_end(prefix + ":log-end"), checkpoints(prefix + ":checkpoints"), chunk_prefix(prefix + ":checkpoint:"),
+        nodes(prefix + ":nodes"), node_info(prefix + ":node-info"), partitioning(prefix + ":partitioning"),
+        sources(prefix + ":sources") {}
+  std::string tag;           // the prefix: the slot of every key below is the slot of its hash tag
   std::string lease;         // "NODE_ID TERM", expires after the lease
   std::string term;          // the highest term handed out (INCR)
   std::string log;           // stream: ID "SEQ-0", fields t (term), h (chain hash, 16 hex digits:
@@ -27,6 +31,9 @@ struct Keys {
   std::string chunk_prefix;  // + "SEQ:TERM:I": chunk I (<= 1 MB) of that checkpoint
   std::string nodes;         // zset: node id -> expiry (Redis time, ms)
   std::string node_info;     // hash: node id -> "ROLE APPLIED LAG_MS MAY_LEAD" (MAY_LEAD 0: --role follower)
+  std::string partitioning;  // partitioned: "P R", set once by the first node
+  std::string sources;       // partition: hash: source -> "EPOCH TICK SEQ FENCE": the epoch, tick and seq of
+                             // the source's newest entry, and the highest epoch seen for it (>= EPOCH)
 };
 
 // KEYS lease term log_end checkpoints nodes node_info; ARGV node_id lease_ms term_floor
@@ -47,6 +54,33 @@ extern const char* const kRenewScript;
 // the log's entry seq - 1 is not the one this entry follows (another history). The
 // stream is also capped at about max_len entries, a safety net behind checkpoints.
 extern const char* const kAppendScript;
+// A partition's log has several writers (the pullers of its sources, and the nodes that
+// take pushes), so it is not fenced by a lease; what keeps it exact is checked here,
+// atomically with the append. KEYS log log_end checkpoints sources; ARGV source epoch
+// tick publish_ms entry max_len. Appends the entry after the log's end (seq = end + 1)
+// with its chain hash computed here: the first 16 hex digits of SHA-1(the end's hash ..
+// entry), so every holder applies one history however the writers interleave. Per
+// source, epochs (a puller's term for it) and ticks (the interval grid) only go up:
+// -> {"OK", seq, hash}; {"DUP", seq} when this source's newest entry has this epoch and
+// tick (a resend after a lost reply); an error "STALE ..." when a newer epoch was seen
+// for the source (a puller that lost it), "OLD ..." when the source's newest tick is at
+// or past this one (a paused puller's late entry, or two pullers during a hand-over: one
+// of them counted the tick). A newer epoch refused as OLD still fences the older one
+// off, without becoming the epoch of the entry already there (which it did not write:
+// its resend must not pass for a DUP).
+// The stream is capped at about max_len entries, a safety net behind checkpoints.
+extern const char* const kPartitionAppendScript;
+// A partitioned cluster's P and R, fixed by the first node: KEYS partitioning; ARGV
+// "P R" -> the value the cluster has ("P R"), set to ARGV[1] if it had none.
+extern const char* const kPartitioningScript;
+// A partitioned cluster's membership: KEYS nodes node_info; ARGV node_id info ttl_ms.
+// Records the node until Redis time + ttl, forgets nodes whose time passed, and returns
+// {now_ms, id, info, id, info...} of the live ones.
+extern const char* const kMembersScript;
+// A partition's primary lease: KEYS lease term; ARGV node_id lease_ms held ("NODE_ID
+// TERM" when renewing, else ""). -> {1, term} taken or renewed; {0, holder} when another
+// node holds it (or ours expired and another took it).
+extern const char* const kPartitionLeaseScript;
 // KEYS lease checkpoints log; ARGV "NODE_ID TERM" seq term chunks chunk_prefix unix_ms
 // entry_term hash.
 // Records a checkpoint whose chunks are written (with an expiry, so that the chunks of

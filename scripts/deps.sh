@@ -2,7 +2,7 @@
 # Sourced by scripts/run and scripts/test; safe to run again (installs nothing twice).
 
 TELEMETRYD_PACKAGES=(
-  build-essential cmake pkg-config
+  build-essential cmake pkg-config ccache
   libevent-dev liburing-dev libsimdjson-dev libfmt-dev libboost-dev
   libtomlplusplus-dev libcli11-dev
   catch2 spin curl python3 wrk

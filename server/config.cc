@@ -105,6 +105,7 @@ std::function<void(Options&, const Values&)> ingest_count(const char* name, size
   };
 }
 
+// Long as a table: one row per setting, the list docs/operations.md documents.
 const std::vector<Setting>& settings() {
   static const std::vector<Setting> table = {
       {"listen", Kind::value, "HTTP address HOST:PORT (default 127.0.0.1:8080)", text(&Options::listen)},

@@ -132,6 +132,7 @@ void HttpServer::Impl::serve_ui(Conn& c, const Request& req, std::string_view na
 }
 
 // The fields are described in docs/operations.md (HTTP API, /v1/status).
+// Long as one piece: it writes the /v1/status object field by field, in its documented order.
 void HttpServer::Impl::serve_status(Conn& c, const Request& req, const shm::SnapshotView* view) {
   const shm::StoreInfo info = store.info();
   const uint64_t now = shm::realtime_ns(), mono = shm::monotonic_ns();

@@ -252,6 +252,7 @@ struct WriterProcess : cluster::Host {
 
 }  // namespace
 
+// Long as one piece: the writer process from set-up to teardown, its resources freed in reverse.
 int run_writer(shm::Store& store, const CommandLine& command_line, const Options& options) {
   // Ingest is batch work and the readers are latency work: when they share a core, a
   // build of a large snapshot (~80 ms of CPU at 100,000 series) must not stall their

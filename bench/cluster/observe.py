@@ -20,17 +20,14 @@ import argparse
 import http.client
 import json
 import signal
-import subprocess
 import threading
-import urllib.parse
+
+from cluster_log import add_cluster_args, decode_log, get_series, merge_lines
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--decoder", required=True)
-    ap.add_argument("--redis-port", type=int, required=True)
-    ap.add_argument("--cluster-name", required=True)
-    ap.add_argument("--series", type=int, required=True)
+    add_cluster_args(ap)
     ap.add_argument("--ports", required=True)
     ap.add_argument("--answers", required=True)
     ap.add_argument("--log", required=True)
@@ -50,11 +47,8 @@ def main():
                     try:
                         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                         for key in keys:
-                            conn.request("GET", "/v1/series/" + urllib.parse.quote(key, safe=""))
-                            r = conn.getresponse()
-                            body = r.read()
-                            gen = int(r.getheader("X-Snapshot-Generation") or 0)
-                            out.write(json.dumps({"port": port, "key": key, "status": r.status,
+                            status, gen, body = get_series(conn, key)
+                            out.write(json.dumps({"port": port, "key": key, "status": status,
                                                   "generation": gen, "body": body.decode()}) + "\n")
                         conn.close()
                     except Exception:  # noqa: BLE001 - paused, down or restarting: skipped
@@ -65,17 +59,12 @@ def main():
     entries, conflicts = {}, []
 
     def read_log():
-        r = subprocess.run([a.decoder, "127.0.0.1", str(a.redis_port), a.cluster_name],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
+        lines = decode_log(a.decoder, a.redis_port, a.cluster_name)
+        if lines is None:
             return
-        for line in r.stdout.splitlines():
-            seq = int(line.split("\t", 1)[0])
-            if seq in entries and entries[seq] != line:
-                print(f"CONFLICT seq {seq}", flush=True)
-                conflicts.append((entries[seq], line))
-                continue
-            entries[seq] = line
+        for seq, old, new in merge_lines(entries, lines):
+            print(f"CONFLICT seq {seq}", flush=True)
+            conflicts.append((old, new))
         with open(a.log, "w") as f:
             for seq in sorted(entries):
                 f.write(entries[seq] + "\n")

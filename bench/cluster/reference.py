@@ -36,12 +36,11 @@ import http.client
 import json
 import math
 import os
-import subprocess
 import sys
 import time
-import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster_log import add_cluster_args, decode_log, get_series, merge_lines, seq_of  # noqa: E402
 from upstream import value  # noqa: E402
 
 
@@ -60,11 +59,8 @@ def fetch_all(ports, keys, rounds, pause):
         for port in ports:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             for key in keys:
-                conn.request("GET", "/v1/series/" + urllib.parse.quote(key, safe=""))
-                r = conn.getresponse()
-                body = r.read()
-                gen = int(r.getheader("X-Snapshot-Generation") or 0)
-                out.append((port, key, r.status, gen, body))
+                status, gen, body = get_series(conn, key)
+                out.append((port, key, status, gen, body))
             conn.close()
     return out
 
@@ -73,23 +69,20 @@ def log_lines(decoder, port, name, record):
     """The decoder's lines by seq: the live log, plus the entries bench/cluster/observe.py
     kept before checkpoints trimmed them (RECORD); a seq with two different lines is a
     conflict: ({seq: line}, [seq])."""
-    text = subprocess.run([decoder, "127.0.0.1", str(port), name], check=True,
-                          capture_output=True, text=True).stdout
+    live = decode_log(decoder, port, name, check=True)
     lines, conflicts = {}, []
     if record:
         with open(record) as f:
             for line in f.read().splitlines():
-                lines[int(line.split("\t", 1)[0])] = line
+                lines[seq_of(line)] = line
         try:
             with open(record + ".CONFLICTS") as f:
-                conflicts += [int(x.split("\t", 1)[0]) for x in f.read().split("\n\n") if x.strip()]
+                conflicts += [seq_of(x) for x in f.read().split("\n\n") if x.strip()]
         except FileNotFoundError:
             pass
-    for line in text.splitlines():
-        seq = int(line.split("\t", 1)[0])
-        if seq in lines and lines[seq] != line:
-            conflicts.append(seq)
-        lines[seq] = line
+    for seq, _, line in merge_lines(lines, live):
+        conflicts.append(seq)
+        lines[seq] = line  # the live log's line stands
     return lines, conflicts
 
 
@@ -217,10 +210,7 @@ def reference(entries, generation, k):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--decoder", required=True)
-    ap.add_argument("--redis-port", type=int, required=True)
-    ap.add_argument("--cluster-name", required=True)
-    ap.add_argument("--series", type=int, required=True)
+    add_cluster_args(ap)
     ap.add_argument("--source", required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pause", type=float, default=0)

@@ -48,6 +48,7 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
+// Long as one piece: the benchmark read top to bottom (set-up, timed ticks, checkpoint, report).
 int main(int argc, char** argv) {
   size_t series = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 100'000;
   int ticks = argc > 2 ? std::atoi(argv[2]) : 31;

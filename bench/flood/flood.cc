@@ -114,6 +114,7 @@ struct BurstConn {
   std::string in;
 };
 
+// Long as one piece: the burst read top to bottom (open all, one epoll loop, report) over `conns`.
 int burst(const Options& o) {
   const sockaddr_in addr = server_address(o.port);
   const std::string request = "GET " + o.path + " HTTP/1.1\r\nHost: flood\r\n\r\n";

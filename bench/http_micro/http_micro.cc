@@ -52,6 +52,7 @@ std::string series_body(const std::string& key, const std::string& host, const s
 
 }  // namespace
 
+// Long as one piece: the fixture read top to bottom (options, store, listener, readers, wait).
 int main(int argc, char** argv) {
   size_t series = 100000;
   int readers = 1, port = 18080;

@@ -104,4 +104,83 @@ class Replica {
   std::string key_scratch_;
 };
 
+// --- partitions: logs with several writers ------------------------------------------
+//
+// In a partitioned cluster each partition has a log of its own (docs/architecture.md,
+// Partitions of the data), appended to by several writers: each source's puller, and the
+// nodes that take pushes. A partition entry holds one source's samples of one tick that
+// belong to that partition: binary, versioned (kLogFormatVersion), zstd-compressed behind
+// a header with the tick and the writer's clock. A writer numbers the series it sends
+// within its epoch (its term for the source; a new writer of the source, a higher epoch)
+// and defines each number in an entry before it uses it; the partition keeps the
+// numbers of a source's newest epoch. So entries stay small (a number, not a key, per
+// sample) although no writer sees the others' dictionaries.
+
+// The writer's side: one per source and epoch. Not thread-safe.
+class PartitionWriter {
+ public:
+  PartitionWriter(std::string source, uint64_t epoch, uint32_t partitions);
+  ~PartitionWriter();
+  PartitionWriter(PartitionWriter&&) noexcept;
+  PartitionWriter& operator=(PartitionWriter&&) noexcept;
+
+  struct Entry {
+    uint32_t partition;
+    std::string bytes;
+  };
+  // One tick's samples of the source (ticks count intervals, from 1), split by their series' partition: one entry per
+  // partition that has any, in partition order. A number is defined again in every
+  // entry until one that defined it is settled as in the log. *left_out: samples no
+  // entry may hold (a value not finite, a negative time, a series the parsers never
+  // give), as Replica::stage.
+  std::vector<Entry> encode(uint64_t tick, int64_t clock, std::span<const Sample> samples,
+                            const Config& settings, const shm::SourceStatus& status,
+                            size_t* left_out = nullptr);
+  // What the log answered for this writer's entry of tick in partition: in the log (the
+  // append script's OK or DUP), or not (refused, or no answer: then the numbers it
+  // defined are defined again, which is harmless if it was in the log after all).
+  void settle(uint32_t partition, uint64_t tick, bool in_log);
+
+  const std::string& source() const;
+  uint64_t epoch() const;
+  size_t numbered(uint32_t partition) const;  // series numbers in use
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A partition's replicated state: its Aggregator, each source's numbers, newest epoch and
+// tick, and status. A deterministic function of the entries applied in log order.
+class PartitionState {
+ public:
+  PartitionState(uint32_t partition, const Config& base);
+  ~PartitionState();
+  PartitionState(PartitionState&&) noexcept;
+  PartitionState& operator=(PartitionState&&) noexcept;
+
+  // Decodes and checks the entry at seq (throws std::invalid_argument naming what is
+  // wrong, before changing anything), then applies it, unless its source has a higher
+  // epoch already or this tick or a later one: skipped, as the append script would have
+  // refused it (never counted twice, whoever wrote it). Either way seq is applied.
+  enum class Applied { applied, skipped };
+  Applied apply(std::string_view entry, uint64_t seq);
+
+  uint32_t partition() const;
+  uint64_t applied_seq() const;
+  int64_t clock() const;  // the newest entry clock applied: the partition's "now"
+  Aggregator& aggregator();
+  const Aggregator& aggregator() const;
+  std::vector<shm::SourceStatus> statuses() const;  // by source, in order of first entry
+
+  // The whole state at applied_seq(), and back (restore throws std::invalid_argument on
+  // bad bytes). The same state gives the same bytes.
+  std::string checkpoint() const;
+  static PartitionState restore(std::string_view checkpoint, const Config& base);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 }  // namespace ingest

@@ -369,6 +369,7 @@ void append_prom_number(std::string& out, double v) {
 // _bucket or _total, which belong to summaries, histograms and counters. The quantiles
 // are a summary without _sum and _count: those are counters in a summary (OpenMetrics),
 // and the window's count and sum are not.
+// Long as one piece: the exposition's families in the order they are written, a short loop each.
 void render_prometheus(std::string& out, std::span<const PromMetric> metrics,
                        std::span<const PromSeries> series) {
   out += "# HELP telemetry_metric_series Series of the metric in the window.\n"

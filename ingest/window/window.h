@@ -70,6 +70,8 @@ struct Aggregate {
   std::optional<double> rate() const;
 };
 
+struct AggregatorPart;  // build_parts(), below
+
 // Per-series sliding-window state for every source. Sources are named by a caller-chosen
 // id (the Pipeline gives each URL its own); series remember the source that created
 // them, for the per-source limit and for forget_source(). Not thread-safe, not even
@@ -101,7 +103,8 @@ class Aggregator {
   void forget_source(uint32_t source);
 
   // Expires, then renders every record and list of the snapshot (see the key
-  // conventions below) into builder, which is cleared first.
+  // conventions below) into builder, which is cleared first. build_parts() of this one
+  // aggregator at now_ns.
   void build(shm::SnapshotBuilder& builder, int64_t now_ns);
 
   size_t series_count() const;
@@ -112,10 +115,46 @@ class Aggregator {
   // Approximate bytes of writer state (series, buckets, sketch bins, index).
   size_t memory_bytes() const;
 
- private:
+  // The state (ingest/window/aggregator_impl.h, internal): named here so that the
+  // build's helpers there can name it; nothing outside ingest/window can use it.
   struct Impl;
+
+ private:
   std::unique_ptr<Impl> impl_;
+  friend void build_parts(shm::SnapshotBuilder& builder, std::span<const AggregatorPart> parts);
 };
+
+// ---------------------------------------------------------------------------------
+// One snapshot over several aggregators (a node's partitions)
+// ---------------------------------------------------------------------------------
+
+// An aggregator and its own clock: the newest entry clock applied to its partition.
+struct AggregatorPart {
+  Aggregator* aggregator;
+  int64_t now_ns;
+};
+
+// Expires each part at its own now_ns, then renders the union of the parts' series
+// into builder (cleared first) as Aggregator::build renders one aggregator's: each
+// series aggregated and marked stale at its own part's now_ns, so that its body is the
+// one a build of its part alone at that clock gives; the "m:" rollups and lists,
+// "series", "metrics" and "prom" over the series of all parts, in key order.
+//   - A split of one aggregator's series (each series in exactly one part, all at the
+//     same now_ns) gives the bytes that aggregator's build() gives: rollups fold the
+//     series in key order whatever part holds them (sums in the same order, sketch bins
+//     and histogram buckets merged alike).
+//   - The snapshot depends neither on the order of the parts nor on writer_threads; the
+//     first part's build state (and its writer_threads) is used for the build.
+//   - Parts at different clocks: a rollup is still one fold of its series' aggregates,
+//     each over its own part's window (count, sum, min and max over the union of those
+//     windows, first / last the earliest / latest sample of any, a counter rollup's rate
+//     the sum of its series' rates each over its own window). It describes no single
+//     window; it is what the node holds, and changes with any part's clock.
+// Throws std::invalid_argument, the builder untouched, when a part has no aggregator or
+// the parts' window, stale_after or prom_series_limit differ (nothing changed then), or
+// when a key is in two parts (found once the parts are expired). No parts: an empty
+// snapshot (its lists and records empty).
+void build_parts(shm::SnapshotBuilder& builder, std::span<const AggregatorPart> parts);
 
 // ---------------------------------------------------------------------------------
 // Snapshot key conventions (read by the HTTP readers)

@@ -13,6 +13,7 @@
 #include "cluster/redis.h"
 #include "cluster/scripts.h"
 #include "cluster/slots.h"
+#include "common/partitions.h"
 #include "tests/cluster/redis_server.h"
 #include "tests/cluster/test_node.h"
 
@@ -20,7 +21,7 @@ using namespace cluster_test;
 
 namespace {
 
-const uint16_t kTestSlot = cluster::key_slot(cluster::Keys("test").log);
+const uint16_t kTestSlot = cluster::key_slot(cluster::Keys(cluster::cluster_tag("test")).log);
 
 std::string port_text(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
 
@@ -57,18 +58,23 @@ TEST_CASE("Redis Cluster: the hash slot of a key is the server's") {
     tagged += std::to_string(random());
     keys.push_back(tagged + "}:log");
   }
-  for (const char* name : {"test", "telemetryd", "prod.eu-1", "a:b"})
-    for (const std::string& key : {cluster::Keys(name).lease, cluster::Keys(name).checkpoints}) keys.push_back(key);
+  for (const char* name : {"test", "telemetryd", "prod.eu-1", "a:b"}) {
+    cluster::Keys of_log(cluster::cluster_tag(name)), of_partition(common::partition_tag(name, 7));
+    for (const std::string& key : {of_log.lease, of_log.checkpoints, of_partition.log, of_partition.sources})
+      keys.push_back(key);
+  }
   CHECK(cluster::crc16_xmodem("123456789") == 0x31C3);  // the check value the specification gives
   for (const std::string& key : keys) {
     INFO("key '" << key << "'");
     CHECK(std::to_string(cluster::key_slot(key)) == c.run({"CLUSTER", "KEYSLOT", key}));
   }
-  // Every key of a cluster shares the slot of its name.
-  cluster::Keys k("prod");
+  // Every key of a cluster's log shares the slot of its name; a partition's, of NAME:P.
+  cluster::Keys k(cluster::cluster_tag("prod")), p(common::partition_tag("prod", 3));
   for (const std::string& key : {k.lease, k.term, k.log, k.log_end, k.checkpoints, k.chunk_prefix + "9:1:0", k.nodes,
-                                 k.node_info})
+                                 k.node_info, k.partitioning})
     CHECK(cluster::key_slot(key) == cluster::key_slot("prod"));
+  for (const std::string& key : {p.lease, p.log, p.log_end, p.checkpoints, p.chunk_prefix + "9:1:0", p.sources})
+    CHECK(cluster::key_slot(key) == cluster::key_slot("prod:3"));
 }
 
 TEST_CASE("Redis Cluster: nodes lead and follow on the master of their slot") {

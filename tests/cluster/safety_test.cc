@@ -33,6 +33,13 @@ std::map<uint64_t, uint64_t> write_log(Client& c, const std::string& id, uint64_
   return hashes;
 }
 
+// The log replaced by another history written by hand (write_log), as a failover to a
+// replica that did not have its tail leaves it.
+void replace_log(Client& c, const std::string& id, uint64_t to, uint64_t term) {
+  c.run({"DEL", "{test}:log", "{test}:log-end"});
+  write_log(c, id, 1, to, term);
+}
+
 // The digest TestHost reaches by applying entries "entry ID 1..to" in order.
 uint64_t digest_of(const std::string& id, uint64_t to) {
   uint64_t d = 0;
@@ -141,8 +148,7 @@ TEST_CASE("a leader within two leases while a follower-only node holds the most"
   TestNode f(loop.base, redis, "f", false);
   REQUIRE(loop.until([&] { return f.host.seq == 10; }));
   // The log loses 7..10: what a replica promoted before it had them holds.
-  c.run({"DEL", "{test}:log", "{test}:log-end"});
-  write_log(c, "x", 1, 6, 3);
+  replace_log(c, "x", 6, 3);
   REQUIRE(loop.until([&] { return applied_in(c, "f") == 10; }));
   TestNode a(loop.base, redis, "a");
   REQUIRE(loop.until([&] { return a.host.seq == 6; }));
@@ -166,8 +172,7 @@ TEST_CASE("a follower never applies an entry of another history that has the sam
   REQUIRE(loop.until([&] { return f.host.seq == 5; }));
   CHECK(f.host.history.at(5) == digest_of("x", 5));
   // The log is replaced by another history of the same term, one entry longer.
-  c.run({"DEL", "{test}:log", "{test}:log-end"});
-  write_log(c, "y", 1, 6, 5);
+  replace_log(c, "y", 6, 5);
   REQUIRE(loop.until([&] { return f.host.seq == 6; }));
   loop.run_for(200ms);
   // It started again from the log's first entry (no checkpoint) rather than applying
@@ -176,8 +181,7 @@ TEST_CASE("a follower never applies an entry of another history that has the sam
   CHECK(f.host.history.at(6) == digest_of("y", 6));
   CHECK(f.node->status().reloads == 1);
   // And the variant with a lower term on the new history: no busy loop, the same end.
-  c.run({"DEL", "{test}:log", "{test}:log-end"});
-  write_log(c, "z", 1, 7, 2);
+  replace_log(c, "z", 7, 2);
   REQUIRE(loop.until([&] { return f.host.seq == 7 && f.host.history.at(7) == digest_of("z", 7); }));
   CHECK(f.host.resets == 2);
 }

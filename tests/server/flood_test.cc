@@ -33,6 +33,7 @@
 #include "server/service.h"
 #include "shm/shm.h"
 #include "e2e_util.h"
+#include "http_fixture.h"
 #include "server_thread.h"
 
 namespace {
@@ -54,24 +55,11 @@ bool wait_for(const std::function<bool()>& pred, std::chrono::milliseconds limit
 
 // A store with one published snapshot and a listening socket on 127.0.0.1, which the
 // servers of a test share.
-struct Site {
-  Site() {
-    name = unique_name();
-    shm::StoreOptions so;
-    so.name = name;
-    so.reader_slots = 4;
-    store = shm::Store::create(so);
-    writer = std::make_unique<shm::Writer>(*store);
+struct Site : http_fixture::StoreSite {
+  Site() : StoreSite(unique_name(), 4096) {
     shm::SnapshotBuilder b;
     b.add("x", "y");
     writer->publish(b);
-    listen_fd = test_server::listen_loopback(&port, 4096);
-  }
-  ~Site() {
-    close(listen_fd);
-    writer.reset();
-    store.reset();
-    shm::Store::remove(name);
   }
   uint64_t counter(uint32_t slot, uint32_t i) const { return store->reader_counter(slot, i); }
   server::ReaderOptions options(uint32_t slot) const {
@@ -81,12 +69,6 @@ struct Site {
     o.heartbeat_every = 20ms;
     return o;
   }
-
-  std::string name;
-  std::unique_ptr<shm::Store> store;
-  std::unique_ptr<shm::Writer> writer;
-  int listen_fd = -1;
-  uint16_t port = 0;
 };
 
 // One HttpServer of the site's store on its own thread.
@@ -176,21 +158,7 @@ int fill_descriptor_holes() {
 // Forks a reader on `site`'s socket in slot `slot`: `before(options)` runs in the child
 // first, then run_reader. Returns the child's pid; the caller SIGTERMs and reaps it.
 pid_t fork_reader(Site& site, uint32_t slot, const std::function<void(server::ReaderOptions&)>& before = {}) {
-  test_server::skip_unless_engine_available();  // here: a child cannot skip the test
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int rc = server::kExitFailure;
-    try {
-      auto store = shm::Store::open(site.name);
-      server::ReaderOptions o = site.options(slot);
-      if (before) before(o);
-      rc = server::run_reader(*store, test_server::with_engine(o));
-    } catch (...) {
-    }
-    _exit(rc);
-  }
-  return pid;
+  return http_fixture::fork_reader(site.name, site.options(slot), before);
 }
 
 int stop_child(pid_t pid) {
@@ -316,26 +284,20 @@ TEST_CASE("the connection limit is capped by RLIMIT_NOFILE, whose soft limit run
   CHECK(WEXITSTATUS(status) == server::kExitOk);
 
   // And in-process: the limit leaves the reserve free.
-  test_server::skip_unless_engine_available();  // here: a child cannot skip the test
-  pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int rc = 1;
-    try {
-      rlimit rl{hard, hard};
-      setrlimit(RLIMIT_NOFILE, &rl);
-      auto store = shm::Store::open(site.name);
-      shm::Reader reader(*store, 2);
-      event_base* base = event_base_new();
-      {
-        server::HttpServer s(base, reader, *store, test_server::with_engine(site.options(2)));  // max_connections 10000
-        rc = s.connection_limit() < hard && s.connection_limit() + 64 >= hard ? 0 : 4;  // a few kept back
-      }
-      event_base_free(base);
-    } catch (...) {
+  pid = http_fixture::fork_child([&] {
+    rlimit rl{hard, hard};
+    setrlimit(RLIMIT_NOFILE, &rl);
+    auto store = shm::Store::open(site.name);
+    shm::Reader reader(*store, 2);
+    event_base* base = event_base_new();
+    int rc = 4;
+    {
+      server::HttpServer s(base, reader, *store, test_server::with_engine(site.options(2)));  // max_connections 10000
+      rc = s.connection_limit() < hard && s.connection_limit() + 64 >= hard ? 0 : 4;  // a few kept back
     }
-    _exit(rc);
-  }
+    event_base_free(base);
+    return rc;
+  });
   status = 0;
   REQUIRE(waitpid(pid, &status, 0) == pid);
   CHECK(WIFEXITED(status));
@@ -349,31 +311,25 @@ TEST_CASE("out of descriptors: the reader backs off accept without spinning, ser
   // The child: a reader whose connection limit is far away (built with the usual
   // RLIMIT_NOFILE), then the limit lowered to just above what it holds, so accept
   // itself fails with EMFILE.
-  test_server::skip_unless_engine_available();  // here: a child cannot skip the test
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
+  pid_t pid = http_fixture::fork_child([&] {
+    auto store = shm::Store::open(site.name);
+    shm::Reader reader(*store, 1);
+    event_base* base = event_base_new();
     int rc = server::kExitFailure;
-    try {
-      auto store = shm::Store::open(site.name);
-      shm::Reader reader(*store, 1);
-      event_base* base = event_base_new();
-      {
-        server::HttpServer s(base, reader, *store, test_server::with_engine(site.options(1)));
-        event* term = evsignal_new(
-            base, SIGTERM, [](evutil_socket_t, short, void* p) { static_cast<server::HttpServer*>(p)->shutdown(); },
-            &s);
-        evsignal_add(term, nullptr);
-        const rlim_t used = static_cast<rlim_t>(fill_descriptor_holes()) + 1;
-        rlimit rl{used + kRoom, used + kRoom};
-        if (setrlimit(RLIMIT_NOFILE, &rl) == 0 && s.run()) rc = server::kExitOk;
-        event_free(term);
-      }
-      event_base_free(base);
-    } catch (...) {
+    {
+      server::HttpServer s(base, reader, *store, test_server::with_engine(site.options(1)));
+      event* term = evsignal_new(
+          base, SIGTERM, [](evutil_socket_t, short, void* p) { static_cast<server::HttpServer*>(p)->shutdown(); },
+          &s);
+      evsignal_add(term, nullptr);
+      const rlim_t used = static_cast<rlim_t>(fill_descriptor_holes()) + 1;
+      rlimit rl{used + kRoom, used + kRoom};
+      if (setrlimit(RLIMIT_NOFILE, &rl) == 0 && s.run()) rc = server::kExitOk;
+      event_free(term);
     }
-    _exit(rc);
-  }
+    event_base_free(base);
+    return rc;
+  });
 
   std::vector<int> held;
   for (int i = 0; i < kRoom; ++i) {

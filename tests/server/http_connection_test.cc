@@ -254,45 +254,22 @@ TEST_CASE("shutdown: a connection idle for the whole grace is closed, the loop e
 }
 
 TEST_CASE("run_reader in a forked child: serves, then exits 0 on SIGTERM", "[server]") {
-  const std::string name = unique_name();
-  shm::StoreOptions so;
-  so.name = name;
-  so.reader_slots = 4;
-  auto store = shm::Store::create(so);
-  auto writer = std::make_unique<shm::Writer>(*store);
-  writer->publish(build_snapshot());
-  uint16_t port = 0;
-  int lfd = test_server::listen_loopback(&port);
-
-  test_server::skip_unless_engine_available();  // here: a child cannot skip the test
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int rc = server::kExitFailure;
-    try {
-      auto child_store = shm::Store::open(name);
-      server::ReaderOptions o;
-      o.listen_fd = lfd;
-      o.slot = 2;
-      rc = server::run_reader(*child_store, test_server::with_engine(o));
-    } catch (...) {
-    }
-    _exit(rc);
-  }
-  Response r = get(port, "/v1/series/mem");
+  StoreSite site(unique_name());
+  site.writer->publish(build_snapshot());
+  server::ReaderOptions o;
+  o.listen_fd = site.listen_fd;
+  o.slot = 2;
+  pid_t pid = fork_reader(site.name, o);
+  Response r = get(site.port, "/v1/series/mem");
   CHECK(r.status == 200);
-  CHECK(store->reader_counter(2, server::kReqSeries) == 1);
-  CHECK(store->reader_counter(2, server::kReaderStartedAtNs) > 0);
+  CHECK(site.store->reader_counter(2, server::kReqSeries) == 1);
+  CHECK(site.store->reader_counter(2, server::kReaderStartedAtNs) > 0);
   kill(pid, SIGTERM);
   int status = 0;
   REQUIRE(waitpid(pid, &status, 0) == pid);
   INFO("wait status " << status);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == server::kExitOk);
-  close(lfd);
-  writer.reset();
-  store.reset();
-  shm::Store::remove(name);
 }
 
 TEST_CASE("two readers on one listening socket share the connections", "[server]") {

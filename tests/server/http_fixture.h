@@ -1,7 +1,8 @@
 // tests/server/http_fixture.h: what the in-process tests of the reader's HTTP server
 // (http_test.cc: parsing and endpoints; http_connection_test.cc: connections, errors,
 // timeouts, shutdown, forked readers) share: known series, a store plus a server on its
-// own thread, and client helpers over 127.0.0.1.
+// own thread, and client helpers over 127.0.0.1. flood_test.cc and ui_test.cc use its
+// store set-up (StoreSite) and forked children (fork_child, fork_reader).
 #pragma once
 
 #include <arpa/inet.h>
@@ -18,6 +19,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <csignal>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -98,40 +100,77 @@ inline std::string unique_name() {
   return "tdhttp-" + std::to_string(getpid()) + "-" + std::to_string(++n);
 }
 
-struct Fixture {
-  explicit Fixture(server::ReaderOptions opt = {}, bool publish = true, size_t extra_series = 0) {
-    name = unique_name();
+// A store of its own (4 reader slots) with its writer, and a socket listening on
+// 127.0.0.1 for the test's readers; closed and removed with it.
+struct StoreSite {
+  explicit StoreSite(std::string store_name, int backlog = 512) : name(std::move(store_name)) {
     shm::StoreOptions so;
     so.name = name;
     so.reader_slots = 4;
     store = shm::Store::create(so);
     writer = std::make_unique<shm::Writer>(*store);
-    if (publish) generation = writer->publish(build_snapshot(extra_series));
-    listen_fd = test_server::listen_loopback(&port);
-    opt.listen_fd = listen_fd;
-    opt.slot = 1;
-    options = opt;
-    server = std::make_unique<test_server::ServerThread>(*store, opt);
+    listen_fd = test_server::listen_loopback(&port, backlog);
   }
-  ~Fixture() {
-    stop();
+  ~StoreSite() {
     close(listen_fd);
     writer.reset();
     store.reset();
     shm::Store::remove(name);
   }
-  void stop() { server->stop(); }
-  uint64_t counter(uint32_t i) const { return store->reader_counter(options.slot, i); }
 
   std::string name;
   std::unique_ptr<shm::Store> store;
   std::unique_ptr<shm::Writer> writer;
-  uint64_t generation = 0;
   int listen_fd = -1;
   uint16_t port = 0;
+};
+
+struct Fixture : StoreSite {
+  explicit Fixture(server::ReaderOptions opt = {}, bool publish = true, size_t extra_series = 0)
+      : StoreSite(unique_name()) {
+    if (publish) generation = writer->publish(build_snapshot(extra_series));
+    opt.listen_fd = listen_fd;
+    opt.slot = 1;
+    options = opt;
+    server = std::make_unique<test_server::ServerThread>(*store, opt);
+  }
+  ~Fixture() { stop(); }
+  void stop() { server->stop(); }
+  uint64_t counter(uint32_t i) const { return store->reader_counter(options.slot, i); }
+
+  uint64_t generation = 0;
   server::ReaderOptions options;
   std::unique_ptr<test_server::ServerThread> server;
 };
+
+// Forks a child that exits with what `body` returns (kExitFailure if it throws: Catch
+// is the parent's, not the child's). Returns its pid; the caller reaps it.
+inline pid_t fork_child(const std::function<int()>& body) {
+  test_server::skip_unless_engine_available();  // here: a child cannot skip the test
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int rc = server::kExitFailure;
+    try {
+      rc = body();
+    } catch (...) {
+    }
+    _exit(rc);
+  }
+  return pid;
+}
+
+// Forks a reader process on store `name`: `before(options)` runs in the child first (a
+// process-wide limit, say), then run_reader, whose code the child exits with. The caller
+// SIGTERMs and reaps it.
+inline pid_t fork_reader(const std::string& name, server::ReaderOptions options,
+                         const std::function<void(server::ReaderOptions&)>& before = {}) {
+  return fork_child([&] {
+    auto store = shm::Store::open(name);
+    if (before) before(options);
+    return server::run_reader(*store, test_server::with_engine(options));
+  });
+}
 
 // ---------------------------------------------------------------------------------
 // A tiny blocking HTTP client

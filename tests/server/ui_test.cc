@@ -23,6 +23,7 @@
 #include "server/reader.h"
 #include "shm/shm.h"
 #include "http_client.h"
+#include "http_fixture.h"
 #include "server_thread.h"
 
 namespace {
@@ -40,37 +41,23 @@ shm::SnapshotBuilder small_snapshot() {
   return b;
 }
 
+std::string unique_name() {
+  static int n = 0;
+  return "tdui-" + std::to_string(getpid()) + "-" + std::to_string(++n);
+}
+
 // A store (published or not) and one reader's HttpServer on slot 1, on a thread.
-struct Fixture {
-  explicit Fixture(bool publish = true, server::ReaderOptions opt = {}) {
-    static int n = 0;
-    name = "tdui-" + std::to_string(getpid()) + "-" + std::to_string(++n);
-    shm::StoreOptions so;
-    so.name = name;
-    so.reader_slots = 4;
-    store = shm::Store::create(so);
-    writer = std::make_unique<shm::Writer>(*store);
+struct Fixture : http_fixture::StoreSite {
+  explicit Fixture(bool publish = true, server::ReaderOptions opt = {}) : StoreSite(unique_name(), 64) {
     if (publish) generation = writer->publish(small_snapshot());
 
-    listen_fd = test_server::listen_loopback(&port, 64);
     opt.listen_fd = listen_fd;
     opt.slot = 1;
     server = std::make_unique<test_server::ServerThread>(*store, opt);
   }
-  ~Fixture() {
-    server.reset();
-    close(listen_fd);
-    writer.reset();
-    store.reset();
-    shm::Store::remove(name);
-  }
+  ~Fixture() { server.reset(); }
 
-  std::string name;
-  std::unique_ptr<shm::Store> store;
-  std::unique_ptr<shm::Writer> writer;
   uint64_t generation = 0;
-  int listen_fd = -1;
-  uint16_t port = 0;
   std::unique_ptr<test_server::ServerThread> server;
 };
 

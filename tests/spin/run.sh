@@ -57,7 +57,12 @@ one() {  # one check line -> prints a result line, returns 0 when as expected
   # shellcheck disable=SC2086
   spin -a $dopts shm_protocol.pml >spin.out 2>&1 || { echo "$name: spin -a failed"; cat spin.out; return 1; }
   # shellcheck disable=SC2086
-  gcc -O2 -w -DMEMLIM=3000 $copts -o pan pan.c || { echo "$name: gcc failed"; return 1; }
+  # A bug variant stops at its first counterexample, in well under a second: compiling
+  # its verifier without optimisation saves more than the search loses.
+  local opt=-O2
+  [ "$expect" = fail ] && opt=-O0
+  # shellcheck disable=SC2086
+  gcc $opt -w -DMEMLIM=3000 $copts -o pan pan.c || { echo "$name: gcc failed"; return 1; }
   local t0=$SECONDS
   # shellcheck disable=SC2086
   ./pan -m1000000 $popts >pan.out 2>&1

@@ -1,0 +1,129 @@
+// cluster/partitioned.h: a node of a partitioned cluster (docs/architecture.md,
+// Partitions of the data). The series are spread over P fixed partitions, each with its
+// own log, checkpoints and primary lease under the hash tag {NAME:p}; each partition is
+// held by R live nodes (common/partitions.h, rendezvous hashing over the members), which
+// apply its log; each source is pulled by one node at a time, which appends its samples
+// to the partitions' logs. Everything runs on the writer's libevent loop; no call here
+// blocks. Entries and checkpoints are opaque bytes: the Host turns them into state.
+//
+// What it guarantees:
+//  - A partition's state here is its log applied in order from a checkpoint: an entry is
+//    applied only if it follows the one applied last (its field q is the chain hash of
+//    that one); otherwise the partition is loaded again from its newest checkpoint.
+//  - A partition is ready once it applied its log up to what the log held when the node
+//    last found nothing more to read; until then it is syncing. Membership publishes
+//    each node's ready partitions, so a partition that moves is released by its old
+//    holder only once every new holder has it ready (it is leaving meanwhile).
+//  - Each partition's primary (its lease's holder, a holder that is ready) writes its
+//    checkpoints every checkpoint_every entries and trims its log behind them.
+//  - A source's puller is the node among those that may pull with the highest weight
+//    for the source's URL; on becoming it, the node takes a new epoch for the source
+//    (INCR), which fences off the previous puller at its next append.
+// What it does not: order across partitions (each is its own log); follow a partition
+// whose log Redis lost: after a Redis restarted empty, its holders wait past the new
+// log's end (the unpartitioned cluster re-seeds the log from its leader's state; this
+// does not yet).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "cluster/cluster.h"
+
+namespace cluster {
+
+struct PartitionedSettings {
+  Address redis;
+  std::string name = "telemetryd";
+  std::string node_id;
+  uint32_t partitions = 16;  // asked for; a cluster that exists keeps its own
+  uint32_t replication = 2;  // likewise
+  bool may_pull = true;      // false: --role follower, holds partitions, never pulls
+  std::chrono::milliseconds lease{6000};
+  uint32_t checkpoint_every = 30;
+};
+
+// What the node's state is made of, supplied by the caller. Called on the loop.
+class PartitionHost {
+ public:
+  virtual ~PartitionHost() = default;
+  // Holding partition p begins with an empty state, or ends (its state is dropped).
+  virtual void hold(uint32_t partition) = 0;
+  virtual void release(uint32_t partition) = 0;
+  virtual uint64_t applied_seq(uint32_t partition) const = 0;
+  // Applies entry seq of partition p. False on bad bytes, `error` saying why (nothing
+  // changed; the node stops following p and says so).
+  virtual bool apply(uint32_t partition, uint64_t seq, std::string_view entry, std::string* error) = 0;
+  // After a batch of applies: what they made may be shown.
+  virtual void show_applied() = 0;
+  // Partition p's state as bytes, and back (restore throws std::exception on bad bytes,
+  // changing nothing).
+  virtual std::string checkpoint(uint32_t partition) const = 0;
+  virtual void restore(uint32_t partition, std::string_view bytes) = 0;
+  // The sources this node pulls from now on, each with its epoch.
+  virtual void pull(std::vector<std::pair<std::string, uint64_t>> sources) = 0;
+  // The configured source URLs: the ones a puller is chosen for.
+  virtual std::vector<std::string> sources() const = 0;
+};
+
+enum class HoldState { syncing, ready, leaving };
+std::string_view hold_state_name(HoldState state);
+
+struct HeldPartition {
+  uint32_t partition = 0;
+  HoldState state = HoldState::syncing;
+  bool primary = false;
+  uint64_t generation = 0;  // its applied seq
+  uint64_t log_end = 0;     // the newest seq seen in its log
+  std::string problem;      // why it cannot follow its log right now, or ""
+};
+
+struct PartitionedMember {
+  std::string node_id;
+  bool may_pull = true;
+  std::vector<uint32_t> ready;  // the partitions it holds ready
+};
+
+struct PartitionedStatus {
+  std::string node_id;
+  uint32_t partitions = 0, replication = 0;  // the cluster's (0 before Redis answered)
+  RedisState redis = RedisState::down;
+  bool ready = false;  // knows the holder map, and every partition it holds is ready
+  std::vector<HeldPartition> held;
+  std::vector<PartitionedMember> members;
+  std::vector<std::pair<std::string, uint64_t>> pulling;  // source, epoch
+  uint64_t entries_applied = 0, entries_appended = 0, appends_refused = 0, reloads = 0;
+  uint64_t moves_in = 0, moves_out = 0;
+  std::vector<std::string> notes;  // e.g. a P asked for that is not the cluster's
+};
+
+class PartitionedNode {
+ public:
+  PartitionedNode(event_base* base, PartitionedSettings settings, PartitionHost& host);
+  ~PartitionedNode();
+  PartitionedNode(const PartitionedNode&) = delete;
+  PartitionedNode& operator=(const PartitionedNode&) = delete;
+
+  void start();
+  // Appends a puller's entry for (source, epoch, tick) to partition p's log. done runs
+  // once, from the loop: in_log true when the log has it (the script's OK or DUP), false
+  // with why (OLD, STALE, not connected, no reply: a refused or unknown append).
+  using AppendDone = std::function<void(bool in_log, const std::string& why)>;
+  void append(uint32_t partition, const std::string& source, uint64_t epoch, uint64_t tick, std::string entry,
+              AppendDone done);
+  PartitionedStatus status() const;
+  uint32_t partitions() const;  // the cluster's P; 0 until Redis answered
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cluster

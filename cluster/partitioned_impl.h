@@ -1,0 +1,88 @@
+// cluster/partitioned_impl.h: the state of a partitioned node (PartitionedNode::Impl),
+// shared by partitioned.cc (settings, membership, the holder map, pullers, appends,
+// status) and partition_follow.cc (a held partition: its checkpoint, its log's tail, its
+// primary lease and checkpoints). Private to those files. Everything runs on one loop.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cluster/partitioned.h"
+#include "cluster/redis.h"
+#include "cluster/scripts.h"
+#include "cluster/sentinel.h"
+
+struct event;
+
+namespace cluster {
+
+struct PartitionedNode::Impl {
+  Impl(event_base* base, PartitionedSettings settings, PartitionHost& host);
+  ~Impl();
+
+  // A partition this node holds.
+  struct Held {
+    uint32_t partition = 0;
+    Keys keys;
+    std::unique_ptr<Connection> tail;  // XREAD BLOCK on its log: a blocked connection serves nothing else
+    HoldState state = HoldState::syncing;
+    bool loading = false, tailing = false;
+    bool loaded = false;           // the checkpoint (or its absence) was looked at
+    std::string applied_hash = "0000000000000000";  // of the entry applied last
+    uint64_t log_end = 0;
+    std::string lease;             // "NODE_ID TERM" while primary, else ""
+    uint64_t since_checkpoint = 0; // entries applied since the newest checkpoint
+    bool checkpointing = false;
+    std::string problem;
+    explicit Held(uint32_t p, const std::string& tag) : partition(p), keys(tag) {}
+  };
+
+  // partitioned.cc
+  void start();
+  void on_period();
+  void settle_partitioning(const std::string& value);
+  void heartbeat();
+  void on_members(const redisReply* r);
+  void place();  // hold and release by the holder map, choose pullers
+  void choose_pullers(const std::vector<std::string>& pullers);
+  std::string member_info() const;
+  void problem(const std::string& text);
+
+  // partition_follow.cc
+  void take(uint32_t partition);   // begins holding
+  void drop(uint32_t partition);   // ends holding
+  void load(Held& h);              // the newest checkpoint, then the tail
+  void tail_next(Held& h);
+  void on_entries(Held& h, const redisReply* r);
+  void resync(Held& h, const std::string& why);
+  void lease(Held& h);             // take or renew the primary lease (ready holders only)
+  void write_checkpoint(Held& h);
+
+  Held* held(uint32_t partition);
+  Connection& commands_for(uint32_t partition);
+
+  event_base* base;
+  PartitionedSettings settings;
+  PartitionHost& host;
+  Keys keys;  // the cluster's own: membership, partitioning, epochs
+  std::unique_ptr<Sentinel> sentinel;
+  Connection commands;  // membership, partitioning, epochs
+  std::vector<std::unique_ptr<Connection>> partition_commands;  // per partition: appends, leases, checkpoints
+  event* period = nullptr;
+
+  uint32_t partitions = 0, replication = 0;  // the cluster's, once known
+  std::map<uint32_t, std::unique_ptr<Held>> holding;
+  std::vector<PartitionedMember> members;
+  bool members_known = false;
+  std::vector<std::pair<std::string, uint64_t>> pulling;
+  std::set<std::string> taking_epoch;  // sources whose epoch is being asked for
+  std::vector<std::string> notes;
+  std::string last_problem;
+  uint64_t entries_applied = 0, entries_appended = 0, appends_refused = 0, reloads = 0;
+  uint64_t moves_in = 0, moves_out = 0;
+};
+
+}  // namespace cluster
