@@ -1,6 +1,6 @@
-// cluster/address.cc: the cluster's Redis address (cluster.h): redis://HOST:PORT[/DB]
-// or redis-sentinel://H1:P1[,H2:P2...]/MASTERNAME[/DB], parsed with a message that
-// says what is wrong.
+// cluster/address.cc: the cluster's Redis address (cluster.h): redis://HOST:PORT[/DB],
+// redis-sentinel://H1:P1[,H2:P2...]/MASTERNAME[/DB] or redis-cluster://H1:P1[,H2:P2...],
+// parsed with a message that says what is wrong.
 #include <charconv>
 #include <stdexcept>
 
@@ -12,11 +12,13 @@ namespace {
 
 constexpr std::string_view kRedis = "redis://";
 constexpr std::string_view kSentinel = "redis-sentinel://";
+constexpr std::string_view kCluster = "redis-cluster://";
 
 std::invalid_argument bad(std::string_view url, const std::string& why) {
   return std::invalid_argument("cluster address '" + std::string(url) + "': " + why +
-                               " (expected redis://HOST:PORT[/DB] or "
-                               "redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB])");
+                               " (expected redis://HOST:PORT[/DB], "
+                               "redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB] or "
+                               "redis-cluster://HOST:PORT[,HOST:PORT...])");
 }
 
 bool parse_int(std::string_view text, int lo, int hi, int& out) {
@@ -41,11 +43,30 @@ int parse_db(std::string_view url, std::string_view text) {
   return db;
 }
 
+std::vector<HostPort> parse_hosts(std::string_view url, std::string_view hosts, const char* what) {
+  if (hosts.empty()) throw bad(url, std::string("no ") + what);
+  std::vector<HostPort> out;
+  for (size_t start = 0;;) {
+    size_t comma = hosts.find(',', start);
+    out.push_back(parse_host_port(url, hosts.substr(start, comma - start)));
+    if (comma == std::string_view::npos) return out;
+    start = comma + 1;
+  }
+}
+
 }  // namespace
 
 std::string HostPort::text() const { return host + ":" + std::to_string(port); }
 
 std::string Address::text() const {
+  if (via_cluster()) {
+    std::string url(kCluster);
+    for (size_t i = 0; i < cluster_seeds.size(); ++i) {
+      if (i) url += ',';
+      url += cluster_seeds[i].text();
+    }
+    return url;
+  }
   if (!via_sentinel()) return std::string(kRedis) + server.text() + "/" + std::to_string(db);
   std::string url(kSentinel);
   for (size_t i = 0; i < sentinels.size(); ++i) {
@@ -68,7 +89,15 @@ Address parse_address(std::string_view url) {
     a.server = parse_host_port(url, rest.substr(0, slash));
     return a;
   }
-  if (url.substr(0, kSentinel.size()) != kSentinel) throw bad(url, "neither redis:// nor redis-sentinel://");
+  if (url.substr(0, kCluster.size()) == kCluster) {
+    std::string_view hosts = url.substr(kCluster.size());
+    if (hosts.find('/') != std::string_view::npos)
+      throw bad(url, "a Redis Cluster has only database 0: no /DB after the nodes");
+    a.cluster_seeds = parse_hosts(url, hosts, "seed node");
+    return a;
+  }
+  if (url.substr(0, kSentinel.size()) != kSentinel)
+    throw bad(url, "neither redis://, redis-sentinel:// nor redis-cluster://");
   std::string_view rest = url.substr(kSentinel.size());
   size_t slash = rest.find('/');
   if (slash == std::string_view::npos) throw bad(url, "no master name");
@@ -80,13 +109,8 @@ Address parse_address(std::string_view url) {
   if (a.master.empty()) throw bad(url, "no master name");
   for (char c : a.master)
     if (c <= ' ' || c == 0x7f) throw bad(url, "the master name contains a space or a control character");
-  if (hosts.empty()) throw bad(url, "no sentinel");
-  for (size_t start = 0;;) {
-    size_t comma = hosts.find(',', start);
-    a.sentinels.push_back(parse_host_port(url, hosts.substr(start, comma - start)));
-    if (comma == std::string_view::npos) return a;
-    start = comma + 1;
-  }
+  a.sentinels = parse_hosts(url, hosts, "sentinel");
+  return a;
 }
 
 }  // namespace cluster

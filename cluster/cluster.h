@@ -22,17 +22,21 @@ struct HostPort {
   std::string text() const;  // HOST:PORT
 };
 
-// Where the cluster's Redis is: one server (redis://HOST:PORT[/DB]), or the master of a
+// Where the cluster's Redis is: one server (redis://HOST:PORT[/DB]), the master of a
 // Redis Sentinel deployment, asked from the sentinels whenever a connection is made
-// (redis-sentinel://H1:P1[,H2:P2...]/MASTERNAME[/DB]). parse_address throws
-// std::invalid_argument with a message on anything else.
+// (redis-sentinel://H1:P1[,H2:P2...]/MASTERNAME[/DB]), or a Redis Cluster, whose
+// nodes are asked which master serves the slot of the cluster's keys
+// (redis-cluster://H1:P1[,H2:P2...]: seed nodes; no /DB, a Redis Cluster has only db
+// 0). parse_address throws std::invalid_argument with a message on anything else.
 struct Address {
-  HostPort server;                 // redis://: the server
-  std::vector<HostPort> sentinels; // redis-sentinel://: the sentinels, in the order given
-  std::string master;              // redis-sentinel://: the master's name
+  HostPort server;                     // redis://: the server
+  std::vector<HostPort> sentinels;     // redis-sentinel://: the sentinels, in the order given
+  std::string master;                  // redis-sentinel://: the master's name
+  std::vector<HostPort> cluster_seeds; // redis-cluster://: the nodes to ask first, in the order given
   int db = 0;
   bool via_sentinel() const { return !sentinels.empty(); }
-  std::string text() const;  // the URL, with /DB
+  bool via_cluster() const { return !cluster_seeds.empty(); }
+  std::string text() const;  // the URL, with /DB (but for redis-cluster://)
 };
 Address parse_address(std::string_view url);
 

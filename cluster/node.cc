@@ -37,15 +37,17 @@ std::string_view redis_state_name(RedisState state) {
 }
 
 Node::Impl::Impl(event_base* b, Settings s, Host& h)
-    : base(b), settings(std::move(s)), host(h), keys(settings.name),
+    : base(b), settings(std::move(s)), host(h), keys(cluster_tag(settings.name)),
       sentinel(settings.redis.via_sentinel()
                    ? std::make_unique<Sentinel>(b, settings.redis.sentinels, settings.redis.master)
                    : nullptr),
-      commands(b, settings.redis, "commands", [this](bool up) { on_commands_change(up); }, sentinel.get()),
+      slots(settings.redis.via_cluster() ? std::make_unique<Slots>(b, settings.redis.cluster_seeds) : nullptr),
+      commands(b, settings.redis, "commands", [this](bool up) { on_commands_change(up); }, sentinel.get(),
+               slots.get(), keys.tag),
       tail(b, settings.redis, "log tail", [this](bool up) {
         tailing = false;
         if (up) tail_next();
-      }, sentinel.get()),
+      }, sentinel.get(), slots.get(), keys.tag),
       role(settings.may_lead ? Role::candidate : Role::follower) {
   if (settings.node_id.empty()) throw std::invalid_argument("cluster: the node id is empty");
   if (settings.node_id.find(' ') != std::string::npos)

@@ -11,6 +11,7 @@
 #include "cluster/redis.h"
 #include "cluster/scripts.h"
 #include "cluster/sentinel.h"
+#include "cluster/slots.h"
 
 struct event;
 
@@ -83,6 +84,7 @@ struct Node::Impl {
   Host& host;
   Keys keys;
   std::unique_ptr<Sentinel> sentinel;  // redis-sentinel://: finds the master; outlives the connections
+  std::unique_ptr<Slots> slots;        // redis-cluster://: the master of the keys' slot; outlives them too
   Connection commands;  // everything but the tail
   Connection tail;      // XREAD BLOCK: a blocked connection serves nothing else
   event* period = nullptr;  // every third of the lease (at most 1s): heartbeat, renew or acquire

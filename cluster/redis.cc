@@ -8,6 +8,7 @@
 #include <hiredis/async.h>
 
 #include "cluster/sentinel.h"
+#include "cluster/slots.h"
 #include "common/log.h"
 
 namespace cluster {
@@ -34,14 +35,17 @@ int64_t unix_ms() {
 struct Connection::Pending {
   Connection* connection;
   Callback done;
+  std::vector<std::string> args;  // on a Redis Cluster: to send again after an ASK
+  std::chrono::milliseconds timeout{0};
 };
 
 Connection::Connection(event_base* base, Address address, std::string label, std::function<void(bool up)> on_change,
-                       Sentinel* sentinel)
+                       Sentinel* sentinel, Slots* slots, const std::string& slot_key)
     : base_(base), address_(std::move(address)), sentinel_(sentinel),
-      server_(sentinel ? HostPort{"", 0} : address_.server),
+      server_(sentinel || slots ? HostPort{"", 0} : address_.server), slots_(slots), slot_(key_slot(slot_key)),
       label_(std::move(label)), on_change_(std::move(on_change)) {
   if (address_.via_sentinel() && !sentinel_) throw std::logic_error("a Sentinel address needs a Sentinel");
+  if (address_.via_cluster() && !slots_) throw std::logic_error("a Redis Cluster address needs a slot map");
   retry_ = evtimer_new(base_, &Connection::on_retry, this);
   check_ = event_new(base_, -1, EV_PERSIST, &Connection::on_check, this);
   drop_ = event_new(base_, -1, 0, &Connection::on_drop, this);
@@ -49,6 +53,7 @@ Connection::Connection(event_base* base, Address address, std::string label, std
 
 Connection::~Connection() {
   closing_ = true;
+  asks_.clear();
   if (ac_) redisAsyncFree(ac_);  // pending callbacks run with no reply and are dropped
   event_free(retry_);
   event_free(check_);
@@ -62,6 +67,10 @@ void Connection::start() {
 }
 
 std::string Connection::where() const {
+  if (slots_) {
+    std::string of = "master of slot " + std::to_string(slot_);
+    return server_.host.empty() ? of + " (not found yet)" : server_.text() + " (" + of + ")";
+  }
   if (!sentinel_) return address_.text();
   if (server_.host.empty()) return "master " + sentinel_->master_name() + " (not found yet)";
   return server_.text() + " (master " + sentinel_->master_name() + ")";
@@ -69,6 +78,25 @@ std::string Connection::where() const {
 
 void Connection::connect() {
   state_ = RedisState::connecting;
+  if (slots_) {
+    if (moved_) {  // the cluster named the master itself
+      moved_ = false;
+      server_ = moved_to_;
+      open();
+      return;
+    }
+    // Asked on every (re)connection: a lost connection may be a failover that promoted
+    // a replica, or a slot that moved.
+    slots_->ask(slot_, [this](const HostPort* master, const std::string& error) {
+      if (!master) {
+        lost("redis cluster: " + error);
+        return;
+      }
+      server_ = *master;
+      open();
+    });
+    return;
+  }
   if (!sentinel_) {
     open();
     return;
@@ -235,7 +263,8 @@ bool Connection::send(const std::vector<std::string>& args, Callback done, std::
     argv.push_back(a.data());
     lens.push_back(a.size());
   }
-  auto* pending = new Pending{this, std::move(done)};
+  auto* pending = new Pending{this, std::move(done), {}, timeout};
+  if (slots_) pending->args = args;
   if (redisAsyncCommandArgv(ac_, &Connection::on_reply, pending, int(argv.size()), argv.data(), lens.data()) !=
       REDIS_OK) {
     delete pending;
@@ -248,11 +277,19 @@ bool Connection::send(const std::vector<std::string>& args, Callback done, std::
 void Connection::on_reply(redisAsyncContext*, void* r, void* privdata) {
   auto* pending = static_cast<Pending*>(privdata);
   Connection* self = pending->connection;
-  Callback done = std::move(pending->done);
-  delete pending;
-  if (self->closing_) return;
+  if (self->closing_) {
+    delete pending;
+    return;
+  }
   if (!self->deadlines_.empty()) self->deadlines_.pop_front();
   auto* reply = static_cast<redisReply*>(r);
+  if (reply && reply->type == REDIS_REPLY_ERROR && self->slots_ &&
+      self->redirected(*pending, std::string(reply->str, reply->len))) {
+    delete pending;
+    return;
+  }
+  Callback done = std::move(pending->done);
+  delete pending;
   if (!reply) {
     done(nullptr, "disconnected");
   } else if (reply->type == REDIS_REPLY_ERROR) {
@@ -264,6 +301,117 @@ void Connection::on_reply(redisAsyncContext*, void* r, void* privdata) {
   } else {
     done(reply, std::string());
   }
+}
+
+// --- Redis Cluster redirects ----------------------------------------------------------
+
+// A command sent again after an ASK redirect, on its own connection to the slot's
+// migration target: ASKING holds for the next command on that connection only.
+struct Connection::Ask {
+  Connection* owner = nullptr;
+  Callback done;  // empty once answered
+  HostPort to;
+  redisAsyncContext* ac = nullptr;
+  event* timer = nullptr;  // the reply's deadline, then the clean-up
+
+  ~Ask() {
+    done = nullptr;  // freeing the context runs the reply callback: it must not answer
+    if (ac) {
+      ac->data = nullptr;
+      ac->onDisconnect = nullptr;
+      redisAsyncFree(ac);
+    }
+    event_free(timer);
+  }
+  void answer(const redisReply* r, const std::string& error) {
+    if (!done) return;
+    Callback d = std::move(done);
+    done = nullptr;
+    event_del(timer);
+    event_active(timer, 0, 0);  // the clean-up, from the loop: never inside hiredis
+    d(r, error);
+  }
+};
+
+// MOVED and ASK are answered here (true); any other error is the caller's.
+bool Connection::redirected(Pending& pending, const std::string& error) {
+  Redirect r;
+  if (!parse_redirect(error, &r)) return false;
+  ++errors_;
+  if (r.ask) {
+    follow_ask(r.to, pending);
+    return true;
+  }
+  // The map was stale: the slot's master is the one named. Every command queued behind
+  // this one meets the same redirect, so the connection goes now and is made again there.
+  slots_->moved(r.slot, r.to);
+  moved_ = true;
+  moved_to_ = r.to;
+  drop("slot " + std::to_string(r.slot) + " moved to " + r.to.text());
+  Callback done = std::move(pending.done);
+  done(nullptr, error);
+  return true;
+}
+
+void Connection::follow_ask(const HostPort& to, Pending& pending) {
+  auto owned = std::make_unique<Ask>();
+  Ask& a = *owned;
+  a.owner = this;
+  a.done = std::move(pending.done);
+  a.to = to;
+  a.timer = evtimer_new(base_, [](int, short, void* arg) {
+    auto* a = static_cast<Ask*>(arg);
+    if (a->done) {
+      Callback d = std::move(a->done);
+      a->done = nullptr;
+      d(nullptr, "ASK " + a->to.text() + ": no reply in time");
+    }
+    a->owner->asks_.remove_if([a](const std::unique_ptr<Ask>& p) { return p.get() == a; });
+  }, &a);
+  asks_.push_back(std::move(owned));
+  timeval tv{time_t(pending.timeout.count() / 1000), suseconds_t(pending.timeout.count() % 1000 * 1000)};
+  evtimer_add(a.timer, &tv);
+  redisAsyncContext* ac = redisAsyncConnect(to.host.c_str(), to.port);
+  if (!ac || ac->err) {
+    std::string why = ac ? ac->errstr : "out of memory";
+    if (ac) redisAsyncFree(ac);
+    a.answer(nullptr, "ASK " + to.text() + ": connect: " + why);
+    return;
+  }
+  ac->data = &a;
+  redisLibeventAttach(ac, base_);
+  a.ac = ac;
+  redisAsyncSetConnectCallback(ac, [](const redisAsyncContext* ac, int status) {
+    auto* a = static_cast<Ask*>(ac->data);
+    if (!a || status == REDIS_OK || a->ac != ac) return;
+    a->ac = nullptr;  // hiredis frees it after this callback
+    a->answer(nullptr, "ASK " + a->to.text() + ": connect: " + (ac->errstr ? ac->errstr : "failed"));
+  });
+  redisAsyncSetDisconnectCallback(ac, [](const redisAsyncContext* ac, int) {
+    auto* a = static_cast<Ask*>(ac->data);
+    if (!a || a->ac != ac) return;
+    a->ac = nullptr;  // freed by hiredis after this callback
+    a->answer(nullptr, "ASK " + a->to.text() + ": disconnected");
+  });
+  redisAsyncCommand(ac, nullptr, nullptr, "ASKING");
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  for (const auto& arg : pending.args) {
+    argv.push_back(arg.data());
+    lens.push_back(arg.size());
+  }
+  redisAsyncCommandArgv(ac, [](redisAsyncContext*, void* r, void* privdata) {
+    auto* a = static_cast<Ask*>(privdata);
+    auto* reply = static_cast<redisReply*>(r);
+    if (!reply) {
+      a->answer(nullptr, "ASK " + a->to.text() + ": disconnected");
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+      ++a->owner->errors_;
+      a->answer(nullptr, std::string(reply->str, reply->len));
+    } else {
+      a->answer(reply, std::string());
+    }
+  }, &a, int(argv.size()), argv.data(), lens.data());
 }
 
 }  // namespace cluster

@@ -6,12 +6,20 @@
 
 namespace cluster {
 
-// Every key is NAME:<what>, so clusters of different names never meet.
+// Every key is PREFIX:<what>, and PREFIX is a hash tag: {NAME} for the cluster's log
+// (cluster_tag), {NAME:P} for partition P's (common::partition_tag). So clusters of
+// different names never meet, and on a Redis Cluster the keys of one log all live in one
+// hash slot, as the scripts that touch several of them at once require
+// (cluster/slots.h); a single server or a Sentinel deployment ignores the braces.
+inline std::string cluster_tag(const std::string& name) { return "{" + name + "}"; }
+
 struct Keys {
-  explicit Keys(const std::string& name)
-      : lease(name + ":lease"), term(name + ":term"), log(name + ":log"), log_end(name + ":log-end"),
-        checkpoints(name + ":checkpoints"), chunk_prefix(name + ":checkpoint:"), nodes(name + ":nodes"), node_info(name + ":node-info"),
-        partitioning(name + ":partitioning"), sources(name + ":sources") {}
+  explicit Keys(const std::string& prefix)
+      : tag(prefix), lease(prefix + ":lease"), term(prefix + ":term"), log(prefix + ":log"),
+        log_end(prefix + ":log-end"), checkpoints(prefix + ":checkpoints"), chunk_prefix(prefix + ":checkpoint:"),
+        nodes(prefix + ":nodes"), node_info(prefix + ":node-info"), partitioning(prefix + ":partitioning"),
+        sources(prefix + ":sources") {}
+  std::string tag;           // the prefix: the slot of every key below is the slot of its hash tag
   std::string lease;         // "NODE_ID TERM", expires after the lease
   std::string term;          // the highest term handed out (INCR)
   std::string log;           // stream: ID "SEQ-0", fields t (term), h (chain hash, 16 hex digits:

@@ -8,7 +8,7 @@ TELEMETRYD_PACKAGES=(
   catch2 spin curl python3 wrk
   chromium chromium-driver prometheus-node-exporter prometheus
   libprotobuf-dev protobuf-compiler zlib1g-dev
-  libhiredis-dev libzstd-dev redis-server redis-sentinel faketime
+  libhiredis-dev libzstd-dev redis-server redis-sentinel redis-tools faketime
 )
 
 ensure_packages() {

@@ -154,9 +154,10 @@ const std::vector<Setting>& settings() {
       {"daemon", Kind::flag, "detach from the terminal (returns once the service is ready)",
        [](Options& o, const Values& v) { o.daemon = parse_bool("daemon", v.back()); }},
       {"cluster", Kind::value, "join the cluster whose log is in this Redis: redis://HOST:PORT[/DB], or the master "
-       "Sentinel names: redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB] (default: none)",
+       "Sentinel names: redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTERNAME[/DB], or a Redis Cluster: "
+       "redis-cluster://HOST:PORT[,HOST:PORT...] (default: none)",
        text(&Options::cluster)},
-      {"cluster-name", Kind::value, "prefix of the cluster's Redis keys (default telemetryd)",
+      {"cluster-name", Kind::value, "the cluster's Redis keys are {NAME}:... (default telemetryd)",
        text(&Options::cluster_name)},
       {"node-id", Kind::value, "this node's name in the cluster (default HOSTNAME:PORT of listen)",
        text(&Options::node_id)},

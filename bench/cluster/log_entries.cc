@@ -1,4 +1,4 @@
-// cluster_log_entries: prints a cluster's Redis log (the stream NAME:log) one entry
+// cluster_log_entries: prints a cluster's Redis log (the stream {NAME}:log) one entry
 // per line, decoded without the aggregator and without the series dictionary, so that
 // bench/cluster/reference.py can compute what the nodes must serve from what was
 // committed. The payload layout is the one ingest/replica/replica.cc writes (docs/architecture.md,
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "redis %s:%s: %s\n", argv[1], argv[2], c ? c->errstr : "no memory");
     return 1;
   }
-  std::string key = std::string(argv[3]) + ":log";
+  std::string key = std::string("{") + argv[3] + "}:log";  // cluster::Keys
   std::string from = "-";
   for (;;) {
     auto* r = static_cast<redisReply*>(redisCommand(c, "XRANGE %s %s + COUNT 1000", key.c_str(), from.c_str()));

@@ -75,8 +75,8 @@ hz=$(getconf CLK_TCK)
 sizes=$(redis-cli -p "$RPORT" EVAL "local r = redis.call('XRANGE', KEYS[1], '-', '+')
   local n = 0
   for _, e in ipairs(r) do for i = 1, #e[2], 2 do if e[2][i] == 'e' then n = n + #e[2][i + 1] end end end
-  return {#r, n}" 1 bench:log | tr "\n" " ")
-memory=$(redis-cli -p "$RPORT" MEMORY USAGE bench:log SAMPLES 0)
+  return {#r, n}" 1 "{bench}:log" | tr "\n" " ")
+memory=$(redis-cli -p "$RPORT" MEMORY USAGE "{bench}:log" SAMPLES 0)
 $PY - "$OUT/lag.tsv" "$SERIES" "$entries" "$lcpu0" "$lcpu1" "$fcpu0" "$fcpu1" "$hz" "$memory" $sizes <<'PYEOF'
 import sys
 path, series, entries, l0, l1, f0, f1, hz, memory, n_entries, entry_bytes = sys.argv[1:]

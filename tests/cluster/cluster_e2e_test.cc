@@ -1,5 +1,6 @@
 // tests/cluster/cluster_e2e_test.cc: three real telemetryd nodes over a real
-// redis-server (each test starts its own on a free loopback port): identical bytes at
+// redis-server (each test starts its own on a free loopback port; one test a Redis
+// Cluster): identical bytes at
 // the same generation, failover after SIGKILL, fencing of a SIGSTOPped leader, Redis
 // killed and restarted, a late node joining from a checkpoint, a follower-only node,
 // OTLP pushes taken by the leader only, and a leader or a follower cut off from Redis
@@ -172,7 +173,7 @@ std::optional<std::chrono::system_clock::time_point> logged_at(const Service& s,
 
 // The seq of the newest entry of `term` in the log (0: none).
 uint64_t last_entry_of_term(Client& redis, uint64_t term) {
-  auto flat = redis.list({"XRANGE", "e2e:log", "-", "+"});  // ID, then t, TERM, p, MS, e, ENTRY
+  auto flat = redis.list({"XRANGE", "{e2e}:log", "-", "+"});  // ID, then t, TERM, p, MS, e, ENTRY
   uint64_t last = 0;
   for (size_t i = 1; i + 1 < flat.size(); ++i)
     if (flat[i] == "t" && flat[i + 1] == std::to_string(term)) last = std::max(last, number(flat[i - 1]));
@@ -181,7 +182,7 @@ uint64_t last_entry_of_term(Client& redis, uint64_t term) {
 
 // In the log, terms never go back. Returns the highest.
 uint64_t check_terms_ordered(Client& redis) {
-  auto flat = redis.list({"XRANGE", "e2e:log", "-", "+"});
+  auto flat = redis.list({"XRANGE", "{e2e}:log", "-", "+"});
   uint64_t highest = 0;
   for (size_t i = 0; i + 1 < flat.size(); ++i)
     if (flat[i] == "t") {
@@ -217,6 +218,23 @@ TEST_CASE("three nodes serve byte-identical bodies at the same generation") {
   auto metrics = e2e::http_get(a->port(), "/metrics").body;
   CHECK(metrics.find("telemetryd_cluster_term ") != std::string::npos);
   CHECK(metrics.find("telemetryd_cluster_entries_applied_total ") != std::string::npos);
+}
+
+TEST_CASE("on a Redis Cluster: two nodes serve byte-identical bodies at the same generation") {
+  cluster_test::RedisCluster rc;
+  auto a = start_node_at(rc.url()), b = start_node_at(rc.url());
+  std::vector<Service*> nodes{a.get(), b.get()};
+  REQUIRE(e2e::wait_for([&] {
+    for (Service* s : nodes)
+      if (e2e::http_get(s->port(), "/healthz").status != 200) return false;
+    return true;
+  }));
+  for (const std::string& target : std::vector<std::string>{"/v1/snapshot", "/v1/metrics/cpu.usage_percent"})
+    CHECK(compare_bodies(nodes, target, 3) >= 3);
+  auto snapshot = e2e::http_get(a->port(), "/v1/snapshot");
+  CHECK(counts_match_generation(snapshot.body, generation_of(snapshot)));
+  REQUIRE(leader_of(nodes));
+  for (Service* s : nodes) CHECK(cluster_field(*s, "redis_address").find("(master of slot ") != std::string::npos);
 }
 
 TEST_CASE("the leader's processes SIGKILLed: a follower publishes the next generation within two lease periods") {
@@ -325,7 +343,7 @@ TEST_CASE("Redis killed and restarted: nodes keep serving and the cluster re-for
   CHECK(compare_bodies(nodes, "/v1/snapshot", 3) >= 3);
   check_monotonic();
   Client redis_client(redis.port());
-  CHECK(redis_client.run({"LLEN", "e2e:checkpoints"}) != "0");
+  CHECK(redis_client.run({"LLEN", "{e2e}:checkpoints"}) != "0");
 }
 
 TEST_CASE("a node started late loads the newest checkpoint, is syncing until it caught up, then serves the same bytes") {
@@ -334,7 +352,7 @@ TEST_CASE("a node started late loads the newest checkpoint, is syncing until it 
   REQUIRE(e2e::wait_for([&] { return generation_of(e2e::http_get(a->port(), "/v1/metrics")) >= 25; }));
   Client redis_client(redis.port());
   REQUIRE(e2e::wait_for([&] {
-    auto m = redis_client.run({"LINDEX", "e2e:checkpoints", "0"});
+    auto m = redis_client.run({"LINDEX", "{e2e}:checkpoints", "0"});
     return m != "(nil)" && std::stoull(m) >= 10;
   }));
   auto late = start_node(redis, {}, false);

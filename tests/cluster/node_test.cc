@@ -40,10 +40,27 @@ TEST_CASE("cluster address parsing") {
   CHECK(s.db == 2);
   CHECK(s.text() == "redis-sentinel://10.0.0.1:26379,10.0.0.2:26380/main/2");
   CHECK(cluster::parse_address("redis-sentinel://h:1/m").db == 0);
+  auto c = cluster::parse_address("redis-cluster://10.0.0.1:7000,10.0.0.2:7001");
+  CHECK(c.via_cluster());
+  CHECK(!c.via_sentinel());
+  REQUIRE(c.cluster_seeds.size() == 2);
+  CHECK(c.cluster_seeds[1].host == "10.0.0.2");
+  CHECK(c.cluster_seeds[1].port == 7001);
+  CHECK(c.db == 0);
+  CHECK(c.text() == "redis-cluster://10.0.0.1:7000,10.0.0.2:7001");
+  CHECK(cluster::parse_address("redis-cluster://h:7000").cluster_seeds.size() == 1);
+  try {
+    cluster::parse_address("redis-cluster://h:7000/1");
+    FAIL("a database was accepted on a Redis Cluster");
+  } catch (const std::invalid_argument& e) {
+    CHECK(std::string(e.what()).find("only database 0") != std::string::npos);
+  }
   for (const char* bad : {"http://x:1", "redis://x", "redis://:1", "redis://x:0", "redis://x:1/16", "redis://x:1/",
                           "redis://x:70000", "redis://x:1/a", "redis-sentinel://h:1", "redis-sentinel://h:1/",
                           "redis-sentinel:///m", "redis-sentinel://h:1,/m", "redis-sentinel://h/m",
-                          "redis-sentinel://h:1/m/16", "redis-sentinel://h:1/m x"})
+                          "redis-sentinel://h:1/m/16", "redis-sentinel://h:1/m x",
+                          "redis-cluster://", "redis-cluster://h", "redis-cluster://h:1,", "redis-cluster://h:1/0",
+                          "redis-cluster://h:1,:2", "redis-cluster://h:0"})
     CHECK_THROWS_AS(cluster::parse_address(bad), std::invalid_argument);
 }
 
@@ -62,7 +79,7 @@ TEST_CASE("one of two nodes takes the lease and keeps it by renewing") {
   CHECK(other.role() == cluster::Role::follower);
   CHECK(other.node->status().leader_id == leader.host.id);
   Client c(redis.port());
-  CHECK(c.run({"GET", "test:lease"}) == leader.host.id + " " + std::to_string(term));
+  CHECK(c.run({"GET", "{test}:lease"}) == leader.host.id + " " + std::to_string(term));
   // The follower applied what the leader appended, in order.
   REQUIRE(loop.until([&] { return other.host.seq >= 20; }));
   size_t common = 0;
@@ -78,7 +95,7 @@ TEST_CASE("a follower-only node never takes the lease") {
   loop.run_for(4 * kLease);
   CHECK(f.role() == cluster::Role::follower);
   Client c(redis.port());
-  CHECK(c.run({"EXISTS", "test:lease"}) == "0");
+  CHECK(c.run({"EXISTS", "{test}:lease"}) == "0");
   TestNode l(loop.base, redis, "l");
   REQUIRE(loop.until([&] { return f.host.seq >= 10; }));
   CHECK(l.role() == cluster::Role::leader);
@@ -94,16 +111,16 @@ TEST_CASE("the append script refuses a node whose lease ran out or passed on") {
   TestNode a(loop.base, redis, "a");
   REQUIRE(loop.until([&] { return a.role() == cluster::Role::leader && a.host.seq >= 3; }));
   uint64_t a_term = a.node->status().term;
-  c.run({"SET", "test:lease", "b " + std::to_string(a_term + 1), "PX", "5000"});
-  c.run({"SET", "test:term", std::to_string(a_term + 1)});
+  c.run({"SET", "{test}:lease", "b " + std::to_string(a_term + 1), "PX", "5000"});
+  c.run({"SET", "{test}:term", std::to_string(a_term + 1)});
   // a notices at its next renewal (a third of the lease) and stops appending.
   REQUIRE(loop.until([&] { return a.role() != cluster::Role::leader; }, 2 * kLease));
   CHECK_FALSE(a.host.leading);
-  auto ids = c.list({"XRANGE", "test:log", "-", "+"});
+  auto ids = c.list({"XRANGE", "{test}:log", "-", "+"});
   uint64_t appended = a.node->status().entries_appended;
   loop.run_for(kLease);
   CHECK(a.node->status().entries_appended == appended);
-  CHECK(c.list({"XRANGE", "test:log", "-", "+"}) == ids);
+  CHECK(c.list({"XRANGE", "{test}:log", "-", "+"}) == ids);
 }
 
 TEST_CASE("a leader stopped past its lease is fenced off and becomes a follower") {
@@ -113,20 +130,20 @@ TEST_CASE("a leader stopped past its lease is fenced off and becomes a follower"
   Client c(redis.port());
   auto info_of = [&](const std::string& id) {
     try {
-      return c.run({"HGET", "test:node-info", id});
+      return c.run({"HGET", "{test}:node-info", id});
     } catch (...) {
       return std::string();
     }
   };
   Loop loop;
-  REQUIRE(loop.until([&] { return info_of("old").rfind("leader", 0) == 0 && c.run({"XLEN", "test:log"}) >= "1"; }));
-  std::string old_lease = c.run({"GET", "test:lease"});
+  REQUIRE(loop.until([&] { return info_of("old").rfind("leader", 0) == 0 && c.run({"XLEN", "{test}:log"}) >= "1"; }));
+  std::string old_lease = c.run({"GET", "{test}:lease"});
   kill(child, SIGSTOP);
   TestNode fresh(loop.base, redis, "new");
   // Within two lease periods of the stop the new node leads and appends.
   REQUIRE(loop.until([&] { return fresh.role() == cluster::Role::leader && fresh.host.leading; }, 3 * kLease));
   uint64_t new_term = fresh.node->status().term;
-  CHECK(c.run({"GET", "test:lease"}) != old_lease);
+  CHECK(c.run({"GET", "{test}:lease"}) != old_lease);
   loop.run_for(200ms);
   kill(child, SIGCONT);
   // The old leader finds its lease gone at once and reports itself a non-leader within
@@ -136,7 +153,7 @@ TEST_CASE("a leader stopped past its lease is fenced off and becomes a follower"
   CHECK(fresh.role() == cluster::Role::leader);
   // In the log, terms never go back along the IDs: nothing of the old term after the
   // new term's first entry.
-  auto flat = c.list({"XRANGE", "test:log", "-", "+"});
+  auto flat = c.list({"XRANGE", "{test}:log", "-", "+"});
   uint64_t highest = 0;
   bool new_seen = false;
   for (size_t i = 0; i + 1 < flat.size(); ++i) {
@@ -205,7 +222,7 @@ TEST_CASE("terms only grow, also after Redis restarted empty") {
     // its seq continuing, a checkpoint written at once.
     REQUIRE(loop.until([&] { return a.role() == cluster::Role::leader && a.node->status().term > last_term; }));
     Client c(redis.port());
-    REQUIRE(loop.until([&] { return c.run({"LLEN", "test:checkpoints"}) == "1"; }));
+    REQUIRE(loop.until([&] { return c.run({"LLEN", "{test}:checkpoints"}) == "1"; }));
     last_term = a.node->status().term;
   }
   // Another node after that one is gone: still a higher term.
@@ -222,7 +239,7 @@ TEST_CASE("checkpoints are chunked, a late node restores one and the log is trim
   TestNode leader(loop.base, redis, "l", true, kPad, 5);
   REQUIRE(loop.until([&] { return leader.host.seq >= 40; }, 20s));
   Client c(redis.port());
-  auto manifests = c.list({"LRANGE", "test:checkpoints", "0", "-1"});
+  auto manifests = c.list({"LRANGE", "{test}:checkpoints", "0", "-1"});
   REQUIRE(manifests.size() == 2);
   unsigned long long seq_new = 0, term = 0, chunks = 0, seq_old = 0;
   REQUIRE(std::sscanf(manifests[0].c_str(), "%llu %llu %llu", &seq_new, &term, &chunks) == 3);
@@ -230,7 +247,7 @@ TEST_CASE("checkpoints are chunked, a late node restores one and the log is trim
   CHECK(chunks == 3);
   CHECK(seq_old < seq_new);
   for (unsigned i = 0; i < chunks; ++i) {
-    auto len = std::stoull(c.run({"STRLEN", "test:checkpoint:" + std::to_string(seq_new) + ":" +
+    auto len = std::stoull(c.run({"STRLEN", "{test}:checkpoint:" + std::to_string(seq_new) + ":" +
                                             std::to_string(term) + ":" + std::to_string(i)}));
     CHECK(len <= (1u << 20));
     CHECK(len > 0);
@@ -239,9 +256,9 @@ TEST_CASE("checkpoints are chunked, a late node restores one and the log is trim
   // newer one may be being written, and one whose recording failed, e.g. when the
   // leader lost its lease in between, expires by itself).
   size_t kept_chunks = 0;
-  for (const auto& key : c.list({"KEYS", "test:checkpoint:*"})) {
+  for (const auto& key : c.list({"KEYS", "{test}:checkpoint:*"})) {
     unsigned long long seq = 0;
-    REQUIRE(std::sscanf(key.c_str(), "test:checkpoint:%llu", &seq) == 1);
+    REQUIRE(std::sscanf(key.c_str(), "{test}:checkpoint:%llu", &seq) == 1);
     if (c.run({"PTTL", key}) != "-1") continue;
     CHECK(seq >= seq_old);
     CHECK(seq <= seq_new);
@@ -249,7 +266,7 @@ TEST_CASE("checkpoints are chunked, a late node restores one and the log is trim
   }
   CHECK(kept_chunks == 6);
   // The log holds nothing behind the older kept checkpoint.
-  auto first = c.list({"XRANGE", "test:log", "-", "+", "COUNT", "1"});
+  auto first = c.list({"XRANGE", "{test}:log", "-", "+", "COUNT", "1"});
   REQUIRE_FALSE(first.empty());
   CHECK(std::stoull(first[0]) >= seq_old);
 
@@ -292,7 +309,7 @@ TEST_CASE("Redis killed and restarted: the nodes keep their state and the cluste
   uint64_t top = std::min(a.host.seq, b.host.seq);
   CHECK(a.host.history.at(top) == b.host.history.at(top));
   Client c(redis.port());
-  CHECK(c.run({"LLEN", "test:checkpoints"}) != "0");
+  CHECK(c.run({"LLEN", "{test}:checkpoints"}) != "0");
 }
 
 TEST_CASE("a command queued before the loop stalls past its reply deadline is answered, not dropped") {
@@ -329,7 +346,7 @@ TEST_CASE("behind Sentinel: nodes find the master, move with a failover and keep
   Loop loop;
   TestNode a(loop.base, url, "a"), b(loop.base, url, "b");
   Client on_master(master.port()), on_replica(replica.port()), on_sentinel(sentinel.port());
-  auto xlen = [](Client& c) { return std::stoull(c.run({"XLEN", "test:log"})); };
+  auto xlen = [](Client& c) { return std::stoull(c.run({"XLEN", "{test}:log"})); };
   REQUIRE(loop.until([&] { return xlen(on_master) >= 5; }, 20s));
   CHECK(a.node->status().redis_address == "127.0.0.1:" + std::to_string(master.port()) + " (master tm)");
 
@@ -371,7 +388,7 @@ TEST_CASE("a node never uses a server that is not the master, nor one no sentine
     CHECK(n->node->status().redis != cluster::RedisState::connected);
     CHECK(n->role() != cluster::Role::leader);
   }
-  CHECK(Client(master.port()).run({"EXISTS", "test:lease"}) == "0");
+  CHECK(Client(master.port()).run({"EXISTS", "{test}:lease"}) == "0");
 }
 
 
@@ -400,10 +417,10 @@ TEST_CASE("a failover that lost the log's tail: a checkpoint covers the gap and 
   // The log goes on from the nodes' state, past the tail it had lost, and is whole: from
   // the newest checkpoint on, every seq is in the stream.
   REQUIRE(loop.until([&] { return log_end_in(on_replica) >= applied_before + 5; }, 20s));
-  uint64_t checkpoint = std::stoull(on_replica.run({"LINDEX", "test:checkpoints", "0"}));
+  uint64_t checkpoint = std::stoull(on_replica.run({"LINDEX", "{test}:checkpoints", "0"}));
   CHECK(checkpoint >= lost_to);
   uint64_t expect = checkpoint + 1;
-  for (const std::string& id : on_replica.list({"XRANGE", "test:log", std::to_string(expect) + "-0", "+"})) {
+  for (const std::string& id : on_replica.list({"XRANGE", "{test}:log", std::to_string(expect) + "-0", "+"})) {
     if (id.size() < 3 || id.compare(id.size() - 2, 2, "-0") != 0) continue;  // fields and values
     CHECK(id == std::to_string(expect) + "-0");
     expect = std::stoull(id) + 1;

@@ -26,9 +26,9 @@ std::map<uint64_t, uint64_t> write_log(Client& c, const std::string& id, uint64_
     std::string entry = "entry " + id + " " + std::to_string(s);
     prev_hash = cluster::chain_hash(prev_hash, entry);
     hashes[s] = prev_hash;
-    c.run({"XADD", "test:log", std::to_string(s) + "-0", "t", std::to_string(term), "h",
+    c.run({"XADD", "{test}:log", std::to_string(s) + "-0", "t", std::to_string(term), "h",
            cluster::hash_text(prev_hash), "p", "0", "e", entry});
-    c.run({"SET", "test:log-end", std::to_string(s) + " " + cluster::hash_text(prev_hash)});
+    c.run({"SET", "{test}:log-end", std::to_string(s) + " " + cluster::hash_text(prev_hash)});
   }
   return hashes;
 }
@@ -36,7 +36,7 @@ std::map<uint64_t, uint64_t> write_log(Client& c, const std::string& id, uint64_
 // The log replaced by another history written by hand (write_log), as a failover to a
 // replica that did not have its tail leaves it.
 void replace_log(Client& c, const std::string& id, uint64_t to, uint64_t term) {
-  c.run({"DEL", "test:log", "test:log-end"});
+  c.run({"DEL", "{test}:log", "{test}:log-end"});
   write_log(c, id, 1, to, term);
 }
 
@@ -49,7 +49,7 @@ uint64_t digest_of(const std::string& id, uint64_t to) {
 
 std::string append(Client& c, const std::string& lease, uint64_t seq, uint64_t prev, uint64_t hash) {
   try {
-    return c.run({"EVAL", cluster::kAppendScript, "4", "test:lease", "test:log", "test:log-end", "test:checkpoints",
+    return c.run({"EVAL", cluster::kAppendScript, "4", "{test}:lease", "{test}:log", "{test}:log-end", "{test}:checkpoints",
                   lease, std::to_string(seq), "1", "0", "entry", cluster::hash_text(prev), cluster::hash_text(hash),
                   "1000"});
   } catch (const std::runtime_error& e) {
@@ -78,16 +78,16 @@ TEST_CASE("the chain hash depends on every byte and on the entry before") {
 TEST_CASE("the append script: a resend after a lost reply is success, another history or a gap is refused") {
   RedisServer redis;
   Client c(redis.port());
-  c.run({"SET", "test:lease", "a 1"});
+  c.run({"SET", "{test}:lease", "a 1"});
   uint64_t h1 = cluster::chain_hash(0, "one"), h2 = cluster::chain_hash(h1, "two");
   CHECK(append(c, "a 1", 1, 0, h1) == "1-0");
   // The same entry again (its reply was lost): the log has it, which is what was asked.
   CHECK(append(c, "a 1", 1, 0, h1) == "DUP");
   // ... even once the lease has passed on: the entry is there whoever leads now.
-  c.run({"SET", "test:lease", "b 2"});
+  c.run({"SET", "{test}:lease", "b 2"});
   CHECK(append(c, "a 1", 1, 0, h1) == "DUP");
   CHECK(contains(append(c, "a 1", 2, h1, h2), "FENCED the lease"));
-  c.run({"SET", "test:lease", "a 1"});
+  c.run({"SET", "{test}:lease", "a 1"});
   // Another entry at a seq the log holds: fenced.
   CHECK(contains(append(c, "a 1", 1, 0, h2), "FENCED the log already ends at 1"));
   // Not following the log's end: refused, with where the log ends.
@@ -96,45 +96,45 @@ TEST_CASE("the append script: a resend after a lost reply is success, another hi
   CHECK(append(c, "a 1", 2, h1, h2) == "2-0");
   // An older entry resent: found in the stream by its seq.
   CHECK(append(c, "a 1", 1, 0, h1) == "DUP");
-  CHECK(c.run({"GET", "test:log-end"}) == "2 " + cluster::hash_text(h2));
+  CHECK(c.run({"GET", "{test}:log-end"}) == "2 " + cluster::hash_text(h2));
 }
 
 TEST_CASE("a checkpoint with a missing chunk is recorded not at all: its other chunks keep their expiry") {
   RedisServer redis;
   Client c(redis.port());
-  c.run({"SET", "test:lease", "a 1"});
-  c.run({"SET", "test:checkpoint:9:1:0", "x", "PX", "60000"});
-  c.run({"SET", "test:checkpoint:9:1:2", "x", "PX", "60000"});
-  CHECK_THROWS(c.run({"EVAL", cluster::kCommitCheckpointScript, "3", "test:lease", "test:checkpoints", "test:log",
-                      "a 1", "9", "1", "3", "test:checkpoint:", "0", "1", cluster::hash_text(5)}));
-  CHECK(c.run({"PTTL", "test:checkpoint:9:1:0"}) != "-1");
-  CHECK(c.run({"PTTL", "test:checkpoint:9:1:2"}) != "-1");
-  CHECK(c.run({"LLEN", "test:checkpoints"}) == "0");
+  c.run({"SET", "{test}:lease", "a 1"});
+  c.run({"SET", "{test}:checkpoint:9:1:0", "x", "PX", "60000"});
+  c.run({"SET", "{test}:checkpoint:9:1:2", "x", "PX", "60000"});
+  CHECK_THROWS(c.run({"EVAL", cluster::kCommitCheckpointScript, "3", "{test}:lease", "{test}:checkpoints", "{test}:log",
+                      "a 1", "9", "1", "3", "{test}:checkpoint:", "0", "1", cluster::hash_text(5)}));
+  CHECK(c.run({"PTTL", "{test}:checkpoint:9:1:0"}) != "-1");
+  CHECK(c.run({"PTTL", "{test}:checkpoint:9:1:2"}) != "-1");
+  CHECK(c.run({"LLEN", "{test}:checkpoints"}) == "0");
 }
 
 TEST_CASE("the acquire script: a follower-only node that applied more does not hold the lease up") {
   RedisServer redis;
   Client c(redis.port());
-  c.run({"ZADD", "test:nodes", "99999999999999", "f"});
-  c.run({"HSET", "test:node-info", "f", "follower 100 0 0"});
+  c.run({"ZADD", "{test}:nodes", "99999999999999", "f"});
+  c.run({"HSET", "{test}:node-info", "f", "follower 100 0 0"});
   auto acquire = [&](const std::string& id, uint64_t applied) {
-    return c.list({"EVAL", cluster::kAcquireScript, "6", "test:lease", "test:term", "test:log-end", "test:checkpoints",
-                   "test:nodes", "test:node-info", id, "5000", "0", std::to_string(applied)});
+    return c.list({"EVAL", cluster::kAcquireScript, "6", "{test}:lease", "{test}:term", "{test}:log-end", "{test}:checkpoints",
+                   "{test}:nodes", "{test}:node-info", id, "5000", "0", std::to_string(applied)});
   };
   auto r = acquire("c", 50);
   REQUIRE(r.size() >= 2);
   CHECK(r[0] == "1");
   // A node that may lead and applied more still has precedence.
-  c.run({"DEL", "test:lease"});
-  c.run({"ZADD", "test:nodes", "99999999999999", "d"});
-  c.run({"HSET", "test:node-info", "d", "candidate 80 0 1"});
+  c.run({"DEL", "{test}:lease"});
+  c.run({"ZADD", "{test}:nodes", "99999999999999", "d"});
+  c.run({"HSET", "{test}:node-info", "d", "candidate 80 0 1"});
   CHECK(acquire("c", 50)[0] == "0");
   CHECK(acquire("d", 80)[0] == "1");
   // What a node applied past the log's end (a paused leader's ticks that never reached
   // the log) does not count: the others take over at once, not when its membership
   // expires.
-  c.run({"DEL", "test:lease"});
-  c.run({"SET", "test:log-end", "60 " + cluster::hash_text(7)});
+  c.run({"DEL", "{test}:lease"});
+  c.run({"SET", "{test}:log-end", "60 " + cluster::hash_text(7)});
   CHECK(acquire("c", 60)[0] == "1");
 }
 
@@ -199,10 +199,10 @@ TEST_CASE("Redis restarted empty within the lease: the leader keeps its state, r
   CHECK(a.host.restores == 0);
   // The log starts again at a checkpoint of the leader's state, not at 1.
   Client c(redis.port());
-  auto first = c.list({"XRANGE", "test:log", "-", "+", "COUNT", "1"});
+  auto first = c.list({"XRANGE", "{test}:log", "-", "+", "COUNT", "1"});
   REQUIRE_FALSE(first.empty());
   CHECK(std::stoull(first[0]) > before);
-  CHECK(c.run({"LLEN", "test:checkpoints"}) != "0");
+  CHECK(c.run({"LLEN", "{test}:checkpoints"}) != "0");
 }
 
 // Redis unreachable past the lease: the leader stops ingesting (whoever leads next

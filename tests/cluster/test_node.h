@@ -230,11 +230,11 @@ inline bool agree(const TestHost& a, const TestHost& b, size_t* common = nullptr
 }
 
 inline uint64_t log_end_in(Client& c) {
-  std::string v = c.run({"GET", "test:log-end"});
+  std::string v = c.run({"GET", "{test}:log-end"});
   return v == "(nil)" ? 0 : std::stoull(v);
 }
 inline uint64_t applied_in(Client& c, const std::string& id) {  // from the node's heartbeat
-  std::string info = c.run({"HGET", "test:node-info", id});
+  std::string info = c.run({"HGET", "{test}:node-info", id});
   auto space = info.find(' ');
   return space == std::string::npos ? 0 : std::stoull(info.substr(space + 1));
 }

@@ -232,8 +232,8 @@ CONF
   [ "$(cluster_field redis_address)" = "redis://127.0.0.1:$redis_port/0" ] || fail "redis_address $(cluster_field redis_address)"
   [ "$(cluster_field node.0.node_id)" = "$node_id" ] || fail "the node is not in its own member list"
   # The lease and the log really are in this Redis, under this cluster's name.
-  redis-cli -p "$redis_port" get "$cluster_name:lease" | grep -q "^$node_id " || fail "lease key not held by $node_id"
-  [ "$(redis-cli -p "$redis_port" xlen "$cluster_name:log")" -gt 0 ] || fail "nothing in the log"
+  redis-cli -p "$redis_port" get "{$cluster_name}:lease" | grep -q "^$node_id " || fail "lease key not held by $node_id"
+  [ "$(redis-cli -p "$redis_port" xlen "{$cluster_name}:log")" -gt 0 ] || fail "nothing in the log"
 
   echo "== status shows the cluster role"
   "$INIT" status | tee "$TMP/status" || fail "status not 0 while running"

@@ -141,3 +141,13 @@ TEST_CASE("state-dir and state-fsync: refused with the setting's name, made abso
   o.cluster = "redis://127.0.0.1:6379";
   CHECK(o.effective_state_dir().empty());
 }
+
+TEST_CASE("cluster: the three kinds of Redis address, and a Redis Cluster refused with a database", "[config]") {
+  CHECK(refusal({{"cluster", "redis://10.0.0.9:6379/2"}}).empty());
+  CHECK(refusal({{"cluster", "redis-sentinel://10.0.0.1:26379,10.0.0.2:26379/telemetryd"}}).empty());
+  CHECK(refusal({{"cluster", "redis-cluster://10.0.0.21:6379,10.0.0.22:6379"}}).empty());
+  std::string why = refusal({{"cluster", "redis-cluster://10.0.0.21:6379/1"}});
+  CHECK(why.rfind("cluster: cluster address 'redis-cluster://10.0.0.21:6379/1': a Redis Cluster has only database 0", 0) == 0);
+  CHECK(refusal({{"cluster", "rediss://10.0.0.9:6379"}}).find("neither redis://, redis-sentinel:// nor redis-cluster://") !=
+        std::string::npos);
+}
