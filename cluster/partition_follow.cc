@@ -38,7 +38,7 @@ void PartitionedNode::Impl::take(uint32_t p) {
                                          [this, p](bool up) {
                                            if (Held* x = held(p); x && up && x->loaded) tail_next(*x);
                                          },
-                                         sentinel.get());
+                                         sentinel.get(), slots.get(), h->keys.tag);
   h->tail->start();
   host.hold(p);
   ++moves_in;

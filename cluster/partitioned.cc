@@ -51,11 +51,12 @@ std::string_view hold_state_name(HoldState state) {
 }
 
 PartitionedNode::Impl::Impl(event_base* b, PartitionedSettings s, PartitionHost& h)
-    : base(b), settings(std::move(s)), host(h), keys("{" + settings.name + "}"),
+    : base(b), settings(std::move(s)), host(h), keys(cluster_tag(settings.name)),
       sentinel(settings.redis.via_sentinel()
                    ? std::make_unique<Sentinel>(b, settings.redis.sentinels, settings.redis.master)
                    : nullptr),
-      commands(b, settings.redis, "partitioned cluster", [](bool) {}, sentinel.get()) {
+      slots(settings.redis.via_cluster() ? std::make_unique<Slots>(b, settings.redis.cluster_seeds) : nullptr),
+      commands(b, settings.redis, "partitioned cluster", [](bool) {}, sentinel.get(), slots.get(), keys.tag) {
   period = event_new(base, -1, EV_PERSIST, [](int, short, void* self) { static_cast<Impl*>(self)->on_period(); }, this);
 }
 
@@ -109,7 +110,8 @@ void PartitionedNode::Impl::settle_partitioning(const std::string& value) {
   replication = r;
   for (uint32_t i = 0; i < partitions; ++i) {
     partition_commands.push_back(std::make_unique<Connection>(base, settings.redis, "partition " + std::to_string(i),
-                                                              [](bool) {}, sentinel.get()));
+                                                              [](bool) {}, sentinel.get(), slots.get(),
+                                                              common::partition_tag(settings.name, i)));
     partition_commands.back()->start();
   }
   log::info("partitioned cluster: {} partitions, each held by {} nodes", partitions, replication);
@@ -204,7 +206,7 @@ void PartitionedNode::Impl::choose_pullers(const std::vector<std::string>& mine)
 void PartitionedNode::Impl::take_epoch(const std::string& url, uint64_t floor) {
   if (!taking_epoch.insert(url).second) return;
   bool sent = commands.command(
-      {"EVAL", kEpochScript, "1", "{" + settings.name + "}:epoch:" + url, std::to_string(floor)},
+      {"EVAL", kEpochScript, "1", keys.tag + ":epoch:" + url, std::to_string(floor)},
       [this, url](const redisReply* r, const std::string& error) {
         taking_epoch.erase(url);
         if (!r || r->type != REDIS_REPLY_INTEGER) return problem("epoch of " + url + ": " + error);

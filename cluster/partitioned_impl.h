@@ -14,6 +14,7 @@
 #include "cluster/redis.h"
 #include "cluster/scripts.h"
 #include "cluster/sentinel.h"
+#include "cluster/slots.h"
 
 struct event;
 
@@ -71,6 +72,7 @@ struct PartitionedNode::Impl {
   PartitionHost& host;
   Keys keys;  // the cluster's own: membership, partitioning, epochs
   std::unique_ptr<Sentinel> sentinel;
+  std::unique_ptr<Slots> slots;  // redis-cluster://: each connection goes to its keys' slot's master
   Connection commands;  // membership, partitioning, epochs
   std::vector<std::unique_ptr<Connection>> partition_commands;  // per partition: appends, leases, checkpoints
   event* period = nullptr;

@@ -9,6 +9,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "common/partitions.h"
 #include "tests/cluster/redis_server.h"
 #include "tests/server/e2e_util.h"
 
@@ -20,9 +21,9 @@ namespace {
 
 constexpr size_t kSeries = 4 * 5;  // synthetic://?hosts=4&metrics=5
 
-std::unique_ptr<Service> start_node(const RedisServer& redis, const std::string& id) {
+std::unique_ptr<Service> start_node(const std::string& url, const std::string& id) {
   return std::make_unique<Service>(std::vector<std::string>{
-      "--workers", "2", "--interval", "200ms", "--cluster", redis.url(), "--cluster-name", "pe2e", "--node-id", id,
+      "--workers", "2", "--interval", "200ms", "--cluster", url, "--cluster-name", "pe2e", "--node-id", id,
       "--lease", "1500ms", "--checkpoint-every", "10", "--partitions", "8", "--replication-factor", "2", "--source",
       "synthetic://?hosts=4&metrics=5"});
 }
@@ -61,7 +62,7 @@ bool shared_out(const std::vector<Service*>& nodes, size_t replication) {
 TEST_CASE("partitioned cluster: each node serves its share, holders converge, a killed node's partitions move") {
   cluster_test::require_redis_server();
   RedisServer redis;
-  auto a = start_node(redis, "pa"), b = start_node(redis, "pb"), c = start_node(redis, "pc");
+  auto a = start_node(redis.url(), "pa"), b = start_node(redis.url(), "pb"), c = start_node(redis.url(), "pc");
   std::vector<Service*> nodes = {a.get(), b.get(), c.get()};
   REQUIRE(e2e::wait_for([&] { return shared_out(nodes, 2); }, 30s));
   auto healthy = [](Service* s) {
@@ -110,4 +111,34 @@ TEST_CASE("partitioned cluster: each node serves its share, holders converge, a 
     }, 10s));
     CHECK(metrics.find("telemetryd_partition_moves_total{direction=\"in\"} ") != std::string::npos);
   }
+}
+
+// The partitions' keys spread over the masters of a Redis Cluster by their hash tags
+// ({pe2e:P}); the master of some of them killed, its replica promoted, the nodes go on.
+TEST_CASE("partitioned cluster on a Redis Cluster: the partitions spread over the masters and survive a master's death") {
+  cluster_test::RedisCluster rc;
+  auto a = start_node(rc.url(), "pa"), b = start_node(rc.url(), "pb");
+  std::vector<Service*> nodes = {a.get(), b.get()};
+  REQUIRE(e2e::wait_for([&] { return shared_out(nodes, 2); }, 30s));
+  // The eight partitions' tags are not all on one master.
+  cluster_test::Client c(rc.ports()[0]);
+  auto master_of_partition = [&](uint32_t p) {
+    return rc.master_of(uint16_t(std::stoul(c.run({"CLUSTER", "KEYSLOT", common::partition_tag("pe2e", p)}))));
+  };
+  std::set<uint16_t> masters;
+  for (uint32_t p = 0; p < 8; ++p) masters.insert(master_of_partition(p));
+  CHECK(masters.size() > 1);
+  // The master of a series' partition dies: its count goes on on both nodes once the
+  // replica took over.
+  std::string key = *series_of(*a).begin();
+  std::string target = "/v1/series/" + e2e::url_encode(key);
+  auto count = [&](Service* s) {
+    std::string body = e2e::http_get(s->port(), target).body;
+    size_t at = body.find("\"count\":");
+    return at == std::string::npos ? 0 : std::stoull(body.substr(at + 8));
+  };
+  uint64_t before = count(a.get());
+  rc.kill_now(master_of_partition(common::partition_of(key, 8)));
+  CHECK(e2e::wait_for([&] { return count(a.get()) > before + 5 && count(b.get()) > before + 5; }, 30s));
+  CHECK(e2e::wait_for([&] { return shared_out(nodes, 2); }, 30s));
 }
