@@ -150,6 +150,8 @@ struct AggregatorPart {
 //     windows, first / last the earliest / latest sample of any, a counter rollup's rate
 //     the sum of its series' rates each over its own window). It describes no single
 //     window; it is what the node holds, and changes with any part's clock.
+// A histogram's series is aggregated from its buckets and NAME_sum in its own part:
+// they must be in the same part as it.
 // Throws std::invalid_argument, the builder untouched, when a part has no aggregator or
 // the parts' window, stale_after or prom_series_limit differ (nothing changed then), or
 // when a key is in two parts (found once the parts are expired). No parts: an empty
