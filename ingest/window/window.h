@@ -144,7 +144,8 @@ struct AggregatorPart {
 //     series in key order whatever part holds them (sums in the same order, sketch bins
 //     and histogram buckets merged alike).
 //   - The snapshot depends neither on the order of the parts nor on writer_threads; the
-//     first part's build state (and its writer_threads) is used for the build.
+//     first part's build state (and its writer_threads) is used for the build. The
+//     calling thread must own every part meanwhile (as for build()).
 //   - Parts at different clocks: a rollup is still one fold of its series' aggregates,
 //     each over its own part's window (count, sum, min and max over the union of those
 //     windows, first / last the earliest / latest sample of any, a counter rollup's rate
