@@ -13,8 +13,13 @@
 //   (Aggregator::memory_bytes); snapshot bytes per series; checkpoint bytes per series
 //   and its write / restore time.
 //
-// Usage: bench_writer [series=1000000] [ticks=5] [threads=0: the default]. Figures are
-// medians over the measured ticks.
+// With PARTS > 1, the same samples also go, split by common::partition_of(key, PARTS),
+// to PARTS aggregators, and each measured tick also builds them as one snapshot
+// (build_parts, a node holding PARTS partitions): its CPU time against the single
+// build's, and whether the bytes are the same (they must be). RSS then counts both.
+//
+// Usage: bench_writer [series=1000000] [ticks=5] [threads=0: the default] [parts=1].
+// Figures are medians over the measured ticks.
 #include <time.h>
 
 #include <algorithm>
@@ -28,7 +33,9 @@
 
 #include <fmt/format.h>
 
+#include "common/partitions.h"
 #include "ingest/ingest.h"
+#include "ingest/internal.h"
 #include "ingest/replica/replica.h"
 #include "ingest/source/synthetic.h"
 
@@ -75,8 +82,10 @@ int main(int argc, char** argv) {
   size_t series = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 1'000'000;
   int ticks = argc > 2 ? std::atoi(argv[2]) : 5;
   size_t threads = argc > 3 ? std::strtoul(argv[3], nullptr, 10) : 0;
-  if (series < 100 || ticks < 1) {
-    fmt::print(stderr, "usage: bench_writer [series>=100] [ticks>=1] [threads, 0: default]\n");
+  const auto n_parts = static_cast<uint32_t>(argc > 4 ? std::strtoul(argv[4], nullptr, 10) : 1);
+  if (series < 100 || ticks < 1 || n_parts < 1) {
+    fmt::print(stderr, "usage: bench_writer [series>=100] [ticks>=1] [threads, 0: default] "
+                       "[parts>=1]\n");
     return 2;
   }
   Config config;
@@ -94,6 +103,14 @@ int main(int argc, char** argv) {
   const uint32_t source_id = replica.source_id(url);
   shm::SnapshotBuilder builder;
   std::vector<std::byte> shared;  // stands for the shared buffer the writer publishes into
+  std::vector<Aggregator> parts;  // parts > 1: the same series split by partition
+  for (uint32_t p = 0; n_parts > 1 && p < n_parts; ++p) parts.emplace_back(config);
+  std::vector<std::vector<Sample>> split(n_parts);
+  std::vector<Label> label_scratch;
+  std::string key;
+  shm::SnapshotBuilder parts_builder;
+  Phase parts_build;
+  bool parts_same = true;
 
   constexpr int kFill = 31;  // ticks 0..30: 30 intervals of the 60 s window
   Phase apply, build, serialize, total;
@@ -103,8 +120,18 @@ int main(int argc, char** argv) {
     const double c0 = cpu_now(), w0 = wall_now();
     aggregator.apply(source_id, samples, clock);
     const double c1 = cpu_now(), w1 = wall_now();
+    if (n_parts > 1) {
+      for (auto& v : split) v.clear();
+      for (const Sample& s : samples) {
+        key.clear();
+        append_series_key(key, s.metric, s.suffix, sorted_sample_labels(s, label_scratch));
+        split[common::partition_of(key, n_parts)].push_back(s);
+      }
+      for (uint32_t p = 0; p < n_parts; ++p) parts[p].apply(source_id, split[p], clock);
+    }
     if (t < kFill - 1) {
       aggregator.expire(clock);
+      for (Aggregator& p : parts) p.expire(clock);
       continue;
     }
     aggregator.build(builder, clock);
@@ -112,6 +139,14 @@ int main(int argc, char** argv) {
     if (shared.size() < builder.serialized_size()) shared.resize(builder.serialized_size() * 5 / 4);
     builder.serialize_into(shared, static_cast<uint64_t>(t + 1), static_cast<uint64_t>(clock));
     const double c3 = cpu_now(), w3 = wall_now();
+    if (n_parts > 1) {
+      std::vector<AggregatorPart> given;
+      for (Aggregator& p : parts) given.push_back(AggregatorPart{&p, clock});
+      const double c4 = cpu_now(), w4 = wall_now();
+      build_parts(parts_builder, given);
+      if (t >= kFill) parts_build.add(cpu_now() - c4, wall_now() - w4);
+      parts_same = parts_same && parts_builder.serialize(1, 0) == builder.serialize(1, 0);
+    }
     if (t < kFill) continue;
     apply.add(c1 - c0, w1 - w0);
     build.add(c2 - c1, w2 - w1);
@@ -144,6 +179,12 @@ int main(int argc, char** argv) {
              "target <= {:.0f} ms on 2 threads: {}\n",
              median(total.wall) * 1e3, median(apply.wall) * 1e3, median(build.wall) * 1e3,
              median(serialize.wall) * 1e3, 600 * scale, ratio(median(total.wall), 0.6 * scale));
+  if (n_parts > 1)
+    fmt::print("  build over {} parts    {:8.1f} ms CPU, {:.1f} wall: {:.2f}x the single build's CPU; "
+               "bytes {}\n",
+               n_parts, median(parts_build.cpu) * 1e3, median(parts_build.wall) * 1e3,
+               median(parts_build.cpu) / median(build.cpu),
+               parts_same ? "the same" : "DIFFERENT (a fault)");
   fmt::print("  writer RSS             {:8.1f} MB  target <= {:.0f} MB: {}\n", rss / 1e6, 2500 * scale,
              ratio(static_cast<double>(rss), 2.5e9 * scale));
   fmt::print("  state per series       {:8.1f} B   target <= 1024 B: {}\n", state / n,
@@ -154,5 +195,5 @@ int main(int argc, char** argv) {
              "of state, restore {:.0f} ms)\n",
              checkpoint.size() / n, ratio(checkpoint.size() / n, 64), (c1 - c0) * 1e3,
              state / 1e6 / (c1 - c0), (c2 - c1) * 1e3);
-  return 0;
+  return parts_same ? 0 : 1;
 }

@@ -321,7 +321,7 @@ struct Aggregator::Impl {
   // The build's metric table, set by index_metrics() for each build: in the part that
   // leads it (the first given), the metrics of every part, each name once, by index
   // (their MetricBuild in metric_builds); in every part, its own metric ids' indexes
-  // there.
+  // there. The names view the parts' metric_names: valid during that build only.
   std::vector<std::string_view> build_metric_names;
   std::vector<uint32_t> build_metric_index;
   std::unordered_map<std::string_view, uint32_t> build_metric_ids;  // build_parts() only

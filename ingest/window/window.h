@@ -144,12 +144,15 @@ struct AggregatorPart {
 //     series in key order whatever part holds them (sums in the same order, sketch bins
 //     and histogram buckets merged alike).
 //   - The snapshot depends neither on the order of the parts nor on writer_threads; the
-//     first part's build state (and its writer_threads) is used for the build.
+//     first part's build state (and its writer_threads) is used for the build. The
+//     calling thread must own every part meanwhile (as for build()).
 //   - Parts at different clocks: a rollup is still one fold of its series' aggregates,
 //     each over its own part's window (count, sum, min and max over the union of those
 //     windows, first / last the earliest / latest sample of any, a counter rollup's rate
 //     the sum of its series' rates each over its own window). It describes no single
 //     window; it is what the node holds, and changes with any part's clock.
+// A histogram's series is aggregated from its buckets and NAME_sum in its own part:
+// they must be in the same part as it.
 // Throws std::invalid_argument, the builder untouched, when a part has no aggregator or
 // the parts' window, stale_after or prom_series_limit differ (nothing changed then), or
 // when a key is in two parts (found once the parts are expired). No parts: an empty

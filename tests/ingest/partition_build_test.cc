@@ -286,3 +286,23 @@ TEST_CASE("build_parts: a key in two parts or unlike windows are refused - the b
   CHECK_THROWS_AS(build_parts(got, null_part), std::invalid_argument);
   CHECK(bytes_of(got) == before);
 }
+
+// What routing each sample by its own key would give a histogram: its buckets in several
+// parts, each making the histogram's series from the buckets it has. Refused, not
+// rendered as several partial histograms under one key.
+TEST_CASE("build_parts: a histogram whose buckets were split over parts is refused") {
+  std::vector<Aggregator> parts = aggregators(4, 1);
+  std::vector<std::vector<Sample>> split(4);
+  HistogramTick h = histogram_tick(1, 20);
+  std::string key;
+  std::vector<Label> scratch;
+  for (const Sample& s : h.samples) {
+    key.clear();
+    append_series_key(key, s.metric, s.suffix, sorted_sample_labels(s, scratch));
+    split[common::partition_of(key, 4)].push_back(s);
+  }
+  for (uint32_t p = 0; p < 4; ++p) parts[p].apply(0, split[p], clock_of(1));
+  shm::SnapshotBuilder got;
+  std::vector<AggregatorPart> given = parts_at(parts, clock_of(1));
+  CHECK_THROWS_WITH(build_parts(got, given), Catch::Contains("lat{host=") && Catch::Contains("is in two parts"));
+}
