@@ -32,7 +32,9 @@ uint64_t fnv1a64(std::string_view bytes);
 // The finaliser of SplitMix64: spreads every input bit over every output bit.
 uint64_t splitmix64(uint64_t x);
 
-// splitmix64(fnv1a64(series_key)) mod partitions; partitions >= 1.
+// splitmix64(fnv1a64(series_key)) mod partitions; partitions >= 1. For the parts of a
+// histogram (NAME_bucket{..,le=".."}, NAME_sum, NAME_count) the key is the family's,
+// NAME{labels but le}: they are aggregated together, so they live together.
 uint32_t partition_of(std::string_view series_key, uint32_t partitions);
 
 // A node's weight for a partition: splitmix64(fnv1a64(node_id) ^ splitmix64(partition + 1)).

@@ -95,6 +95,19 @@ struct PartitionWriter::Impl {
   std::vector<std::vector<Routed>> routed;
   std::vector<Label> label_scratch;
   std::string key;
+  std::string routing;
+
+  // A histogram's parts (NAME_bucket with le, NAME_sum, NAME_count) are aggregated
+  // together, so they go where the family's key goes: NAME with the labels but le.
+  std::string_view family_key(const Sample& s, std::span<const Label> labels) {
+    family_labels.clear();
+    for (const Label& l : labels)
+      if (l.name != "le") family_labels.push_back(l);
+    routing.clear();
+    append_series_key(routing, s.metric, "", family_labels);
+    return routing;
+  }
+  std::vector<Label> family_labels;
 
   uint32_t number_of(Part& part, uint64_t tick, bool* define);
   void sweep(uint64_t tick, const Config& settings);
@@ -190,7 +203,7 @@ std::vector<PartitionWriter::Entry> PartitionWriter::encode(uint64_t tick, int64
     labels[i] = sorted;
     m.key.clear();
     append_series_key(m.key, s.metric, s.suffix, sorted);
-    uint32_t p = common::partition_of(m.key, m.partitions);
+    uint32_t p = common::partition_of(s.suffix.empty() ? std::string_view(m.key) : m.family_key(s, sorted), m.partitions);
     bool define = false;
     uint32_t n = m.number_of(m.parts[p], tick, &define);
     m.routed[p].push_back(Impl::Routed{static_cast<uint32_t>(i), n, define});

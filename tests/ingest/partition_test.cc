@@ -182,3 +182,29 @@ TEST_CASE("partition checkpoints: restored, the state goes on to the same bytes"
   bad[bad.size() / 2] ^= 1;
   CHECK_THROWS_AS(PartitionState::restore(bad, small_config()), std::invalid_argument);
 }
+
+TEST_CASE("partition entries: a histogram's buckets, sum and count go to its family's partition together") {
+  static const Label b1[] = {{"host", "a"}, {"le", "0.5"}}, b2[] = {{"host", "a"}, {"le", "1"}},
+                     binf[] = {{"host", "a"}, {"le", "+Inf"}}, host[] = {{"host", "a"}};
+  std::vector<Sample> samples = {
+      Sample{"lat", "_bucket", b1, {}, 3, 0, SampleKind::bucket},
+      Sample{"lat", "_bucket", b2, {}, 5, 0, SampleKind::bucket},
+      Sample{"lat", "_bucket", binf, {}, 6, 0, SampleKind::bucket},
+      Sample{"lat", "_sum", host, {}, 4.5, 0, SampleKind::counter},
+      Sample{"lat", "_count", host, {}, 6, 0, SampleKind::counter},
+  };
+  for (uint32_t partitions : {2u, 8u, 64u}) {
+    PartitionWriter w("http://a/", 1, partitions);
+    auto entries = w.encode(1, clock_of(1), samples, small_config(), {});
+    REQUIRE(entries.size() == 1);
+    CHECK(entries[0].partition == common::partition_of("lat{host=\"a\"}", partitions));
+    // Its partition builds it (build_parts refuses a histogram whose parts are split).
+    std::vector<PartitionState> parts;
+    for (uint32_t p = 0; p < partitions; ++p) parts.emplace_back(p, small_config());
+    parts[entries[0].partition].apply(entries[0].bytes, 1);
+    std::vector<AggregatorPart> views;
+    for (PartitionState& p : parts) views.push_back(AggregatorPart{&p.aggregator(), clock_of(1)});
+    shm::SnapshotBuilder b;
+    CHECK_NOTHROW(build_parts(b, views));
+  }
+}
