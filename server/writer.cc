@@ -252,6 +252,25 @@ struct WriterProcess : cluster::Host {
 
 }  // namespace
 
+WriterEvents::WriterEvents(event_base* base, event_callback_fn on_signal, event_callback_fn on_beat, void* arg,
+                           timeval beat_every) {
+  constexpr int kSignals[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+  for (int s : kSignals) {
+    events_.push_back(evsignal_new(base, s, on_signal, arg));
+    event_add(events_.back(), nullptr);
+  }
+  events_.push_back(event_new(base, -1, EV_PERSIST, on_beat, arg));
+  event_add(events_.back(), &beat_every);
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : kSignals) sigaddset(&set, s);
+  sigprocmask(SIG_UNBLOCK, &set, nullptr);
+}
+
+WriterEvents::~WriterEvents() {
+  for (event* e : events_) event_free(e);
+}
+
 // Long as one piece: the writer process from set-up to teardown, its resources freed in reverse.
 int run_writer(shm::Store& store, const CommandLine& command_line, const Options& options) {
   // Ingest is batch work and the readers are latency work: when they share a core, a
@@ -345,19 +364,10 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
     log::info("cluster: node {} of cluster '{}' at {}, lease {}ms, role {}", cs.node_id, cs.name, cs.redis.text(),
               cs.lease.count(), options.role);
   }
-  std::vector<event*> signals;
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) {
-    signals.push_back(evsignal_new(w.base, s, &WriterProcess::on_signal, &w));
-    event_add(signals.back(), nullptr);
-  }
   w.counter(kIntervalNs).store(uint64_t(options.ingest.interval.count()) * 1000000, std::memory_order_relaxed);
-  event* beat = event_new(w.base, -1, EV_PERSIST, &WriterProcess::on_heartbeat, &w);
-  event_add(beat, &kHeartbeatEvery);
   w.heartbeat();
-  sigset_t set;
-  sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, s);
-  sigprocmask(SIG_UNBLOCK, &set, nullptr);  // a signal sent before this point arrives now
+  auto events = std::make_unique<WriterEvents>(w.base, &WriterProcess::on_signal, &WriterProcess::on_heartbeat, &w,
+                                               kHeartbeatEvery);
 
   log::info("writer started: {} source(s), interval {}ms, window {}ms, continuing from generation {}",
             options.ingest.sources.size(), options.ingest.interval.count(), options.ingest.window.count(),
@@ -382,8 +392,7 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
   w.otlp.reset();
   event_free(w.leading_change);
   event_free(w.commit);
-  for (event* e : signals) event_free(e);
-  event_free(beat);
+  events.reset();
   event_base_free(w.base);
   return code;
 }

@@ -2,6 +2,10 @@
 // publishing every snapshot it builds into the shm store.
 #pragma once
 
+#include <vector>
+
+#include <event2/event.h>
+
 #include "server/config.h"
 #include "shm/shm.h"
 
@@ -15,5 +19,19 @@ namespace server {
 int run_writer(shm::Store& store, const CommandLine& command_line, const Options& options);
 // run_writer's part for a partitioned cluster's node (partitions > 1; writer_partitioned.cc).
 int run_partitioned_writer(shm::Store& store, const Options& options);
+
+// What every writer process arms alike on its loop: SIGTERM, SIGINT, SIGHUP and SIGUSR1
+// (then unblocked: one sent before arrives now) and a heartbeat every `beat_every`.
+class WriterEvents {
+ public:
+  WriterEvents(event_base* base, event_callback_fn on_signal, event_callback_fn on_beat, void* arg,
+               timeval beat_every);
+  ~WriterEvents();
+  WriterEvents(const WriterEvents&) = delete;
+  WriterEvents& operator=(const WriterEvents&) = delete;
+
+ private:
+  std::vector<event*> events_;
+};
 
 }  // namespace server

@@ -35,7 +35,7 @@ struct PartitionedWriter : cluster::PartitionHost {
   std::unique_ptr<shm::Writer> writer;
   std::unique_ptr<ingest::Pipeline> pipeline;  // the puller's fetches
   std::unique_ptr<cluster::PartitionedNode> node;
-  std::map<uint32_t, ingest::PartitionState> parts;
+  ingest::HeldPartitions held{options.ingest};
   std::map<std::string, std::unique_ptr<ingest::PartitionWriter>> writers;  // per pulled source
   shm::SnapshotBuilder builder;
   ingest::Aggregator nothing{options.ingest};  // the snapshot of a node that holds no partition
@@ -47,28 +47,19 @@ struct PartitionedWriter : cluster::PartitionHost {
   void heartbeat() { counter(kWriterHeartbeatNs).store(shm::monotonic_ns(), std::memory_order_relaxed); }
 
   // cluster::PartitionHost
-  void hold(uint32_t p) override { parts.insert_or_assign(p, ingest::PartitionState(p, options.ingest)); }
+  void hold(uint32_t p) override { held.hold(p); }
   void release(uint32_t p) override {
-    parts.erase(p);
+    held.release(p);
     event_active(build_event, 0, 0);
   }
-  uint64_t applied_seq(uint32_t p) const override {
-    auto it = parts.find(p);
-    return it == parts.end() ? 0 : it->second.applied_seq();
-  }
+  uint64_t applied_seq(uint32_t p) const override { return held.applied_seq(p); }
   bool apply(uint32_t p, uint64_t seq, std::string_view entry, std::string* error) override {
-    try {
-      parts.at(p).apply(entry, seq);
-      return true;
-    } catch (const std::exception& e) {
-      *error = e.what();
-      return false;
-    }
+    return held.apply(p, seq, entry, error);
   }
   void show_applied() override { event_active(build_event, 0, 0); }
-  std::string checkpoint(uint32_t p) const override { return parts.at(p).checkpoint(); }
+  std::string checkpoint(uint32_t p) const override { return held.checkpoint(p); }
   void restore(uint32_t p, std::string_view bytes) override {
-    parts.insert_or_assign(p, ingest::PartitionState::restore(bytes, options.ingest));
+    held.restore(p, bytes);
     event_active(build_event, 0, 0);
   }
   void pull(std::vector<std::pair<std::string, uint64_t>> sources) override {
@@ -119,7 +110,7 @@ struct PartitionedWriter : cluster::PartitionHost {
   void build_and_publish() {
     std::vector<ingest::AggregatorPart> views;
     std::vector<shm::SourceStatus> statuses;
-    for (auto& [p, state] : parts) {
+    for (auto& [p, state] : held.states()) {
       views.push_back(ingest::AggregatorPart{&state.aggregator(), state.clock()});
       for (shm::SourceStatus& s : state.statuses()) {
         auto same = [&](const shm::SourceStatus& x) { return x.url == s.url; };
@@ -203,19 +194,10 @@ int run_partitioned_writer(shm::Store& store, const Options& options) {
   log::info("partitioned cluster: node {} of cluster '{}' at {}, {} partitions asked, replication {}", cs.node_id,
             cs.name, cs.redis.text(), cs.partitions, cs.replication);
 
-  std::vector<event*> signals;
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) {
-    signals.push_back(evsignal_new(w.base, s, &PartitionedWriter::on_signal, &w));
-    event_add(signals.back(), nullptr);
-  }
   w.counter(kIntervalNs).store(uint64_t(options.ingest.interval.count()) * 1000000, std::memory_order_relaxed);
-  event* beat = event_new(w.base, -1, EV_PERSIST, &PartitionedWriter::on_beat, &w);
-  event_add(beat, &kBeatEvery);
   w.heartbeat();
-  sigset_t set;
-  sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&set, s);
-  sigprocmask(SIG_UNBLOCK, &set, nullptr);
+  auto events = std::make_unique<WriterEvents>(w.base, &PartitionedWriter::on_signal, &PartitionedWriter::on_beat, &w,
+                                               kBeatEvery);
 
   int code = kExitOk;
   try {
@@ -230,8 +212,7 @@ int run_partitioned_writer(shm::Store& store, const Options& options) {
   w.node.reset();
   w.pipeline.reset();
   event_free(w.build_event);
-  for (event* e : signals) event_free(e);
-  event_free(beat);
+  events.reset();
   event_base_free(w.base);
   return code;
 }

@@ -485,4 +485,14 @@ PartitionState PartitionState::restore(std::string_view checkpoint, const Config
   return state;
 }
 
+bool HeldPartitions::apply(uint32_t partition, uint64_t seq, std::string_view entry, std::string* error) {
+  try {
+    parts_.at(partition).apply(entry, seq);
+    return true;
+  } catch (const std::exception& e) {
+    *error = e.what();
+    return false;
+  }
+}
+
 }  // namespace ingest

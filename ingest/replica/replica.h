@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -182,6 +183,31 @@ class PartitionState {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// The partitions a node holds, by number: what its cluster host is made of (the writer's,
+// server/writer_partitioned.cc, and the tests'). apply() answers false with the reason
+// instead of throwing, as the cluster's host interface wants.
+class HeldPartitions {
+ public:
+  explicit HeldPartitions(Config base) : base_(std::move(base)) {}
+  void hold(uint32_t partition) { parts_.insert_or_assign(partition, PartitionState(partition, base_)); }
+  void release(uint32_t partition) { parts_.erase(partition); }
+  uint64_t applied_seq(uint32_t partition) const {
+    auto it = parts_.find(partition);
+    return it == parts_.end() ? 0 : it->second.applied_seq();
+  }
+  bool apply(uint32_t partition, uint64_t seq, std::string_view entry, std::string* error);
+  std::string checkpoint(uint32_t partition) const { return parts_.at(partition).checkpoint(); }
+  void restore(uint32_t partition, std::string_view bytes) {
+    parts_.insert_or_assign(partition, PartitionState::restore(bytes, base_));
+  }
+  std::map<uint32_t, PartitionState>& states() { return parts_; }
+  const std::map<uint32_t, PartitionState>& states() const { return parts_; }
+
+ private:
+  Config base_;
+  std::map<uint32_t, PartitionState> parts_;
 };
 
 }  // namespace ingest

@@ -33,26 +33,15 @@ int source_index(const std::string& url) { return url[8] - '0'; }
 // A node's state: a PartitionState per held partition; as a puller, a PartitionWriter
 // per source it pulls, fed at every tick the test gives.
 struct Host : cluster::PartitionHost {
-  void hold(uint32_t p) override { parts.insert_or_assign(p, ingest::PartitionState(p, small_config())); }
-  void release(uint32_t p) override { parts.erase(p); }
-  uint64_t applied_seq(uint32_t p) const override {
-    auto it = parts.find(p);
-    return it == parts.end() ? 0 : it->second.applied_seq();
-  }
+  void hold(uint32_t p) override { held.hold(p); }
+  void release(uint32_t p) override { held.release(p); }
+  uint64_t applied_seq(uint32_t p) const override { return held.applied_seq(p); }
   bool apply(uint32_t p, uint64_t seq, std::string_view entry, std::string* error) override {
-    try {
-      parts.at(p).apply(entry, seq);
-      return true;
-    } catch (const std::exception& e) {
-      *error = e.what();
-      return false;
-    }
+    return held.apply(p, seq, entry, error);
   }
   void show_applied() override {}
-  std::string checkpoint(uint32_t p) const override { return parts.at(p).checkpoint(); }
-  void restore(uint32_t p, std::string_view bytes) override {
-    parts.insert_or_assign(p, ingest::PartitionState::restore(bytes, small_config()));
-  }
+  std::string checkpoint(uint32_t p) const override { return held.checkpoint(p); }
+  void restore(uint32_t p, std::string_view bytes) override { held.restore(p, bytes); }
   void pull(std::vector<std::pair<std::string, uint64_t>> sources) override {
     std::map<std::string, std::unique_ptr<ingest::PartitionWriter>> next;
     for (const auto& [url, epoch] : sources) {
@@ -80,7 +69,8 @@ struct Host : cluster::PartitionHost {
     }
   }
 
-  std::map<uint32_t, ingest::PartitionState> parts;
+  ingest::HeldPartitions held{small_config()};
+  std::map<uint32_t, ingest::PartitionState>& parts = held.states();
   std::map<std::string, std::unique_ptr<ingest::PartitionWriter>> writers;
   cluster::PartitionedNode* node = nullptr;
 };
