@@ -146,7 +146,7 @@ std::vector<AggregatorPart> parts_at(std::vector<Aggregator>& aggs, int64_t now)
 
 }  // namespace
 
-TEST_CASE("build_parts: a split of one aggregator's series over P parts gives its bytes (P = 1 3 8)") {
+TEST_CASE("partition snapshot (build_parts): a split of one aggregator's series over P parts gives its bytes (P = 1 3 8)") {
   for (uint32_t n : {1u, 3u, 8u}) {
     INFO("parts " << n);
     Aggregator whole(build_config(1));
@@ -177,7 +177,7 @@ TEST_CASE("build_parts: a split of one aggregator's series over P parts gives it
   }
 }
 
-TEST_CASE("build_parts: the bytes depend neither on the order of the parts nor on the build's threads") {
+TEST_CASE("partition snapshot (build_parts): the bytes depend neither on the order of the parts nor on the build's threads") {
   Aggregator whole(build_config(1));
   std::vector<Aggregator> parts = aggregators(5, 3);
   const int64_t now = feed(whole, parts, 20);
@@ -197,7 +197,7 @@ TEST_CASE("build_parts: the bytes depend neither on the order of the parts nor o
   check_same(got, want);
 }
 
-TEST_CASE("build_parts: each part's series are rendered at its own clock - rollups over all of them") {
+TEST_CASE("partition snapshot (build_parts): each part's series are rendered at its own clock - rollups over all of them") {
   // Two copies of the same two parts: one pair built together at two clocks, the other
   // each alone at its clock.
   Aggregator whole_a(build_config(1)), whole_b(build_config(1));
@@ -240,7 +240,7 @@ TEST_CASE("build_parts: each part's series are rendered at its own clock - rollu
   }
 }
 
-TEST_CASE("build_parts: empty parts add nothing - no parts give an empty snapshot") {
+TEST_CASE("partition snapshot (build_parts): empty parts add nothing - no parts give an empty snapshot") {
   Aggregator whole(build_config(1));
   std::vector<Aggregator> parts = aggregators(2, 1);
   const int64_t now = feed(whole, parts, 8);
@@ -266,7 +266,7 @@ TEST_CASE("build_parts: empty parts add nothing - no parts give an empty snapsho
   CHECK(view.find("metrics") == std::optional<std::string_view>("{\"metrics\":[]}"));
 }
 
-TEST_CASE("build_parts: a key in two parts or unlike windows are refused - the builder kept") {
+TEST_CASE("partition snapshot (build_parts): a key in two parts or unlike windows are refused - the builder kept") {
   Aggregator whole(build_config(1));
   std::vector<Aggregator> parts = aggregators(2, 1);
   const int64_t now = feed(whole, parts, 6);
@@ -290,7 +290,7 @@ TEST_CASE("build_parts: a key in two parts or unlike windows are refused - the b
 // What routing each sample by its own key would give a histogram: its buckets in several
 // parts, each making the histogram's series from the buckets it has. Refused, not
 // rendered as several partial histograms under one key.
-TEST_CASE("build_parts: a histogram whose buckets were split over parts is refused") {
+TEST_CASE("partition snapshot (build_parts): a histogram whose buckets were split over parts is refused") {
   std::vector<Aggregator> parts = aggregators(4, 1);
   std::vector<std::vector<Sample>> split(4);
   HistogramTick h = histogram_tick(1, 20);
