@@ -1,0 +1,154 @@
+// bench_state_restore: what recovering a standalone writer's window from its state dir
+// costs, in process (bench/state_recovery.sh measures the whole service).
+//
+// A synthetic source (synthetic://?hosts=N/100&metrics=100: N series, one sample per
+// series per tick) feeds a Replica and an Aggregator through the leader's path (stage,
+// apply: the dictionary is filled as a state dir's writer fills it) until a 60 s window
+// is full at the given interval; then the checkpoint of it is written RUNS times and
+// restored RUNS times (Replica::restore, what Pipeline::restore runs), and its steps
+// timed on their own: the zstd frame decompressed, Aggregator::load of the window's
+// part; the rest of a restore is the settings, sources and dictionary. The restored
+// state's checkpoint must equal the original's (the exit status says so).
+//
+// Usage: bench_state_restore [series=1000000] [interval_s=2] [runs=3] [file]. With a file
+// that exists, its checkpoint is restored instead of filling a window (for a profiler:
+// restores only); with one that does not, the checkpoint is also written there. Times are this
+// thread's CPU time (CLOCK_THREAD_CPUTIME_ID), medians over the runs; MB/s is of the
+// decompressed checkpoint payload.
+#include <time.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fstream>
+#include <iterator>
+
+#include <fmt/format.h>
+
+#include "ingest/ingest.h"
+#include "ingest/replica/replica.h"
+#include "ingest/replica/wire.h"
+#include "ingest/source/synthetic.h"
+
+using namespace ingest;
+
+namespace {
+
+constexpr int64_t kSec = 1'000'000'000;
+constexpr int64_t kT0 = 1'732'700'000 * kSec;
+
+double cpu_now() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const size_t series = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 1'000'000;
+  const int interval_s = argc > 2 ? std::atoi(argv[2]) : 2;
+  const int runs = argc > 3 ? std::atoi(argv[3]) : 3;
+  if (series < 100 || interval_s < 1 || interval_s > 60 || runs < 1) {
+    fmt::print(stderr, "usage: bench_state_restore [series>=100] [interval_s 1..60] [runs>=1]\n");
+    return 2;
+  }
+  const char* file = argc > 4 ? argv[4] : nullptr;
+  Config config;
+  config.interval = std::chrono::seconds(interval_s);
+  config.window = std::chrono::seconds(60);
+  config.max_series = config.max_series_per_source = series;
+  config = config.resolved();
+  const std::string url = fmt::format("synthetic://?hosts={}&metrics=100", series / 100);
+  SyntheticSource source(url);
+  const std::vector<std::string> urls{url};
+  if (file) {
+    std::ifstream in(file, std::ios::binary);
+    if (in) {
+      std::string checkpoint((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::vector<double> restore_s;
+      for (int r = 0; r < runs; ++r) {
+        Replica restored;
+        std::unique_ptr<Aggregator> restored_agg;
+        uint64_t seq = 0;
+        const double c0 = cpu_now();
+        Replica::restore(checkpoint, config, &restored, &restored_agg, &seq);
+        restore_s.push_back(cpu_now() - c0);
+      }
+      fmt::print("bench_state_restore: {}: {:.1f} MB, restore {:.0f} ms (median of {})\n", file,
+                 static_cast<double>(checkpoint.size()) / 1e6, median(restore_s) * 1e3, runs);
+      return 0;
+    }
+  }
+  Aggregator aggregator(config);
+  Replica replica;
+  const int ticks = 60 / interval_s + 1;
+  const double f0 = cpu_now();
+  for (int t = 0; t < ticks; ++t) {
+    const int64_t clock = kT0 + t * interval_s * kSec;
+    replica.stage_begin(config, urls);
+    replica.stage(0, source.generate(clock), clock);
+    replica.apply(replica.take_staged(), static_cast<uint64_t>(t + 1), clock, aggregator, nullptr, nullptr);
+    aggregator.expire(clock);
+  }
+  const double fill_s = cpu_now() - f0;
+  const auto seq = static_cast<uint64_t>(ticks);
+
+  std::vector<double> write_s, restore_s, decompress_s, load_s;
+  std::string checkpoint;
+  for (int r = 0; r < runs; ++r) {
+    const double c0 = cpu_now();
+    checkpoint = replica.checkpoint(aggregator, seq);
+    write_s.push_back(cpu_now() - c0);
+  }
+  if (file) std::ofstream(file, std::ios::binary) << checkpoint;
+  std::string window;  // the Aggregator's part, the payload's tail
+  aggregator.save(window);
+  size_t payload_bytes = 0;
+  bool same = true;
+  for (int r = 0; r < runs; ++r) {
+    double c0 = cpu_now();
+    std::string payload =
+        wire::decompress(std::string_view(checkpoint).substr(Replica::kCheckpointHeaderBytes), size_t{1} << 36);
+    decompress_s.push_back(cpu_now() - c0);
+    payload_bytes = payload.size();
+    {
+      Aggregator loaded(config);
+      c0 = cpu_now();
+      loaded.load(std::string_view(payload).substr(payload.size() - window.size()));
+      load_s.push_back(cpu_now() - c0);
+    }
+    Replica restored;
+    std::unique_ptr<Aggregator> restored_agg;
+    uint64_t restored_seq = 0;
+    c0 = cpu_now();
+    Replica::restore(checkpoint, config, &restored, &restored_agg, &restored_seq);
+    restore_s.push_back(cpu_now() - c0);
+    if (r == 0) same = restored_seq == seq && restored.checkpoint(*restored_agg, seq) == checkpoint;
+  }
+  const double n = static_cast<double>(series);
+  const double restore = median(restore_s), decompress = median(decompress_s), load = median(load_s);
+  fmt::print("bench_state_restore: {} series (synthetic hosts={} metrics=100), {} s interval, 60 s window, "
+             "{} ticks (fill {:.1f} s of CPU), {} runs\n",
+             series, series / 100, interval_s, ticks, fill_s, runs);
+  fmt::print("  checkpoint  {:.1f} MB = {:.1f} B/series (payload {:.1f} MB = {:.1f} B/series)\n",
+             static_cast<double>(checkpoint.size()) / 1e6, static_cast<double>(checkpoint.size()) / n,
+             static_cast<double>(payload_bytes) / 1e6, static_cast<double>(payload_bytes) / n);
+  fmt::print("  write       {:8.0f} ms ({:.0f} MB/s of payload)\n", median(write_s) * 1e3,
+             static_cast<double>(payload_bytes) / 1e6 / median(write_s));
+  fmt::print("  restore     {:8.0f} ms ({:.0f} MB/s of payload): decompress {:.0f}, window load {:.0f}, "
+             "settings + sources + dictionary {:.0f}\n",
+             restore * 1e3, static_cast<double>(payload_bytes) / 1e6 / restore, decompress * 1e3, load * 1e3,
+             (restore - decompress - load) * 1e3);
+  fmt::print("  restored state's checkpoint {}\n", same ? "equal" : "DIFFERS");
+  return same ? 0 : 1;
+}
