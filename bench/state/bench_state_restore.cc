@@ -10,6 +10,11 @@
 // part; the rest of a restore is the settings, sources and dictionary. The restored
 // state's checkpoint must equal the original's (the exit status says so).
 //
+// Also printed: what the window's values would take encoded as Gorilla encodes them (each
+// value XORed with the series' previous one, its meaningful bits only, bit-packed; times
+// regular, so 1 bit each): a bound on what a compact checkpoint of these values can
+// reach, since the synthetic gauges carry full-precision random mantissas.
+//
 // Usage: bench_state_restore [series=1000000] [interval_s=2] [runs=3] [file]. With a file
 // that exists, its checkpoint is restored instead of filling a window (for a profiler:
 // restores only); with one that does not, the checkpoint is also written there. Times are this
@@ -18,6 +23,8 @@
 #include <time.h>
 
 #include <algorithm>
+#include <bit>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -46,6 +53,28 @@ double cpu_now() {
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
+
+// Gorilla's value encoding of a series, in bits (Pelkonen et al., VLDB 2015, 4.1.2).
+struct GorillaBits {
+  uint64_t previous = 0;
+  int lead = -1, trail = 0;  // the previous meaningful window; -1: no value yet
+  uint64_t add(double value) {
+    uint64_t bits;
+    std::memcpy(&bits, &value, 8);
+    const uint64_t x = bits ^ previous;
+    previous = bits;
+    if (lead < 0) {
+      lead = 64;
+      return 64;
+    }
+    if (x == 0) return 1;
+    const int l = std::min(std::countl_zero(x), 31), t = std::countr_zero(x);
+    if (lead <= 63 && l >= lead && t >= trail) return 2 + static_cast<uint64_t>(64 - lead - trail);
+    lead = l;
+    trail = t;
+    return 2 + 5 + 6 + static_cast<uint64_t>(64 - l - t);
+  }
+};
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -92,11 +121,20 @@ int main(int argc, char** argv) {
   Aggregator aggregator(config);
   Replica replica;
   const int ticks = 60 / interval_s + 1;
+  std::vector<GorillaBits> gorilla(series);
+  uint64_t gorilla_bits = 0, gorilla_values = 0;
   const double f0 = cpu_now();
   for (int t = 0; t < ticks; ++t) {
     const int64_t clock = kT0 + t * interval_s * kSec;
+    std::span<const Sample> samples = source.generate(clock);
+    for (size_t i = 0; i < samples.size() && i < series; ++i) {
+      const uint64_t bits = gorilla[i].add(samples[i].value);
+      if (t == 0) continue;  // the window's first value is its series' first: 64 bits, counted below
+      gorilla_bits += bits + 1;
+      ++gorilla_values;
+    }
     replica.stage_begin(config, urls);
-    replica.stage(0, source.generate(clock), clock);
+    replica.stage(0, samples, clock);
     replica.apply(replica.take_staged(), static_cast<uint64_t>(t + 1), clock, aggregator, nullptr, nullptr);
     aggregator.expire(clock);
   }
@@ -143,6 +181,10 @@ int main(int argc, char** argv) {
   fmt::print("  checkpoint  {:.1f} MB = {:.1f} B/series (payload {:.1f} MB = {:.1f} B/series)\n",
              static_cast<double>(checkpoint.size()) / 1e6, static_cast<double>(checkpoint.size()) / n,
              static_cast<double>(payload_bytes) / 1e6, static_cast<double>(payload_bytes) / n);
+  const double per_value = static_cast<double>(gorilla_bits) / 8 / static_cast<double>(gorilla_values);
+  fmt::print("  Gorilla-encoded values (and regular times) of the window: {:.2f} B per value after the first, "
+             "{:.0f} B/series for {} values\n",
+             per_value, 8 + per_value * (ticks - 1), ticks);
   fmt::print("  write       {:8.0f} ms ({:.0f} MB/s of payload)\n", median(write_s) * 1e3,
              static_cast<double>(payload_bytes) / 1e6 / median(write_s));
   fmt::print("  restore     {:8.0f} ms ({:.0f} MB/s of payload): decompress {:.0f}, window load {:.0f}, "
