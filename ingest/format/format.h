@@ -63,6 +63,9 @@ struct SeriesKey {
 std::string make_series_key(std::string_view metric, std::span<const Label> labels);
 // The inverse; nullopt when key is not a canonical key.
 std::optional<SeriesKey> parse_series_key(std::string_view key);
+// Whether parse_series_key() would take key, without taking it apart; *metric is then its
+// metric (a view into key). For checking many keys: it allocates nothing.
+bool canonical_series_key(std::string_view key, std::string_view* metric);
 
 // ---------------------------------------------------------------------------------
 // Parsing

@@ -98,43 +98,72 @@ std::string make_series_key(std::string_view metric, std::span<const Label> labe
   return key;
 }
 
-std::optional<SeriesKey> parse_series_key(std::string_view key) {
-  SeriesKey out;
+namespace {
+
+// Walks a canonical key: *metric is its metric, on_label(name, value) is called for each
+// label, the value as the key holds it (escaped). False, part-way, when key is not
+// canonical: labels sorted by distinct names, values escaped as
+// append_escaped_label_value() does, at least one label between braces.
+template <class OnLabel>
+bool walk_series_key(std::string_view key, std::string_view* metric, OnLabel&& on_label) {
   size_t brace = key.find('{');
-  out.metric = std::string(key.substr(0, brace));
-  if (!valid_name(out.metric, kMaxMetricNameBytes + 16)) return std::nullopt;
-  if (brace == std::string_view::npos) return out;
-  if (key.back() != '}') return std::nullopt;
+  *metric = key.substr(0, brace);
+  if (!valid_name(*metric, kMaxMetricNameBytes + 16)) return false;
+  if (brace == std::string_view::npos) return true;
+  if (key.back() != '}') return false;
   std::string_view rest = key.substr(brace + 1, key.size() - brace - 2);
+  std::string_view previous;
+  bool any = false;
   while (!rest.empty()) {
     size_t eq = rest.find("=\"");
-    if (eq == std::string_view::npos) return std::nullopt;
-    std::string name(rest.substr(0, eq));
-    if (!valid_name(name, kMaxLabelNameBytes)) return std::nullopt;
-    if (!out.labels.empty() && out.labels.back().first >= name) return std::nullopt;
-    std::string value;
+    if (eq == std::string_view::npos) return false;
+    std::string_view name = rest.substr(0, eq);
+    if (!valid_name(name, kMaxLabelNameBytes)) return false;
+    if (any && previous >= name) return false;
     size_t i = eq + 2;
     for (;; ++i) {
-      if (i >= rest.size()) return std::nullopt;
+      if (i >= rest.size()) return false;
       char c = rest[i];
       if (c == '"') break;
-      if (c == '\n') return std::nullopt;  // canonical keys escape it
-      if (c != '\\') { value += c; continue; }
-      if (++i >= rest.size()) return std::nullopt;
+      if (c == '\n') return false;  // canonical keys escape it
+      if (c != '\\') continue;
+      if (++i >= rest.size()) return false;
       char e = rest[i];
-      if (e == '\\') value += '\\';
-      else if (e == '"') value += '"';
-      else if (e == 'n') value += '\n';
-      else return std::nullopt;
+      if (e != '\\' && e != '"' && e != 'n') return false;
     }
-    out.labels.emplace_back(std::move(name), std::move(value));
+    on_label(name, rest.substr(eq + 2, i - eq - 2));
+    previous = name;
+    any = true;
     rest = rest.substr(i + 1);
     if (rest.empty()) break;
-    if (rest[0] != ',' || rest.size() == 1) return std::nullopt;
+    if (rest[0] != ',' || rest.size() == 1) return false;
     rest = rest.substr(1);
   }
-  if (out.labels.empty()) return std::nullopt;  // `metric{}` is not canonical
+  return any;  // `metric{}` is not canonical
+}
+
+}  // namespace
+
+std::optional<SeriesKey> parse_series_key(std::string_view key) {
+  SeriesKey out;
+  std::string_view metric;
+  auto unescape = [&out](std::string_view name, std::string_view escaped) {
+    std::string value;
+    value.reserve(escaped.size());
+    for (size_t i = 0; i < escaped.size(); ++i) {
+      char c = escaped[i];
+      if (c == '\\') c = escaped[++i] == 'n' ? '\n' : escaped[i];  // walk_series_key checked it
+      value += c;
+    }
+    out.labels.emplace_back(std::string(name), std::move(value));
+  };
+  if (!walk_series_key(key, &metric, unescape)) return std::nullopt;
+  out.metric = std::string(metric);
   return out;
+}
+
+bool canonical_series_key(std::string_view key, std::string_view* metric) {
+  return walk_series_key(key, metric, [](std::string_view, std::string_view) {});
 }
 
 }  // namespace ingest

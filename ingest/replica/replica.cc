@@ -33,6 +33,7 @@ namespace {
 constexpr char kEntryMagic[4] = {'t', 'd', 'l', 'g'};
 constexpr char kCheckpointMagic[4] = {'t', 'd', 'c', 'k'};
 constexpr uint32_t kNoId = UINT32_MAX;
+static_assert(kNoId == IdIndex::kAbsent);
 constexpr int64_t kMs = 1'000'000;
 
 constexpr uint8_t kFlagKind = 0x03;
@@ -70,15 +71,12 @@ void Replica::reconcile_sources(std::span<const std::string> urls, Aggregator& a
 
 // --- dictionary --------------------------------------------------------------------------
 
-uint32_t Replica::define(std::string_view metric, std::string_view suffix,
-                         std::span<const Label> labels) {
-  key_scratch_.clear();
-  append_series_key(key_scratch_, metric, suffix, labels);
-  if (auto it = ids_.find(key_scratch_); it != ids_.end()) return it->second;
-  size_t bytes = key_scratch_.size() + metric.size() + suffix.size();
+Replica::DictSeries Replica::make_series(std::string_view key, std::string_view metric, std::string_view suffix,
+                                         std::span<const Label> labels) {
+  size_t bytes = key.size() + metric.size() + suffix.size();
   for (const Label& l : labels) bytes += l.name.size() + l.value.size();
   DictSeries d;
-  d.text = std::make_unique<char[]>(bytes);
+  d.text = std::make_unique_for_overwrite<char[]>(bytes);
   char* at = d.text.get();
   auto keep = [&at](std::string_view s) {
     std::memcpy(at, s.data(), s.size());
@@ -86,14 +84,24 @@ uint32_t Replica::define(std::string_view metric, std::string_view suffix,
     at += s.size();
     return kept;
   };
-  d.key = keep(key_scratch_);
+  d.key = keep(key);
   d.metric = keep(metric);
   d.suffix = keep(suffix);
+  d.labels.reserve(labels.size());
   for (const Label& l : labels) {
     std::string_view name = keep(l.name);
     d.labels.push_back(Label{name, keep(l.value)});
   }
   d.live = true;
+  return d;
+}
+
+uint32_t Replica::define(std::string_view metric, std::string_view suffix,
+                         std::span<const Label> labels) {
+  key_scratch_.clear();
+  append_series_key(key_scratch_, metric, suffix, labels);
+  if (uint32_t id = ids_.find(key_scratch_, key_of()); id != kNoId) return id;
+  DictSeries d = make_series(key_scratch_, metric, suffix, labels);
   uint32_t id;
   if (!free_ids_.empty()) {
     id = free_ids_.back();
@@ -103,7 +111,7 @@ uint32_t Replica::define(std::string_view metric, std::string_view suffix,
     id = static_cast<uint32_t>(dict_.size());
     dict_.push_back(std::move(d));
   }
-  ids_.emplace(dict_[id].key, id);
+  ids_.insert(dict_[id].key, id, key_of());
   return id;
 }
 
@@ -115,7 +123,7 @@ void Replica::sweep(int64_t clock, const Config& settings) {
   for (uint32_t id = 0; id < dict_.size(); ++id) {
     DictSeries& d = dict_[id];
     if (!d.live || clock - d.last_used <= keep_ns) continue;
-    ids_.erase(d.key);
+    ids_.erase(d.key, key_of());
     d = DictSeries{};
     free_ids_.push_back(id);
   }
@@ -165,8 +173,7 @@ size_t Replica::stage(uint32_t url_index, std::span<const Sample> samples, int64
         !series_key_equals(dict_[id].key, s.metric, s.suffix, labels)) {
       key_scratch_.clear();
       append_series_key(key_scratch_, s.metric, s.suffix, labels);
-      auto it = ids_.find(key_scratch_);
-      id = it == ids_.end() ? kNoId : it->second;
+      id = ids_.find(key_scratch_, key_of());
       guess[i] = id;
     }
     // A time past kMaxTimeNs is too far ahead of the clock either way (too_new).
@@ -393,6 +400,9 @@ void Replica::restore(std::string_view checkpoint, const Config& base, Replica* 
     is_free[id] = true;
     r.free_ids_.push_back(id);
   }
+  // Each series goes straight to its id, the table sized for all of them up front:
+  // one probe per series, which also finds a key twice.
+  r.ids_.reserve(dict_size - n_free);
   Definition def;
   for (uint64_t i = 0; i < dict_size - n_free; ++i) {
     auto id = static_cast<uint32_t>(in.count("checkpoint series id", dict_size - 1));
@@ -400,12 +410,12 @@ void Replica::restore(std::string_view checkpoint, const Config& base, Replica* 
     int64_t last_used = in.svarint("checkpoint series use");
     if (last_used < 0 || last_used > kMaxTimeNs) throw std::invalid_argument("checkpoint: series use out of range");
     read_definition(in, def);
-    // define() takes the next free id: make it this one.
-    r.free_ids_.push_back(id);
-    size_t before = r.ids_.size();
-    uint32_t got = r.define(def.metric, def.suffix, def.labels);
-    if (r.ids_.size() == before || got != id) throw std::invalid_argument("checkpoint: a series twice");
-    r.dict_[id].last_used = last_used;
+    r.key_scratch_.clear();
+    append_series_key(r.key_scratch_, def.metric, def.suffix, def.labels);
+    DictSeries& d = r.dict_[id];
+    d = make_series(r.key_scratch_, def.metric, def.suffix, def.labels);
+    d.last_used = last_used;
+    if (!r.ids_.insert(d.key, id, r.key_of())) throw std::invalid_argument("checkpoint: a series twice");
   }
   auto restored = std::make_unique<Aggregator>(settings);
   restored->load(payload.substr(payload.size() - in.left()));

@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ingest/replica/id_index.h"
 #include "ingest/window/window.h"
 
 namespace ingest {
@@ -84,6 +85,8 @@ class Replica {
     int64_t last_used = 0;      // clock of the last entry that had a sample of it
     bool live = false;
   };
+  static DictSeries make_series(std::string_view key, std::string_view metric, std::string_view suffix,
+                                std::span<const Label> labels);
   uint32_t define(std::string_view metric, std::string_view suffix,
                   std::span<const Label> labels);
   void sweep(int64_t clock, const Config& settings);
@@ -92,7 +95,10 @@ class Replica {
   uint32_t next_source_id_ = 0;
   std::vector<DictSeries> dict_;
   std::vector<uint32_t> free_ids_;  // reused last freed first
-  std::unordered_map<std::string_view, uint32_t> ids_;
+  IdIndex ids_;  // key -> id of the live series
+  auto key_of() const {
+    return [this](uint32_t id) { return dict_[id].key; };
+  }
 
   // Leader scratch: the payload being staged, and per URL the dictionary id of each
   // sample position of its last body (a guess, checked, as in the Aggregator).

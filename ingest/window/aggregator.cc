@@ -307,8 +307,52 @@ namespace {
 
 constexpr size_t kPrefetchSeries = 16;  // samples ahead: the series record
 constexpr size_t kPrefetchData = 8;     // samples ahead: its key and newest bucket
+// Samples without a guess (a source's first body, the first entry after a restore): so
+// many samples ahead the key is rendered and hashed and its slot prefetched, then the
+// series the slot holds, then its key and newest bucket, so that a lookup's misses
+// overlap the samples before it instead of coming one after another.
+constexpr size_t kAheadKey = 24;
+constexpr size_t kAheadSlot = 16;
 
 }  // namespace
+
+// What sample i of apply() prefetches for the samples after it: the series of their
+// guesses, or, for those without one, their keys rendered and hashed (kept in ahead),
+// their slots, then the series the slots hold.
+void Aggregator::Impl::prefetch_ahead(std::span<const Sample> samples, const std::vector<uint32_t>& guess,
+                                      size_t i) {
+  static_assert(kAheadKey < std::tuple_size_v<decltype(ahead)>);
+  const size_t n = samples.size();
+  // The series sample j's key leads to, as far as its home slot says (a guess too).
+  auto ahead_series = [this](size_t j) -> const SeriesState* {
+    const AheadKey& a = ahead[j % ahead.size()];
+    if (a.sample != j) return nullptr;
+    uint32_t slot = slots[a.hash & (slots.size() - 1)];
+    return slot ? &series[slot - 1] : nullptr;
+  };
+  if (i + kAheadKey < n && guess[i + kAheadKey] >= series.size()) {
+    const size_t j = i + kAheadKey;
+    AheadKey& a = ahead[j % ahead.size()];
+    a.key.clear();
+    append_series_key(a.key, samples[j].metric, samples[j].suffix, sorted_labels(samples[j]));
+    a.hash = hash_key(a.key);
+    a.sample = j;
+    __builtin_prefetch(&slots[a.hash & (slots.size() - 1)]);
+  }
+  if (i + kAheadSlot < n) {
+    if (const SeriesState* p = ahead_series(i + kAheadSlot)) __builtin_prefetch(p);
+  }
+  if (i + kPrefetchSeries < n && guess[i + kPrefetchSeries] < series.size())
+    __builtin_prefetch(&series[guess[i + kPrefetchSeries]]);
+  if (i + kPrefetchData < n) {
+    const SeriesState* p = guess[i + kPrefetchData] < series.size() ? &series[guess[i + kPrefetchData]]
+                                                                     : ahead_series(i + kPrefetchData);
+    if (p) {
+      __builtin_prefetch(p->key.data());
+      if (!p->buckets.empty()) __builtin_prefetch(&p->buckets.back());
+    }
+  }
+}
 
 ApplyStats Aggregator::apply(uint32_t source, std::span<const Sample> samples, int64_t now_ns) {
   Impl& m = *impl_;
@@ -319,14 +363,9 @@ ApplyStats Aggregator::apply(uint32_t source, std::span<const Sample> samples, i
   std::vector<uint32_t>& guess = m.positions[source];
   guess.resize(samples.size(), kNoSeries);
   const size_t n = samples.size();
+  for (Impl::AheadKey& a : m.ahead) a.sample = SIZE_MAX;
   for (size_t i = 0; i < n; ++i) {
-    if (i + kPrefetchSeries < n && guess[i + kPrefetchSeries] < m.series.size())
-      __builtin_prefetch(&m.series[guess[i + kPrefetchSeries]]);
-    if (i + kPrefetchData < n && guess[i + kPrefetchData] < m.series.size()) {
-      const SeriesState& p = m.series[guess[i + kPrefetchData]];
-      __builtin_prefetch(p.key.data());
-      if (!p.buckets.empty()) __builtin_prefetch(&p.buckets.back());
-    }
+    m.prefetch_ahead(samples, guess, i);
     const Sample& s = samples[i];
     int64_t ts = s.ts_ns ? s.ts_ns : now_ns;
     if (ts > newest) {
@@ -341,10 +380,16 @@ ApplyStats Aggregator::apply(uint32_t source, std::span<const Sample> samples, i
     uint32_t index = guess[i];
     if (index >= m.series.size() ||
         !series_key_equals(m.series[index].key, s.metric, s.suffix, labels)) {
-      m.key_buf.clear();
-      append_series_key(m.key_buf, s.metric, s.suffix, labels);
-      uint64_t hash = hash_key(m.key_buf);
-      uint32_t slot = *m.find_slot(hash, m.key_buf);
+      const Impl::AheadKey& a = m.ahead[i % m.ahead.size()];
+      std::string_view key = a.key;
+      uint64_t hash = a.hash;
+      if (a.sample != i) {
+        m.key_buf.clear();
+        append_series_key(m.key_buf, s.metric, s.suffix, labels);
+        key = m.key_buf;
+        hash = hash_key(m.key_buf);
+      }
+      uint32_t slot = *m.find_slot(hash, key);
       if (slot) {
         index = slot - 1;
       } else {
@@ -353,7 +398,7 @@ ApplyStats Aggregator::apply(uint32_t source, std::span<const Sample> samples, i
           ++stats.over_limit;
           continue;
         }
-        index = m.create(hash, m.key_buf, s.metric, s.suffix, source, s.kind);
+        index = m.create(hash, key, s.metric, s.suffix, source, s.kind);
         ++source_series;
       }
       guess[i] = index;

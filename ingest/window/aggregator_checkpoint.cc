@@ -153,9 +153,9 @@ void Aggregator::load(std::string_view saved) {
     st.metric = static_cast<uint32_t>(in.count("series metric", metrics - 1));
     // Rendering walks the key's labels and the histogram's _sum is found by the
     // metric's length: a key must be canonical and of its metric.
-    std::optional<SeriesKey> parsed = parse_series_key(st.key);
-    if (!parsed) wire::Reader::fail("series key (not canonical)");
-    if (parsed->metric != m.metric_names[st.metric]) wire::Reader::fail("series key (not its metric's)");
+    std::string_view key_metric;
+    if (!canonical_series_key(st.key, &key_metric)) wire::Reader::fail("series key (not canonical)");
+    if (key_metric != m.metric_names[st.metric]) wire::Reader::fail("series key (not its metric's)");
     st.source = static_cast<uint32_t>(in.count("series source", UINT32_MAX));
     uint8_t kind = in.byte("series kind");
     if (kind > static_cast<uint8_t>(SampleKind::histogram)) wire::Reader::fail("series kind");
@@ -195,7 +195,9 @@ void Aggregator::load(std::string_view saved) {
       saved.push_back(b);
     }
     if (bins > in.left()) wire::Reader::fail("bins");
-    st.buckets.reserve(buckets);
+    // Room for the next interval's bucket: else the first entry after a restore would
+    // reallocate every series' buckets.
+    st.buckets.reserve(buckets + 1);
     int64_t key = 0;
     auto next_bin = [&] {
       key += in.svarint("bin key");

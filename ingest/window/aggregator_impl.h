@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cassert>
 #include <limits>
 #include <unordered_map>
@@ -329,6 +330,14 @@ struct Aggregator::Impl {
   std::string body;
   size_t last_build_bytes = 0;        // key + value bytes of the last build
   std::vector<SavedBucket> saved_scratch;  // load(): one series' buckets as saved
+  // apply(): the keys of samples without a guess, rendered and hashed ahead, at their
+  // sample index modulo the ring's size (AheadKey::sample says which sample's it is).
+  struct AheadKey {
+    size_t sample = SIZE_MAX;
+    uint64_t hash = 0;
+    std::string key;
+  };
+  std::array<AheadKey, 32> ahead;
 
   void set_config(const Config& c);
   std::span<const Label> sorted_labels(const Sample& s);
@@ -336,6 +345,7 @@ struct Aggregator::Impl {
   // The series of that key, or kNoSeries.
   uint32_t lookup(uint64_t hash, std::string_view key) const;
   void grow_slots();
+  void prefetch_ahead(std::span<const Sample> samples, const std::vector<uint32_t>& guess, size_t i);
   uint32_t create(uint64_t hash, std::string_view key, std::string_view metric,
                   std::string_view suffix, uint32_t source, SampleKind kind);
   uint32_t metric_id(std::string_view metric, std::string_view suffix);

@@ -24,11 +24,17 @@ TEST_CASE("series keys are canonical and parse back") {
   CHECK(parsed->labels[2].second == "a\"b");
   CHECK(make_series_key("up", {}) == "up");
   CHECK(parse_series_key("up")->labels.empty());
-  for (const char* bad : {"", "m{}", "m{a=\"1\"", "m{a=1}", "m{b=\"1\",a=\"2\"}", "m{a=\"x\\q\"}",
-                          "m{a=\"1\",}", "bad name{a=\"1\"}", "m{a=\"1\"}x",
-                          "m{a=\"raw\nnewline\"}"}) {
+  std::string_view metric;
+  CHECK(canonical_series_key(key, &metric));
+  CHECK(metric == "cpu.temp");
+  CHECK(canonical_series_key("up", &metric));
+  CHECK(metric == "up");
+  for (const char* bad : {"", "m{}", "m{a=\"1\"", "m{a=1}", "m{b=\"1\",a=\"2\"}", "m{a=\"1\",a=\"2\"}",
+                          "m{a=\"x\\q\"}", "m{a=\"x\\\"}", "m{a=\"1\",}", "bad name{a=\"1\"}", "m{a=\"1\"}x",
+                          "m{a=\"raw\nnewline\"}", "{a=\"1\"}", "m{", "m}"}) {
     INFO(bad);
     CHECK_FALSE(parse_series_key(bad));
+    CHECK_FALSE(canonical_series_key(bad, &metric));
   }
 }
 
