@@ -200,6 +200,7 @@ void Pipeline::Impl::finish_tick() {
   tick_became(seq);
   applied_seq = seq;
   last_clock = tick_ns;
+  applied_clock = tick_ns;
   unshown = false;
   if (tick_leader && sink) {
     // Shown once the log has it (publish_committed); the entry goes out first, so

@@ -65,7 +65,7 @@ void Pipeline::show_applied() {
   Impl& m = *impl_;
   if (!m.unshown) return;
   m.unshown = false;
-  m.aggregator.build(m.builder, m.last_clock);
+  m.aggregator.build(m.builder, m.applied_clock);
   if (m.publish) m.publish(m.builder, m.entry_statuses, m.applied_seq);
 }
 
@@ -119,6 +119,7 @@ Pipeline::EntryResult Pipeline::apply_entry(std::string_view entry, std::string*
   m.unpublished = false;
   m.applied_seq = seq;
   m.last_clock = std::max(m.last_clock, clock);
+  m.applied_clock = clock;
   ++m.ticks;
   m.unshown = true;
   if (show) show_applied();

@@ -190,7 +190,11 @@ struct Pipeline::Impl {
   int64_t unpublished_clock = 0;
   std::vector<shm::SourceStatus> unpublished_statuses;  // as sealed into that tick's entry
   bool unshown = false;      // applied_seq is an entry applied without its build
-  int64_t last_clock = 0;    // clock of the last tick or entry applied: the tick clock's floor
+  int64_t last_clock = 0;    // the latest clock of a tick or entry applied: the tick clock's floor
+  // The clock of the entry applied last: what its build expires and ages at. Not
+  // last_clock: after a reload to an older checkpoint the entries replayed are older than
+  // the latest this node had seen, and each seq must be built as every node builds it.
+  int64_t applied_clock = 0;
   // Push takes of the tick in flight, and of a leader's ticks waiting for the log (by
   // seq): settled once their fate is known (PushSource::settle).
   struct Take {
