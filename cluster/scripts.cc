@@ -28,6 +28,19 @@ namespace cluster {
   "  return last, hash\n"                                                             \
   "end\n"
 
+// Membership, the same for both kinds of cluster: KEYS[1] the nodes zset, KEYS[2] their
+// info hash; ARGV[1] this node, ARGV[2] its info, ARGV[3] its time to live (ms). Records
+// it until Redis time + ttl and forgets the nodes whose time passed; leaves `now` (ms).
+#define RECORD_MEMBER                                                                  \
+  "local time = redis.call('TIME')\n" \
+  "local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)\n" \
+  "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])\n" \
+  "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n" \
+  "for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do\n" \
+  "  redis.call('ZREM', KEYS[1], gone)\n" \
+  "  redis.call('HDEL', KEYS[2], gone)\n" \
+  "end\n"
+
 // Members that may lead, from node-info ("ROLE APPLIED LAG_MS MAY_LEAD"): only they
 // count when the acquire script looks for a node that applied more, so a follower-only
 // node ahead of the others never keeps the lease free for ever. What a node applied past
@@ -135,14 +148,7 @@ const char* const kPartitioningScript =
     "return redis.call('GET', KEYS[1])\n";
 
 const char* const kMembersScript =
-    "local time = redis.call('TIME')\n"
-    "local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)\n"
-    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])\n"
-    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
-    "for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do\n"
-    "  redis.call('ZREM', KEYS[1], gone)\n"
-    "  redis.call('HDEL', KEYS[2], gone)\n"
-    "end\n"
+    RECORD_MEMBER
     "local result = {string.format('%d', now)}\n"
     "for _, v in ipairs(redis.call('HGETALL', KEYS[2])) do result[#result + 1] = v end\n"
     "return result\n";
@@ -198,14 +204,7 @@ const char* const kCommitCheckpointScript =
 
 const char* const kHeartbeatScript =
     LOG_END_FUNCTION
-    "local time = redis.call('TIME')\n"
-    "local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)\n"
-    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])\n"
-    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
-    "for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do\n"
-    "  redis.call('ZREM', KEYS[1], gone)\n"
-    "  redis.call('HDEL', KEYS[2], gone)\n"
-    "end\n"
+    RECORD_MEMBER
     "local term = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
     "if term < tonumber(ARGV[4]) then redis.call('SET', KEYS[3], ARGV[4]) end\n"
     "local result = {redis.call('GET', KEYS[4]) or '', redis.call('PTTL', KEYS[4]),\n"
