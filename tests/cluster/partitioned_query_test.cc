@@ -167,6 +167,28 @@ TEST_CASE("partitioned queries: every node answers every query as one standalone
   CHECK(std::count(pages.begin(), pages.end(), '|') == kHosts / 5);
   for (auto& n : nodes) CHECK(all_pages(n->port()) == pages);
 
+  // /metrics: each node exports the series of the partitions it is primary for, so a
+  // scrape of every node has each series once, and no node exports a partial rollup.
+  std::string scraped;
+  const bool exported_once = e2e::wait_for([&] {
+    std::multiset<std::string> lines;
+    scraped.clear();
+    for (auto& n : nodes) {
+      std::string text = e2e::http_get(n->port(), "/metrics").body;
+      if (text.find("telemetry_metric_samples{") != std::string::npos) {
+        scraped = "a rollup line on " + std::to_string(n->port()) + ":\n" + text;
+        return false;
+      }
+      for (size_t at = text.find("\ntelemetry_series_samples{metric=\"q0\""); at != std::string::npos;
+           at = text.find("\ntelemetry_series_samples{metric=\"q0\"", at + 1))
+        lines.insert(text.substr(at + 1, text.find('\n', at + 1) - at - 1));
+    }
+    scraped.clear();
+    for (const std::string& l : lines) scraped += l + "\n";
+    return lines.size() == size_t(kHosts) && std::set<std::string>(lines.begin(), lines.end()).size() == lines.size();
+  }, 10s);
+  if (!exported_once) FAIL_CHECK("/metrics of every node:\n" << scraped);
+
   // A holder stopped: answers come within the deadline; one that lacks series says so.
   kill(nodes[3]->writer_pid(), SIGSTOP);
   for (pid_t p : nodes[3]->reader_pids()) kill(p, SIGSTOP);
