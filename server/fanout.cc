@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <deque>
 #include <map>
 
 #include <fmt/format.h>
@@ -183,9 +184,12 @@ void HttpServer::Impl::serve_parts(Conn& c, const Request& req, std::string_view
 // The other nodes' HTTP listeners, as libevent HTTP client connections (a few per node,
 // kept open), and which of them failed lately.
 struct HttpServer::Impl::Peers {
+  struct Link {
+    evhttp_connection* conn;
+    uint32_t in_flight = 0;  // Fanout::Ask points here: a deque keeps it in place
+  };
   struct Peer {
-    std::vector<evhttp_connection*> conns;
-    std::vector<uint32_t> in_flight;  // per connection
+    std::deque<Link> links;
     uint64_t suspect_until_ms = 0;
   };
   event_base* base;
@@ -195,32 +199,29 @@ struct HttpServer::Impl::Peers {
   explicit Peers(event_base* b) : base(b), dns(evdns_base_new(b, EVDNS_BASE_INITIALIZE_NAMESERVERS)) {}
   ~Peers() {
     for (auto& [address, peer] : peers)
-      for (evhttp_connection* conn : peer.conns) evhttp_connection_free(conn);
+      for (Link& link : peer.links) evhttp_connection_free(link.conn);
     if (dns) evdns_base_free(dns, 0);
   }
-  // A connection to `address` (HOST:PORT) with the fewest requests in flight; null when
-  // the address cannot be used.
-  std::pair<evhttp_connection*, uint32_t*> connection(const std::string& address, std::chrono::milliseconds deadline) {
+  // The link to `address` (HOST:PORT) with the fewest requests in flight, a new one
+  // while all are busy and there are fewer than kConnectionsPerPeer; null when the
+  // address cannot be used.
+  Link* link(const std::string& address, std::chrono::milliseconds deadline) {
     Peer& peer = peers[address];
-    size_t best = 0;
-    for (size_t i = 1; i < peer.conns.size(); ++i)
-      if (peer.in_flight[i] < peer.in_flight[best]) best = i;
-    if (peer.conns.empty() || (peer.in_flight[best] > 0 && peer.conns.size() < kConnectionsPerPeer)) {
-      const size_t colon = address.rfind(':');
-      if (colon == std::string::npos) return {nullptr, nullptr};
-      std::string host = address.substr(0, colon);
-      if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-      const int port = std::atoi(address.c_str() + colon + 1);
-      evhttp_connection* conn = evhttp_connection_base_new(base, dns, host.c_str(), uint16_t(port));
-      if (!conn) return {nullptr, nullptr};
-      const timeval tv{deadline.count() / 1000, deadline.count() % 1000 * 1000};
-      evhttp_connection_set_timeout_tv(conn, &tv);
-      evhttp_connection_set_retries(conn, 0);
-      peer.conns.push_back(conn);
-      peer.in_flight.push_back(0);
-      best = peer.conns.size() - 1;
-    }
-    return {peer.conns[best], &peer.in_flight[best]};
+    Link* best = nullptr;
+    for (Link& l : peer.links)
+      if (!best || l.in_flight < best->in_flight) best = &l;
+    if (best && (best->in_flight == 0 || peer.links.size() == kConnectionsPerPeer)) return best;
+    const size_t colon = address.rfind(':');
+    if (colon == std::string::npos) return nullptr;
+    std::string host = address.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    const int port = std::atoi(address.c_str() + colon + 1);
+    evhttp_connection* conn = evhttp_connection_base_new(base, dns, host.c_str(), uint16_t(port));
+    if (!conn) return nullptr;
+    const timeval tv{deadline.count() / 1000, deadline.count() % 1000 * 1000};
+    evhttp_connection_set_timeout_tv(conn, &tv);
+    evhttp_connection_set_retries(conn, 0);
+    return &peer.links.emplace_back(Link{conn});
   }
   bool suspect(const std::string& address, uint64_t now_ms) const {
     auto it = peers.find(address);
@@ -271,6 +272,11 @@ struct HttpServer::Impl::Fanout {
     req.minor_version = minor_version;
     req.if_none_match = if_none_match;
     return req;
+  }
+  bool asked(uint32_t p) const {  // a request in flight wants it
+    return std::any_of(asks.begin(), asks.end(), [&](const auto& a) {
+      return a->request && std::find(a->partitions.begin(), a->partitions.end(), p) != a->partitions.end();
+    });
   }
   bool outstanding() const {
     return std::any_of(asks.begin(), asks.end(), [](const auto& a) { return a->request != nullptr; });
@@ -340,10 +346,7 @@ void HttpServer::Impl::dispatch(Fanout& f) {
   for (auto it = f.pending.begin(); it != f.pending.end();) {
     const uint32_t p = it->first;
     std::vector<uint16_t>& tried = it->second;
-    const bool asked = std::any_of(f.asks.begin(), f.asks.end(), [&](const auto& a) {
-      return a->request && std::find(a->partitions.begin(), a->partitions.end(), p) != a->partitions.end();
-    });
-    if (asked) {
+    if (f.asked(p)) {
       ++it;
       continue;
     }
@@ -370,7 +373,7 @@ void HttpServer::Impl::dispatch(Fanout& f) {
     ask->fanout = &f;
     ask->address = f.map.addresses[holder];
     ask->partitions = partitions;
-    auto [conn, in_flight] = peers->connection(ask->address, opt.fanout_deadline);
+    Peers::Link* link = peers->link(ask->address, opt.fanout_deadline);
     std::string target = std::string(kPartsPath);
     switch (f.kind) {
       case PartKind::series:
@@ -381,19 +384,21 @@ void HttpServer::Impl::dispatch(Fanout& f) {
       case PartKind::metric: target += "metric/" + partition_list(partitions) + "/" + http::percent_encode(f.name); break;
       case PartKind::query: target += "query/" + partition_list(partitions) + "?" + f.query_string; break;
     }
-    evhttp_request* request = conn ? evhttp_request_new(&Impl::on_part_answer, ask.get()) : nullptr;
+    evhttp_request* request = link ? evhttp_request_new(&Impl::on_part_answer, ask.get()) : nullptr;
     if (request) {
       evhttp_add_header(evhttp_request_get_output_headers(request), "Host", ask->address.c_str());
-      if (evhttp_make_request(conn, request, EVHTTP_REQ_GET, target.c_str()) != 0) request = nullptr;  // freed by libevent
+      if (evhttp_make_request(link->conn, request, EVHTTP_REQ_GET, target.c_str()) != 0) request = nullptr;  // freed by libevent
     }
     if (!request) continue;  // stays pending; the next dispatch tries another holder
     ask->request = request;
-    ask->in_flight = in_flight;
-    ++*in_flight;
+    ask->in_flight = &link->in_flight;
+    ++link->in_flight;
     f.asks.push_back(std::move(ask));
   }
-  // A holder that could not even be asked: try the others now.
-  if (!f.outstanding() && !f.pending.empty()) dispatch(f);
+  // A holder that could not even be asked: try the next ones now (each pass marks one
+  // more holder tried, so this ends).
+  if (std::any_of(f.pending.begin(), f.pending.end(), [&](const auto& entry) { return !f.asked(entry.first); }))
+    dispatch(f);
 }
 
 void HttpServer::Impl::on_part_answer(evhttp_request* request, void* arg) {

@@ -10,6 +10,7 @@
 #include <set>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include "tests/cluster/redis_server.h"
 #include "tests/server/e2e_util.h"
@@ -215,15 +216,21 @@ TEST_CASE("partitioned queries: every node answers every query as one standalone
   kill(nodes[2]->writer_pid(), SIGKILL);
   kill(nodes[2]->pid(), SIGKILL);
   size_t failed = 0, partials = 0;
+  std::string failures;
   for (int i = 0; i < 40; ++i) {
     for (int k : {0, 1}) {
       int status = 0;
       auto [n, partial] = count_q0(nodes[k]->port(), &status);
-      if (status != 200 || (!partial && n != size_t(kHosts))) ++failed;
+      if (status != 200 || (!partial && n != size_t(kHosts))) {
+        ++failed;
+        failures += fmt::format("node {} request {}: status {}, {} series, partial {}\n", k, i, status, n, partial);
+      }
       partials += partial;
     }
     std::this_thread::sleep_for(50ms);
   }
+  INFO(failures);
+  INFO((failed ? nodes[1]->log() : std::string()));
   CHECK(failed == 0);
   // And once the others hold its partitions again, every answer is whole and exact.
   all = targets(standalone);
