@@ -215,7 +215,8 @@ void build_parts(shm::SnapshotBuilder& builder, std::span<const AggregatorPart> 
 //   K x { f64 le, f64 cumulative count }   the histograms' buckets summed, by bound
 //   S x { u32 key length, key bytes, u8 kind (SampleKind), u64 count, then if count > 0:
 //         f64 sum, min, max, first, i64 first_ts_ns, f64 last, i64 last_ts_ns,
-//         f64 resets }                    series by key, ascending, each key once
+//         f64 resets }                    series by key, ascending, each key once;
+//         times within 2^62 of 0, min and max both NaN or min <= max
 // A series with an empty window is listed (count 0): it counts in series_count.
 
 struct RollupPartial {

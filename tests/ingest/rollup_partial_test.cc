@@ -207,7 +207,14 @@ TEST_CASE("rollup partials: each part's lists hold exactly its series, sorted, a
     CHECK(keys_of(g.list(partition_list_key(part.partition))) == partials);
   }
   CHECK(listed == g.list(kSeriesList).size());
-  CHECK(g.list(partition_list_key(9)).empty());
+  // A part without series still has its list, empty.
+  Aggregator empty(small_config());
+  given.push_back(AggregatorPart{&empty, f.now, 9});
+  build_parts(got, given, BuildPartsOptions{.partition_views = true});
+  const std::vector<std::byte> with_empty = got.serialize(1, 0);
+  const std::vector<std::string_view> names = shm::SnapshotView(with_empty).list_names();
+  CHECK(std::find(names.begin(), names.end(), partition_list_key(9)) != names.end());
+  CHECK(shm::SnapshotView(with_empty).list(partition_list_key(9)).empty());
 }
 
 TEST_CASE("rollup partials: prom holds only the exporting parts' series, and no rollup unless every part exports") {
@@ -296,6 +303,13 @@ TEST_CASE("rollup partials: bad bytes are refused with a reason - a merge that c
   std::string unordered;
   encode_rollup_partial(unordered, swapped);
   CHECK_THROWS_WITH(decode_rollup_partial(unordered), Catch::Contains("is not after"));
+  RollupPartial inverted = lat0;
+  inverted.series[0].aggregate.count = 1;
+  inverted.series[0].aggregate.min = 2;
+  inverted.series[0].aggregate.max = 1;
+  std::string inverted_bytes;
+  encode_rollup_partial(inverted_bytes, inverted);
+  CHECK_THROWS_WITH(decode_rollup_partial(inverted_bytes), Catch::Contains("no series has"));
 
   RollupPartial into = lat0;
   CHECK_THROWS_WITH(merge_rollup_partial(into, lat0), Catch::Contains("is in both partials"));
