@@ -243,12 +243,13 @@ void add_series(shm::SnapshotBuilder& builder, Aggregator::Impl& m, const Order&
   builder.add_list(kSeriesList, std::span<const uint32_t>(all_records));
 }
 
-// The metrics' records and lists, "metrics" and "prom", after add_series().
+// The metrics' records and lists, "metrics" and "prom", after add_series(); the rollups
+// go into "prom" only when export_rollups says.
 // Returns the metrics in name order (their indexes), for the partition views.
 template <typename Order>
 std::vector<uint32_t> add_rollups(shm::SnapshotBuilder& builder, Aggregator::Impl& m,
                                   const Order& order, std::span<const BuildPart> parts,
-                                  double window_s, bool prom_series,
+                                  double window_s, bool prom_series, bool export_rollups,
                                   const std::vector<Aggregate>& series_aggs) {
   std::vector<MetricBuild>& metrics = m.metric_builds;
   const std::vector<std::string_view>& names = m.build_metric_names;
@@ -290,9 +291,7 @@ std::vector<uint32_t> add_rollups(shm::SnapshotBuilder& builder, Aggregator::Imp
     }
   }
   body.clear();
-  const bool all_exported = std::all_of(parts.begin(), parts.end(),
-                                        [](const BuildPart& p) { return p.prometheus; });
-  if (!all_exported) prom_metrics.clear();
+  if (!export_rollups) prom_metrics.clear();
   render_prometheus(body, prom_metrics, prom);
   builder.add(kPromRecord, body);
   return metric_order;
@@ -352,8 +351,12 @@ void build_ordered(shm::SnapshotBuilder& builder, Aggregator::Impl& m, const Ord
   const size_t view_records = views ? parts.size() * metrics : 0;
   builder.reserve(order.size() + metrics + 2 + view_records, m.last_build_bytes);
   add_series(builder, m, order, window_s, prom_series, series_aggs, partials);
+  // A partitioned node's rollups cover only the partitions it holds: a scrape of every
+  // node would add them up more than once, so none is exported (views are on exactly there).
+  const bool export_rollups =
+      !views && std::all_of(parts.begin(), parts.end(), [](const BuildPart& p) { return p.prometheus; });
   std::vector<uint32_t> metric_order =
-      add_rollups(builder, m, order, parts, window_s, prom_series, series_aggs);
+      add_rollups(builder, m, order, parts, window_s, prom_series, export_rollups, series_aggs);
   if (views) add_partition_views(builder, m, parts, metric_order, window_s);
   m.last_build_bytes = builder.serialized_size();
 }

@@ -170,7 +170,8 @@ struct BuildPartsOptions {
 //     window; it is what the node holds, and changes with any part's clock.
 //   - "prom" holds the series of the parts with prometheus == true (all of them when
 //     fewer than prom_series_limit), and the metric-level families (the rollups and
-//     telemetry_metric_series) only when every part has prometheus == true: a rollup
+//     telemetry_metric_series) only when every part has prometheus == true and the
+//     partition views are off (a partitioned node's build): a rollup
 //     over part of a metric's partitions, exported by every node, would count its
 //     series more than once cluster-wide.
 //   - options.partition_views adds the "p:" lists and "r:" records; the parts'

@@ -164,6 +164,14 @@ void check_merged_bodies(bool integers) {
   }
 }
 
+// Lines of a Prometheus text that start with prefix.
+size_t lines(const std::string& text, std::string_view prefix) {
+  size_t n = 0;
+  for (size_t at = 0; (at = text.find(prefix, at)) != std::string::npos; at += prefix.size())
+    n += at == 0 || text[at - 1] == '\n';
+  return n;
+}
+
 }  // namespace
 
 TEST_CASE("rollup partials: merged over partitions they render the single aggregator's m: body byte for byte (integer values; P = 1 3 8)") {
@@ -217,29 +225,26 @@ TEST_CASE("rollup partials: each part's lists hold exactly its series, sorted, a
   CHECK(shm::SnapshotView(with_empty).list(partition_list_key(9)).empty());
 }
 
-TEST_CASE("rollup partials: prom holds only the exporting parts' series, and no rollup unless every part exports") {
+TEST_CASE("rollup partials: prom holds only the exporting parts' series, and rollups only without views when every part exports") {
   Fed f;
   feed(f, 3, true);
   std::vector<AggregatorPart> given = parts_of(f);
   size_t metrics = 0;
-  auto prom_of = [&](std::vector<AggregatorPart> parts) {
+  auto prom_of = [&](std::vector<AggregatorPart> parts, bool views = true) {
     shm::SnapshotBuilder b;
-    build_parts(b, parts, BuildPartsOptions{.partition_views = true});
+    build_parts(b, parts, BuildPartsOptions{.partition_views = views});
     const std::vector<std::byte> bytes = b.serialize(1, 0);
     metrics = metric_names(shm::SnapshotView(bytes)).size();
     return std::string(*shm::SnapshotView(bytes).find(kPromRecord));
   };
-  auto lines = [](const std::string& text, std::string_view prefix) {
-    size_t n = 0;
-    for (size_t at = 0; (at = text.find(prefix, at)) != std::string::npos; at += prefix.size())
-      n += at == 0 || text[at - 1] == '\n';
-    return n;
-  };
-  const std::string all = prom_of(given);  // the build expires: series_count() after it
+  const std::string all = prom_of(given, false);  // the build expires: series_count() after it
   CHECK(lines(all, "telemetry_series_samples{") ==
         f.parts[0].series_count() + f.parts[1].series_count() + f.parts[2].series_count());
   CHECK(lines(all, "telemetry_metric_series{") == metrics);
   CHECK(metrics >= 4);
+  const std::string viewed = prom_of(given);  // a partitioned node: no rollup, every series
+  CHECK(lines(viewed, "telemetry_metric_") == 0);
+  CHECK(lines(viewed, "telemetry_series_samples{") == lines(all, "telemetry_series_samples{"));
   given[1].prometheus = false;
   const std::string some = prom_of(given);
   CHECK(lines(some, "telemetry_series_samples{") ==
@@ -250,7 +255,7 @@ TEST_CASE("rollup partials: prom holds only the exporting parts' series, and no 
   CHECK(lines(prom_of(given), "telemetry_series_") == 0);
 }
 
-TEST_CASE("rollup partials: views off give today's bytes, and views on change no record of them") {
+TEST_CASE("rollup partials: views off give today's bytes, and views on change no record of them but prom's rollups") {
   Fed f;
   feed(f, 3, true);
   shm::SnapshotBuilder want, off, on;
@@ -264,8 +269,15 @@ TEST_CASE("rollup partials: views off give today's bytes, and views on change no
   for (size_t i = 0; i < w.record_count(); ++i) {
     std::optional<shm::Record> r = w.record(i);
     REQUIRE(r);
+    if (r->key == kPromRecord) continue;  // below
     CHECK(o.find(r->key) == std::optional<std::string_view>(r->value));
   }
+  // A partitioned node (views on) exports no rollup: other nodes hold the metric's
+  // other partitions, and a scrape of every node would count them more than once.
+  const std::string prom_on(*o.find(kPromRecord)), prom_want(*w.find(kPromRecord));
+  CHECK(lines(prom_want, "telemetry_metric_") > 0);
+  CHECK(lines(prom_on, "telemetry_metric_") == 0);
+  CHECK(lines(prom_on, "telemetry_series_") == lines(prom_want, "telemetry_series_"));
   for (std::string_view name : w.list_names()) CHECK(keys_of(o.list(name)) == keys_of(w.list(name)));
   // The parts given in another order: the same bytes.
   std::swap(given[0], given[2]);
