@@ -16,7 +16,9 @@
 // With PARTS > 1, the same samples also go, split by common::partition_of(key, PARTS),
 // to PARTS aggregators, and each measured tick also builds them as one snapshot
 // (build_parts, a node holding PARTS partitions): its CPU time against the single
-// build's, and whether the bytes are the same (they must be). RSS then counts both.
+// build's, and whether the bytes are the same (they must be); and builds them again with
+// partition views (BuildPartsOptions), whose CPU time is given against the build
+// without, the two alternating which goes first. RSS then counts all of them.
 //
 // Usage: bench_writer [series=1000000] [ticks=5] [threads=0: the default] [parts=1].
 // Figures are medians over the measured ticks.
@@ -108,8 +110,8 @@ int main(int argc, char** argv) {
   std::vector<std::vector<Sample>> split(n_parts);
   std::vector<Label> label_scratch;
   std::string key;
-  shm::SnapshotBuilder parts_builder;
-  Phase parts_build;
+  shm::SnapshotBuilder parts_builder, views_builder;
+  Phase parts_build, views_build;  // build_parts without and with partition views
   bool parts_same = true;
 
   constexpr int kFill = 31;  // ticks 0..30: 30 intervals of the 60 s window
@@ -141,10 +143,15 @@ int main(int argc, char** argv) {
     const double c3 = cpu_now(), w3 = wall_now();
     if (n_parts > 1) {
       std::vector<AggregatorPart> given;
-      for (Aggregator& p : parts) given.push_back(AggregatorPart{&p, clock});
-      const double c4 = cpu_now(), w4 = wall_now();
-      build_parts(parts_builder, given);
-      if (t >= kFill) parts_build.add(cpu_now() - c4, wall_now() - w4);
+      for (uint32_t p = 0; p < n_parts; ++p) given.push_back(AggregatorPart{&parts[p], clock, p});
+      // Alternately first, so that neither build always finds the caches the other left.
+      for (int k = 0; k < 2; ++k) {
+        const bool views = (k + t) % 2 == 1;
+        const double c4 = cpu_now(), w4 = wall_now();
+        build_parts(views ? views_builder : parts_builder, given,
+                    BuildPartsOptions{.partition_views = views});
+        if (t >= kFill) (views ? views_build : parts_build).add(cpu_now() - c4, wall_now() - w4);
+      }
       parts_same = parts_same && parts_builder.serialize(1, 0) == builder.serialize(1, 0);
     }
     if (t < kFill) continue;
@@ -185,6 +192,12 @@ int main(int argc, char** argv) {
                n_parts, median(parts_build.cpu) * 1e3, median(parts_build.wall) * 1e3,
                median(parts_build.cpu) / median(build.cpu),
                parts_same ? "the same" : "DIFFERENT (a fault)");
+  if (n_parts > 1)
+    fmt::print("  with partition views   {:8.1f} ms CPU, {:.1f} wall: {:.3f}x the build over parts "
+               "without (CPU); snapshot {:.1f} B per series ({:.1f} without)\n",
+               median(views_build.cpu) * 1e3, median(views_build.wall) * 1e3,
+               median(views_build.cpu) / median(parts_build.cpu),
+               views_builder.serialized_size() / n, parts_builder.serialized_size() / n);
   fmt::print("  writer RSS             {:8.1f} MB  target <= {:.0f} MB: {}\n", rss / 1e6, 2500 * scale,
              ratio(static_cast<double>(rss), 2.5e9 * scale));
   fmt::print("  state per series       {:8.1f} B   target <= 1024 B: {}\n", state / n,

@@ -164,6 +164,20 @@ void render_chunk(const Order& order, size_t begin, size_t end, RenderChunk& chu
   }
 }
 
+// A series of the build into its part's partial of its metric; its bins and buckets
+// are chunk's from bins_at and bounds_at.
+void add_to_partial(PartialBuild& pb, uint32_t record, std::string_view key,
+                    const RenderedSeries& r, const RenderChunk& chunk, uint32_t bins_at,
+                    uint32_t bounds_at) {
+  pb.records.push_back(record);
+  append_partial_series(pb.series, key, r.agg);
+  for (uint32_t k = bins_at; k < r.bins_end; ++k)
+    pb.sketch.add_key(chunk.bins[k].key, chunk.bins[k].count);
+  if (r.agg.count)
+    merge_bounds(pb.bounds, &pb.bounds_differ,
+                 std::span<const BoundCount>(chunk.bounds).subspan(bounds_at, r.bounds_end - bounds_at));
+}
+
 // The series in key order, in chunks: their aggregates and bodies rendered by the
 // build's threads (render_chunk), then added to the builder, listed and folded into
 // their metric's rollup here, chunk after chunk in key order, so that the bytes do not
@@ -208,16 +222,10 @@ void add_series(shm::SnapshotBuilder& builder, Aggregator::Impl& m, const Order&
                      std::span<const BoundCount>(chunk.bounds).subspan(bounds_at, r.bounds_end - bounds_at));
       if (prom_series) series_aggs.push_back(r.agg);
       if (!partials.empty()) {
-        PartialBuild& pb = partials[order.part(n) * metrics.size() + r.metric];
-        pb.records.push_back(id);
         const std::string& record = m.record_keys[n % 16];  // in cache: "s:" + key
-        append_partial_series(pb.series, std::string_view(record).substr(kSeriesPrefix.size()),
-                              r.agg);
-        for (uint32_t k = bins_at; k < r.bins_end; ++k)
-          pb.sketch.add_key(chunk.bins[k].key, chunk.bins[k].count);
-        if (r.agg.count)
-          merge_bounds(pb.bounds, &pb.bounds_differ,
-                       std::span<const BoundCount>(chunk.bounds).subspan(bounds_at, r.bounds_end - bounds_at));
+        add_to_partial(partials[order.part(n) * metrics.size() + r.metric], id,
+                       std::string_view(record).substr(kSeriesPrefix.size()), r, chunk, bins_at,
+                       bounds_at);
       }
       text_at = r.key_end;
       bins_at = r.bins_end;

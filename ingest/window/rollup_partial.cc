@@ -3,6 +3,7 @@
 // over partitions, render the "m:" body. The layout is in window.h (Rollup partials).
 
 #include <bit>
+#include <cmath>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -87,6 +88,16 @@ RollupPartial::Series read_series(Reader& r) {
   a.last = r.get<double>("a last");
   a.last_ts_ns = r.get<int64_t>("a last_ts");
   a.resets = r.get<double>("resets");
+  // As a series gives them: times a rate can subtract without overflow, and a min and
+  // max both NaN or in order (the rollup clamps its quantiles between them).
+  constexpr int64_t kTimeReach = int64_t{1} << 62;
+  const bool times_ok = a.first_ts_ns > -kTimeReach && a.first_ts_ns < kTimeReach &&
+                        a.last_ts_ns > -kTimeReach && a.last_ts_ns < kTimeReach;
+  const bool range_ok = std::isnan(a.min) ? std::isnan(a.max) : a.min <= a.max;
+  if (!times_ok || !range_ok)
+    throw std::invalid_argument(fmt::format(
+        "rollup partial: series {} has times {}..{} or min {} and max {} no series has",
+        s.key, a.first_ts_ns, a.last_ts_ns, a.min, a.max));
   return s;
 }
 

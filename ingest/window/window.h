@@ -196,11 +196,11 @@ void build_parts(shm::SnapshotBuilder& builder, std::span<const AggregatorPart> 
 //
 // Why a partial holds each series' aggregate and not one folded aggregate: the rollup
 // folds its series in key order, and what that fold gives depends on the order: its sum
-// of the series' rates (and its sum) is a float sum, its kind and an empty min / max are
+// of the series' rates (and its sum) is a float sum, its kind and a NaN min / max are
 // the first series', and its first / last, among series with equal timestamps (a scrape
 // gives all of them one), are the first series' in key order. Folding the merged series
-// again in key order gives the node's bytes exactly; a series' aggregate is 77 bytes
-// plus its key, about what its key in the "series" array of "m:NAME" costs anyway.
+// again in key order gives the node's bytes exactly. A series' entry is 77 bytes plus
+// its key: the snapshot grows by about a fifth (docs/performance.md).
 // The sketch bins and histogram buckets are merged per partial (sums of integer counts,
 // order-free); a sketch that had to collapse its lowest bins (values more than 70
 // orders of magnitude apart) may differ there.
@@ -216,7 +216,8 @@ void build_parts(shm::SnapshotBuilder& builder, std::span<const AggregatorPart> 
 //   K x { f64 le, f64 cumulative count }   the histograms' buckets summed, by bound
 //   S x { u32 key length, key bytes, u8 kind (SampleKind), u64 count, then if count > 0:
 //         f64 sum, min, max, first, i64 first_ts_ns, f64 last, i64 last_ts_ns,
-//         f64 resets }                    series by key, ascending, each key once
+//         f64 resets }                    series by key, ascending, each key once;
+//         times within 2^62 of 0, min and max both NaN or min <= max
 // A series with an empty window is listed (count 0): it counts in series_count.
 
 struct RollupPartial {
