@@ -58,12 +58,25 @@ TEST_CASE("the default workers fit the store", "[config]") {
 
 TEST_CASE("durations past 24h are refused, before the supervisor's arithmetic overflows", "[config]") {
   for (const char* name : {"stuck-timeout", "shutdown-timeout", "restart-backoff-max", "crash-loop-window",
-                           "idle-timeout", "request-timeout", "healthz-max-age"}) {
+                           "idle-timeout", "request-timeout", "healthz-max-age", "query-deadline"}) {
     INFO(name);
     CHECK(refusal({{name, "24h"}}).empty());
     std::string why = refusal({{name, "10000000h"}});
     CHECK(why.find(name) != std::string::npos);
   }
+}
+
+TEST_CASE("advertise defaults to listen, a wildcard host to the host name, and is refused when not HOST:PORT", "[config]") {
+  server::Options o = with_flags({{"listen", "127.0.0.1:8123"}, {"cluster", "redis://127.0.0.1:6379"}});
+  CHECK(o.advertise == "127.0.0.1:8123");
+  o = with_flags({{"listen", "0.0.0.0:8123"}, {"cluster", "redis://127.0.0.1:6379"}});
+  CHECK(o.advertise.ends_with(":8123"));
+  CHECK_FALSE(o.advertise.starts_with("0.0.0.0"));
+  for (const char* bad : {"nohost", "h:0", "a b:1", "h:99999"}) {
+    INFO(bad);
+    CHECK(refusal({{"cluster", "redis://127.0.0.1:6379"}, {"advertise", bad}}).find("advertise") != std::string::npos);
+  }
+  CHECK(refusal({{"query-deadline", "5ms"}}).find("query-deadline") != std::string::npos);
 }
 
 TEST_CASE("admin-socket is checked as the absolute path the service will bind", "[config]") {
