@@ -42,6 +42,7 @@ void PartitionedNode::Impl::take(uint32_t p) {
   h->tail->start();
   host.hold(p);
   ++moves_in;
+  h->taken_at_ms = uint64_t(monotonic_ns() / 1'000'000);
   log::info("partitioned cluster: holding partition {}", p);
   Held& ref = *h;
   holding.emplace(p, std::move(h));
@@ -100,6 +101,7 @@ void PartitionedNode::Impl::load(Held& h) {
         }
         std::string bytes;
         for (const std::string& part : *parts) bytes += part;
+        y->loaded_bytes += bytes.size();
         try {
           host.restore(p, bytes);
         } catch (const std::exception& e) {
@@ -176,6 +178,7 @@ void PartitionedNode::Impl::on_entries(Held& h, const redisReply* r) {
       }
       h.applied_hash = std::string(hash);
       ++entries_applied;
+      if (h.state == HoldState::syncing) h.loaded_bytes += bytes.size();
       ++h.since_checkpoint;
     }
     host.show_applied();
@@ -183,6 +186,8 @@ void PartitionedNode::Impl::on_entries(Held& h, const redisReply* r) {
   if (count < kTailBatch && h.state == HoldState::syncing) {
     h.state = HoldState::ready;
     h.problem.clear();
+    move_ms += uint64_t(monotonic_ns() / 1'000'000) - h.taken_at_ms;
+    move_bytes += h.loaded_bytes;
     log::info("partitioned cluster: partition {} ready at {}", p, host.applied_seq(p));
   }
   if (!h.lease.empty() && h.since_checkpoint >= settings.checkpoint_every) write_checkpoint(h);

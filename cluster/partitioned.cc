@@ -24,8 +24,9 @@ std::string text_of(const redisReply* r) {
   return {};
 }
 
-// "MAY_PULL READY [HTTP]": READY the comma-separated ready partitions, or "-"; HTTP the
-// node's query address (a node of an older version names none).
+// "MODE READY [HTTP]": MODE 1 may pull, 0 never pulls, 2 draining (holds nothing new,
+// pulls nothing); READY the comma-separated ready partitions, or "-"; HTTP the node's
+// query address (a node of an older version names none).
 PartitionedMember parse_member(std::string id, const std::string& info) {
   PartitionedMember m;
   m.node_id = std::move(id);
@@ -33,7 +34,8 @@ PartitionedMember parse_member(std::string id, const std::string& info) {
   int may_pull = 1;
   std::string ready;
   in >> may_pull >> ready >> m.http_address;
-  m.may_pull = may_pull != 0;
+  m.may_pull = may_pull == 1;
+  m.draining = may_pull == 2;
   std::istringstream list(ready);
   std::string item;
   while (std::getline(list, item, ','))
@@ -120,7 +122,7 @@ void PartitionedNode::Impl::settle_partitioning(const std::string& value) {
 }
 
 std::string PartitionedNode::Impl::member_info() const {
-  std::string info = settings.may_pull ? "1 " : "0 ";
+  std::string info = draining ? "2 " : settings.may_pull ? "1 " : "0 ";
   size_t listed = 0;
   for (const auto& [p, h] : holding) {
     if (h->state == HoldState::syncing) continue;
@@ -156,11 +158,14 @@ void PartitionedNode::Impl::on_members(const redisReply* r) {
 // lets go of what it is not once every holder has it ready (so that a move never leaves
 // a partition with fewer ready holders than it had).
 void PartitionedNode::Impl::place() {
-  std::vector<std::string> ids, may_pull;
+  std::vector<std::string> ids, may_pull;  // draining members hold and pull nothing new
   for (const PartitionedMember& m : members) {
+    if (m.draining) continue;
     ids.push_back(m.node_id);
     if (m.may_pull) may_pull.push_back(m.node_id);
   }
+  if (ids.empty()) return;  // no one to hand over to: keep what is held
+  if (draining) may_pull.clear();
   auto ready_on = [this](const std::string& id, uint32_t p) {
     for (const PartitionedMember& m : members)
       if (m.node_id == id) return std::find(m.ready.begin(), m.ready.end(), p) != m.ready.end();
@@ -253,6 +258,15 @@ PartitionedNode::~PartitionedNode() = default;
 void PartitionedNode::start() { impl_->start(); }
 uint32_t PartitionedNode::partitions() const { return impl_->partitions; }
 
+void PartitionedNode::drain() {
+  Impl& m = *impl_;
+  if (m.draining) return;
+  m.draining = true;
+  log::info("partitioned cluster: draining: handing {} partitions over, pulling nothing", m.holding.size());
+  m.choose_pullers({});
+  m.heartbeat();  // the members learn it now, not a third of a lease later
+}
+
 void PartitionedNode::append(uint32_t partition, const std::string& source, uint64_t epoch, uint64_t tick,
                              std::string entry, AppendDone done) {
   Impl& m = *impl_;
@@ -304,6 +318,9 @@ PartitionedStatus PartitionedNode::status() const {
   s.reloads = m.reloads;
   s.moves_in = m.moves_in;
   s.moves_out = m.moves_out;
+  s.move_ms = m.move_ms;
+  s.move_bytes = m.move_bytes;
+  s.draining = m.draining;
   s.notes = m.notes;
   return s;
 }

@@ -89,6 +89,7 @@ struct HeldPartition {
 struct PartitionedMember {
   std::string node_id;
   bool may_pull = true;
+  bool draining = false;        // handing its partitions over (it holds no new one, pulls nothing)
   std::vector<uint32_t> ready;  // the partitions it holds ready
   std::string http_address;     // where it answers queries, or "" (it named none)
 };
@@ -103,6 +104,10 @@ struct PartitionedStatus {
   std::vector<std::pair<std::string, uint64_t>> pulling;  // source, epoch
   uint64_t entries_applied = 0, entries_appended = 0, appends_refused = 0, reloads = 0;
   uint64_t moves_in = 0, moves_out = 0;
+  // The moves in that became ready: their time from take to ready, and the checkpoint and
+  // log bytes they read meanwhile.
+  uint64_t move_ms = 0, move_bytes = 0;
+  bool draining = false;  // drain() was asked: done once `held` is empty
   std::vector<std::string> notes;  // e.g. a P asked for that is not the cluster's
 };
 
@@ -120,6 +125,12 @@ class PartitionedNode {
   using AppendDone = std::function<void(bool in_log, const std::string& why)>;
   void append(uint32_t partition, const std::string& source, uint64_t epoch, uint64_t tick, std::string entry,
               AppendDone done);
+  // A planned leave: the node tells the members it is draining, so that each of its
+  // partitions gets its next holder; it keeps serving each one (leaving) until every new
+  // holder has it ready, then lets it go, and stops pulling its sources (the next puller
+  // takes them with a higher epoch). Done once it holds nothing; then stop the node. A
+  // node that is the only member keeps what it holds (there is no one to hand it to).
+  void drain();
   PartitionedStatus status() const;
   uint32_t partitions() const;  // the cluster's P; 0 until Redis answered
 

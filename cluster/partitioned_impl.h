@@ -38,6 +38,8 @@ struct PartitionedNode::Impl {
     uint64_t since_checkpoint = 0; // entries applied since the newest checkpoint
     bool checkpointing = false;
     std::string problem;
+    uint64_t taken_at_ms = 0;   // monotonic: the move's start, for its duration once ready
+    uint64_t loaded_bytes = 0;  // checkpoint and entry bytes read while syncing
     explicit Held(uint32_t p, const std::string& tag) : partition(p), keys(tag) {}
   };
 
@@ -88,6 +90,8 @@ struct PartitionedNode::Impl {
   std::string last_problem;
   uint64_t entries_applied = 0, entries_appended = 0, appends_refused = 0, reloads = 0;
   uint64_t moves_in = 0, moves_out = 0;
+  uint64_t move_ms = 0, move_bytes = 0;  // of the moves in that became ready
+  bool draining = false;                 // drain(): hands every partition over, pulls nothing
 };
 
 }  // namespace cluster

@@ -98,6 +98,9 @@ void publish_partitioned_status(shm::Store& store, shm::Writer& writer, const cl
   set(kPartitionsPrimary, primary);
   set(kPartitionMovesIn, s.moves_in);
   set(kPartitionMovesOut, s.moves_out);
+  set(kPartitionMoveMs, s.move_ms);
+  set(kPartitionMoveBytes, s.move_bytes);
+  set(kPartitionDraining, s.draining ? 1 : 0);
   auto list = [](const std::vector<uint32_t>& partitions) {
     std::string text;
     for (uint32_t p : partitions) {
@@ -128,6 +131,10 @@ void publish_partitioned_status(shm::Store& store, shm::Writer& writer, const cl
       .add("reloads", s.reloads)
       .add("moves_in", s.moves_in)
       .add("moves_out", s.moves_out)
+      .add("move_ms", s.move_ms)
+      .add("move_bytes", s.move_bytes)
+      .add("draining", s.draining)
+      .add("drained", s.draining && s.held.empty())
       .add_list("pulling", std::move(pulling))
       .add_list("node", std::move(nodes))
       .add_list("settings_note", std::move(notes));

@@ -35,6 +35,8 @@ constexpr std::string_view kHelp =
     "show cluster: this node's role, term, leader, applied entry, lag, Redis and the live nodes\n"
     "reload: re-read the configuration and apply it (waits for the outcome)\n"
     "restart readers: replace the readers one at a time, without refusing connections\n"
+    "drain: a partitioned node hands its partitions over to the other nodes and stops pulling;\n"
+    "  it is done when show cluster says drained: true (then stop it)\n"
     "set log-level LEVEL: debug, info, warn or error, in every process\n"
     "shutdown: stop the service gracefully\n"
     "(end any command with 'json' for a JSON reply; join commands with ';')";
@@ -70,6 +72,12 @@ void Supervisor::on_command(const Command& c, ReplyFn reply) {
       store_->service_counter(kLogLevel).store(uint64_t(*level), std::memory_order_relaxed);
       log::info("log level set to {}", log::level_name(*level));
       return reply(report_reply(c, Report().add("log_level", std::string(log::level_name(*level)))));
+    }
+    if (is({"drain"})) {
+      if (options_.partitions <= 1) return reply(error_reply(c, "drain: only a node of a partitioned cluster drains"));
+      store_->service_counter(kDrainRequested).store(1, std::memory_order_relaxed);
+      log::info("drain requested on the admin socket");
+      return reply(report_reply(c, Report().add("drain", "started").add("done_when", "show cluster: drained true")));
     }
     if (is({"shutdown"})) {
       reply(report_reply(c, Report().add("shutdown", "in progress")));

@@ -346,6 +346,14 @@ void append_cluster_metrics(std::string& out, Help help, Line line, const shm::S
   help("telemetryd_partition_moves_total", "counter", "Partitions this node's writer took (in) and let go (out).");
   line("telemetryd_partition_moves_total", "direction=\"in\"", counter(kPartitionMovesIn));
   line("telemetryd_partition_moves_total", "direction=\"out\"", counter(kPartitionMovesOut));
+  help("telemetryd_partition_move_seconds_total", "counter",
+       "Time the partitions this node took spent from taken to ready (checkpoint load and catch-up).");
+  const uint64_t move_ms = counter(kPartitionMoveMs);
+  out.append(fmt::format("telemetryd_partition_move_seconds_total {}.{:03}\n", move_ms / 1000, move_ms % 1000));
+  help("telemetryd_partition_move_bytes_total", "counter", "Checkpoint and log bytes read by those moves.");
+  line("telemetryd_partition_move_bytes_total", {}, counter(kPartitionMoveBytes));
+  help("telemetryd_partition_draining", "gauge", "1 while this node hands its partitions over (telemetryctl drain).");
+  line("telemetryd_partition_draining", {}, counter(kPartitionDraining));
   help("telemetryd_cluster_checkpoint_age_seconds", "gauge", "Age of the newest checkpoint in Redis (-1: none).");
   uint64_t age = counter(kClusterCheckpointAgeS);
   out.append("telemetryd_cluster_checkpoint_age_seconds ").append(age ? std::to_string(age - 1) : "-1").append("\n");

@@ -64,7 +64,11 @@ enum ServiceCounter : uint32_t {
   kPartitionsPrimary = 40,   // of which this node is the primary
   kPartitionMovesIn = 41,    // partitions taken (writer incarnation)
   kPartitionMovesOut = 42,   // partitions let go once their holders had them ready
-  kFirstFreeServiceCounter = 43,
+  kPartitionMoveMs = 43,     // the moves in that became ready: their time from take to ready
+  kPartitionMoveBytes = 44,  // and the checkpoint and log bytes they read
+  kDrainRequested = 45,      // 1 once `telemetryctl drain` asked (the supervisor sets it; a new writer drains too)
+  kPartitionDraining = 46,   // 1 while the writer drains (set by it)
+  kFirstFreeServiceCounter = 47,
 };
 
 // Reader::counter(i): per reader, relaxed; only the owning reader writes them.

@@ -174,6 +174,7 @@ struct PartitionedWriter : cluster::PartitionHost {
   static void on_beat(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<PartitionedWriter*>(arg);
     self->heartbeat();
+    if (self->node && self->counter(kDrainRequested).load(std::memory_order_relaxed)) self->node->drain();
     if (self->node) publish_partitioned_status(self->store, *self->writer, self->node->status(), self->generation);
   }
   static void on_signal(evutil_socket_t signal, short, void* arg) {

@@ -278,3 +278,72 @@ TEST_CASE("partitioned queries: a series without a ready holder is a 503 that sa
   for (pid_t p : b->reader_pids()) kill(p, SIGCONT);
   kill(b->writer_pid(), SIGCONT);
 }
+
+// A planned leave: the drained node hands each partition over and lets it go only once
+// its new holders have it ready, so queries never lose a partition meanwhile; then it is
+// stopped, and nothing changes for the readers of the others.
+TEST_CASE("partitioned queries: a drained node hands its partitions over without a partial answer") {
+  cluster_test::require_redis_server();
+  RedisServer redis;
+  const std::string source = "synthetic://?hosts=4&metrics=2";  // 8 series, metrics synthetic.*
+  std::vector<std::unique_ptr<Service>> nodes;
+  for (const char* id : {"da", "db", "dc"}) nodes.push_back(start_partitioned(redis.url(), id, source, "2", "8"));
+  for (auto& n : nodes)
+    REQUIRE(e2e::wait_for([&] { return e2e::http_get(n->port(), "/healthz").status == 200; }, 30s));
+  const std::string metric = [&] {
+    std::string body = e2e::http_get(nodes[0]->port(), "/v1/metrics").body;
+    size_t at = body.find("\"metric\":\"");
+    return at == std::string::npos ? std::string() : body.substr(at + 10, body.find('"', at + 10) - at - 10);
+  }();
+  REQUIRE(!metric.empty());
+  auto series_of_metric = [&](uint16_t port, bool* partial, int* status) {
+    e2e::HttpResponse r = e2e::http_get(port, "/v1/query?metric=" + e2e::url_encode(metric));
+    *status = r.status;
+    *partial = r.headers["telemetryd-partial"] != "false";
+    size_t n = 0;
+    for (size_t at = r.body.find("\"key\":"); at != std::string::npos; at = r.body.find("\"key\":", at + 1)) ++n;
+    return n;
+  };
+  bool partial = false;
+  int status = 0;
+  const size_t whole = series_of_metric(nodes[0]->port(), &partial, &status);
+  REQUIRE(whole == 4);
+  REQUIRE_FALSE(partial);
+
+  CHECK(nodes[2]->admin("drain").find("started") != std::string::npos);
+  size_t bad = 0, asked = 0;
+  std::string why;
+  const bool drained = e2e::wait_for([&] {
+    for (int k : {0, 1}) {
+      size_t n = series_of_metric(nodes[k]->port(), &partial, &status);
+      ++asked;
+      if (status != 200 || partial || n != whole) {
+        ++bad;
+        why = fmt::format("node {}: status {}, partial {}, {} series", k, status, partial, n);
+      }
+    }
+    return nodes[2]->admin("show cluster json").find("\"drained\":true") != std::string::npos;
+  }, 30s);
+  INFO(why);
+  CHECK(drained);
+  CHECK(bad == 0);
+  CHECK(asked > 0);
+  // The others hold every partition now, and say what the moves cost.
+  for (int k : {0, 1}) {
+    std::string metrics;
+    CHECK(e2e::wait_for([&] {
+      metrics = e2e::http_get(nodes[k]->port(), "/metrics").body;
+      return metrics.find("telemetryd_partitions_held{state=\"ready\"} 8\n") != std::string::npos;
+    }, 5s));
+    INFO(metrics.substr(metrics.find("telemetryd_partitions_held")));
+    INFO(nodes[k]->admin("show cluster"));
+    CHECK(metrics.find("telemetryd_partition_move_bytes_total 0\n") == std::string::npos);
+  }
+  CHECK(e2e::http_get(nodes[2]->port(), "/metrics").body.find("telemetryd_partition_draining 1\n") !=
+        std::string::npos);
+  CHECK(nodes[2]->stop() == 0);
+  for (int i = 0; i < 10; ++i) {
+    CHECK(series_of_metric(nodes[i % 2]->port(), &partial, &status) == whole);
+    CHECK_FALSE(partial);
+  }
+}
