@@ -1,6 +1,6 @@
 // tests/cluster/partitioned_query_test.cc: any node of a partitioned cluster answers any
 // query for the whole cluster. Real telemetryd nodes (--partitions 16
-// --replication-factor 2) over a real redis-server and one standalone node read the same
+// --replication-factor 2) over a real Redis Cluster and one standalone node read the same
 // file of timestamped samples; every node's answer to every series, list, page and
 // rollup equals the standalone node's, through a holder SIGSTOPped (answers in time,
 // never missing series without saying so) and a node SIGKILLed under queries.
@@ -116,7 +116,7 @@ std::pair<size_t, bool> count_q0(uint16_t port, int* status) {
 
 TEST_CASE("partitioned queries: every node answers every query as one standalone node does, through a stop and a kill") {
   cluster_test::require_redis_server();
-  RedisServer redis;
+  cluster_test::RedisCluster redis;  // three masters with a replica each
   e2e::TempDir dir;
   const std::string file = dir.file("samples.json");
   const double t0 = double(std::chrono::duration_cast<std::chrono::milliseconds>(
