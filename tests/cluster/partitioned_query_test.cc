@@ -282,7 +282,7 @@ TEST_CASE("partitioned queries: a series without a ready holder is a 503 that sa
 // A planned leave: the drained node hands each partition over and lets it go only once
 // its new holders have it ready, so queries never lose a partition meanwhile; then it is
 // stopped, and nothing changes for the readers of the others.
-TEST_CASE("partitioned queries: a drained node hands its partitions over without a partial answer") {
+TEST_CASE("partitioned queries: a node drained, then one joining, under queries: never a partial answer") {
   cluster_test::require_redis_server();
   RedisServer redis;
   const std::string source = "synthetic://?hosts=4&metrics=2";  // 8 series, metrics synthetic.*
@@ -346,4 +346,24 @@ TEST_CASE("partitioned queries: a drained node hands its partitions over without
     CHECK(series_of_metric(nodes[i % 2]->port(), &partial, &status) == whole);
     CHECK_FALSE(partial);
   }
+
+  // A node joins under queries: it takes its share, and the others' answers stay whole.
+  nodes.push_back(start_partitioned(redis.url(), "dd", source, "2", "8"));
+  bad = 0;
+  const bool joined = e2e::wait_for([&] {
+    for (int k : {0, 1}) {
+      size_t n = series_of_metric(nodes[k]->port(), &partial, &status);
+      if (status != 200 || partial || n != whole) {
+        ++bad;
+        why = fmt::format("node {}: status {}, partial {}, {} series", k, status, partial, n);
+      }
+    }
+    return e2e::http_get(nodes[3]->port(), "/healthz").status == 200 &&
+           nodes[3]->admin("show cluster json").find("\"state\":\"ready\"") != std::string::npos;
+  }, 30s);
+  INFO(why);
+  CHECK(joined);
+  CHECK(bad == 0);
+  CHECK(series_of_metric(nodes[3]->port(), &partial, &status) == whole);
+  CHECK_FALSE(partial);
 }
