@@ -28,6 +28,7 @@ namespace log = common::log;
 namespace {
 
 constexpr timeval kBeatEvery{0, 100'000};
+constexpr timeval kBuildCoalesce{0, 20'000};
 
 struct PartitionedWriter : cluster::PartitionHost {
   PartitionedWriter(shm::Store& s, const Options& o) : store(s), options(o) {}
@@ -42,7 +43,13 @@ struct PartitionedWriter : cluster::PartitionHost {
   std::map<std::string, std::unique_ptr<ingest::PartitionWriter>> writers;  // per pulled source
   shm::SnapshotBuilder builder;
   ingest::Aggregator nothing{options.ingest};  // the snapshot of a node that holds no partition
-  event* build_event = nullptr;  // a build after applies, once per turn of the loop
+  // A build after applies, kBuildCoalesce after the first of them: a tick's entries reach
+  // the node on each partition's own connection within a few milliseconds of each other,
+  // and one build covers them all (a build per partition's batch cost P builds a tick).
+  event* build_event = nullptr;
+  void schedule_build() {
+    if (!event_pending(build_event, EV_TIMEOUT, nullptr)) event_add(build_event, &kBuildCoalesce);
+  }
   uint64_t generation = 0;
   bool failed = false;
 
@@ -53,17 +60,17 @@ struct PartitionedWriter : cluster::PartitionHost {
   void hold(uint32_t p) override { held.hold(p); }
   void release(uint32_t p) override {
     held.release(p);
-    event_active(build_event, 0, 0);
+    schedule_build();
   }
   uint64_t applied_seq(uint32_t p) const override { return held.applied_seq(p); }
   bool apply(uint32_t p, uint64_t seq, std::string_view entry, std::string* error) override {
     return held.apply(p, seq, entry, error);
   }
-  void show_applied() override { event_active(build_event, 0, 0); }
+  void show_applied() override { schedule_build(); }
   std::string checkpoint(uint32_t p) const override { return held.checkpoint(p); }
   void restore(uint32_t p, std::string_view bytes) override {
     held.restore(p, bytes);
-    event_active(build_event, 0, 0);
+    schedule_build();
   }
   void pull(std::vector<std::pair<std::string, uint64_t>> sources) override {
     std::map<std::string, std::unique_ptr<ingest::PartitionWriter>> next;
