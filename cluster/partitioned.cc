@@ -282,6 +282,24 @@ void PartitionedNode::append(uint32_t partition, const std::string& source, uint
   if (!sent) later(std::move(*shared), "not connected to Redis");
 }
 
+void PartitionedNode::take_own_epoch(const std::string& source, uint64_t floor, EpochDone done) {
+  Impl& m = *impl_;
+  auto shared = std::make_shared<EpochDone>(std::move(done));
+  bool sent = m.commands.command(
+      {"EVAL", kEpochScript, "1", m.keys.tag + ":epoch:" + source, std::to_string(floor)},
+      [shared](const redisReply* r, const std::string& error) {
+        if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0) return (*shared)(uint64_t(r->integer), "");
+        (*shared)(0, r ? "unexpected reply" : error);
+      });
+  if (sent) return;
+  // done runs from the loop, never inside this call.
+  auto* call = new std::shared_ptr<EpochDone>(std::move(shared));
+  event_base_once(m.base, -1, EV_TIMEOUT, [](int, short, void* arg) {
+    std::unique_ptr<std::shared_ptr<EpochDone>> c(static_cast<std::shared_ptr<EpochDone>*>(arg));
+    (**c)(0, "not connected to Redis");
+  }, call, nullptr);
+}
+
 PartitionedStatus PartitionedNode::status() const {
   const Impl& m = *impl_;
   PartitionedStatus s;

@@ -118,6 +118,11 @@ class PartitionedNode {
   using AppendDone = std::function<void(bool in_log, const std::string& why)>;
   void append(uint32_t partition, const std::string& source, uint64_t epoch, uint64_t tick, std::string entry,
               AppendDone done);
+  // Takes an epoch for a source only this node writes (its OTLP push stream): above every
+  // epoch taken for the source and above floor (a STALE answer's fence), as a puller's
+  // (kEpochScript). done runs once, from the loop: the epoch, or 0 with why.
+  using EpochDone = std::function<void(uint64_t epoch, const std::string& why)>;
+  void take_own_epoch(const std::string& source, uint64_t floor, EpochDone done);
   PartitionedStatus status() const;
   uint32_t partitions() const;  // the cluster's P; 0 until Redis answered
 

@@ -1,0 +1,225 @@
+// tests/cluster/partitioned_push_e2e_test.cc: OTLP/HTTP pushes into a partitioned cluster
+// (--partitions 8 --replication-factor 2) of real telemetryd nodes over a real
+// redis-server: a push to any node reaches each of its series' R holders, counted once
+// however many nodes took it; a push answered 200 is counted; with Redis down a push is
+// answered 503, and with Redis stopped mid-push the 503s whose entries reached the log
+// after all count nothing twice when the client sends them again.
+#include <csignal>
+#include <map>
+#include <regex>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "common/partitions.h"
+#include "tests/cluster/redis_server.h"
+#include "tests/otlp/otlp_util.h"
+#include "tests/server/e2e_util.h"
+
+using namespace std::chrono_literals;
+using cluster_test::RedisServer;
+using e2e::Service;
+
+namespace {
+
+constexpr uint32_t kPartitions = 8;
+constexpr int kSeries = 16;
+
+struct Node {
+  uint16_t otlp = e2e::free_port();
+  std::unique_ptr<Service> service;
+};
+
+std::unique_ptr<Node> start_node(const std::string& url, const std::string& id) {
+  auto n = std::make_unique<Node>();
+  n->service = std::make_unique<Service>(std::vector<std::string>{
+      "--workers", "2", "--interval", "200ms", "--cluster", url, "--cluster-name", "ppush", "--node-id", id,
+      "--lease", "1500ms", "--checkpoint-every", "10", "--partitions", std::to_string(kPartitions),
+      "--replication-factor", "2", "--source", "synthetic://?hosts=2&metrics=2", "--otlp-listen",
+      "127.0.0.1:" + std::to_string(n->otlp)});
+  return n;
+}
+
+std::string name_of(int series) { return "pushed_" + std::to_string(series); }
+double value_of(int series, int round) { return series * 100 + round; }
+
+int64_t now_ns() {
+  return int64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                     std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+// Round `round` of every series: one gauge point each, at start + round ms.
+otlp_test::Reply push(uint16_t port, int64_t start, int round) {
+  std::string metrics;
+  for (int i = 0; i < kSeries; ++i) {
+    if (i) metrics += ',';
+    metrics += R"({"name":")" + name_of(i) + R"(","gauge":{"dataPoints":[{"timeUnixNano":")" +
+               std::to_string(start + round * 1'000'000) + R"(","asDouble":)" + std::to_string(value_of(i, round)) +
+               "}]}}";
+  }
+  const std::string body = R"({"resourceMetrics":[{"scopeMetrics":[{"metrics":[)" + metrics + "]}]}]}";
+  return otlp_test::exchange(port, otlp_test::post("/v1/metrics", "application/json", body));
+}
+
+// Sends round `round` until it is answered 200, as an exporter retries a 503.
+bool push_until_ok(uint16_t port, int64_t start, int round, int* refused = nullptr) {
+  return e2e::wait_for([&] {
+    int status = push(port, start, round).status;
+    if (status != 200 && refused) ++*refused;
+    return status == 200;
+  }, 20s);
+}
+
+struct Seen {
+  uint64_t count = 0;
+  double sum = 0;
+};
+
+// The series' count and sum on a node, or nullopt when it does not serve it.
+std::optional<Seen> seen_on(const Service& s, const std::string& key) {
+  e2e::HttpResponse r = e2e::http_get(s.port(), "/v1/series/" + e2e::url_encode(key));
+  static const std::regex count(R"("count":([0-9]+))"), sum(R"("sum":(-?[0-9.e+]+))");
+  std::smatch c, m;
+  if (r.status != 200 || !std::regex_search(r.body, c, count) || !std::regex_search(r.body, m, sum))
+    return std::nullopt;
+  return Seen{std::stoull(c[1]), std::stod(m[1])};
+}
+
+// Every series is served by exactly `holders` of the nodes, each with `rounds` samples
+// (rounds 1..rounds) and their sum; `why` says what differs.
+bool counted(const std::vector<Node*>& nodes, int rounds, size_t holders, std::string* why) {
+  for (int i = 0; i < kSeries; ++i) {
+    double expected = 0;
+    for (int j = 1; j <= rounds; ++j) expected += value_of(i, j);
+    size_t on = 0;
+    for (Node* n : nodes) {
+      std::optional<Seen> s = seen_on(*n->service, name_of(i));
+      if (!s) continue;
+      ++on;
+      if (s->count != uint64_t(rounds) || s->sum != expected) {
+        *why = name_of(i) + " on port " + std::to_string(n->service->port()) + ": count " + std::to_string(s->count) +
+               " sum " + std::to_string(s->sum) + ", expected " + std::to_string(rounds) + " and " +
+               std::to_string(expected);
+        return false;
+      }
+    }
+    if (on != holders) {
+      *why = name_of(i) + " is served by " + std::to_string(on) + " nodes";
+      return false;
+    }
+  }
+  return true;
+}
+
+bool all_healthy(const std::vector<Node*>& nodes) {
+  for (Node* n : nodes)
+    if (e2e::http_get(n->service->port(), "/healthz").status != 200) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("OTLP pushes to any node of a partitioned cluster reach each series' holders, counted once") {
+  cluster_test::require_redis_server();
+  RedisServer redis;
+  auto a = start_node(redis.url(), "qa"), b = start_node(redis.url(), "qb"), c = start_node(redis.url(), "qc");
+  std::vector<Node*> nodes = {a.get(), b.get(), c.get()};
+  REQUIRE(e2e::wait_for([&] { return all_healthy(nodes); }, 30s));
+  const int64_t start = now_ns();
+  // Rounds 1-6, each to another node, each answered 200 before the next is sent.
+  for (int round = 1; round <= 6; ++round) REQUIRE(push_until_ok(nodes[round % 3]->otlp, start, round));
+  std::string why;
+  bool exact = e2e::wait_for([&] { return counted(nodes, 6, 2, &why); }, 10s);
+  INFO(why);
+  REQUIRE(exact);
+  // Round 7 to all three nodes at once (a client that sent it again elsewhere): each
+  // node appends it as its own source, and the holders count it once.
+  std::vector<std::thread> senders;
+  std::vector<int> status(3);
+  for (size_t i = 0; i < 3; ++i)
+    senders.emplace_back([&, i] { status[i] = push_until_ok(nodes[i]->otlp, start, 7) ? 200 : 0; });
+  for (std::thread& t : senders) t.join();
+  CHECK(status == std::vector<int>{200, 200, 200});
+  exact = e2e::wait_for([&] { return counted(nodes, 7, 2, &why); }, 10s);
+  INFO(why);
+  CHECK(exact);
+  // Each node's pushes are a source of their own, listed with the holders' sources.
+  CHECK(e2e::wait_for([&] {
+    std::string status = e2e::http_get(a->service->port(), "/v1/status").body;
+    return status.find("otlp-push:qa") != std::string::npos && status.find("otlp-push:qb") != std::string::npos;
+  }));
+}
+
+TEST_CASE("OTLP pushes into a partitioned cluster with Redis down are answered 503, and what was answered 200 stays counted") {
+  cluster_test::require_redis_server();
+  RedisServer redis;
+  auto a = start_node(redis.url(), "ra"), b = start_node(redis.url(), "rb");
+  std::vector<Node*> nodes = {a.get(), b.get()};
+  REQUIRE(e2e::wait_for([&] { return all_healthy(nodes); }, 30s));
+  const int64_t start = now_ns();
+  for (int round = 1; round <= 3; ++round) REQUIRE(push_until_ok(nodes[round % 2]->otlp, start, round));
+  std::string why;
+  REQUIRE(e2e::wait_for([&] { return counted(nodes, 3, 2, &why); }, 10s));
+
+  redis.kill_now();
+  for (Node* n : nodes) {
+    otlp_test::Reply r = push(n->otlp, start, 4);
+    CHECK(r.status == 503);
+    CHECK(r.headers.count("retry-after") == 1);
+  }
+  CHECK(counted(nodes, 3, 2, &why));
+
+  // Redis back, empty: each partition's primary writes a checkpoint of its state before
+  // the log goes on (a push appended before that would be lost with the log Redis lost).
+  redis.start();
+  cluster_test::Client client(redis.port());
+  std::vector<uint32_t> used;
+  for (int i = 0; i < kSeries; ++i) used.push_back(common::partition_of(name_of(i), kPartitions));
+  REQUIRE(e2e::wait_for([&] {
+    for (uint32_t p : used)
+      if (client.run({"LLEN", common::partition_tag("ppush", p) + ":checkpoints"}) == "0") return false;
+    return true;
+  }, 20s));
+  int refused = 0;
+  REQUIRE(push_until_ok(a->otlp, start, 4, &refused));
+  REQUIRE(push_until_ok(b->otlp, start, 5, &refused));
+  bool exact = e2e::wait_for([&] { return counted(nodes, 5, 2, &why); }, 10s);
+  INFO(why << " (" << refused << " pushes refused after Redis came back)");
+  CHECK(exact);
+}
+
+// A Redis that stops answering (SIGSTOP past the 3 s reply deadline) while pushes are in
+// flight: their requests are answered 503, yet the entries sent before it stopped reach
+// the log once it goes on. The client sends each refused round again until it is
+// answered 200; every round counts once.
+TEST_CASE("Redis stopped mid-push: pushes refused with 503 whose entries reached the log after all count once") {
+  cluster_test::require_redis_server();
+  RedisServer redis;
+  auto a = start_node(redis.url(), "sa"), b = start_node(redis.url(), "sb");
+  std::vector<Node*> nodes = {a.get(), b.get()};
+  REQUIRE(e2e::wait_for([&] { return all_healthy(nodes); }, 30s));
+  const int64_t start = now_ns();
+  std::atomic<int> rounds{0}, refused{0};
+  std::atomic<bool> stop{false};
+  std::thread client([&] {
+    for (int round = 1; round <= 200 && !stop.load(std::memory_order_relaxed); ++round) {
+      int r = 0;
+      if (!push_until_ok(nodes[round % 2]->otlp, start, round, &r)) return;
+      refused.fetch_add(r, std::memory_order_relaxed);
+      rounds.store(round, std::memory_order_relaxed);
+    }
+  });
+  REQUIRE(e2e::wait_for([&] { return rounds.load() >= 3; }, 10s));
+  redis.stop_process(true);
+  std::this_thread::sleep_for(4s);
+  redis.stop_process(false);
+  REQUIRE(e2e::wait_for([&] { return refused.load() > 0 && rounds.load() >= 3; }, 30s));
+  std::this_thread::sleep_for(1s);
+  stop.store(true, std::memory_order_relaxed);
+  client.join();
+  const int sent = rounds.load();
+  std::string why;
+  bool exact = e2e::wait_for([&] { return counted(nodes, sent, 2, &why); }, 20s);
+  INFO(why << " after " << sent << " rounds, " << refused.load() << " answers 503");
+  CHECK(exact);
+}
