@@ -132,6 +132,7 @@ struct PartitionedPushes::Impl {
         // losing its counter): take one above the fence; pushes wait until then.
         epoch_floor = std::max(epoch_floor, number_after(why, "epoch "));
         writer.reset();
+        receiver.set_refusal("this node's pushes are taking a new epoch: retry");
         take_epoch();
       }
     }

@@ -143,6 +143,25 @@ TEST_CASE("OTLP pushes to any node of a partitioned cluster reach each series' h
   exact = e2e::wait_for([&] { return counted(nodes, 7, 2, &why); }, 10s);
   INFO(why);
   CHECK(exact);
+  // A delta counter pushed to one node becomes its running total on the holders.
+  auto push_delta = [&](uint16_t port, int i) {
+    const std::string body =
+        R"({"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"pushed_delta","sum":{"isMonotonic":true,)"
+        R"("aggregationTemporality":1,"dataPoints":[{"asDouble":100,"startTimeUnixNano":")" +
+        std::to_string(start + (i - 1) * 1'000'000) + R"(","timeUnixNano":")" + std::to_string(start + i * 1'000'000) +
+        "\"}]}}]}]}]}";
+    return otlp_test::exchange(port, otlp_test::post("/v1/metrics", "application/json", body)).status == 200;
+  };
+  for (int i = 1; i <= 3; ++i) REQUIRE(push_delta(b->otlp, i));
+  auto totals = [&] {
+    size_t at_300 = 0;
+    for (Node* n : nodes) {
+      e2e::HttpResponse r = e2e::http_get(n->service->port(), "/v1/series/pushed_delta");
+      at_300 += r.status == 200 && r.body.find("\"last\":300") != std::string::npos;
+    }
+    return at_300;
+  };
+  CHECK(e2e::wait_for([&] { return totals() == 2; }));
   // Each node's pushes are a source of their own, listed with the holders' sources.
   CHECK(e2e::wait_for([&] {
     std::string status = e2e::http_get(a->service->port(), "/v1/status").body;
