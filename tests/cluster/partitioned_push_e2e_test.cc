@@ -211,7 +211,7 @@ TEST_CASE("OTLP pushes into a partitioned cluster with Redis down are answered 5
 // flight: their requests are answered 503, yet the entries sent before it stopped reach
 // the log once it goes on. The client sends each refused round again until it is
 // answered 200; every round counts once.
-TEST_CASE("Redis stopped mid-push: pushes refused with 503 whose entries reached the log after all count once") {
+TEST_CASE("OTLP pushes into a partitioned cluster, Redis stopped mid-push: refused pushes whose entries reached the log count once") {
   cluster_test::require_redis_server();
   RedisServer redis;
   auto a = start_node(redis.url(), "sa"), b = start_node(redis.url(), "sb");
