@@ -4,8 +4,9 @@
 // however many nodes took it; a push answered 200 is counted; with Redis down a push is
 // answered 503, and with Redis stopped mid-push the 503s whose entries reached the log
 // after all count nothing twice when the client sends them again.
-#include <csignal>
+#include <atomic>
 #include <map>
+#include <optional>
 #include <regex>
 #include <thread>
 
