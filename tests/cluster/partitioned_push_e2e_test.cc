@@ -1,7 +1,7 @@
 // tests/cluster/partitioned_push_e2e_test.cc: OTLP/HTTP pushes into a partitioned cluster
 // (--partitions 8 --replication-factor 2) of real telemetryd nodes over a real
-// redis-server: a push to any node reaches each of its series' R holders, counted once
-// however many nodes took it; a push answered 200 is counted; with Redis down a push is
+// redis-server: a push to any node reaches each of its series' R holders (a histogram's
+// parts together), counted once however many nodes took it; a push answered 200 is counted; with Redis down a push is
 // answered 503, and with Redis stopped mid-push the 503s whose entries reached the log
 // after all count nothing twice when the client sends them again.
 #include <atomic>
@@ -58,6 +58,12 @@ otlp_test::Reply push(uint16_t port, int64_t start, int round) {
                std::to_string(start + round * 1'000'000) + R"(","asDouble":)" + std::to_string(value_of(i, round)) +
                "}]}}";
   }
+  // And a cumulative histogram: 4 observations a round, 1.5 their sum.
+  metrics += R"(,{"name":"pushed_hist","histogram":{"aggregationTemporality":2,"dataPoints":[{"attributes":[)"
+             R"({"key":"r","value":{"stringValue":"x"}}],"timeUnixNano":")" +
+             std::to_string(start + round * 1'000'000) + R"(","count":")" + std::to_string(4 * round) +
+             R"(","sum":)" + std::to_string(1.5 * round) + R"(,"bucketCounts":[")" + std::to_string(round) + R"(",")" +
+             std::to_string(2 * round) + R"(",")" + std::to_string(round) + R"("],"explicitBounds":[0.1,0.5]}]}})";
   const std::string body = R"({"resourceMetrics":[{"scopeMetrics":[{"metrics":[)" + metrics + "]}]}]}";
   return otlp_test::exchange(port, otlp_test::post("/v1/metrics", "application/json", body));
 }
@@ -109,7 +115,21 @@ bool counted(const std::vector<Node*>& nodes, int rounds, size_t holders, std::s
       return false;
     }
   }
-  return true;
+  // The histogram's buckets, sum and count went to one partition together: its holders
+  // serve it whole, with the observations since the first round.
+  size_t on = 0;
+  for (Node* n : nodes) {
+    std::optional<Seen> s = seen_on(*n->service, R"(pushed_hist{r="x"})");
+    if (!s) continue;
+    ++on;
+    if (s->count != uint64_t(4 * (rounds - 1)) || s->sum != 1.5 * (rounds - 1)) {
+      *why = "pushed_hist on port " + std::to_string(n->service->port()) + ": count " + std::to_string(s->count) +
+             " sum " + std::to_string(s->sum);
+      return false;
+    }
+  }
+  if (on != holders) *why = "pushed_hist is served by " + std::to_string(on) + " nodes";
+  return on == holders;
 }
 
 bool all_healthy(const std::vector<Node*>& nodes) {
