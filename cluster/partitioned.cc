@@ -24,14 +24,15 @@ std::string text_of(const redisReply* r) {
   return {};
 }
 
-// "MAY_PULL READY": READY the comma-separated ready partitions, or "-".
+// "MAY_PULL READY [HTTP]": READY the comma-separated ready partitions, or "-"; HTTP the
+// node's query address (a node of an older version names none).
 PartitionedMember parse_member(std::string id, const std::string& info) {
   PartitionedMember m;
   m.node_id = std::move(id);
   std::istringstream in(info);
   int may_pull = 1;
   std::string ready;
-  in >> may_pull >> ready;
+  in >> may_pull >> ready >> m.http_address;
   m.may_pull = may_pull != 0;
   std::istringstream list(ready);
   std::string item;
@@ -127,6 +128,7 @@ std::string PartitionedNode::Impl::member_info() const {
     info += std::to_string(p);
   }
   if (!listed) info += '-';
+  if (!settings.http_address.empty()) info.append(" ").append(settings.http_address);
   return info;
 }
 

@@ -43,6 +43,7 @@ struct PartitionedSettings {
   Address redis;
   std::string name = "telemetryd";
   std::string node_id;
+  std::string http_address;  // HOST:PORT the other nodes route queries to ("" : none)
   uint32_t partitions = 16;  // asked for; a cluster that exists keeps its own
   uint32_t replication = 2;  // likewise
   bool may_pull = true;      // false: --role follower, holds partitions, never pulls
@@ -89,6 +90,7 @@ struct PartitionedMember {
   std::string node_id;
   bool may_pull = true;
   std::vector<uint32_t> ready;  // the partitions it holds ready
+  std::string http_address;     // where it answers queries, or "" (it named none)
 };
 
 struct PartitionedStatus {

@@ -83,6 +83,7 @@ void Supervisor::child_main(Child& child) {
       ro.idle_timeout = options_.idle_timeout;
       ro.request_timeout = options_.request_timeout;
       ro.healthz_max_age = options_.healthz_max_age;
+      ro.fanout_deadline = options_.query_deadline;
       // The reader's own grace is shorter than ours, so it finishes before we SIGKILL.
       ro.shutdown_grace = std::max(ms(100), options_.shutdown_timeout - ms(1000));
       ro.max_header_bytes = options_.max_header_bytes;

@@ -108,7 +108,7 @@ void publish_partitioned_status(shm::Store& store, shm::Writer& writer, const cl
   };
   std::vector<Report> nodes;
   for (const cluster::PartitionedMember& m : s.members)
-    nodes.push_back(Report().add("node_id", m.node_id).add("may_pull", m.may_pull).add("partitions", list(m.ready)));
+    nodes.push_back(Report().add("node_id", m.node_id).add("may_pull", m.may_pull).add("http", m.http_address).add("partitions", list(m.ready)));
   std::vector<Report> pulling;
   for (const auto& [url, epoch] : s.pulling) pulling.push_back(Report().add("source", url).add("epoch", epoch));
   std::vector<Report> notes;

@@ -161,6 +161,9 @@ const std::vector<Setting>& settings() {
        text(&Options::cluster_name)},
       {"node-id", Kind::value, "this node's name in the cluster (default HOSTNAME:PORT of listen)",
        text(&Options::node_id)},
+      {"advertise", Kind::value, "HOST:PORT at which the other nodes of a partitioned cluster reach this node's HTTP "
+       "listener to route queries (default: listen, with HOSTNAME for a wildcard address)",
+       text(&Options::advertise)},
       {"lease", Kind::value, "the cluster leader's lease, renewed every third of it (default 6s)",
        duration("lease", &Options::lease)},
       {"role", Kind::value, "auto (may lead the cluster) or follower (a read replica, never leads) (default auto)",
@@ -213,6 +216,9 @@ const std::vector<Setting>& settings() {
        duration("request-timeout", &Options::request_timeout)},
       {"healthz-max-age", Kind::value, "/healthz fails when the snapshot is older (default 10s)",
        duration("healthz-max-age", &Options::healthz_max_age)},
+      {"query-deadline", Kind::value, "a partitioned node answers without the partitions no holder gave within "
+       "DURATION, saying so (default 1s)",
+       duration("query-deadline", &Options::query_deadline)},
       {"max-header-bytes", Kind::value, "largest request head accepted (default 8192)",
        [](Options& o, const Values& v) { o.max_header_bytes = parse_count("max-header-bytes", v.back(), 256, 1 << 20); }},
       {"max-connections-per-reader", Kind::value,
@@ -363,6 +369,22 @@ void check_cluster(Options& o) {
   if (o.node_id.size() > 128 || !plain_name(o.node_id))
     throw std::invalid_argument(fmt::format(
         "node-id: '{}' must be 1-128 letters, digits or '-', '_', '.', ':'", o.node_id));
+  if (o.advertise.empty()) {
+    auto [host, port] = parse_listen(o.listen);
+    if (host.empty() || host == "0.0.0.0" || host == "::") {
+      char name[256] = {};
+      if (gethostname(name, sizeof name - 1) != 0) std::strcpy(name, "localhost");
+      host = name;
+    }
+    o.advertise = host.find(':') == std::string::npos ? fmt::format("{}:{}", host, port) : fmt::format("[{}]:{}", host, port);
+  }
+  bool advertise_ok = o.advertise.size() <= 128 && o.advertise.find_first_of(" ,\t\r\n") == std::string::npos;
+  try {
+    advertise_ok = advertise_ok && parse_listen(o.advertise).second != 0;
+  } catch (const std::invalid_argument&) {
+    advertise_ok = false;
+  }
+  if (!advertise_ok) throw std::invalid_argument(fmt::format("advertise: '{}' is not HOST:PORT", o.advertise));
 }
 
 }  // namespace
@@ -387,12 +409,13 @@ void check_options(Options& o) {
                                             shm::kMaxSources - 1));
   if (o.stuck_timeout < ms(100)) throw std::invalid_argument("stuck-timeout: must be at least 100ms");
   if (o.writer_stuck_timeout < ms(500)) throw std::invalid_argument("writer-stuck-timeout: must be at least 500ms");
+  if (o.query_deadline < ms(10)) throw std::invalid_argument("query-deadline: must be at least 10ms");
   const std::pair<const char*, ms Options::*> durations[] = {
       {"stuck-timeout", &Options::stuck_timeout},         {"writer-stuck-timeout", &Options::writer_stuck_timeout},
       {"shutdown-timeout", &Options::shutdown_timeout},
       {"restart-backoff-max", &Options::restart_backoff_max}, {"crash-loop-window", &Options::crash_loop_window},
       {"idle-timeout", &Options::idle_timeout},           {"request-timeout", &Options::request_timeout},
-      {"healthz-max-age", &Options::healthz_max_age},
+      {"healthz-max-age", &Options::healthz_max_age},     {"query-deadline", &Options::query_deadline},
   };
   for (const auto& [name, field] : durations)
     if (o.*field > kMaxDuration) throw std::invalid_argument(fmt::format("{}: must be at most 24h", name));
@@ -502,13 +525,14 @@ std::vector<std::string> restart_only_changes(const Options& a, const Options& b
   if (a.otlp_listen != b.otlp_listen || a.otlp_max_body != b.otlp_max_body ||
       a.otlp_max_pending != b.otlp_max_pending)
     changed.push_back("otlp-listen/otlp-max-body/otlp-max-pending");
-  if (a.cluster != b.cluster || a.cluster_name != b.cluster_name || a.node_id != b.node_id || a.lease != b.lease ||
+  if (a.cluster != b.cluster || a.cluster_name != b.cluster_name || a.node_id != b.node_id || a.advertise != b.advertise || a.lease != b.lease ||
       a.role != b.role || a.checkpoint_every != b.checkpoint_every || a.cluster_wait_replicas != b.cluster_wait_replicas ||
       a.partitions != b.partitions || a.replication_factor != b.replication_factor)
     changed.push_back("cluster settings");
   if (a.state_dir != b.state_dir || a.state_fsync != b.state_fsync) changed.push_back("state-dir/state-fsync");
   if (a.idle_timeout != b.idle_timeout || a.request_timeout != b.request_timeout ||
-      a.healthz_max_age != b.healthz_max_age || a.max_header_bytes != b.max_header_bytes ||
+      a.healthz_max_age != b.healthz_max_age || a.query_deadline != b.query_deadline ||
+      a.max_header_bytes != b.max_header_bytes ||
       a.max_connections_per_reader != b.max_connections_per_reader || a.reader_engine != b.reader_engine)
     changed.push_back("reader timeouts/limits");
   return changed;

@@ -46,6 +46,7 @@ struct Options {
   std::string cluster;                    // redis://HOST:PORT[/DB]
   std::string cluster_name = "telemetryd";  // prefix of every Redis key
   std::string node_id;                    // "" until resolved: HOSTNAME:PORT of listen
+  std::string advertise;                  // HOST:PORT the other nodes reach our listen at; "" until resolved
   std::chrono::milliseconds lease{6000};
   std::string role = "auto";              // auto or follower (never leads)
   uint32_t checkpoint_every = 30;         // the leader checkpoints every N entries
@@ -71,6 +72,7 @@ struct Options {
   std::chrono::milliseconds idle_timeout{60000};
   std::chrono::milliseconds request_timeout{10000};
   std::chrono::milliseconds healthz_max_age{10000};
+  std::chrono::milliseconds query_deadline{1000};
   size_t max_header_bytes = 8192;
   size_t max_connections_per_reader = 10000;  // capped by each reader's RLIMIT_NOFILE
   std::string reader_engine = "auto";          // auto, io_uring or epoll (server::ReaderEngine)

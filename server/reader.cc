@@ -219,6 +219,7 @@ bool HttpServer::Impl::should_step_aside() const {
 }
 
 void HttpServer::Impl::close_conn(Conn& c) {
+  if (c.waiting) drop_fanout(c);
   Conn* last = conns.back();
   conns[c.index] = last;
   last->index = c.index;
@@ -367,6 +368,7 @@ void HttpServer::Impl::sweep() {
   const uint64_t idle = opt.idle_timeout.count(), request = opt.request_timeout.count();
   for (size_t i = conns.size(); i-- > 0;) {
     Conn& c = *conns[i];
+    if (c.waiting) continue;  // its fanout's deadline bounds it
     if (c.lingering) {
       if (now_ms >= c.linger_deadline_ms) close_conn(c);
     } else if (c.pending() > 0 || c.stream) {
@@ -433,7 +435,7 @@ void HttpServer::Impl::process_input(Conn& c) {
   uint64_t served = 0;
   std::optional<shm::Reader::Guard> guard;
   bool entered = false, store_failed = false;
-  while (!c.close_after_flush && !c.stream && c.pending() < kOutHighWater) {
+  while (!c.close_after_flush && !c.stream && !c.waiting && c.pending() < kOutHighWater) {
     Request req;
     Parse p = http::parse_request(std::string_view(c.in.data() + off, c.in_len - off), opt.max_header_bytes, req);
     if (p == Parse::incomplete) break;

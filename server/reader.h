@@ -54,6 +54,9 @@ struct ReaderOptions {
   size_t max_connections = 10000;  // open at once; also capped by RLIMIT_NOFILE (see connection_limit())
   size_t prom_series_limit = 10000;
   size_t query_max_scanned = 100000;                 // /v1/query: series looked at per request
+  // A partitioned node: how long a read waits for the other nodes' parts before it
+  // answers without the missing ones (marked partial).
+  std::chrono::milliseconds fanout_deadline{1000};
   std::string state_dir;  // the writer's state dir, for /metrics; "" for a cluster node
   // io_uring asked for but unavailable falls back to epoll with a warning (automatic:
   // an info line); the reader's kReaderEngine counter says which one runs.

@@ -15,11 +15,13 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "server/http.h"
+#include "server/partition_map.h"
 #include "server/reader.h"
 #include "server/service.h"
 #include "shm/shm.h"
@@ -28,6 +30,10 @@ namespace server {
 
 using http::Parse;
 using http::Request;
+
+namespace wire {
+struct Frame;
+}
 
 inline constexpr size_t kReadSlack = 16384;  // input buffer = max_header_bytes + this
 inline constexpr size_t kSnapshotBatchBytes = 256 * 1024;  // /v1/snapshot bytes rendered per guard
@@ -46,6 +52,26 @@ struct SnapshotStream {
   bool head_only = false;
 };
 
+// /v1/query's parameters. `metric`, `limit` and `cursor` are reserved; every other
+// parameter is a label filter (so a label of one of those names cannot be filtered on).
+inline constexpr size_t kQueryDefaultLimit = 1000;  // series per /v1/query page
+struct QueryParams {
+  std::string metric;
+  size_t limit = kQueryDefaultLimit;
+  std::string cursor;
+  bool has_cursor = false;
+  std::vector<std::pair<std::string, std::string>> labels;
+};
+// Fills q from the query string; returns "" or the reason for a 400 (routes.cc).
+std::string parse_query(std::string_view query, QueryParams& q);
+// True when the series record `record_key` ("s:" + canonical key) has every label pair.
+bool series_has_labels(std::string_view record_key, const std::vector<std::pair<std::string, std::string>>& labels);
+// The first entry of a sorted list of "s:" records whose key sorts after "s:" + series_key.
+size_t list_position_after(const shm::ListView& list, std::string_view series_key);
+
+// What a partitioned read asks of each partition (fanout.cc).
+enum class PartKind { series, metrics, metric, query };
+
 // One file of the web view (ui/), embedded into the binary at build time by
 // server/embed_ui.cmake (the generated ui_assets.cc defines ui_assets()).
 struct UiAsset {
@@ -59,7 +85,16 @@ std::span<const UiAsset> ui_assets();
 
 struct HttpServer::Impl {
   struct Conn;
-  struct Ring;  // reader_uring.cc
+  struct Ring;    // reader_uring.cc
+  struct Peers;   // fanout.cc
+  struct Fanout;  // fanout.cc
+  // Freed in fanout.cc, where they are complete.
+  struct FreeFanout {
+    void operator()(Fanout* f) const;
+  };
+  struct FreePeers {
+    void operator()(Peers* p) const;
+  };
   Impl(event_base* b, shm::Reader& r, shm::Store& s, const ReaderOptions& o);
   ~Impl();  // both in reader_uring.cc, where Ring is complete
 
@@ -89,6 +124,14 @@ struct HttpServer::Impl {
   size_t date_len = 0;
   time_t date_sec = 0;
   std::atomic<uint64_t>* ctr[shm::kReaderCounters] = {};
+
+  // A partitioned node (fanout.cc): the holder map of the snapshot last looked at, the
+  // other nodes' connections, and the requests waiting for them.
+  std::optional<PartitionMap> map;
+  uint64_t map_generation = 0;
+  bool map_known = false;  // map is the one of map_generation
+  std::unique_ptr<Peers, FreePeers> peers;
+  size_t fanouts_waiting = 0;
 
   std::string key;   // scratch: the record key of a lookup
   std::string body;  // scratch: bodies rendered by the server itself
@@ -160,6 +203,25 @@ struct HttpServer::Impl {
   void start_snapshot(Conn& c, const Request& req, const shm::SnapshotView& view);
   void serve_ui(Conn& c, const Request& req, std::string_view name, uint64_t generation);
   void serve_status(Conn& c, const Request& req, const shm::SnapshotView* view);
+
+  // --- a partitioned cluster (fanout.cc) --------------------------------------------
+  // The snapshot's holder map, or null on a node that is not partitioned.
+  const PartitionMap* partition_map(const shm::SnapshotView& view);
+  void serve_partitioned(Conn& c, const Request& req, PartKind kind, std::string_view rest,
+                         const shm::SnapshotView& view, const PartitionMap& map);
+  void serve_parts(Conn& c, const Request& req, std::string_view rest, const shm::SnapshotView& view,
+                   const PartitionMap& map);
+  std::string local_parts(PartKind kind, const std::vector<uint32_t>& partitions, std::string_view name,
+                          const QueryParams* q, const shm::SnapshotView& view, const PartitionMap& map);
+  void query_page(std::string& out, uint32_t p, const shm::ListView& list, const QueryParams& q, size_t scan_cap);
+  void dispatch(Fanout& f);
+  static void on_part_answer(struct evhttp_request* request, void* arg);
+  static void on_fanout_deadline(evutil_socket_t, short, void* arg);
+  void finish_fanout(Conn& c);
+  void drop_fanout(Conn& c);  // the connection closes while it waits
+  void answer(Conn& c, Fanout& f);
+  void respond_parts(Conn& c, const Request& req, uint64_t generation, std::string_view data, std::string_view extra);
+  bool merge_metric(std::string& out, std::string_view metric, std::vector<const wire::Frame*>& partials);
 };
 
 struct HttpServer::Impl::Conn {
@@ -185,6 +247,7 @@ struct HttpServer::Impl::Conn {
   bool recv_on = false, recv_cancelled = false, send_on = false, released = false;
   uint32_t ops = 0;
   std::unique_ptr<SnapshotStream> stream;
+  std::unique_ptr<Fanout, FreeFanout> waiting;  // a partitioned read waiting for other nodes; no request is read meanwhile
 
   size_t pending() const { return out.size() - out_off; }
 };

@@ -446,15 +446,18 @@ bool HttpServer::Impl::ring_loop() {
   bool interrupted = true;  // start with a pass: the first accept is submitted by a timer
   for (;;) {
     const uint64_t now = shm::monotonic_ns();
-    if (interrupted || shutting_down || now - last_pass_ns >= 1'000'000) {
+    // Reads waiting for other nodes: their HTTP client runs in the libevent passes.
+    if (interrupted || shutting_down || fanouts_waiting || now - last_pass_ns >= 1'000'000) {
       if (event_base_loop(base, EVLOOP_NONBLOCK) < 0) return false;
       if (event_base_got_exit(base) || event_base_got_break(base)) return true;
       last_pass_ns = now;
     }
     // Idle, the wait ends at the tick (heartbeat, timeouts); a step-aside or the drain
-    // needs the loop's timers within a millisecond.
+    // needs the loop's timers within a millisecond; a read waiting for another node polls
+    // libevent every 50 us (its sockets are libevent's, not the ring's).
     const int64_t wait_ms = stepped_aside || shutting_down ? 1 : std::max<int64_t>(1, opt.heartbeat_every.count());
     __kernel_timespec ts{wait_ms / 1000, wait_ms % 1000 * 1'000'000};
+    if (fanouts_waiting) ts = {0, 50'000};
     io_uring_cqe* cqe = nullptr;
     const int rc = io_uring_submit_and_wait_timeout(&r.uring, &cqe, 1, &ts, nullptr);
     interrupted = rc == -EINTR || rc == -ETIME;

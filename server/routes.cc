@@ -15,11 +15,10 @@
 namespace server {
 namespace {
 
-constexpr size_t kQueryDefaultLimit = 1000;   // series per /v1/query page
 constexpr size_t kQueryMaxLimit = 10000;
 constexpr size_t kQueryMaxParams = 64;
 
-enum class Endpoint { series, query, metrics_list, metric, snapshot, prom, healthz, ui, status, other };
+enum class Endpoint { series, query, metrics_list, metric, snapshot, prom, healthz, ui, status, parts, other };
 
 uint32_t request_counter(Endpoint e) {
   switch (e) {
@@ -32,6 +31,7 @@ uint32_t request_counter(Endpoint e) {
     case Endpoint::healthz: return kReqHealthz;
     case Endpoint::ui:
     case Endpoint::status:
+    case Endpoint::parts:
     case Endpoint::other: return kReqOther;
   }
   return kReqOther;
@@ -45,17 +45,8 @@ uint32_t status_counter(int status) {
   return kStatus2xx;
 }
 
-// /v1/query's parameters. `metric`, `limit` and `cursor` are reserved; every other
-// parameter is a label filter (so a label of one of those names cannot be filtered on).
-struct QueryParams {
-  std::string metric;
-  size_t limit = kQueryDefaultLimit;
-  std::string cursor;
-  bool has_cursor = false;
-  std::vector<std::pair<std::string, std::string>> labels;
-};
+}  // namespace
 
-// Fills q from the query string; returns "" or the reason for a 400.
 std::string parse_query(std::string_view query, QueryParams& q) {
   bool have_metric = false, have_limit = false;
   size_t params = 0;
@@ -103,7 +94,18 @@ bool series_has_labels(std::string_view record_key, const std::vector<std::pair<
   });
 }
 
-}  // namespace
+size_t list_position_after(const shm::ListView& list, std::string_view series_key) {
+  std::string key(ingest::kSeriesPrefix);
+  key.append(series_key);
+  size_t lo = 0, hi = list.size();
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    auto r = list.at(mid);
+    if (r && r->key <= std::string_view(key)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
 
 void HttpServer::Impl::handle(Conn& c, const Request& req, const shm::SnapshotView* view, bool store_failed) {
   std::string_view path = req.path;
@@ -130,6 +132,9 @@ void HttpServer::Impl::handle(Conn& c, const Request& req, const shm::SnapshotVi
     rest = path.substr(3);
   } else if (path == "/v1/status") {
     ep = Endpoint::status;
+  } else if (path.starts_with("/internal/v1/parts/")) {
+    ep = Endpoint::parts;
+    rest = path.substr(19);
   }
   bump(request_counter(ep));
   const uint64_t gen = view ? view->generation() : 0;
@@ -143,6 +148,16 @@ void HttpServer::Impl::handle(Conn& c, const Request& req, const shm::SnapshotVi
   if (ep == Endpoint::status) return serve_status(c, req, view);
   if (store_failed) return respond_json_error(c, req, 500, gen, "snapshot unreadable");
   if (!view) return respond_json_error(c, req, 503, gen, "no snapshot yet");
+  if (const PartitionMap* map = partition_map(*view)) {
+    switch (ep) {
+      case Endpoint::parts: return serve_parts(c, req, rest, *view, *map);
+      case Endpoint::series: return serve_partitioned(c, req, PartKind::series, rest, *view, *map);
+      case Endpoint::metric: return serve_partitioned(c, req, PartKind::metric, rest, *view, *map);
+      case Endpoint::metrics_list: return serve_partitioned(c, req, PartKind::metrics, rest, *view, *map);
+      case Endpoint::query: return serve_partitioned(c, req, PartKind::query, rest, *view, *map);
+      default: break;
+    }
+  }
 
   switch (ep) {
     case Endpoint::series: {
@@ -167,6 +182,7 @@ void HttpServer::Impl::handle(Conn& c, const Request& req, const shm::SnapshotVi
     }
     case Endpoint::query: return serve_query(c, req, *view);
     case Endpoint::snapshot: return start_snapshot(c, req, *view);
+    case Endpoint::parts: return respond_json_error(c, req, 404, gen, "not a partitioned node");
     default: return respond_json_error(c, req, 404, gen, "no such endpoint");
   }
 }
@@ -238,17 +254,7 @@ void HttpServer::Impl::serve_query(Conn& c, const Request& req, const shm::Snaps
   const std::string list_name = ingest::metric_record_key(q.metric);
   const shm::ListView list = view.find_list(list_name);
   size_t i = 0;
-  if (q.has_cursor) {  // first record whose key sorts after "s:" + cursor
-    key.assign(ingest::kSeriesPrefix).append(q.cursor);
-    size_t lo = 0, hi = list.size();
-    while (lo < hi) {
-      size_t mid = lo + (hi - lo) / 2;
-      auto r = list.at(mid);
-      if (r && r->key <= std::string_view(key)) lo = mid + 1;
-      else hi = mid;
-    }
-    i = lo;
-  }
+  if (q.has_cursor) i = list_position_after(list, q.cursor);
   body.assign(R"({"series":[)");
   size_t returned = 0, scanned = 0;
   std::string_view last_key;

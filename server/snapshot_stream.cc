@@ -25,6 +25,16 @@ void HttpServer::Impl::start_snapshot(Conn& c, const Request& req, const shm::Sn
   o.append("\r\nContent-Type: application/json\r\nX-Snapshot-Generation: ");
   http::append_uint(o, s->generation);
   o.append(s->chunked ? "\r\nTransfer-Encoding: chunked\r\n" : "\r\n");
+  // A partitioned node's snapshot is its own partitions: the cluster's data is read
+  // through the routed endpoints, and this says it is not all of it.
+  if (const PartitionMap* map = partition_map(view)) {
+    std::string held;
+    size_t count = 0;
+    for (uint32_t p = 0; p < map->routes.size(); ++p)
+      if (map->routes[p].local) held.append(count++ ? "," : "").append(std::to_string(p));
+    o.append(count == map->partitions && count ? "Telemetryd-Partial: false\r\n" : "Telemetryd-Partial: true\r\n");
+    o.append("Telemetryd-Partitions: ").append(held).append("\r\n");
+  }
   if (!keep) o.append("Connection: close\r\n");
   o.append("\r\n");
   if (!keep) c.close_after_flush = true;

@@ -6,16 +6,19 @@
 // tick's samples to the partitions' logs, one entry per partition, numbered by a
 // PartitionWriter per source and epoch. With otlp-listen, what is pushed to it goes to the
 // partitions the same way at each tick, as a source of its own (writer_pushes.h).
+#include <algorithm>
 #include <csignal>
 #include <map>
 
 #include <event2/event.h>
 
 #include "cluster/partitioned.h"
+#include "common/partitions.h"
 #include "common/log.h"
 #include "ingest/ingest.h"
 #include "ingest/replica/replica.h"
 #include "server/cluster_status.h"
+#include "server/partition_map.h"
 #include "server/service.h"
 #include "server/writer.h"
 #include "server/writer_pushes.h"
@@ -111,10 +114,15 @@ struct PartitionedWriter : cluster::PartitionHost {
     }
   }
   void build_and_publish() {
+    const cluster::PartitionedStatus status = node->status();
+    auto primary = [&](uint32_t p) {
+      return std::any_of(status.held.begin(), status.held.end(),
+                         [&](const cluster::HeldPartition& h) { return h.partition == p && h.primary; });
+    };
     std::vector<ingest::AggregatorPart> views;
     std::vector<shm::SourceStatus> statuses;
     for (auto& [p, state] : held.states()) {
-      views.push_back(ingest::AggregatorPart{&state.aggregator(), state.clock()});
+      views.push_back(ingest::AggregatorPart{&state.aggregator(), state.clock(), p, primary(p)});
       for (shm::SourceStatus& s : state.statuses()) {
         auto same = [&](const shm::SourceStatus& x) { return x.url == s.url; };
         auto found = std::find_if(statuses.begin(), statuses.end(), same);
@@ -122,8 +130,9 @@ struct PartitionedWriter : cluster::PartitionHost {
         else if (s.last_fetch_ns > found->last_fetch_ns) *found = std::move(s);
       }
     }
-    if (views.empty()) views.push_back(ingest::AggregatorPart{&nothing, 0});  // holds none yet
-    ingest::build_parts(builder, views);
+    if (views.empty()) views.push_back(ingest::AggregatorPart{&nothing, 0, 0, false});  // holds none yet
+    ingest::build_parts(builder, views, ingest::BuildPartsOptions{.partition_views = true});
+    builder.add(kPartitionMapRecord, encode_partition_map(partition_map(status)));
     // A local count: a partitioned node's snapshot is made of several partitions'
     // generations; this one only has to grow.
     uint64_t g = writer->publish(builder, std::max(generation, writer->generation()) + 1);
@@ -132,6 +141,37 @@ struct PartitionedWriter : cluster::PartitionHost {
     for (uint32_t i = 0; i < statuses.size(); ++i) writer->set_source_status(i, statuses[i]);
     counter(kTicks).fetch_add(1, std::memory_order_relaxed);
     heartbeat();
+  }
+
+  // Where each partition is served: here, and by which other ready holders.
+  PartitionMap partition_map(const cluster::PartitionedStatus& s) const {
+    PartitionMap map;
+    map.partitions = s.partitions;
+    map.window_ms = uint64_t(options.ingest.window.count());
+    map.routes.resize(s.partitions);
+    for (const cluster::HeldPartition& h : s.held) {
+      if (h.partition >= s.partitions || h.state == cluster::HoldState::syncing) continue;
+      PartitionRoute& r = map.routes[h.partition];
+      r.local = true;
+      r.primary = h.primary;
+      r.generation = held.applied_seq(h.partition);
+    }
+    std::vector<std::string_view> ids;  // of each address
+    for (const cluster::PartitionedMember& m : s.members) {
+      if (m.node_id == s.node_id || m.http_address.empty()) continue;
+      const auto index = uint16_t(map.addresses.size());
+      map.addresses.push_back(m.http_address);
+      ids.push_back(m.node_id);
+      for (uint32_t p : m.ready)
+        if (p < s.partitions) map.routes[p].remote.push_back(index);
+    }
+    for (uint32_t p = 0; p < s.partitions; ++p) {  // heaviest first, as holders() orders them
+      auto heavier = [&](uint16_t a, uint16_t b) {
+        return common::holder_weight(ids[a], p) > common::holder_weight(ids[b], p);
+      };
+      std::sort(map.routes[p].remote.begin(), map.routes[p].remote.end(), heavier);
+    }
+    return map;
   }
 
   static void on_beat(evutil_socket_t, short, void* arg) {
@@ -190,6 +230,7 @@ int run_partitioned_writer(shm::Store& store, const Options& options) {
   cs.redis = cluster::parse_address(options.cluster);  // checked by check_options
   cs.name = options.cluster_name;
   cs.node_id = options.node_id;
+  cs.http_address = options.advertise;
   cs.partitions = options.partitions;
   cs.replication = options.replication_factor;
   cs.may_pull = options.role != "follower";

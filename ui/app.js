@@ -334,8 +334,10 @@ function showWorkers(s, rate) {
 // term, leader, Redis and sync state, and the live members as the last heartbeat saw them.
 function showCluster(cluster) {
   $('cluster-single').hidden = !!cluster;
-  $('cluster-nodes').hidden = !cluster;
+  $('cluster-nodes').hidden = !cluster || !!(cluster && cluster.partitioning);
+  $('cluster-partitions').hidden = !(cluster && cluster.partitioning);
   if (!cluster) return;
+  if (cluster.partitioning) return showPartitions(cluster);
   const state = cluster.degraded ? 'degraded: Redis unreachable'
     : cluster.follow_problem && cluster.follow_problem !== '-' ? `cannot follow: ${cluster.follow_problem}`
     : cluster.synced ? 'synced' : 'syncing';
@@ -348,6 +350,31 @@ function showCluster(cluster) {
     el('td', { text: n.node_id === cluster.leader_id ? 'leader' : n.may_lead === false ? 'follower only' : String(n.role) }),
     el('td', { class: 'num', text: fmtCount(n.applied) }),
     el('td', { class: 'num', text: `${fmtCount(n.lag_ms)} ms` }))));
+}
+
+// A partitioned node: the partition map as the members' heartbeats publish it (each
+// member's ready partitions), and this node's own share with its state.
+function showPartitions(cluster) {
+  const p = cluster.partitioning;
+  const held = new Map((Array.isArray(p.held) ? p.held : []).map((h) => [h.partition, h]));
+  const members = Array.isArray(cluster.node) ? cluster.node : [];
+  const readyOn = (part) => members.filter((n) => String(n.partitions).split(',').includes(String(part)))
+    .map((n) => n.node_id);
+  $('partitions-self').textContent = `This node: ${cluster.node_id}; ${p.partitions} partitions, each held by ` +
+    `${p.replication_factor} nodes; it holds ${held.size}; Redis ${cluster.redis}; ` +
+    `${cluster.ready ? 'ready' : 'syncing'}; ${members.length} members`;
+  const rows = [];
+  for (let part = 0; part < p.partitions; ++part) {
+    const h = held.get(part);
+    const holders = readyOn(part);
+    rows.push(el('tr', { 'data-key': String(part) },
+      el('th', { scope: 'row', text: String(part) }),
+      el('td', { text: holders.length ? holders.join(', ') : 'none ready' }),
+      el('td', { text: h ? String(h.state) : '–' }),
+      el('td', { text: h && h.primary ? 'yes' : '–' }),
+      el('td', { class: 'num', text: h ? fmtCount(h.generation) : '–' })));
+  }
+  $('cluster-partitions').querySelector('tbody').replaceChildren(...rows);
 }
 
 // ---------------------------------------------------------------------------------

@@ -259,6 +259,33 @@ struct MetricBuild {
   }
 };
 
+// What a build with partition views gathers per part and metric for its "r:" partial
+// and "p:" list: the series terms encoded as it walks them (rollup_partial.cc), their
+// sketch and buckets merged. Kept across builds, as MetricBuild.
+struct PartialBuild {
+  QuantileSketch sketch;
+  std::vector<BoundCount> bounds;
+  bool bounds_differ = false;
+  std::string series;  // the series' entries of the partial, in key order
+  std::vector<uint32_t> records;  // their "s:" records' ids, same order
+  void clear() {
+    sketch.clear();
+    bounds.clear();
+    bounds_differ = false;
+    series.clear();
+    records.clear();
+  }
+};
+
+// A partial's bytes (window.h, Rollup partials) from what the build gathered: the
+// header, bins and bounds, then series_bytes (series entries append_partial_series()
+// wrote, series_count of them).
+void append_partial(std::string& out, double window_s, size_t series_count,
+                    std::span<const SketchCount> bins, std::span<const BoundCount> bounds,
+                    bool bounds_differ, std::string_view series_bytes);
+// One series' entry of a partial.
+void append_partial_series(std::string& out, std::string_view key, const Aggregate& a);
+
 // Series bodies rendered by build()'s threads, in key order, for the building thread to
 // add: each series' body then its key as a JSON string in text, its sorted sketch bins
 // and a histogram's bucket counts, each series' ends recorded.
@@ -327,6 +354,9 @@ struct Aggregator::Impl {
   std::vector<uint32_t> build_metric_index;
   std::unordered_map<std::string_view, uint32_t> build_metric_ids;  // build_parts() only
   std::vector<MergedSeries> merged_order;  // build_parts(): the parts' series in key order
+  // Partition views: part p's metric i at p * metrics + i; the bins of one partial.
+  std::vector<PartialBuild> partial_builds;
+  std::vector<SketchCount> partial_bins;
   std::string body;
   size_t last_build_bytes = 0;        // key + value bytes of the last build
   std::vector<SavedBucket> saved_scratch;  // load(): one series' buckets as saved
@@ -363,10 +393,13 @@ struct Aggregator::Impl {
   static void finish_rollup(MetricBuild& ms);
 };
 
-// One aggregator of a build and its clock.
+// One aggregator of a build, its clock and its AggregatorPart's partition and
+// prometheus.
 struct BuildPart {
   Aggregator::Impl* impl;
   int64_t now_ns;
+  uint32_t partition;
+  bool prometheus;
 };
 
 // The build's metric table (see Impl::build_metric_names), parts[0] leading.
@@ -376,8 +409,9 @@ void index_metrics(std::span<const BuildPart> parts);
 void merge_orders(std::span<const BuildPart> parts, std::vector<MergedSeries>& into);
 // Renders every record and list of the snapshot into builder, cleared first: the
 // series in key order (one part's own order, or `merged`), each at its part's clock,
-// the rollups over all of them. The parts are expired and their orders merged already.
+// the rollups over all of them, and with views each part's "p:" lists and "r:"
+// partials. The parts are expired and their orders merged already.
 void build_snapshot(shm::SnapshotBuilder& builder, std::span<const BuildPart> parts,
-                    std::span<const MergedSeries> merged);
+                    std::span<const MergedSeries> merged, bool views);
 
 }  // namespace ingest

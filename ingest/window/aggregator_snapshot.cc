@@ -2,6 +2,8 @@
 // and the snapshot build that renders them, over one aggregator's series or the merged
 // series of several (Aggregator::build, build_parts in build_parts.cc).
 
+#include <numeric>
+
 #include "ingest/window/aggregator_impl.h"
 
 namespace ingest {
@@ -110,6 +112,7 @@ struct OneOrder {
   const SeriesState* state(size_t n) const { return &m->series[m->order[n]]; }
   const Aggregator::Impl& holder(size_t) const { return *m; }
   int64_t now(size_t) const { return now_ns; }
+  uint32_t part(size_t) const { return 0; }
 };
 
 struct MergedOrder {
@@ -119,6 +122,7 @@ struct MergedOrder {
   const SeriesState* state(size_t n) const { return merged[n].state; }
   const Aggregator::Impl& holder(size_t n) const { return *parts[merged[n].part].impl; }
   int64_t now(size_t n) const { return parts[merged[n].part].now_ns; }
+  uint32_t part(size_t n) const { return merged[n].part; }
 };
 
 // Renders the series at [begin, end) of the order into chunk (the build's producers, at
@@ -165,11 +169,13 @@ void render_chunk(const Order& order, size_t begin, size_t end, RenderChunk& chu
 // their metric's rollup here, chunk after chunk in key order, so that the bytes do not
 // depend on the thread count nor on how the series are split over parts. Adding is a
 // few random loads per series (the builder's table slot for its record): prefetched 8
-// series ahead. Fills series_aggs (when prom_series) in the same order.
+// series ahead. Fills series_aggs (when prom_series) in the same order, and with
+// partition views (partials not empty) each series' part and metric's PartialBuild.
 // Long as one piece: its producer and consumer lambdas share the build's per-metric state.
 template <typename Order>
 void add_series(shm::SnapshotBuilder& builder, Aggregator::Impl& m, const Order& order,
-                double window_s, bool prom_series, std::vector<Aggregate>& series_aggs) {
+                double window_s, bool prom_series, std::vector<Aggregate>& series_aggs,
+                std::span<PartialBuild> partials) {
   std::vector<MetricBuild>& metrics = m.metric_builds;
   std::vector<uint32_t>& all_records = m.all_records;
   const size_t count = order.size();
@@ -201,6 +207,18 @@ void add_series(shm::SnapshotBuilder& builder, Aggregator::Impl& m, const Order&
         merge_bounds(ms.bounds, &ms.bounds_differ,
                      std::span<const BoundCount>(chunk.bounds).subspan(bounds_at, r.bounds_end - bounds_at));
       if (prom_series) series_aggs.push_back(r.agg);
+      if (!partials.empty()) {
+        PartialBuild& pb = partials[order.part(n) * metrics.size() + r.metric];
+        pb.records.push_back(id);
+        const std::string& record = m.record_keys[n % 16];  // in cache: "s:" + key
+        append_partial_series(pb.series, std::string_view(record).substr(kSeriesPrefix.size()),
+                              r.agg);
+        for (uint32_t k = bins_at; k < r.bins_end; ++k)
+          pb.sketch.add_key(chunk.bins[k].key, chunk.bins[k].count);
+        if (r.agg.count)
+          merge_bounds(pb.bounds, &pb.bounds_differ,
+                       std::span<const BoundCount>(chunk.bounds).subspan(bounds_at, r.bounds_end - bounds_at));
+      }
       text_at = r.key_end;
       bins_at = r.bins_end;
       bounds_at = r.bounds_end;
@@ -217,10 +235,14 @@ void add_series(shm::SnapshotBuilder& builder, Aggregator::Impl& m, const Order&
   builder.add_list(kSeriesList, std::span<const uint32_t>(all_records));
 }
 
-// The metrics' records and lists, "metrics" and "prom", after add_series().
+// The metrics' records and lists, "metrics" and "prom", after add_series(); the rollups
+// go into "prom" only when export_rollups says.
+// Returns the metrics in name order (their indexes), for the partition views.
 template <typename Order>
-void add_rollups(shm::SnapshotBuilder& builder, Aggregator::Impl& m, const Order& order,
-                 double window_s, bool prom_series, const std::vector<Aggregate>& series_aggs) {
+std::vector<uint32_t> add_rollups(shm::SnapshotBuilder& builder, Aggregator::Impl& m,
+                                  const Order& order, std::span<const BuildPart> parts,
+                                  double window_s, bool prom_series, bool export_rollups,
+                                  const std::vector<Aggregate>& series_aggs) {
   std::vector<MetricBuild>& metrics = m.metric_builds;
   const std::vector<std::string_view>& names = m.build_metric_names;
   std::vector<uint32_t> metric_order;
@@ -254,34 +276,87 @@ void add_rollups(shm::SnapshotBuilder& builder, Aggregator::Impl& m, const Order
   if (prom_series) {
     prom.reserve(order.size());
     for (size_t n = 0; n < order.size(); ++n) {
+      if (!parts[order.part(n)].prometheus) continue;
       const SeriesState& st = *order.state(n);
       prom.push_back({st.key, names[order.holder(n).build_metric_index[st.metric]],
                       &series_aggs[n]});
     }
   }
   body.clear();
+  if (!export_rollups) prom_metrics.clear();
   render_prometheus(body, prom_metrics, prom);
   builder.add(kPromRecord, body);
+  return metric_order;
+}
+
+// Each part's "p:P:NAME" lists, "r:P:NAME" partials and "p:P" list, parts by partition
+// number so that the bytes do not depend on the order of the parts.
+void add_partition_views(shm::SnapshotBuilder& builder, Aggregator::Impl& m,
+                         std::span<const BuildPart> parts, std::span<const uint32_t> metric_order,
+                         double window_s) {
+  const size_t metrics = m.metric_builds.size();
+  std::vector<uint32_t> by_number(parts.size());
+  std::iota(by_number.begin(), by_number.end(), 0u);
+  std::sort(by_number.begin(), by_number.end(), [&](uint32_t a, uint32_t b) {
+    return parts[a].partition < parts[b].partition;
+  });
+  std::string& bytes = m.body;
+  std::vector<uint32_t> partials;
+  for (uint32_t p : by_number) {
+    partials.clear();
+    for (uint32_t i : metric_order) {
+      PartialBuild& pb = m.partial_builds[p * metrics + i];
+      if (pb.records.empty()) continue;
+      const std::string_view metric = m.build_metric_names[i];
+      builder.add_list(partition_metric_list_key(parts[p].partition, metric),
+                       std::span<const uint32_t>(pb.records));
+      m.partial_bins.clear();
+      pb.sketch.append_bins(m.partial_bins);
+      bytes.clear();
+      append_partial(bytes, window_s, pb.records.size(), m.partial_bins, pb.bounds,
+                     pb.bounds_differ, pb.series);
+      partials.push_back(builder.add(partial_record_key(parts[p].partition, metric), bytes));
+    }
+    builder.add_list(partition_list_key(parts[p].partition), std::span<const uint32_t>(partials));
+  }
 }
 
 template <typename Order>
-void build_ordered(shm::SnapshotBuilder& builder, Aggregator::Impl& m, const Order& order) {
+void build_ordered(shm::SnapshotBuilder& builder, Aggregator::Impl& m, const Order& order,
+                   std::span<const BuildPart> parts, bool views) {
   builder.clear();
   const double window_s = static_cast<double>(m.window_ns) / 1e9;
   std::vector<Aggregate> series_aggs;
-  const bool prom_series = order.size() < m.config.prom_series_limit;
+  size_t exported = 0;  // the series "prom" may hold
+  for (const BuildPart& p : parts)
+    if (p.prometheus) exported += p.impl->order.size();
+  const bool prom_series = exported < m.config.prom_series_limit;
   if (prom_series) series_aggs.reserve(order.size());
+  const size_t metrics = m.build_metric_names.size();
+  std::span<PartialBuild> partials;
+  if (views) {
+    m.partial_builds.resize(parts.size() * metrics);
+    for (PartialBuild& pb : m.partial_builds) pb.clear();
+    partials = m.partial_builds;
+  }
   // Sized from the last build, so a steady writer does not regrow the builder.
-  builder.reserve(order.size() + m.build_metric_names.size() + 2, m.last_build_bytes);
-  add_series(builder, m, order, window_s, prom_series, series_aggs);
-  add_rollups(builder, m, order, window_s, prom_series, series_aggs);
+  const size_t view_records = views ? parts.size() * metrics : 0;
+  builder.reserve(order.size() + metrics + 2 + view_records, m.last_build_bytes);
+  add_series(builder, m, order, window_s, prom_series, series_aggs, partials);
+  // A partitioned node's rollups cover only the partitions it holds: a scrape of every
+  // node would add them up more than once, so none is exported (views are on exactly there).
+  const bool export_rollups =
+      !views && std::all_of(parts.begin(), parts.end(), [](const BuildPart& p) { return p.prometheus; });
+  std::vector<uint32_t> metric_order =
+      add_rollups(builder, m, order, parts, window_s, prom_series, export_rollups, series_aggs);
+  if (views) add_partition_views(builder, m, parts, metric_order, window_s);
   m.last_build_bytes = builder.serialized_size();
 }
 
 }  // namespace
 
 void build_snapshot(shm::SnapshotBuilder& builder, std::span<const BuildPart> parts,
-                    std::span<const MergedSeries> merged) {
+                    std::span<const MergedSeries> merged, bool views) {
   Aggregator::Impl& lead = *parts[0].impl;
   std::vector<MetricBuild>& metrics = lead.metric_builds;
   metrics.resize(lead.build_metric_names.size());
@@ -289,8 +364,8 @@ void build_snapshot(shm::SnapshotBuilder& builder, std::span<const BuildPart> pa
     metrics[i].clear();
     append_json_string(metrics[i].name_json, lead.build_metric_names[i]);
   }
-  if (parts.size() == 1) build_ordered(builder, lead, OneOrder{&lead, parts[0].now_ns});
-  else build_ordered(builder, lead, MergedOrder{merged, parts});
+  if (parts.size() == 1) build_ordered(builder, lead, OneOrder{&lead, parts[0].now_ns}, parts, views);
+  else build_ordered(builder, lead, MergedOrder{merged, parts}, parts, views);
 }
 
 void Aggregator::build(shm::SnapshotBuilder& builder, int64_t now_ns) {

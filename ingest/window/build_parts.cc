@@ -69,7 +69,8 @@ void merge_orders(std::span<const BuildPart> parts, std::vector<MergedSeries>& i
   }
 }
 
-void build_parts(shm::SnapshotBuilder& builder, std::span<const AggregatorPart> parts) {
+void build_parts(shm::SnapshotBuilder& builder, std::span<const AggregatorPart> parts,
+                 const BuildPartsOptions& options) {
   if (parts.empty()) {
     Aggregator nothing{Config{}};
     nothing.build(builder, 0);
@@ -86,7 +87,14 @@ void build_parts(shm::SnapshotBuilder& builder, std::span<const AggregatorPart> 
         m.config.prom_series_limit != lead.config.prom_series_limit)
       throw std::invalid_argument(
           "build_parts: the parts' window, stale_after or prom_series_limit differ");
-    build.push_back(BuildPart{&m, part.now_ns});
+    build.push_back(BuildPart{&m, part.now_ns, part.partition, part.prometheus});
+  }
+  if (options.partition_views) {
+    std::vector<uint32_t> numbers;
+    for (const AggregatorPart& part : parts) numbers.push_back(part.partition);
+    std::sort(numbers.begin(), numbers.end());
+    if (std::adjacent_find(numbers.begin(), numbers.end()) != numbers.end())
+      throw std::invalid_argument("build_parts: two parts have one partition number");
   }
   for (const AggregatorPart& part : parts) {
     part.aggregator->expire(part.now_ns);
@@ -94,12 +102,12 @@ void build_parts(shm::SnapshotBuilder& builder, std::span<const AggregatorPart> 
   }
   if (build.size() == 1) {
     index_metrics(build);
-    build_snapshot(builder, build, {});
+    build_snapshot(builder, build, {}, options.partition_views);
     return;
   }
   merge_orders(build, build[0].impl->merged_order);
   index_metrics(build);
-  build_snapshot(builder, build, build[0].impl->merged_order);
+  build_snapshot(builder, build, build[0].impl->merged_order, options.partition_views);
 }
 
 }  // namespace ingest

@@ -37,6 +37,14 @@ double QuantileSketch::value_of(int32_t key) {
   return 0;
 }
 
+bool QuantileSketch::valid_key(int32_t key) {
+  // Indexes of finite doubles lie within 40000 of 0 (see kBias).
+  constexpr int32_t kReach = 40000;
+  if (key == 0) return true;
+  int64_t index = (key > 0 ? int64_t{key} : -int64_t{key}) - kBias;  // 64 bits: -INT32_MIN
+  return index >= -kReach && index <= kReach;
+}
+
 void QuantileSketch::Store::add(int32_t index, uint64_t n) {
   total += n;
   if (counts.empty()) {
@@ -85,6 +93,17 @@ void QuantileSketch::merge(const QuantileSketch& other) {
   merge_store(positive_, other.positive_);
   merge_store(negative_, other.negative_);
   zero_ += other.zero_;
+}
+
+void QuantileSketch::append_bins(std::vector<SketchCount>& out) const {
+  // Most negative value first: the highest negative index.
+  for (size_t i = negative_.counts.size(); i-- > 0;)
+    if (negative_.counts[i])
+      out.push_back({-(negative_.offset + static_cast<int32_t>(i) + kBias), negative_.counts[i]});
+  if (zero_) out.push_back({0, zero_});
+  for (size_t i = 0; i < positive_.counts.size(); ++i)
+    if (positive_.counts[i])
+      out.push_back({positive_.offset + static_cast<int32_t>(i) + kBias, positive_.counts[i]});
 }
 
 void QuantileSketch::clear() {

@@ -29,6 +29,13 @@ struct SketchBin {
   uint32_t count;
 };
 
+// A bin of a merged sketch, whose counts outgrow 32 bits.
+struct SketchCount {
+  int32_t key;
+  uint64_t count;
+  bool operator==(const SketchCount&) const = default;
+};
+
 class QuantileSketch {
  public:
   static constexpr double kRelativeAccuracy = 0.01;
@@ -37,11 +44,16 @@ class QuantileSketch {
   // The ordered key of a finite value, and a value of the key's bucket within 1%.
   static int32_t key_of(double value);
   static double value_of(int32_t key);
+  // Whether key_of() can give key: a key read from outside (a rollup partial) is
+  // checked, as add_key() of any other could overflow its index arithmetic.
+  static bool valid_key(int32_t key);
 
   void add(double value) { add_key(key_of(value), 1); }
   void add_key(int32_t key, uint64_t count);
   void merge(const QuantileSketch& other);
   void clear();
+  // Appends the non-empty bins, ascending key.
+  void append_bins(std::vector<SketchCount>& out) const;
   uint64_t count() const { return zero_ + positive_.total + negative_.total; }
 
   // The value of rank floor(q * (count - 1)) within 1%; 0 when empty.

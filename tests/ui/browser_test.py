@@ -447,11 +447,48 @@ def check_cluster(wd, binary, tmp, out):
         redis.stop()
 
 
+def check_partitioned(wd, binary, tmp, out):
+    """Two nodes of a partitioned cluster (4 partitions, one holder each): either node's
+    view shows the partition map, and its metric list is the whole cluster's."""
+    redis = Redis(tmp)
+    nodes = []
+    try:
+        for name in ("ui-pa", "ui-pb"):
+            nodes.append(Service(binary, tmp, name, ["--cluster", f"redis://127.0.0.1:{redis.port}",
+                                                     "--cluster-name", f"uip{os.getpid()}", "--node-id", name,
+                                                     "--lease", "1s", "--partitions", "4",
+                                                     "--replication-factor", "1"]))
+        status = lambda n: n.json("/v1/status")[0]["cluster"]
+        held = lambda n: {h["partition"] for h in status(n)["partitioning"]["held"] if h["state"] == "ready"}
+        wait_for("the four partitions split over both nodes",
+                 lambda: held(nodes[0]) | held(nodes[1]) == {0, 1, 2, 3} and held(nodes[0]) and held(nodes[1]))
+        b = nodes[1]
+        wd.go(b.url + "/ui")
+        rows = lambda: {r["key"]: r["cells"] for r in wd.script(READ_TABLE, "#cluster-partitions table")}
+        def map_shown():
+            r = rows()
+            return (set(r) == {"0", "1", "2", "3"} and all(c[1] in ("ui-pa", "ui-pb") for c in r.values())
+                    and {int(k) for k, c in r.items() if c[2] == "ready"} == held(b))
+        wait_for("the partition map: every partition's holder, this node's own ready", map_shown)
+        assert wd.attribute(wd.find("#cluster-nodes"), "hidden") is not None, "the unpartitioned members table is shown"
+        names = sorted(m["metric"] for m in b.json("/v1/metrics")[0]["metrics"])
+        assert names == sorted(m["metric"] for m in nodes[0].json("/v1/metrics")[0]["metrics"]), "nodes disagree"
+        page_names = lambda: sorted(r["key"] for r in wd.script(READ_TABLE, "#metrics"))
+        wait_for("the metric list: the whole cluster's", lambda: page_names() == names)
+        print(f"partitions card: {wd.text(wd.find('#partitions-self'))}")
+        wd.screenshot(os.path.join(out, "ui-partitions.png"))
+    finally:
+        for n in nodes:
+            n.stop()
+        redis.stop()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--telemetryd", required=True)
     ap.add_argument("--out", required=True, help="folder for the screenshots")
     ap.add_argument("--cluster", action="store_true", help="check the cluster card on two cluster nodes")
+    ap.add_argument("--partitioned", action="store_true", help="check the partition map on a partitioned cluster")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="tdui-")
@@ -461,6 +498,8 @@ def main():
         driver, wd = start_driver(tmp)
         if args.cluster:
             check_cluster(wd, args.telemetryd, tmp, args.out)
+        elif args.partitioned:
+            check_partitioned(wd, args.telemetryd, tmp, args.out)
         else:
             svc = Service(args.telemetryd, tmp)
             check(wd, svc, args.out)
