@@ -281,21 +281,50 @@ void PartitionedNode::append(uint32_t partition, const std::string& source, uint
   if (partition >= m.partitions) return later(std::move(done), "no such partition");
   Keys k(common::partition_tag(m.settings.name, partition));
   uint32_t max_len = std::max<uint32_t>(256, 8 * m.settings.checkpoint_every);
+  if (m.logs.size() < m.partitions) m.logs.resize(m.partitions);
+  // A log this node knew had begun, found empty, is one Redis lost: the script refuses it
+  // until the primary's checkpoint (an entry appended before that would never be applied).
+  // Not for ever: a partition whose holders went with Redis starts again from nothing.
+  const Impl::LogKnown& known = m.logs[partition];
+  const int64_t now = unix_ms();
+  const bool begun = (known.begun || m.host.applied_seq(partition) > 0) &&
+                     !(known.empty_since_ms && now - known.empty_since_ms > 2 * m.settings.lease.count());
   auto shared = std::make_shared<AppendDone>(std::move(done));
   bool sent = m.commands_for(partition).command(
       {"EVAL", kPartitionAppendScript, "4", k.log, k.log_end, k.checkpoints, k.sources, source, std::to_string(epoch),
-       std::to_string(tick), std::to_string(unix_ms()), std::move(entry), std::to_string(max_len)},
-      [&m, shared, source, epoch](const redisReply* r, const std::string& error) {
+       std::to_string(tick), std::to_string(now), std::move(entry), std::to_string(max_len), begun ? "1" : "0"},
+      [&m, shared, source, epoch, partition](const redisReply* r, const std::string& error) {
+        Impl::LogKnown& log_known = m.logs[partition];
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2) {
+          log_known = Impl::LogKnown{true, 0};
           ++m.entries_appended;
           (*shared)(true, "");
           return;
         }
         ++m.appends_refused;
+        if (!r && error.rfind("EMPTY", 0) == 0 && !log_known.empty_since_ms) log_known.empty_since_ms = unix_ms();
         if (!r && error.rfind("STALE", 0) == 0) m.on_stale(source, epoch, error);
         (*shared)(false, r ? "unexpected reply" : error);
       });
   if (!sent) later(std::move(*shared), "not connected to Redis");
+}
+
+void PartitionedNode::take_own_epoch(const std::string& source, uint64_t floor, EpochDone done) {
+  Impl& m = *impl_;
+  auto shared = std::make_shared<EpochDone>(std::move(done));
+  bool sent = m.commands.command(
+      {"EVAL", kEpochScript, "1", m.keys.tag + ":epoch:" + source, std::to_string(floor)},
+      [shared](const redisReply* r, const std::string& error) {
+        if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0) return (*shared)(uint64_t(r->integer), "");
+        (*shared)(0, r ? "unexpected reply" : error);
+      });
+  if (sent) return;
+  // done runs from the loop, never inside this call.
+  auto* call = new std::shared_ptr<EpochDone>(std::move(shared));
+  event_base_once(m.base, -1, EV_TIMEOUT, [](int, short, void* arg) {
+    std::unique_ptr<std::shared_ptr<EpochDone>> c(static_cast<std::shared_ptr<EpochDone>*>(arg));
+    (**c)(0, "not connected to Redis");
+  }, call, nullptr);
 }
 
 PartitionedStatus PartitionedNode::status() const {

@@ -131,6 +131,11 @@ class PartitionedNode {
   // takes them with a higher epoch). Done once it holds nothing; then stop the node. A
   // node that is the only member keeps what it holds (there is no one to hand it to).
   void drain();
+  // Takes an epoch for a source only this node writes (its OTLP push stream): above every
+  // epoch taken for the source and above floor (a STALE answer's fence), as a puller's
+  // (kEpochScript). done runs once, from the loop: the epoch, or 0 with why.
+  using EpochDone = std::function<void(uint64_t epoch, const std::string& why)>;
+  void take_own_epoch(const std::string& source, uint64_t floor, EpochDone done);
   PartitionedStatus status() const;
   uint32_t partitions() const;  // the cluster's P; 0 until Redis answered
 

@@ -86,6 +86,13 @@ struct PartitionedNode::Impl {
   std::vector<std::pair<std::string, uint64_t>> pulling;
   std::set<std::string> taking_epoch;  // sources whose epoch is being asked for
   std::map<std::string, uint64_t> epoch_floor;  // per source: the highest epoch a STALE named
+  // Per partition, for appends: whether its log is known to have begun (an append of this
+  // node went in), and since when (Unix ms) appends have found it empty (kPartitionAppendScript's begun).
+  struct LogKnown {
+    bool begun = false;
+    int64_t empty_since_ms = 0;
+  };
+  std::vector<LogKnown> logs;
   std::vector<std::string> notes;
   std::string last_problem;
   uint64_t entries_applied = 0, entries_appended = 0, appends_refused = 0, reloads = 0;

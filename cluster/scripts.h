@@ -57,7 +57,7 @@ extern const char* const kAppendScript;
 // A partition's log has several writers (the pullers of its sources, and the nodes that
 // take pushes), so it is not fenced by a lease; what keeps it exact is checked here,
 // atomically with the append. KEYS log log_end checkpoints sources; ARGV source epoch
-// tick publish_ms entry max_len. Appends the entry after the log's end (seq = end + 1)
+// tick publish_ms entry max_len [begun]. Appends the entry after the log's end (seq = end + 1)
 // with its chain hash computed here: the first 16 hex digits of SHA-1(the end's hash ..
 // entry), so every holder applies one history however the writers interleave. Per
 // source, epochs (a puller's term for it) and ticks (the interval grid) only go up:
@@ -69,6 +69,10 @@ extern const char* const kAppendScript;
 // off, without becoming the epoch of the entry already there (which it did not write:
 // its resend must not pass for a DUP).
 // The stream is capped at about max_len entries, a safety net behind checkpoints.
+// begun (optional) "1": the writer knows this log had entries or a checkpoint, so an empty
+// one is a log Redis lost (a restart without persistence): refused ("EMPTY ...") until the
+// partition's primary writes the checkpoint of its state that the log goes on from, since
+// an entry appended before that would be covered by that checkpoint, never applied.
 extern const char* const kPartitionAppendScript;
 // A partitioned cluster's P and R, fixed by the first node: KEYS partitioning; ARGV
 // "P R" -> the value the cluster has ("P R"), set to ARGV[1] if it had none.

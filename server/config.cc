@@ -356,8 +356,6 @@ void check_cluster(Options& o) {
     if (o.partitions > 1) throw std::invalid_argument("partitions: a partitioned node needs a cluster (--cluster)");
     return;
   }
-  if (o.partitions > 1 && !o.otlp_listen.empty())
-    throw std::invalid_argument("otlp-listen: a partitioned cluster does not take OTLP pushes yet (partitions > 1)");
   try {
     cluster::parse_address(o.cluster);
   } catch (const std::invalid_argument& e) {

@@ -4,7 +4,8 @@
 // snapshot covers them, each at its own clock. As the puller of some sources it fetches
 // them every interval (the Pipeline with a tap: nothing applied here) and appends each
 // tick's samples to the partitions' logs, one entry per partition, numbered by a
-// PartitionWriter per source and epoch.
+// PartitionWriter per source and epoch. With otlp-listen, what is pushed to it goes to the
+// partitions the same way at each tick, as a source of its own (writer_pushes.h).
 #include <algorithm>
 #include <csignal>
 #include <map>
@@ -20,6 +21,7 @@
 #include "server/partition_map.h"
 #include "server/service.h"
 #include "server/writer.h"
+#include "server/writer_pushes.h"
 
 namespace server {
 
@@ -39,6 +41,7 @@ struct PartitionedWriter : cluster::PartitionHost {
   std::unique_ptr<shm::Writer> writer;
   std::unique_ptr<ingest::Pipeline> pipeline;  // the puller's fetches
   std::unique_ptr<cluster::PartitionedNode> node;
+  std::unique_ptr<PartitionedPushes> pushes;  // with otlp-listen
   ingest::HeldPartitions held{options.ingest};
   std::map<std::string, std::unique_ptr<ingest::PartitionWriter>> writers;  // per pulled source
   shm::SnapshotBuilder builder;
@@ -226,7 +229,10 @@ int run_partitioned_writer(shm::Store& store, const Options& options) {
     log::error("bad ingest configuration: {}", e.what());
     return kExitBadConfig;
   }
-  w.pipeline->set_sample_tap([&w](const ingest::Pipeline::Tapped& t) { w.on_tapped(t); }, nullptr);
+  w.pipeline->set_sample_tap([&w](const ingest::Pipeline::Tapped& t) { w.on_tapped(t); },
+                             [&w](int64_t clock) {
+                               if (w.pushes) w.pushes->tick(clock);
+                             });
   w.pipeline->set_pulled({});
   cluster::PartitionedSettings cs;
   cs.redis = cluster::parse_address(options.cluster);  // checked by check_options
@@ -239,6 +245,22 @@ int run_partitioned_writer(shm::Store& store, const Options& options) {
   cs.lease = options.lease;
   cs.checkpoint_every = options.checkpoint_every;
   w.node = std::make_unique<cluster::PartitionedNode>(w.base, cs, w);
+  if (!options.otlp_listen.empty()) {
+    // Bound here, as the unpartitioned writer binds it: a failure (address in use, no
+    // permission) cannot be fixed by restarting.
+    try {
+      w.pushes = std::make_unique<PartitionedPushes>(w.base, options, *w.node, w.held);
+    } catch (const std::exception& e) {
+      log::error("{}", e.what());
+      w.node.reset();
+      w.pipeline.reset();
+      event_free(w.build_event);
+      event_base_free(w.base);
+      return kExitBadConfig;
+    }
+    log::info("OTLP/HTTP receiver listening on {} (port {}, source {})", options.otlp_listen, w.pushes->port(),
+              w.pushes->source());
+  }
   w.counter(kClusterSynced).store(0, std::memory_order_relaxed);
   log::info("partitioned cluster: node {} of cluster '{}' at {}, {} partitions asked, replication {}", cs.node_id,
             cs.name, cs.redis.text(), cs.partitions, cs.replication);
@@ -258,7 +280,8 @@ int run_partitioned_writer(shm::Store& store, const Options& options) {
     log::error("writer failed: {}", e.what());
     code = kExitFailure;
   }
-  w.node.reset();
+  w.node.reset();  // before the pushes: an append's answer may still come as the node goes
+  w.pushes.reset();
   w.pipeline.reset();
   event_free(w.build_event);
   events.reset();

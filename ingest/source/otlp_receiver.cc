@@ -328,8 +328,8 @@ struct OtlpReceiver::Impl {
       } else {
         add_retry_after(u.req);
         reply_error(u.req, u.encoding, 503, kUnavailable,
-                    "the interval that took these points was not committed (the node stopped leading "
-                    "or its state was reloaded): retry");
+                    "the interval that took these points was not committed (the node stopped leading, "
+                    "its state was reloaded, or a partition's log did not take its entry): retry");
       }
     }
   }

@@ -22,15 +22,18 @@ struct Append {
   uint64_t seq = 0;
 };
 
-Append append(Client& c, const std::string& source, uint64_t epoch, uint64_t tick, const std::string& entry) {
+// begun: the writer knows the log had begun (kPartitionAppendScript's last argument).
+Append append(Client& c, const std::string& source, uint64_t epoch, uint64_t tick, const std::string& entry,
+              bool begun = false) {
   try {
     std::vector<std::string> r =
         c.list({"EVAL", cluster::kPartitionAppendScript, "4", kKeys.log, kKeys.log_end, kKeys.checkpoints,
-                kKeys.sources, source, std::to_string(epoch), std::to_string(tick), "0", entry, "1000"});
+                kKeys.sources, source, std::to_string(epoch), std::to_string(tick), "0", entry, "1000",
+                begun ? "1" : "0"});
     return {r.at(0), std::stoull(r.at(1))};
   } catch (const std::runtime_error& e) {
     std::string what = e.what();
-    for (const char* kind : {"STALE", "OLD"})
+    for (const char* kind : {"STALE", "OLD", "EMPTY"})
       if (what.find(kind) != std::string::npos) return {kind, 0};
     throw;
   }
@@ -151,4 +154,23 @@ TEST_CASE("a partition's log: pullers handing a source over with lost replies ne
   for (uint64_t tick : confirmed) CHECK(times[tick] == 1);
   CHECK(times.size() == log.size());
   CHECK(confirmed.size() == log.size());
+}
+
+// A writer that knows the log had begun finds it empty once Redis lost it (restarted
+// without persistence): refused, since the partition's primary writes a checkpoint of its
+// state first and an entry appended before that would never be applied; after the
+// checkpoint the log goes on past it.
+TEST_CASE("a partition's log: a writer that knew it had begun is refused while Redis has lost it") {
+  RedisServer redis;
+  Client c(redis.port());
+  CHECK(append(c, "a", 1, 100, "a100", true).outcome == "EMPTY");
+  CHECK(c.run({"EXISTS", kKeys.log}) == "0");
+  // The primary's checkpoint at its applied seq 40 (the commit script's record).
+  c.run({"LPUSH", kKeys.checkpoints, "40 1 1 0 1 00000000000000aa"});
+  Append after = append(c, "a", 1, 100, "a100", true);
+  CHECK(after.outcome == "OK");
+  CHECK(after.seq == 41);
+  // A writer that never saw the log begin starts it (a new cluster).
+  c.run({"DEL", kKeys.checkpoints, kKeys.log, kKeys.log_end, kKeys.sources});
+  CHECK(append(c, "b", 1, 100, "b100").outcome == "OK");
 }
