@@ -19,9 +19,11 @@
 #   redis    bytes per sample, two ways: (stream) over every partition, MEMORY USAGE
 #            SAMPLES 0 of its stream / its XLEN is the stream's bytes per entry; summed
 #            over partitions, the bytes of one tick, / the series (one sample each).
-#            (used) used_memory's growth over the span / the samples appended in it
-#            (ticks x series), only when no partition's log was trimmed and no checkpoint
-#            written in the span (else "-"). Plus the entries' own bytes (the e fields);
+#            (dataset, used) the growth of used_memory_dataset and of used_memory over
+#            the span / the samples appended in it (ticks x series), only when no
+#            partition's log was trimmed and no checkpoint written in the span (else
+#            "-"); used_memory also counts the clients' buffers, which shrink after a
+#            checkpoint's 1 MB chunks. Plus the entries' own bytes (the e fields);
 #   puller   samples appended per second of wall time over the span, and per second of
 #            the puller's writer CPU (which also applies and builds what it holds);
 #   join     a new node (node N+1) started into the running cluster: seconds from its
@@ -180,7 +182,10 @@ redis_streams() {
         return n" 1 "{$NAME:$p}:log")"
   done
 }
-used_memory() { rc INFO memory | tr -d '\r' | sed -n 's/^used_memory://p'; }
+# used_memory, then used_memory_dataset: used_memory without Redis's overhead, the
+# clients' buffers among it (after a checkpoint, the 1 MB chunks' query buffers shrink
+# for seconds and hide the log's growth from used_memory).
+used_memory() { rc INFO memory | tr -d '\r' | awk -F: '$1 == "used_memory" {u = $2} $1 == "used_memory_dataset" {d = $2} END {print u, d}'; }
 wait_seq() {  # partition 0's log-end seq at least $1, bounded by SETTLE_LIMIT
   local t0=$SECONDS
   while [ "$(log_end 0)" -lt "$1" ]; do
@@ -219,13 +224,15 @@ run_config() {
   # The span.
   local -a wpid cpu0
   for i in "${nodes[@]}"; do wpid[i]=$(writer_pid "$i"); cpu0[i]=$(cpu_ticks "${wpid[i]}"); done
-  local seq0 mem0 ck0 ms0 streams0
-  seq0=$(log_end 0) mem0=$(used_memory) ck0=$(checkpoint_bytes) ms0=$(ms)
+  local seq0 mem0 ck0 ms0 streams0 data0 data1
+  seq0=$(log_end 0) ck0=$(checkpoint_bytes) ms0=$(ms)
+  read -r mem0 data0 < <(used_memory)
   streams0=$(for p in $(seq 0 $((PARTITIONS - 1))); do echo "$(log_end "$p") $(rc XLEN "{$NAME:$p}:log")"; done | tr '\n' ' ')
   wait_seq $((seq0 + SPAN_TICKS)) || { fail "R=$r N=$n: the span's ticks did not come"; return 1; }
   local seq1 mem1 ck1 ms1
   for i in "${nodes[@]}"; do echo "${wpid[i]} $(cpu_ticks "${wpid[i]}")" >"$OUT/cpu.$i"; done
-  seq1=$(log_end 0) mem1=$(used_memory) ck1=$(checkpoint_bytes) ms1=$(ms)
+  seq1=$(log_end 0) ck1=$(checkpoint_bytes) ms1=$(ms)
+  read -r mem1 data1 < <(used_memory)
   redis_streams >"$OUT/streams"
   read_json "${nodes[@]}"
   for i in "${nodes[@]}"; do
@@ -274,9 +281,10 @@ s1 = [tuple(map(int, l.split())) for l in open("$OUT/streams")]
 per_tick_mem = sum(m / x for _, x, m, _ in s1 if x)
 per_tick_entry = sum(e / x for _, x, _, e in s1 if x)
 trimmed = any(b[1] - a[1] != b[0] - a[0] for a, b in zip(s0, s1))
-used = "-" if trimmed or $ck1 != $ck0 else f"{($mem1 - $mem0) / (ticks * series):.2f}"
+growth = lambda a, b: "-" if trimmed or $ck1 != $ck0 else f"{(b - a) / (ticks * series):.2f}"
 print(f"RESULT redis R={r} N={n} stream_bytes_per_sample={per_tick_mem / series:.2f} "
-      f"entry_bytes_per_sample={per_tick_entry / series:.2f} used_memory_bytes_per_sample={used} "
+      f"entry_bytes_per_sample={per_tick_entry / series:.2f} dataset_bytes_per_sample={growth($data0, $data1)} "
+      f"used_memory_bytes_per_sample={growth($mem0, $mem1)} "
       f"used_memory_mb={$mem1 / 1e6:.1f} checkpoint_mb={$ck1 / 1e6:.1f} ticks={ticks} wall_s={wall_s:.1f}")
 check(0 < per_tick_mem / series < 64, "stream bytes per sample not in (0, 64)")
 check(0 < per_tick_entry / series < 32, "entry bytes per sample not in (0, 32)")
