@@ -8,8 +8,11 @@
 # per tick). Per configuration:
 #   settle   every partition ready on R nodes (`show cluster json` of every node) and
 #            the series every node holds (`show snapshot` series) sum to R x the total;
-#   warm     WARM_TICKS entries in partition 0's log (default: a full window), then to
-#            the first tick after a checkpoint, so that the span below has none;
+#   warm     WARM_TICKS entries in partition 0's log (default: a full window); every
+#            writer SIGKILLed (its supervisor starts another, which loads its node's
+#            partitions: its memory is then its share's, not the first seconds' high-water
+#            when one node held every partition), settled again; then to the first tick
+#            after a checkpoint, so that the span below has none;
 #   span     SPAN_TICKS ticks (< CHECKPOINT_EVERY), in which are read, per node, the
 #            writer's CPU (utime + stime of /proc/WRITER/stat: per-process CPU time, since
 #            every node shares this machine's cores), its RssAnon and VmRSS
@@ -19,6 +22,8 @@
 #   redis    bytes per sample, two ways: (stream) over every partition, MEMORY USAGE
 #            SAMPLES 0 of its stream / its XLEN is the stream's bytes per entry; summed
 #            over partitions, the bytes of one tick, / the series (one sample each).
+#            (growth) the streams' MEMORY USAGE's growth over the span / the samples
+#            appended in it (ticks x series), when no log was trimmed in the span.
 #            (dataset, used) the growth of used_memory_dataset and of used_memory over
 #            the span / the samples appended in it (ticks x series), only when no
 #            partition's log was trimmed and no checkpoint written in the span (else
@@ -212,6 +217,25 @@ run_config() {
   done
   echo "settled in $((SECONDS - t0)) s: $(settled "$r" "${nodes[@]}")"
   wait_seq "$WARM_TICKS" || { fail "R=$r N=$n: partition 0 short of $WARM_TICKS entries"; return 1; }
+  # Every writer SIGKILLed and started again by its supervisor: the new writer loads what
+  # its node holds from the checkpoints and the log, so that its memory is its share's,
+  # not the high-water of the first seconds, when the first node up held every partition
+  # until the others registered (freed memory stays in the writer's heap).
+  local -a old_pid
+  for i in "${nodes[@]}"; do old_pid[i]=$(writer_pid "$i"); kill -KILL "${old_pid[i]}"; done
+  t0=$SECONDS
+  for i in "${nodes[@]}"; do
+    until [ -n "$(writer_pid "$i")" ] && [ "$(writer_pid "$i")" != "${old_pid[i]}" ] && [ "$(writer_pid "$i")" != 0 ]; do
+      [ $((SECONDS - t0)) -lt "$SETTLE_LIMIT" ] || { fail "R=$r N=$n: node$i's writer did not come back"; return 1; }
+      sleep 0.2
+    done
+  done
+  sleep 2  # the new writers' first heartbeat: settled() must not read the old statuses
+  until settled "$r" "${nodes[@]}" >/dev/null; do
+    [ $((SECONDS - t0)) -lt "$SETTLE_LIMIT" ] || { fail "R=$r N=$n: not settled again in ${SETTLE_LIMIT}s after the writers' restart"; return 1; }
+    sleep 0.5
+  done
+  echo "writers restarted, settled again in $((SECONDS - t0)) s"
   # To the first tick after a checkpoint (committed), so that the span has none.
   local next=$(( ($(log_end 0) / CHECKPOINT_EVERY + 1) * CHECKPOINT_EVERY ))
   wait_seq $((next + 1)) || { fail "R=$r N=$n: no tick past $next"; return 1; }
@@ -224,9 +248,10 @@ run_config() {
   # The span.
   local -a wpid cpu0
   for i in "${nodes[@]}"; do wpid[i]=$(writer_pid "$i"); cpu0[i]=$(cpu_ticks "${wpid[i]}"); done
-  local seq0 mem0 ck0 ms0 streams0 data0 data1
+  local seq0 mem0 ck0 ms0 streams0 data0 data1 stream_mem0
   seq0=$(log_end 0) ck0=$(checkpoint_bytes) ms0=$(ms)
   read -r mem0 data0 < <(used_memory)
+  stream_mem0=$(for p in $(seq 0 $((PARTITIONS - 1))); do rc MEMORY USAGE "{$NAME:$p}:log" SAMPLES 0; done | awk '{n += $1} END {print n + 0}')
   streams0=$(for p in $(seq 0 $((PARTITIONS - 1))); do echo "$(log_end "$p") $(rc XLEN "{$NAME:$p}:log")"; done | tr '\n' ' ')
   wait_seq $((seq0 + SPAN_TICKS)) || { fail "R=$r N=$n: the span's ticks did not come"; return 1; }
   local seq1 mem1 ck1 ms1
@@ -278,12 +303,14 @@ for x in rows:
 # Redis bytes per sample.
 s0 = [tuple(map(int, p)) for p in zip(*[iter("$streams0".split())] * 2)]
 s1 = [tuple(map(int, l.split())) for l in open("$OUT/streams")]
-per_tick_mem = sum(m / x for _, x, m, _ in s1 if x)
-per_tick_entry = sum(e / x for _, x, _, e in s1 if x)
 trimmed = any(b[1] - a[1] != b[0] - a[0] for a, b in zip(s0, s1))
+per_tick_mem = sum(m / x for _, x, m, _ in s1 if x)
+stream_growth = "-" if trimmed else f"{(sum(m for _, _, m, _ in s1) - $stream_mem0) / (ticks * series):.2f}"
+per_tick_entry = sum(e / x for _, x, _, e in s1 if x)
 growth = lambda a, b: "-" if trimmed or $ck1 != $ck0 else f"{(b - a) / (ticks * series):.2f}"
 print(f"RESULT redis R={r} N={n} stream_bytes_per_sample={per_tick_mem / series:.2f} "
-      f"entry_bytes_per_sample={per_tick_entry / series:.2f} dataset_bytes_per_sample={growth($data0, $data1)} "
+      f"entry_bytes_per_sample={per_tick_entry / series:.2f} stream_growth_bytes_per_sample={stream_growth} "
+      f"dataset_bytes_per_sample={growth($data0, $data1)} "
       f"used_memory_bytes_per_sample={growth($mem0, $mem1)} "
       f"used_memory_mb={$mem1 / 1e6:.1f} checkpoint_mb={$ck1 / 1e6:.1f} ticks={ticks} wall_s={wall_s:.1f}")
 check(0 < per_tick_mem / series < 64, "stream bytes per sample not in (0, 64)")
