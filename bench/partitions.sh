@@ -288,6 +288,10 @@ for i in range(1, n + 1):
 check(total_series == min(r, n) * series, f"the nodes hold {total_series} series, not {min(r, n)} x {series}")
 check(sum(1 for x in rows if x["puller"]) == 1, "not exactly one puller")
 target = 1.15 * min(r, n) / n
+# Each node's part of the CPU all nodes spent, x R: read at the same time on the same
+# machine, so free of the load that differs between configurations (the ratio to the
+# single node's is not).
+total_cpu = sum(x["cpu"] for x in rows)
 for x in rows:
     ratio = lambda k: f"{x[k] / float(base[k]):.3f}" if base[k] else "-"
     # The ratio over the node's share of the partitions (held / P): what a partition
@@ -296,7 +300,7 @@ for x in rows:
     print(f"RESULT node R={r} N={n} node{x['node']}{' puller' if x['puller'] else ''} partitions={x['parts']} "
           f"series={x['series']} rss_anon_mb={x['rss'] / 1e6:.1f} vmrss_mb={x['vm'] / 1e6:.1f} "
           f"cpu_ms_per_tick={x['cpu']:.0f} ratio_series={ratio('series')} ratio_rss={ratio('rss')} "
-          f"ratio_cpu={ratio('cpu')} target={target:.3f} share={x['parts'] / parts:.3f} "
+          f"ratio_cpu={ratio('cpu')} cpu_part_x_r={x['cpu'] / total_cpu * min(r, n):.3f} target={target:.3f} share={x['parts'] / parts:.3f} "
           f"ratio_cpu_per_share={per_share('cpu')} ratio_rss_per_share={per_share('rss')} "
           f"apply_lag_entries={x['lag']} refused={x['refused']}")
     check(x["cpu"] > 0 and x["rss"] > 0 and x["series"] > 0, f"node{x['node']}: a zero figure")
@@ -319,7 +323,7 @@ pull = [x for x in rows if x["puller"]][0] if any(x["puller"] for x in rows) els
 others = [x["cpu"] for x in rows if not x["puller"] and x["parts"] == pull["parts"]]
 extra = f"{series / ((pull['cpu'] - sum(others) / len(others)) / 1000) / 1e6:.2f}" if others and pull["cpu"] > sum(others) / len(others) else "-"
 print(f"RESULT puller R={r} N={n} node{pull['node']} samples_per_wall_s={ticks * series / wall_s:.0f} "
-      f"offered_per_s={series / interval:.0f} msamples_per_writer_cpu_s={series / (pull['cpu'] / 1000) / 1e6:.2f} "
+      f"all_nodes_cpu_ms_per_tick={total_cpu:.0f} offered_per_s={series / interval:.0f} msamples_per_writer_cpu_s={series / (pull['cpu'] / 1000) / 1e6:.2f} "
       f"msamples_per_pulling_cpu_s={extra}")
 sys.exit(0 if ok else 1)
 PY
@@ -332,11 +336,10 @@ PY
 
 # Node J started into the running cluster of nodes 1..J-1.
 join_node() {
-  local r=$1 j=$2 t0 tready=""
+  local r=$1 j=$2 t0 tready="" polls=0
   local -a nodes
   mapfile -t nodes < <(seq "$j")
-  local before
-  before=$(checkpoint_list)
+  checkpoint_list >"$OUT/checkpoints"
   t0=$(ms)
   start_node "$j" "$r"
   while :; do
@@ -346,10 +349,13 @@ join_node() {
       tready=$(($(ms) - t0))
     fi
       [ -n "$tready" ] && settled "$r" "${nodes[@]}" >/dev/null && break
+    # Every checkpoint while it loads: the one it restored from may be replaced by then.
+    polls=$((polls + 1))
+    [ $((polls % 10)) != 0 ] || checkpoint_list >>"$OUT/checkpoints"
     sleep 0.1
   done
   local tsettled=$(($(ms) - t0))
-  { echo "$before"; checkpoint_list; } >"$OUT/checkpoints"
+  checkpoint_list >>"$OUT/checkpoints"
   grep -o 'partition [0-9]* restored from its checkpoint at [0-9]*' "$OUT/$NAME-node$j.log" | awk '{print $2, $NF}' >"$OUT/restored" || true
   $PY - "$OUT/checkpoints" "$OUT/restored" "$OUT/json.$j" <<PY || fail "R=$r join node$j: figures (above)"
 import json, sys
