@@ -47,7 +47,7 @@
 # Environment (defaults: full profile / SHORT=1):
 #   HOSTS=10000/200 METRICS=100 INTERVAL=2s/1s WINDOW=60s/10s PARTITIONS=16
 #   NODES="1 2 4"/"1 2" RFS="1 2"/"1" WARM_TICKS=(window ticks + 1)/4 SPAN_TICKS=10/4
-#   CHECKPOINT_EVERY=15/6 LEASE=20s/3s SETTLE_LIMIT=600/30 (seconds) JOIN=1
+#   CHECKPOINT_EVERY=15/6 LEASE=20s/3s SETTLE_LIMIT=600/30 (seconds) JOIN=1 RESTART=1
 #   OUT=/tmp/telemetryd-partitions (SHORT: a temporary directory, removed when it passes)
 #   BUILD=build, or TELEMETRYD= TELEMETRYCTL= (ctest)
 set -euo pipefail
@@ -68,6 +68,7 @@ CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-$(s 15 6)}
 LEASE=${LEASE:-$(s 20s 3s)}
 SETTLE_LIMIT=${SETTLE_LIMIT:-$(s 600 30)}
 JOIN=${JOIN:-1}
+RESTART=${RESTART:-1}
 BUILD=${BUILD:-build}
 TELEMETRYD=${TELEMETRYD:-$PWD/$BUILD/server/telemetryd}
 TELEMETRYCTL=${TELEMETRYCTL:-$PWD/$BUILD/server/telemetryctl}
@@ -221,21 +222,35 @@ run_config() {
   # its node holds from the checkpoints and the log, so that its memory is its share's,
   # not the high-water of the first seconds, when the first node up held every partition
   # until the others registered (freed memory stays in the writer's heap).
-  local -a old_pid
-  for i in "${nodes[@]}"; do old_pid[i]=$(writer_pid "$i"); kill -KILL "${old_pid[i]}"; done
-  t0=$SECONDS
-  for i in "${nodes[@]}"; do
-    until [ -n "$(writer_pid "$i")" ] && [ "$(writer_pid "$i")" != "${old_pid[i]}" ] && [ "$(writer_pid "$i")" != 0 ]; do
-      [ $((SECONDS - t0)) -lt "$SETTLE_LIMIT" ] || { fail "R=$r N=$n: node$i's writer did not come back"; return 1; }
-      sleep 0.2
+  # (RESTART=0: not.)
+  if [ "$RESTART" = 1 ]; then
+    local -a old_pid
+    for i in "${nodes[@]}"; do old_pid[i]=$(writer_pid "$i"); kill -KILL "${old_pid[i]}"; done
+    t0=$SECONDS
+    for i in "${nodes[@]}"; do
+      until [ -n "$(writer_pid "$i")" ] && [ "$(writer_pid "$i")" != "${old_pid[i]}" ] && [ "$(writer_pid "$i")" != 0 ]; do
+        [ $((SECONDS - t0)) -lt "$SETTLE_LIMIT" ] || { fail "R=$r N=$n: node$i's writer did not come back"; return 1; }
+        sleep 0.2
+      done
     done
-  done
-  sleep 2  # the new writers' first heartbeat: settled() must not read the old statuses
-  until settled "$r" "${nodes[@]}" >/dev/null; do
-    [ $((SECONDS - t0)) -lt "$SETTLE_LIMIT" ] || { fail "R=$r N=$n: not settled again in ${SETTLE_LIMIT}s after the writers' restart"; return 1; }
-    sleep 0.5
-  done
-  echo "writers restarted, settled again in $((SECONDS - t0)) s"
+    sleep 2  # the new writers' first heartbeat: settled() must not read the old statuses
+    until settled "$r" "${nodes[@]}" >/dev/null; do
+      [ $((SECONDS - t0)) -lt "$SETTLE_LIMIT" ] || { fail "R=$r N=$n: not settled again in ${SETTLE_LIMIT}s after the writers' restart"; return 1; }
+      sleep 0.5
+    done
+    echo "writers restarted, settled again in $((SECONDS - t0)) s"
+  fi
+  span_figures "$r" "$n" "${nodes[@]}" || return 1
+  [ "$JOIN" != 1 ] || join_node "$r" "$((n + 1))"
+}
+
+# The span of one configuration (R, N, the node indexes), after the warm-up: the readings,
+# then the figures (RESULT lines) and their checks; the single node's are the baseline.
+# Over 80 lines: most of it is the one Python heredoc that computes the figures.
+span_figures() {
+  local r=$1 n=$2 i t0
+  shift 2
+  local -a nodes=("$@")
   # To the first tick after a checkpoint (committed), so that the span has none.
   local next=$(( ($(log_end 0) / CHECKPOINT_EVERY + 1) * CHECKPOINT_EVERY ))
   wait_seq $((next + 1)) || { fail "R=$r N=$n: no tick past $next"; return 1; }
@@ -331,7 +346,6 @@ PY
     read -r BASE_RSS BASE_CPU BASE_SERIES < <(awk -v hz="$HZ" -v t=$((seq1 - seq0)) \
       '{print $5 * 1024, ($3 - $1) * 1000 / hz / t, $7}' "$OUT/node.1")
   fi
-  [ "$JOIN" != 1 ] || join_node "$r" "$((n + 1))"
 }
 
 # Node J started into the running cluster of nodes 1..J-1.
