@@ -11,8 +11,8 @@
 #   warm     WARM_TICKS entries in partition 0's log (default: a full window); every
 #            writer SIGKILLed (its supervisor starts another, which loads its node's
 #            partitions: its memory is then its share's, not the first seconds' high-water
-#            when one node held every partition), settled again; then to the first tick
-#            after a checkpoint, so that the span below has none;
+#            when one node held every partition), settled again (RESTART=0: not); then
+#            to the first tick after a checkpoint, so that the span below has none;
 #   span     SPAN_TICKS ticks (< CHECKPOINT_EVERY), in which are read, per node, the
 #            writer's CPU (utime + stime of /proc/WRITER/stat: per-process CPU time, since
 #            every node shares this machine's cores), its RssAnon and VmRSS
@@ -32,13 +32,15 @@
 #   puller   samples appended per second of wall time over the span, and per second of
 #            the puller's writer CPU (which also applies and builds what it holds);
 #   join     a new node (node N+1) started into the running cluster: seconds from its
-#            start to all its partitions ready (/healthz 200, every held partition
-#            ready) and to the cluster settled again (every partition on R ready nodes,
+#            start to its partitions ready (/healthz 200, which a partitioned node
+#            answers once every partition it holds is ready, and one held) and to the cluster settled again (every partition on R ready nodes,
 #            none leaving); the partitions it loaded and the bytes of the checkpoints it
 #            loaded them from (its log's "restored from its checkpoint at SEQ" lines,
 #            the chunks' STRLEN in Redis).
 # Ratios are to the single node's: per node, RssAnon, CPU per tick and series held, with
-# the target <= 1.15 x R/N; the puller's own line is apart from the others'.
+# the target <= 1.15 x R/N, and the same over the node's share of the partitions; and
+# the node's part of all nodes' CPU x R (read at the same time, so free of the load that
+# differs between configurations). Each node's line says whether it pulls.
 # Lines "RESULT ..." are the figures; "FAIL ..." a check that did not hold (exit 1).
 #
 # SHORT=1 is the ctest profile (tests/ops, `ops.partitions`): 20,000 series, interval 1s,
