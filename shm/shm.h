@@ -204,7 +204,11 @@ constexpr uint32_t kMaxReaders = 256;
 constexpr uint32_t kMaxSources = 64;
 constexpr uint32_t kServiceCounters = 64;  // Store::service_counter(): meaning set by server/
 constexpr uint32_t kReaderCounters = 32;   // Reader::counter(): meaning set by server/
-constexpr size_t kStatusTextBytes = 16384;  // Writer::set_status_text()
+// Writer::set_status_text(). A partitioned node's cluster status lists each partition it
+// holds twice (text and JSON, ~300 bytes) and each member's ready partitions: 2 MB holds
+// the 4096 partitions a cluster may have (16 KB cut the JSON past ~50). Pages of the
+// control segment are touched only as far as the text goes.
+constexpr size_t kStatusTextBytes = 2 << 20;
 
 struct StoreOptions {
   // POSIX shm name without the leading '/': 1-100 characters, no '/', and not ending in

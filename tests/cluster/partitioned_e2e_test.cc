@@ -142,3 +142,25 @@ TEST_CASE("partitioned cluster on a Redis Cluster: the partitions spread over th
   CHECK(e2e::wait_for([&] { return count(a.get()) > before + 5 && count(b.get()) > before + 5; }, 30s));
   CHECK(e2e::wait_for([&] { return shared_out(nodes, 2); }, 30s));
 }
+
+// A node holding many partitions (64 here, P up to 4096 is accepted) describes every one of
+// them: `show cluster json` is whole JSON, not cut at the status text's size in shared
+// memory (16 KB once: it ended mid-object past ~50 partitions).
+TEST_CASE("partitioned cluster: show cluster json lists every partition of a node holding 64") {
+  cluster_test::require_redis_server();
+  RedisServer redis;
+  Service node({"--workers", "2", "--interval", "200ms", "--cluster", redis.url(), "--cluster-name", "pe2e64",
+                "--node-id", "p64", "--lease", "1500ms", "--partitions", "64", "--replication-factor", "1",
+                "--source", "synthetic://?hosts=4&metrics=5"});
+  std::string json;
+  REQUIRE(e2e::wait_for([&] {
+    json = cluster_json(node);
+    return json.find(R"("partition":63,"state":"ready")") != std::string::npos;
+  }, 30s));
+  CHECK(json.back() == '}');
+  CHECK(json.find(R"("settings_note":[])") != std::string::npos);
+  size_t listed = 0;
+  for (size_t at = json.find(R"({"partition":)"); at != std::string::npos; at = json.find(R"({"partition":)", at + 1))
+    ++listed;
+  CHECK(listed == 64);
+}
