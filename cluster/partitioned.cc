@@ -112,13 +112,35 @@ void PartitionedNode::Impl::settle_partitioning(const std::string& value) {
   partitions = p;
   replication = r;
   for (uint32_t i = 0; i < partitions; ++i) {
-    partition_commands.push_back(std::make_unique<Connection>(base, settings.redis, "partition " + std::to_string(i),
-                                                              [](bool) {}, sentinel.get(), slots.get(),
-                                                              common::partition_tag(settings.name, i)));
+    partition_commands.push_back(std::make_unique<Connection>(
+        base, settings.redis, "partition " + std::to_string(i), [this, i](bool up) { on_partition_connection(i, up); },
+        sentinel.get(), slots.get(), common::partition_tag(settings.name, i)));
     partition_commands.back()->start();
   }
   log::info("partitioned cluster: {} partitions, each held by {} nodes", partitions, replication);
   heartbeat();
+}
+
+// A partition's connection back after it was lost: Redis may have lost entries this node
+// appended (a restart, a failover) whose series definitions later entries of the same
+// epoch would refer to, which no holder could then apply. So every stream this node
+// numbers takes a new epoch, for which holders number afresh: its pulled sources (their
+// epochs above the ones they had) and the host's own (its pushes).
+void PartitionedNode::Impl::on_partition_connection(uint32_t p, bool up) {
+  if (!up) return;
+  if (partition_connected.size() < partitions) partition_connected.resize(partitions);
+  if (!partition_connected[p]) {
+    partition_connected[p] = true;  // the first connection: nothing was appended before it
+    return;
+  }
+  if (!pulling.empty()) log::info("partitioned cluster: partition {} reconnected: its sources take new epochs", p);
+  for (const auto& [url, epoch] : pulling) epoch_floor[url] = std::max(epoch_floor[url], epoch);
+  if (!pulling.empty()) {
+    pulling.clear();
+    host.pull(pulling);
+  }
+  host.renumber();
+  if (members_known) place();
 }
 
 std::string PartitionedNode::Impl::member_info() const {

@@ -22,6 +22,9 @@
 //  - A Redis that lost a partition's log behind its primary's state (restarted empty, a
 //    failover that lost the tail) gets a checkpoint of that state, from which the log
 //    goes on; sources fenced off by an epoch Redis handed out again take a higher one.
+//  - A puller whose connection to a partition's Redis was lost takes new epochs for its
+//    sources once it is back, so no entry it appends refers to series it defined in an
+//    entry Redis may have lost with the connection.
 // What it does not: order across partitions (each is its own log); keep what was
 // appended to a log Redis had lost before its primary noticed (within a lease period).
 #pragma once
@@ -72,6 +75,10 @@ class PartitionHost {
   virtual void pull(std::vector<std::pair<std::string, uint64_t>> sources) = 0;
   // The configured source URLs: the ones a puller is chosen for.
   virtual std::vector<std::string> sources() const = 0;
+  // A connection to Redis came back: entries the host appended for streams it numbers
+  // itself (not the pulled sources, which the node renumbers) may be lost, so each such
+  // stream takes a new epoch before its next append.
+  virtual void renumber() {}
 };
 
 enum class HoldState { syncing, ready, leaving };

@@ -53,6 +53,7 @@ struct PartitionedNode::Impl {
   void choose_pullers(const std::vector<std::string>& pullers);
   void take_epoch(const std::string& url, uint64_t floor);
   void on_stale(const std::string& url, uint64_t epoch, const std::string& error);
+  void on_partition_connection(uint32_t partition, bool up);
   std::string member_info() const;
   void problem(const std::string& text);
 
@@ -77,6 +78,7 @@ struct PartitionedNode::Impl {
   std::unique_ptr<Slots> slots;  // redis-cluster://: each connection goes to its keys' slot's master
   Connection commands;  // membership, partitioning, epochs
   std::vector<std::unique_ptr<Connection>> partition_commands;  // per partition: appends, leases, checkpoints
+  std::vector<bool> partition_connected;  // per partition: connected once (a later connect is a reconnect)
   event* period = nullptr;
 
   uint32_t partitions = 0, replication = 0;  // the cluster's, once known

@@ -88,6 +88,9 @@ struct PartitionedWriter : cluster::PartitionHost {
     pipeline->set_pulled(std::move(urls));
   }
   std::vector<std::string> sources() const override { return pipeline->source_urls(); }
+  void renumber() override {
+    if (pushes) pushes->renumber();
+  }
 
   // A source's samples of one tick: one entry per partition, appended; the writer learns
   // which are in the log. The tick is the interval grid's number of the tick's clock.

@@ -119,6 +119,14 @@ struct PartitionedPushes::Impl {
     answer();
   }
 
+  void renumber() {
+    if (!writer) return;
+    epoch_floor = std::max(epoch_floor, writer->epoch());
+    writer.reset();
+    receiver.set_refusal("this node's pushes are taking a new epoch: retry");
+    take_epoch();
+  }
+
   void appended(uint64_t id, uint64_t epoch, uint32_t p, uint64_t tick, bool in_log, const std::string& why) {
     if (writer && writer->epoch() == epoch) writer->settle(p, tick, in_log);
     if (!in_log) {
@@ -158,6 +166,7 @@ PartitionedPushes::PartitionedPushes(event_base* base, const Options& options, c
     : impl_(std::make_unique<Impl>(base, options, node, held)) {}
 PartitionedPushes::~PartitionedPushes() = default;
 void PartitionedPushes::tick(int64_t clock) { impl_->tick(clock); }
+void PartitionedPushes::renumber() { impl_->renumber(); }
 const std::string& PartitionedPushes::source() const { return impl_->source; }
 uint16_t PartitionedPushes::port() const { return impl_->receiver.port(); }
 

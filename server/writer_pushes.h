@@ -42,6 +42,10 @@ class PartitionedPushes {
   // last tick goes to the partitions' logs.
   void tick(int64_t clock);
 
+  // Redis may have lost this stream's entries (a connection came back): take a new
+  // epoch, so that holders number its series afresh; pushes wait (503) until then.
+  void renumber();
+
   const std::string& source() const;  // otlp-push:NODE_ID
   uint16_t port() const;
 
