@@ -310,6 +310,24 @@ TEST_CASE("partitioned queries: a node drained, then one joining, under queries:
   REQUIRE(whole == 4);
   REQUIRE_FALSE(partial);
 
+  // A page taken before the moves, its cursor followed after them: the pages join into
+  // the whole list, each series once (a cursor is a series key, not a place in a node).
+  auto page = [&](uint16_t port, const std::string& cursor, std::string* next) {
+    e2e::HttpResponse r = e2e::http_get(port, "/v1/query?limit=2&metric=" + e2e::url_encode(metric) +
+                                                  (cursor.empty() ? "" : "&cursor=" + e2e::url_encode(cursor)));
+    static const std::regex key(R"re("key":("(?:[^"\\]|\\.)*"))re"), cursor_field(R"re("next_cursor":("(?:[^"\\]|\\.)*"))re");
+    std::vector<std::string> keys;
+    for (auto it = std::sregex_iterator(r.body.begin(), r.body.end(), key); it != std::sregex_iterator(); ++it)
+      keys.push_back(json_text((*it)[1].str()));
+    std::smatch m;
+    *next = std::regex_search(r.body, m, cursor_field) ? json_text(m[1].str()) : "";
+    return keys;
+  };
+  std::string cursor;
+  std::vector<std::string> paged = page(nodes[0]->port(), "", &cursor);
+  REQUIRE(paged.size() == 2);
+  REQUIRE(!cursor.empty());
+
   CHECK(nodes[2]->admin("drain").find("started") != std::string::npos);
   size_t bad = 0, asked = 0;
   std::string why;
@@ -341,6 +359,11 @@ TEST_CASE("partitioned queries: a node drained, then one joining, under queries:
   }
   CHECK(e2e::http_get(nodes[2]->port(), "/metrics").body.find("telemetryd_partition_draining 1\n") !=
         std::string::npos);
+  for (int i = 0; !cursor.empty() && i < 10; ++i)
+    for (const std::string& k : page(nodes[1]->port(), cursor, &cursor)) paged.push_back(k);
+  CHECK(paged.size() == whole);
+  CHECK(std::set<std::string>(paged.begin(), paged.end()).size() == whole);
+  CHECK(std::is_sorted(paged.begin(), paged.end()));
   CHECK(nodes[2]->stop() == 0);
   for (int i = 0; i < 10; ++i) {
     CHECK(series_of_metric(nodes[i % 2]->port(), &partial, &status) == whole);
