@@ -126,8 +126,7 @@ TEST_CASE("idle and slow clients time out", "[server]") {
 
   int idle = connect_to(f.port);
   std::string buf;
-  send_all(idle, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
-  REQUIRE(read_response(idle, buf));
+  exchange(idle, buf, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
   CHECK(closed_by_server(idle));  // within the 10 s receive timeout
   close(idle);
 
@@ -230,8 +229,7 @@ TEST_CASE("shutdown: a connection idle for the whole grace is closed, the loop e
   Fixture f(o);
   int fd = connect_to(f.port);
   std::string buf;
-  send_all(fd, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
-  REQUIRE(read_response(fd, buf));
+  exchange(fd, buf, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
   f.stop();  // joins the server thread: the grace timer must end the loop
   CHECK(closed_by_server(fd));
   close(fd);
