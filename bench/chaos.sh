@@ -77,8 +77,6 @@ cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
 . bench/lib.sh
 
-QUICK=${QUICK:-0}
-q() { if [ "$QUICK" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 DURATION=${DURATION:-$(q 600 60)}
 WARMUP=${WARMUP:-$(q 30 12)}
 SEED=${SEED:-$$}
@@ -119,11 +117,7 @@ else
   LOADGEN="$ROOT_DIR/$BUILD/bench/loadgen/loadgen"
 fi
 
-REMOVE_OUT=0
-if [ -z "${OUT:-}" ]; then
-  if [ "$QUICK" = 1 ]; then OUT=$(mktemp -d /tmp/tdchaos.XXXXXX); REMOVE_OUT=1; else OUT=/tmp/telemetryd-chaos; fi
-fi
-mkdir -p "$OUT"
+out_dir /tmp/telemetryd-chaos tdchaos
 rm -f "$OUT"/{events.tsv,rss.tsv,reloads.log,wrk.txt,loadgen.txt,loadgen.err,telemetryd.log}
 SHM="tdchaos$$"
 SOCK="$OUT/td.sock"
@@ -155,11 +149,7 @@ event() { printf '%s\t%s\n' "$(elapsed)" "$*" >>"$OUT/events.tsv"; echo "[$(elap
 ctl() { "$TELEMETRYCTL" -s "$SOCK" "$@"; }
 info() { ctl show info | sed -n "s/^$1: //p"; }
 # One line per child: role slot pid state connections_open
-workers() {
-  ctl show workers | awk -F': ' '
-    /^worker\.[0-9]+\./ { split($1, k, "."); i = k[2] + 0; v[i, k[3]] = $2; if (i > n) n = i }
-    END { for (i = 0; i <= n; i++) print v[i, "role"], v[i, "slot"], v[i, "pid"], v[i, "state"], v[i, "connections_open"] }'
-}
+workers() { ctl show workers | parse_workers; }
 # Start time of a process (field 22 of /proc/PID/stat), empty if gone or a zombie.
 start_time() {
   local s
@@ -168,10 +158,6 @@ start_time() {
 }
 # Only our own service's children are signalled.
 our_child() { [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f2)" = "$TD_PID" ]; }
-# RANDOM (seeded with SEED) is only read in the main shell: a subshell, a pipeline stage
-# or a $(...) draws from a generator of its own, seeded anew.
-pick_line() { awk -v n="$1" '{ l[NR] = $0 } END { if (NR) print l[n % NR + 1] }'; }  # line n mod count of stdin
-reader_gap() { GAP=$(((READER_KILL_MIN + RANDOM % (READER_KILL_MAX - READER_KILL_MIN + 1)) * 1000)); }
 
 write_config() {  # $1 = interval
   cat >"$CONF.new" <<EOF
@@ -365,9 +351,6 @@ sample_rss end
 # Verdict
 # ---------------------------------------------------------------------------------
 ok=1
-pass() { echo "PASS  $*"; }
-fail() { echo "FAIL  $*"; ok=0; }
-check() { if eval "$2"; then pass "$1"; else fail "$1"; fi; }  # $2: a condition, evaluated here
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 num() { local v; v=$(field "$1" "$2"); echo "${v:-0}"; }
 

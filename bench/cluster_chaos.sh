@@ -102,8 +102,6 @@ cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
 . bench/lib.sh
 
-QUICK=${QUICK:-0}
-q() { if [ "$QUICK" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 DURATION=${DURATION:-$(q 600 60)}
 SEED=${SEED:-$$}
 WORKERS=${WORKERS:-3}
@@ -155,12 +153,8 @@ else
   LOG_ENTRIES=$ROOT_DIR/$BUILD/bench/cluster/cluster_log_entries
 fi
 
-REMOVE_OUT=0
-if [ -z "${OUT:-}" ]; then
-  if [ "$QUICK" = 1 ]; then OUT=$(mktemp -d /tmp/tdclchaos.XXXXXX); REMOVE_OUT=1; else OUT=/tmp/telemetryd-cluster-chaos; fi
-fi
-rm -rf "$OUT"
-mkdir -p "$OUT"
+out_dir /tmp/telemetryd-cluster-chaos tdclchaos
+rm -rf "${OUT:?}"/*  # a rerun starts from an empty folder
 CL_DIR=$OUT
 CL_SERIES=$SERIES
 CL_NODE_ARGS=(--workers "$WORKERS" --interval "$INTERVAL" --lease "$LEASE" --window "$WINDOW"
@@ -195,14 +189,7 @@ event() { printf '%s\t%s\n' "$(($(ms) - T0))" "$*" >>"$OUT/events.tsv"; echo "[$
 case $LEASE in *ms) LEASE_MS=${LEASE%ms} ;; *s) LEASE_MS=$((${LEASE%s} * 1000)) ;; *) echo "LEASE: ms or s" >&2; exit 2 ;; esac
 # One line per child of node $1: role slot pid state connections_open
 # (Helpers that ask a node answer nothing, successfully, when it is down.)
-workers() {
-  { cl_ctl "$1" show workers 2>/dev/null || true; } | awk -F': ' '
-    /^worker\.[0-9]+\./ { split($1, k, "."); i = k[2] + 0; v[i, k[3]] = $2; if (i > n) n = i }
-    END { for (i = 0; i <= n; i++) print v[i, "role"], v[i, "slot"], v[i, "pid"], v[i, "state"], v[i, "connections_open"] }'
-}
-# RANDOM (seeded with SEED) is only read in the main shell.
-pick_line() { awk -v n="$1" '{ l[NR] = $0 } END { if (NR) print l[n % NR + 1] }'; }
-reader_gap() { GAP=$(((READER_KILL_MIN + RANDOM % (READER_KILL_MAX - READER_KILL_MIN + 1)) * 1000)); }
+workers() { { cl_ctl "$1" show workers 2>/dev/null || true; } | parse_workers; }
 
 echo "== cluster chaos: ${DURATION}s, seed $SEED, out $OUT"
 RANDOM=$SEED
@@ -611,9 +598,6 @@ wait "$OBSERVER_PID" 2>/dev/null || true
 # Verdict
 # ---------------------------------------------------------------------------------
 ok=1
-pass() { echo "PASS  $*"; }
-fail() { echo "FAIL  $*"; ok=0; }
-check() { if eval "$2"; then pass "$1"; else fail "$1"; fi; }
 # Sum of a RESULT field over result files: total FIELD FILES...
 total() {
   local f=$1

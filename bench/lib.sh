@@ -1,6 +1,8 @@
 # bench/lib.sh: what the benchmark scripts (chaos.sh, cluster_chaos.sh, soak.sh, flood.sh,
 # http.sh) share, sourced after `cd` to the project root: the traps, stopping a process,
-# waiting for a server to answer, and the clock of a run's event log.
+# waiting for a server to answer, the clock of a run's event log, and what the two chaos
+# scripts share (the QUICK profile, the output folder, `show workers`, the victims'
+# draws and the verdict's PASS/FAIL lines).
 
 # on_exit CLEANUP: CLEANUP runs when the script ends, however it ends; Ctrl-C and
 # SIGTERM end it with status 130 (so CLEANUP runs once, from the EXIT trap).
@@ -37,3 +39,38 @@ wait_up() {
 ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
 start_clock() { T0=$(ms); }
 elapsed() { local t; t=$(ms); printf '%d.%03d' $(((t - T0) / 1000)) $(((t - T0) % 1000)); }
+
+# q FULL QUICK: the value of the profile QUICK selects (QUICK=1: the ctest profile).
+q() { if [ "${QUICK:-0}" = 1 ]; then echo "$2"; else echo "$1"; fi; }
+
+# out_dir FULL_DIR QUICK_PREFIX: OUT, unless given, is FULL_DIR, or with QUICK=1 a new
+# temporary folder /tmp/QUICK_PREFIX.XXXXXX, which REMOVE_OUT=1 says to remove once the
+# run passes. Then OUT exists.
+out_dir() {
+  REMOVE_OUT=0
+  if [ -z "${OUT:-}" ]; then
+    if [ "${QUICK:-0}" = 1 ]; then OUT=$(mktemp -d "/tmp/$2.XXXXXX"); REMOVE_OUT=1; else OUT=$1; fi
+  fi
+  mkdir -p "$OUT"
+}
+
+# parse_workers: `telemetryctl show workers` on stdin; on stdout one line per child:
+# role slot pid state connections_open.
+parse_workers() {
+  awk -F': ' '
+    /^worker\.[0-9]+\./ { split($1, k, "."); i = k[2] + 0; v[i, k[3]] = $2; if (i > n) n = i }
+    END { for (i = 0; i <= n; i++) print v[i, "role"], v[i, "slot"], v[i, "pid"], v[i, "state"], v[i, "connections_open"] }'
+}
+
+# RANDOM (seeded with SEED) is only read in the main shell: a subshell, a pipeline stage
+# or a $(...) draws from a generator of its own, seeded anew. pick_line N: line N mod the
+# count of stdin's lines. reader_gap: GAP, the ms to the next reader kill, drawn from
+# READER_KILL_MIN..READER_KILL_MAX seconds.
+pick_line() { awk -v n="$1" '{ l[NR] = $0 } END { if (NR) print l[n % NR + 1] }'; }
+reader_gap() { GAP=$(((READER_KILL_MIN + RANDOM % (READER_KILL_MAX - READER_KILL_MIN + 1)) * 1000)); }
+
+# The verdict: one PASS or FAIL line a target; a FAIL sets ok=0 (set ok=1 first).
+# check TEXT CONDITION: CONDITION is evaluated here, at the check.
+pass() { echo "PASS  $*"; }
+fail() { echo "FAIL  $*"; ok=0; }
+check() { if eval "$2"; then pass "$1"; else fail "$1"; fi; }

@@ -1,7 +1,8 @@
 // cluster/sentinel.cc: asking Redis Sentinel for the master and watching for failovers
 // (see sentinel.h). Each ask is a Query that walks a copy of the sentinel list with one
-// short-lived connection at a time; the Watch holds one subscribed connection. Every
-// hiredis context is freed from an event of our own, never inside hiredis's callbacks.
+// short-lived connection at a time (ask_in_turn.h); the Watch holds one subscribed
+// connection. Every hiredis context is freed from an event of our own, never inside
+// hiredis's callbacks.
 #include "cluster/sentinel.h"
 
 #include <charconv>
@@ -11,6 +12,7 @@
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 
+#include "cluster/ask_in_turn.h"
 #include "common/log.h"
 
 namespace cluster {
@@ -18,16 +20,8 @@ namespace cluster {
 namespace log = common::log;
 
 namespace {
-constexpr timeval kAskTimeout{0, 500'000};  // per sentinel: a short one, then the next
 constexpr timeval kSubscribeTimeout{2, 0};
 constexpr timeval kWatchRetry{1, 0};
-
-// Frees a context whose callbacks must not reach their owner any more.
-void close_context(redisAsyncContext* ac) {
-  ac->data = nullptr;
-  ac->onDisconnect = nullptr;
-  redisAsyncFree(ac);  // pending reply callbacks run with no reply and return
-}
 
 redisAsyncContext* open_context(event_base* base, const HostPort& where, void* owner, std::string* error) {
   redisAsyncContext* ac = redisAsyncConnect(where.host.c_str(), where.port);
@@ -51,99 +45,31 @@ bool parse_port(std::string_view text, int& port) {
 
 // --- ask --------------------------------------------------------------------------
 
-struct Sentinel::Query {
+struct Sentinel::Query : AskInTurn {
+  Query(Sentinel* sentinel, Answer answer)
+      : AskInTurn(sentinel->base_, sentinel->sentinels_), owner(sentinel), done(std::move(answer)) {}
+
   Sentinel* owner;
   Answer done;
-  std::vector<HostPort> order;  // the sentinels when the ask began, front first
-  size_t tried = 0;             // order[tried] is being asked
-  redisAsyncContext* ac = nullptr;
-  event* step = nullptr;        // the current sentinel's deadline, or its outcome
-  bool have_outcome = false;
-  bool found = false;
-  HostPort master;
-  std::string error;            // the current sentinel's
-  std::string errors;           // every sentinel's so far
+  HostPort master;  // found: the answer
 
-  ~Query() {
-    if (ac) close_context(ac);
-    event_free(step);
-  }
-  void outcome(std::string why) {
-    if (have_outcome) return;
-    have_outcome = true;
-    error = std::move(why);
-    event_del(step);  // the deadline: the step runs once per sentinel
-    event_active(step, 0, 0);
-  }
+  void send(redisAsyncContext* ac) override;
+  void finished() override;
 };
 
 void Sentinel::ask(Answer done) {
-  auto q = std::make_unique<Query>();
-  q->owner = this;
-  q->done = std::move(done);
-  q->order = sentinels_;
-  q->step = event_new(base_, -1, 0, [](int, short, void* arg) {
-    auto* q = static_cast<Query*>(arg);
-    Sentinel* self = q->owner;
-    if (!q->have_outcome) q->error = "no answer within " + std::to_string(kAskTimeout.tv_usec / 1000) + "ms";
-    if (q->ac) {
-      redisAsyncContext* ac = q->ac;
-      q->ac = nullptr;
-      close_context(ac);
-    }
-    const HostPort asked = q->order[q->tried];
-    if (q->found) {
-      for (size_t i = 0; i < self->sentinels_.size(); ++i)
-        if (self->sentinels_[i].text() == asked.text()) self->answered(i);
-      Answer done = std::move(q->done);
-      HostPort master = q->master;
-      self->queries_.remove_if([q](const std::unique_ptr<Query>& p) { return p.get() == q; });
-      done(&master, std::string());
-      return;
-    }
-    if (!q->errors.empty()) q->errors += "; ";
-    q->errors += asked.text() + ": " + q->error;
-    if (++q->tried < q->order.size()) {
-      self->ask_next(*q);
-      return;
-    }
-    Answer done = std::move(q->done);
-    std::string why = "no sentinel gave the address of master '" + self->name_ + "' (" + q->errors + ")";
-    self->queries_.remove_if([q](const std::unique_ptr<Query>& p) { return p.get() == q; });
-    done(nullptr, why);
-  }, q.get());
-  Query& query = *q;
-  queries_.push_back(std::move(q));
-  ask_next(query);
+  queries_.push_back(std::make_unique<Query>(this, std::move(done)));
+  queries_.back()->start();
 }
 
-void Sentinel::ask_next(Query& q) {
-  q.have_outcome = false;
-  q.found = false;
-  std::string error;
-  q.ac = open_context(base_, q.order[q.tried], &q, &error);
-  if (!q.ac) {
-    q.outcome(error);  // reported from the loop, like every outcome
-    return;
-  }
-  redisAsyncSetConnectCallback(q.ac, [](const redisAsyncContext* ac, int status) {
-    auto* q = static_cast<Query*>(ac->data);
-    if (!q || q->ac != ac || status == REDIS_OK) return;
-    q->ac = nullptr;  // hiredis frees it after this callback
-    q->outcome(std::string("connect: ") + (ac->errstr ? ac->errstr : "failed"));
-  });
-  redisAsyncSetDisconnectCallback(q.ac, [](const redisAsyncContext* ac, int) {
-    auto* q = static_cast<Query*>(ac->data);
-    if (!q || q->ac != ac) return;
-    q->ac = nullptr;  // freed by hiredis after this callback
-    q->outcome("disconnected");
-  });
-  const char* argv[] = {"SENTINEL", "get-master-addr-by-name", name_.c_str()};
-  size_t lens[] = {8, 23, name_.size()};
-  redisAsyncCommandArgv(q.ac, [](redisAsyncContext* ac, void* r, void* privdata) {
+void Sentinel::Query::send(redisAsyncContext* ac) {
+  const std::string& name = owner->name_;
+  const char* argv[] = {"SENTINEL", "get-master-addr-by-name", name.c_str()};
+  size_t lens[] = {8, 23, name.size()};
+  redisAsyncCommandArgv(ac, [](redisAsyncContext* ac, void* r, void* privdata) {
     auto* q = static_cast<Query*>(privdata);
     auto* reply = static_cast<redisReply*>(r);
-    if (!reply || q->ac != ac) return;
+    if (!reply || !q->current(ac)) return;
     int port = 0;
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 && reply->element[0]->type == REDIS_REPLY_STRING &&
         reply->element[1]->type == REDIS_REPLY_STRING && parse_port(text_of(reply->element[1]), port)) {
@@ -157,8 +83,23 @@ void Sentinel::ask_next(Query& q) {
     } else {
       q->outcome("an answer that is not an address");
     }
-  }, &q, 3, argv, lens);
-  evtimer_add(q.step, &kAskTimeout);
+  }, this, 3, argv, lens);
+}
+
+void Sentinel::Query::finished() {
+  Sentinel* self = owner;
+  if (found)
+    for (size_t i = 0; i < self->sentinels_.size(); ++i)
+      if (self->sentinels_[i].text() == asked().text()) self->answered(i);
+  Answer answer = std::move(done);
+  const bool ok = found;
+  const HostPort address = master;
+  const std::string why = "no sentinel gave the address of master '" + self->name_ + "' (" + errors + ")";
+  self->queries_.remove_if([this](const std::unique_ptr<Query>& p) { return p.get() == this; });  // this is gone
+  if (ok)
+    answer(&address, std::string());
+  else
+    answer(nullptr, why);
 }
 
 void Sentinel::answered(size_t index) {

@@ -49,7 +49,6 @@ class Sentinel {
  private:
   struct Query;
   struct Watch;
-  void ask_next(Query& q);
   void answered(size_t index);  // moves sentinels_[index] to the front
 
   event_base* base_;

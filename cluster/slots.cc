@@ -1,7 +1,6 @@
 // cluster/slots.cc: hash slots and the slot map of a Redis Cluster (see slots.h). A
 // refresh is one Query that walks a copy of the node list with one short-lived
-// connection at a time, like a Sentinel ask; hiredis contexts are freed from an event
-// of our own, never inside hiredis's callbacks.
+// connection at a time, like a Sentinel ask (ask_in_turn.h).
 #include "cluster/slots.h"
 
 #include <charconv>
@@ -10,22 +9,16 @@
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 
+#include "cluster/ask_in_turn.h"
+
 namespace cluster {
 
 namespace {
-constexpr timeval kAskTimeout{0, 500'000};  // per node: a short one, then the next
-
 std::string text_of(const redisReply* r) { return std::string(r->str, r->len); }
 
 bool parse_number(std::string_view text, int lo, int hi, int& out) {
   auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
   return !text.empty() && ec == std::errc() && p == text.data() + text.size() && out >= lo && out <= hi;
-}
-
-void close_context(redisAsyncContext* ac) {
-  ac->data = nullptr;
-  ac->onDisconnect = nullptr;
-  redisAsyncFree(ac);  // the pending reply callback runs with no reply and returns
 }
 
 bool same(const HostPort& a, const HostPort& b) { return a.host == b.host && a.port == b.port; }
@@ -78,31 +71,20 @@ bool parse_redirect(std::string_view error, Redirect* out) {
   return true;
 }
 
-struct Slots::Query {
+struct Slots::Query : AskInTurn {
+  explicit Query(Slots* slots) : AskInTurn(slots->base_, slots->nodes_), owner(slots) {}
+
   Slots* owner;
   std::vector<std::pair<uint16_t, Answer>> waiting;
-  std::vector<HostPort> order;  // the nodes when the refresh began, front first
-  size_t tried = 0;             // order[tried] is being asked
-  redisAsyncContext* ac = nullptr;
-  event* step = nullptr;        // the current node's deadline, or its outcome
-  bool have_outcome = false;
-  bool found = false;
   std::vector<Range> ranges;    // found: the answer
   std::vector<HostPort> nodes;  // found: every node it named
-  std::string error;            // the current node's
-  std::string errors;           // every node's so far
 
-  ~Query() {
-    if (ac) close_context(ac);
-    event_free(step);
+  void reset() override {
+    ranges.clear();
+    nodes.clear();
   }
-  void outcome(std::string why) {
-    if (have_outcome) return;
-    have_outcome = true;
-    error = std::move(why);
-    event_del(step);  // the deadline: the step runs once per node
-    event_active(step, 0, 0);
-  }
+  void send(redisAsyncContext* ac) override;
+  void finished() override { owner->finish(*this); }
   // CLUSTER SLOTS: [[first, last, [host, port, id, ...] (master), [replica]...], ...].
   // A master without a host (null, "" or "?") is on the host this was asked of.
   bool parse(const redisReply* r, const HostPort& asked) {
@@ -160,33 +142,10 @@ void Slots::ask(uint16_t slot, Answer done) {
     query_->waiting.emplace_back(slot, std::move(done));
     return;
   }
-  query_ = std::make_unique<Query>();
+  query_ = std::make_unique<Query>(this);
   Query& q = *query_;
-  q.owner = this;
   q.waiting.emplace_back(slot, std::move(done));
-  q.order = nodes_;
-  q.step = event_new(base_, -1, 0, [](int, short, void* arg) {
-    auto* q = static_cast<Query*>(arg);
-    Slots* self = q->owner;
-    if (!q->have_outcome) q->error = "no answer within " + std::to_string(kAskTimeout.tv_usec / 1000) + "ms";
-    if (q->ac) {
-      redisAsyncContext* ac = q->ac;
-      q->ac = nullptr;
-      close_context(ac);
-    }
-    if (q->found) {
-      self->finish(*q);
-      return;
-    }
-    if (!q->errors.empty()) q->errors += "; ";
-    q->errors += q->order[q->tried].text() + ": " + q->error;
-    if (++q->tried < q->order.size()) {
-      self->ask_next(*q);
-      return;
-    }
-    self->finish(*q);
-  }, &q);
-  ask_next(q);
+  q.start();
 }
 
 void Slots::finish(Query& q) {
@@ -194,7 +153,7 @@ void Slots::finish(Query& q) {
     ranges_ = std::move(q.ranges);
     // The node that answered first next time, then the ones it named, then the seeds
     // (a seed that is down now may be back later).
-    std::vector<HostPort> nodes{q.order[q.tried]};
+    std::vector<HostPort> nodes{q.asked()};
     for (const HostPort& n : q.nodes) add_unique(nodes, n);
     for (const HostPort& s : seeds_) add_unique(nodes, s);
     nodes_ = std::move(nodes);
@@ -212,41 +171,14 @@ void Slots::finish(Query& q) {
   }
 }
 
-void Slots::ask_next(Query& q) {
-  q.have_outcome = false;
-  q.found = false;
-  q.ranges.clear();
-  q.nodes.clear();
-  const HostPort& node = q.order[q.tried];
-  redisAsyncContext* ac = redisAsyncConnect(node.host.c_str(), node.port);
-  if (!ac || ac->err) {
-    std::string why = std::string("connect: ") + (ac ? ac->errstr : "out of memory");
-    if (ac) redisAsyncFree(ac);
-    q.outcome(why);  // reported from the loop, like every outcome
-    return;
-  }
-  ac->data = &q;
-  redisLibeventAttach(ac, base_);
-  q.ac = ac;
-  redisAsyncSetConnectCallback(ac, [](const redisAsyncContext* ac, int status) {
-    auto* q = static_cast<Query*>(ac->data);
-    if (!q || q->ac != ac || status == REDIS_OK) return;
-    q->ac = nullptr;  // hiredis frees it after this callback
-    q->outcome(std::string("connect: ") + (ac->errstr ? ac->errstr : "failed"));
-  });
-  redisAsyncSetDisconnectCallback(ac, [](const redisAsyncContext* ac, int) {
-    auto* q = static_cast<Query*>(ac->data);
-    if (!q || q->ac != ac) return;
-    q->ac = nullptr;  // freed by hiredis after this callback
-    q->outcome("disconnected");
-  });
+void Slots::Query::send(redisAsyncContext* ac) {
   redisAsyncCommand(ac, [](redisAsyncContext* ac, void* r, void* privdata) {
     auto* q = static_cast<Query*>(privdata);
     auto* reply = static_cast<redisReply*>(r);
-    if (!reply || q->ac != ac) return;
+    if (!reply || !q->current(ac)) return;
     if (reply->type == REDIS_REPLY_ERROR) {
       q->outcome(text_of(reply));
-    } else if (!q->parse(reply, q->order[q->tried])) {
+    } else if (!q->parse(reply, q->asked())) {
       q->ranges.clear();
       q->nodes.clear();
       q->outcome("an answer to CLUSTER SLOTS that is not a slot map");
@@ -256,8 +188,7 @@ void Slots::ask_next(Query& q) {
       q->found = true;
       q->outcome(std::string());
     }
-  }, &q, "CLUSTER SLOTS");
-  evtimer_add(q.step, &kAskTimeout);
+  }, this, "CLUSTER SLOTS");
 }
 
 }  // namespace cluster

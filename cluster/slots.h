@@ -70,7 +70,6 @@ class Slots {
     HostPort master;
   };
   struct Query;
-  void ask_next(Query& q);
   void finish(Query& q);
 
   event_base* base_;

@@ -6,6 +6,25 @@
 
 namespace server {
 
+namespace {
+
+// `show cluster`'s settings notes, one report a note.
+std::vector<Report> note_reports(const std::vector<std::string>& notes) {
+  std::vector<Report> out;
+  for (const std::string& n : notes) out.push_back(Report().add("note", n));
+  return out;
+}
+
+// What `show cluster` reads from the snapshot: the report's text, a NUL, then its JSON.
+void set_status_report(shm::Writer& writer, const Report& r) {
+  std::string text = r.text();
+  text += '\0';
+  text += r.json();
+  writer.set_status_text(text);
+}
+
+}  // namespace
+
 void publish_cluster_status(shm::Store& store, shm::Writer& writer, const cluster::Status& s,
                             uint64_t published_generation) {
   auto set = [&](ServiceCounter c, uint64_t v) { store.service_counter(c).store(v, std::memory_order_relaxed); };
@@ -29,8 +48,6 @@ void publish_cluster_status(shm::Store& store, shm::Writer& writer, const cluste
                         .add("applied", m.applied)
                         .add("lag_ms", m.lag_ms)
                         .add("may_lead", m.may_lead));
-  std::vector<Report> notes;
-  for (const std::string& n : s.notes) notes.push_back(Report().add("note", n));
   Report r;
   r.add("node_id", s.node_id)
       .add("role", std::string(cluster::role_name(s.role)))
@@ -61,11 +78,8 @@ void publish_cluster_status(shm::Store& store, shm::Writer& writer, const cluste
       .add("reloads", s.reloads)
       .add("redis_errors", s.redis_errors)
       .add_list("node", std::move(nodes))
-      .add_list("settings_note", std::move(notes));
-  std::string text = r.text();
-  text += '\0';
-  text += r.json();
-  writer.set_status_text(text);
+      .add_list("settings_note", note_reports(s.notes));
+  set_status_report(writer, r);
 }
 
 void publish_partitioned_status(shm::Store& store, shm::Writer& writer, const cluster::PartitionedStatus& s,
@@ -114,8 +128,6 @@ void publish_partitioned_status(shm::Store& store, shm::Writer& writer, const cl
     nodes.push_back(Report().add("node_id", m.node_id).add("may_pull", m.may_pull).add("http", m.http_address).add("partitions", list(m.ready)));
   std::vector<Report> pulling;
   for (const auto& [url, epoch] : s.pulling) pulling.push_back(Report().add("source", url).add("epoch", epoch));
-  std::vector<Report> notes;
-  for (const std::string& n : s.notes) notes.push_back(Report().add("note", n));
   Report r;
   r.add("node_id", s.node_id)
       .add("ready", s.ready)
@@ -137,11 +149,8 @@ void publish_partitioned_status(shm::Store& store, shm::Writer& writer, const cl
       .add("drained", s.draining && s.held.empty())
       .add_list("pulling", std::move(pulling))
       .add_list("node", std::move(nodes))
-      .add_list("settings_note", std::move(notes));
-  std::string text = r.text();
-  text += '\0';
-  text += r.json();
-  writer.set_status_text(text);
+      .add_list("settings_note", note_reports(s.notes));
+  set_status_report(writer, r);
 }
 
 }  // namespace server

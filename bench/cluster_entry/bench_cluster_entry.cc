@@ -12,8 +12,6 @@
 //
 // Usage: bench_cluster_entry [series=100000] [ticks=31]. Times are this thread's CPU
 // time; per-tick figures are medians.
-#include <time.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +21,8 @@
 
 #include <fmt/format.h>
 
+#include "bench/measure.h"
+
 #include "ingest/ingest.h"
 #include "ingest/replica/replica.h"
 #include "ingest/replica/wire.h"
@@ -30,23 +30,10 @@
 
 using namespace ingest;
 
-namespace {
-
-constexpr int64_t kSec = 1'000'000'000;
-constexpr int64_t kT0 = 1'732'700'000 * kSec;
-
-double cpu_now() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
-}  // namespace
+using bench::kSec;
+using bench::kT0;
+using bench::median;
+using bench::thread_cpu_now;
 
 // Long as one piece: the benchmark read top to bottom (set-up, timed ticks, checkpoint, report).
 int main(int argc, char** argv) {
@@ -74,25 +61,25 @@ int main(int argc, char** argv) {
   for (int t = 0; t < ticks; ++t) {
     const int64_t clock = kT0 + t * 2 * kSec;
     std::span<const Sample> samples = source.generate(clock);
-    double t0 = cpu_now();
+    double t0 = thread_cpu_now();
     leader.stage_begin(config, urls);
     leader.stage(0, samples, clock);
-    double t1 = cpu_now();
+    double t1 = thread_cpu_now();
     std::string payload = leader.take_staged();
     leader.apply(payload, t + 1, clock, leader_agg, nullptr, nullptr);
-    double t2 = cpu_now();
+    double t2 = thread_cpu_now();
     Replica::put_statuses(payload, statuses);
     std::string entry = Replica::seal_entry(t + 1, clock, payload);
-    double t3 = cpu_now();
+    double t3 = thread_cpu_now();
     uint64_t seq;
     int64_t entry_clock;
     Replica::read_entry_header(entry, &seq, &entry_clock);
     std::string got = wire::decompress(std::string_view(entry).substr(Replica::kEntryHeaderBytes), size_t{1} << 31);
     std::vector<shm::SourceStatus> got_statuses;
     follower.apply(got, seq, entry_clock, follower_agg, nullptr, &got_statuses);
-    double t4 = cpu_now();
+    double t4 = thread_cpu_now();
     standalone.apply(0, samples, clock);
-    double t5 = cpu_now();
+    double t5 = thread_cpu_now();
     if (t == 0) {
       first_bytes = entry.size();
       continue;
@@ -105,14 +92,14 @@ int main(int argc, char** argv) {
     alone_s.push_back((t5 - t4) / n);
     bytes.push_back(static_cast<double>(entry.size()) / n);
   }
-  double c0 = cpu_now();
+  double c0 = thread_cpu_now();
   std::string checkpoint = leader.checkpoint(leader_agg, static_cast<uint64_t>(ticks));
-  double c1 = cpu_now();
+  double c1 = thread_cpu_now();
   Replica restored;
   std::unique_ptr<Aggregator> restored_agg;
   uint64_t seq = 0;
   Replica::restore(checkpoint, config, &restored, &restored_agg, &seq);
-  double c2 = cpu_now();
+  double c2 = thread_cpu_now();
   bool same = follower.checkpoint(follower_agg, static_cast<uint64_t>(ticks)) == checkpoint;
 
   fmt::print("series {}  ticks {} (2 s apart, 60 s window)\n", series, ticks);

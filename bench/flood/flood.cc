@@ -31,18 +31,12 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/measure.h"
+
 namespace {
 
-int64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1'000'000'000 + ts.tv_nsec;
-}
-
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "flood: %s: %s\n", what.c_str(), std::strerror(errno));
-  std::exit(1);
-}
+using bench::monotonic_ns;
+[[noreturn]] void die(const std::string& what) { bench::die_errno("flood", what); }
 
 struct Options {
   std::string mode, path = "/healthz";
@@ -128,12 +122,12 @@ int burst(const Options& o) {
     if (n == static_cast<ssize_t>(request.size())) c.sent = true;
     else if (n >= 0 || (errno != EAGAIN && errno != ENOTCONN)) c.failed = true;
   };
-  const int64_t start = now_ns();
+  const int64_t start = monotonic_ns();
   for (size_t i = 0; i < conns.size(); ++i) {
     BurstConn& c = conns[i];
     c.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c.fd < 0) die("socket");
-    c.started = now_ns();
+    c.started = monotonic_ns();
     if (connect(c.fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) < 0 && errno != EINPROGRESS)
       die("connect");
     try_send(c);
@@ -142,12 +136,12 @@ int burst(const Options& o) {
     ev.data.u64 = i;
     if (epoll_ctl(ep, EPOLL_CTL_ADD, c.fd, &ev) < 0) die("epoll_ctl");
   }
-  const int64_t opened = now_ns();
+  const int64_t opened = monotonic_ns();
   size_t done = 0;
   std::vector<epoll_event> events(1024);
   char buf[16384];
-  const int64_t give_up = now_ns() + 60'000'000'000LL;
-  while (done < conns.size() && now_ns() < give_up) {
+  const int64_t give_up = monotonic_ns() + 60'000'000'000LL;
+  while (done < conns.size() && monotonic_ns() < give_up) {
     int n = epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
     if (n < 0 && errno != EINTR) die("epoll_wait");
     for (int e = 0; e < n; ++e) {
@@ -168,7 +162,7 @@ int burst(const Options& o) {
       if (got > 0) {
         c.in.append(buf, static_cast<size_t>(got));
         if (!complete_response(c.in)) continue;
-        c.answered = now_ns();
+        c.answered = monotonic_ns();
       } else {
         c.failed = true;
       }
@@ -238,23 +232,23 @@ int hold(const Options& o) {
     ev.data.u64 = i;
     if (epoll_ctl(ep, EPOLL_CTL_ADD, c.fd, &ev) < 0) die("epoll_ctl");
   };
-  const int64_t start = now_ns();
+  const int64_t start = monotonic_ns();
   for (size_t i = 0; i < conns.size(); ++i) {
     conns[i].slow = i >= static_cast<size_t>(o.idle);
     open_conn(i);
   }
-  std::printf("READY idle=%d slowloris=%d open_s=%.3f\n", o.idle, o.slowloris, static_cast<double>(now_ns() - start) / 1e9);
+  std::printf("READY idle=%d slowloris=%d open_s=%.3f\n", o.idle, o.slowloris, static_cast<double>(monotonic_ns() - start) / 1e9);
   std::fflush(stdout);
 
   // The slowloris connections send one byte each per second, spread over the second.
-  const int64_t stop = now_ns() + static_cast<int64_t>(o.duration * 1e9);
+  const int64_t stop = monotonic_ns() + static_cast<int64_t>(o.duration * 1e9);
   const int64_t step = o.slowloris > 0 ? 1'000'000'000LL / o.slowloris : 1'000'000'000LL;
-  int64_t next_byte = now_ns();
+  int64_t next_byte = monotonic_ns();
   size_t next_slow = static_cast<size_t>(o.idle);
   std::vector<epoll_event> events(1024);
   char buf[4096];
-  while (now_ns() < stop) {
-    int64_t now = now_ns();
+  while (monotonic_ns() < stop) {
+    int64_t now = monotonic_ns();
     while (o.slowloris > 0 && next_byte <= now) {
       HeldConn& c = conns[next_slow];
       char byte = c.sent < kSlowHead.size() ? kSlowHead[c.sent] : 'a';
@@ -280,7 +274,7 @@ int hold(const Options& o) {
     }
   }
   std::printf("RESULT idle=%d slowloris=%d seconds=%.1f reopened=%lu responses=%lu\n", o.idle, o.slowloris,
-              static_cast<double>(now_ns() - start) / 1e9, static_cast<unsigned long>(reopened),
+              static_cast<double>(monotonic_ns() - start) / 1e9, static_cast<unsigned long>(reopened),
               static_cast<unsigned long>(answered));
   for (const HeldConn& c : conns) close(c.fd);
   return 0;

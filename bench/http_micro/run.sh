@@ -13,6 +13,7 @@ CONNS=${3:-64}
 SECS=${4:-10}
 PORT=${PORT:-18080}
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/wrk_cpu.sh"
 KEYS=/tmp/http_micro_keys.$$.txt
 OUT=/tmp/http_micro.$$.out
 WRKOUT=/tmp/http_micro_wrk.$$.out
@@ -25,19 +26,11 @@ until grep -q READY "$OUT" 2>/dev/null; do
   sleep 0.1
 done
 PIDS=$(sed -n 's/.*pids=//p' "$OUT")
-ticks() { t=0; for p in $PIDS; do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done; echo $t; }
 
-t0=$(ticks)
-WRK_KEYS=$KEYS taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$HERE/../wrk/random_series.lua" \
-  "http://127.0.0.1:$PORT" >"$WRKOUT"
-t1=$(ticks)
+run_wrk "$WRKOUT"
 kill -TERM $MAIN
 wait $MAIN || true
 
-HZ=$(getconf CLK_TCK)
-REQ=$(sed -n 's/.*RESULT requests=\([0-9]*\).*/\1/p' "$WRKOUT")
-grep -E "Requests/sec|RESULT" "$WRKOUT"
-echo "readers=$READERS connections=$CONNS seconds=$SECS requests=$REQ reader_cpu_s=$(echo "scale=2; ($t1 - $t0) / $HZ" | bc)" \
-  "cpu_us_per_request=$(echo "scale=2; ($t1 - $t0) * 1000000 / $HZ / $REQ" | bc)"
+report "$WRKOUT" "readers=$READERS" reader_cpu_s
 grep '^reader ' "$OUT"
 rm -f "$KEYS" "$OUT" "$WRKOUT"

@@ -11,6 +11,7 @@ CONNS=${2:-64}
 SECS=${3:-10}
 PORT=${PORT:-18081}
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/wrk_cpu.sh"
 DIR=$(mktemp -d /tmp/http_micro_nginx.XXXXXX)
 KEYS=$DIR/keys.txt
 
@@ -39,18 +40,10 @@ nginx -p "$DIR" -c "$DIR/nginx.conf" &
 MAIN=$!
 sleep 1
 PIDS="$(cat "$DIR/nginx.pid") $(pgrep -P "$(cat "$DIR/nginx.pid")")"
-ticks() { t=0; for p in $PIDS; do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done; echo $t; }
 
-t0=$(ticks)
-WRK_KEYS=$KEYS taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$HERE/../wrk/random_series.lua" \
-  "http://127.0.0.1:$PORT" >"$DIR/wrk.out"
-t1=$(ticks)
+run_wrk "$DIR/wrk.out"
 kill -TERM "$(cat "$DIR/nginx.pid")"
 wait $MAIN || true
 
-HZ=$(getconf CLK_TCK)
-REQ=$(sed -n 's/.*RESULT requests=\([0-9]*\).*/\1/p' "$DIR/wrk.out")
-grep -E "Requests/sec|RESULT" "$DIR/wrk.out"
-echo "nginx connections=$CONNS seconds=$SECS requests=$REQ cpu_s=$(echo "scale=2; ($t1 - $t0) / $HZ" | bc)" \
-  "cpu_us_per_request=$(echo "scale=2; ($t1 - $t0) * 1000000 / $HZ / $REQ" | bc)"
+report "$DIR/wrk.out" nginx cpu_s
 rm -rf "$DIR"

@@ -24,6 +24,8 @@
 #include <vector>
 
 #include <fmt/format.h>
+
+#include "bench/measure.h"
 #include <simdjson.h>
 
 #include "ingest/ingest.h"
@@ -41,16 +43,12 @@ struct Clock {
 
 namespace {
 
-constexpr int64_t kSec = 1'000'000'000;
-constexpr int64_t kT0 = 1'732'700'000 * kSec;
+using bench::kSec;
+using bench::kT0;
+using bench::median;
 constexpr const char* kMetrics[] = {"cpu.usage_percent", "mem.used_bytes", "http.latency_ms",
                                     "disk.io_ops_total", "temperature_celsius"};
 constexpr const char* kDcs[] = {"eu-west", "us-east", "ap-south"};
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 double seconds_since(Clock::time_point t) { return Clock::now() - t; }
 

@@ -62,6 +62,8 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/measure.h"
+
 namespace {
 
 constexpr int64_t kReconnectDelayNs = 10'000'000;
@@ -70,16 +72,8 @@ void stop_early(int) { g_stop_early = 1; }
 
 constexpr int64_t kGraceNs = 5'000'000'000;  // answers still missing this long after the end: given up
 
-int64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1'000'000'000 + ts.tv_nsec;
-}
-
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "loadgen: %s: %s\n", what.c_str(), std::strerror(errno));
-  std::exit(1);
-}
+using bench::monotonic_ns;
+[[noreturn]] void die(const std::string& what) { bench::die_errno("loadgen", what); }
 
 struct Options {
   std::string host = "127.0.0.1", keys;
@@ -205,7 +199,7 @@ class Client {
     if (connect(fd, reinterpret_cast<const sockaddr*>(&addr_), sizeof addr_) < 0) {
       ++n_.socket_errors;
       close(fd);
-      conn.reconnect_at = now_ns() + kReconnectDelayNs;
+      conn.reconnect_at = monotonic_ns() + kReconnectDelayNs;
       down_.push_back(c);
       return false;
     }
@@ -325,7 +319,7 @@ void Client::on_readable(size_t c) {
 
 void Client::on_response(size_t c, const Response& r) {
   Connection& conn = conns_[c];
-  latency_us_.push_back(static_cast<uint32_t>((now_ns() - conn.scheduled) / 1000));
+  latency_us_.push_back(static_cast<uint32_t>((monotonic_ns() - conn.scheduled) / 1000));
   conn.scheduled = 0;
   bool counted = false;
   if (o_.check_generation) {
@@ -355,12 +349,12 @@ void Client::on_response(size_t c, const Response& r) {
 void Client::run() {
   for (size_t c = 0; c < conns_.size(); ++c)
     if (open(c)) idle_.push_back(c);
-  const int64_t start = now_ns();
+  const int64_t start = monotonic_ns();
   int64_t stop = start + static_cast<int64_t>(o_.duration * 1e9);
   int64_t next = start;
   std::vector<epoll_event> events(conns_.size());
   for (;;) {
-    int64_t now = now_ns();
+    int64_t now = monotonic_ns();
     if (g_stop_early && now < stop) stop = now;
     int64_t next_reconnect = INT64_MAX;
     for (size_t i = 0; i < down_.size();) {  // reopen() may append to down_ again
@@ -399,7 +393,7 @@ void Client::run() {
       if (conns_[c].fd >= 0) on_readable(c);
     }
   }
-  print_result(static_cast<double>(now_ns() - start) / 1e9);
+  print_result(static_cast<double>(monotonic_ns() - start) / 1e9);
 }
 
 void Client::print_result(double seconds) {

@@ -23,8 +23,6 @@
 // restores only); with one that does not, the checkpoint is also written there. Times are this
 // thread's CPU time (CLOCK_THREAD_CPUTIME_ID), medians over the runs; MB/s is of the
 // decompressed checkpoint payload.
-#include <time.h>
-
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -39,6 +37,8 @@
 
 #include <fmt/format.h>
 
+#include "bench/measure.h"
+
 #include "ingest/ingest.h"
 #include "ingest/replica/replica.h"
 #include "ingest/replica/wire.h"
@@ -48,14 +48,10 @@ using namespace ingest;
 
 namespace {
 
-constexpr int64_t kSec = 1'000'000'000;
-constexpr int64_t kT0 = 1'732'700'000 * kSec;
-
-double cpu_now() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
+using bench::kSec;
+using bench::kT0;
+using bench::median;
+using bench::thread_cpu_now;
 
 // Gorilla's value encoding of a series, in bits (Pelkonen et al., VLDB 2015, 4.1.2).
 struct GorillaBits {
@@ -79,10 +75,6 @@ struct GorillaBits {
   }
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 }  // namespace
 
@@ -112,9 +104,9 @@ int main(int argc, char** argv) {
         Replica restored;
         std::unique_ptr<Aggregator> restored_agg;
         uint64_t seq = 0;
-        const double c0 = cpu_now();
+        const double c0 = thread_cpu_now();
         Replica::restore(checkpoint, config, &restored, &restored_agg, &seq);
-        restore_s.push_back(cpu_now() - c0);
+        restore_s.push_back(thread_cpu_now() - c0);
       }
       fmt::print("bench_state_restore: {}: {:.1f} MB, restore {:.0f} ms (median of {})\n", file,
                  static_cast<double>(checkpoint.size()) / 1e6, median(restore_s) * 1e3, runs);
@@ -126,7 +118,7 @@ int main(int argc, char** argv) {
   const int ticks = 60 / interval_s + 1;
   std::vector<GorillaBits> gorilla(series);
   uint64_t gorilla_bits = 0, gorilla_values = 0;
-  const double f0 = cpu_now();
+  const double f0 = thread_cpu_now();
   for (int t = 0; t < ticks; ++t) {
     const int64_t clock = kT0 + t * interval_s * kSec;
     std::span<const Sample> samples = source.generate(clock);
@@ -141,15 +133,15 @@ int main(int argc, char** argv) {
     replica.apply(replica.take_staged(), static_cast<uint64_t>(t + 1), clock, aggregator, nullptr, nullptr);
     aggregator.expire(clock);
   }
-  const double fill_s = cpu_now() - f0;
+  const double fill_s = thread_cpu_now() - f0;
   const auto seq = static_cast<uint64_t>(ticks);
 
   std::vector<double> write_s, restore_s, decompress_s, load_s, entry_s;
   std::string checkpoint;
   for (int r = 0; r < runs; ++r) {
-    const double c0 = cpu_now();
+    const double c0 = thread_cpu_now();
     checkpoint = replica.checkpoint(aggregator, seq);
-    write_s.push_back(cpu_now() - c0);
+    write_s.push_back(thread_cpu_now() - c0);
   }
   if (file) std::ofstream(file, std::ios::binary) << checkpoint;
   std::string window;  // the Aggregator's part, the payload's tail
@@ -157,23 +149,23 @@ int main(int argc, char** argv) {
   size_t payload_bytes = 0;
   bool same = true;
   for (int r = 0; r < runs; ++r) {
-    double c0 = cpu_now();
+    double c0 = thread_cpu_now();
     std::string payload =
         wire::decompress(std::string_view(checkpoint).substr(Replica::kCheckpointHeaderBytes), size_t{1} << 36);
-    decompress_s.push_back(cpu_now() - c0);
+    decompress_s.push_back(thread_cpu_now() - c0);
     payload_bytes = payload.size();
     {
       Aggregator loaded(config);
-      c0 = cpu_now();
+      c0 = thread_cpu_now();
       loaded.load(std::string_view(payload).substr(payload.size() - window.size()));
-      load_s.push_back(cpu_now() - c0);
+      load_s.push_back(thread_cpu_now() - c0);
     }
     Replica restored;
     std::unique_ptr<Aggregator> restored_agg;
     uint64_t restored_seq = 0;
-    c0 = cpu_now();
+    c0 = thread_cpu_now();
     Replica::restore(checkpoint, config, &restored, &restored_agg, &restored_seq);
-    restore_s.push_back(cpu_now() - c0);
+    restore_s.push_back(thread_cpu_now() - c0);
       if (r == 0) same = restored_seq == seq && restored.checkpoint(*restored_agg, seq) == checkpoint;
     if (r + 1 < runs) continue;
     for (int e = 0; e < 2; ++e) {  // the entries after the checkpoint, on the last restored state
@@ -184,12 +176,12 @@ int main(int argc, char** argv) {
       const std::string entry = Replica::seal_entry(seq + 1 + e, clock, payload);
       replica.apply(payload, seq + 1 + e, clock, aggregator, nullptr, nullptr);
       aggregator.expire(clock);
-      c0 = cpu_now();
+      c0 = thread_cpu_now();
       std::string got =
           wire::decompress(std::string_view(entry).substr(Replica::kEntryHeaderBytes), Replica::kMaxEntryPayload);
       restored.apply(got, seq + 1 + e, clock, *restored_agg, nullptr, nullptr);
       restored_agg->expire(clock);
-      entry_s.push_back(cpu_now() - c0);
+      entry_s.push_back(thread_cpu_now() - c0);
     }
     same = same && restored.checkpoint(*restored_agg, seq + 2) == replica.checkpoint(aggregator, seq + 2);
   }

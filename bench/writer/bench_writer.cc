@@ -35,6 +35,8 @@
 
 #include <fmt/format.h>
 
+#include "bench/measure.h"
+
 #include "common/partitions.h"
 #include "ingest/ingest.h"
 #include "ingest/internal.h"
@@ -45,8 +47,9 @@ using namespace ingest;
 
 namespace {
 
-constexpr int64_t kSec = 1'000'000'000;
-constexpr int64_t kT0 = 1'732'700'000 * kSec;
+using bench::kSec;
+using bench::kT0;
+using bench::median;
 
 double clock_s(clockid_t id) {
   timespec ts;
@@ -55,11 +58,6 @@ double clock_s(clockid_t id) {
 }
 double cpu_now() { return clock_s(CLOCK_PROCESS_CPUTIME_ID); }
 double wall_now() { return clock_s(CLOCK_MONOTONIC); }
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 size_t rss_bytes() {
   std::ifstream in("/proc/self/status");

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "ingest/format/format.h"
 #include "ingest/internal.h"
 
@@ -92,6 +94,55 @@ inline uint32_t append_scope_context(std::vector<Label>& labels, uint32_t scope_
   }
   *count = static_cast<uint32_t>(labels.size() - begin);
   return begin;
+}
+
+// Attaches a resource's context labels to the samples raw[first, raw.size()) of its
+// metrics, a point's samples adjacent (the same `index`): per scope (the run of labels
+// raw[i].*scope_begin/*scope_count, empty: none), the scope's attributes, then the
+// resource's ([resource_begin, resource_begin + resource_count) of labels) the scope does
+// not name, built once per scope in labels and stored in each sample's
+// *context_begin/*context_count. A point whose own labels with its context would be more
+// than kMaxLabels is refused with reject(index, why), and its samples taken out of raw.
+// Shared by the OTLP/JSON parser and the protobuf decoder, so that both refuse the same
+// points.
+template <class Raw, class Reject>
+void attach_resource_context(std::vector<Raw>& raw, size_t first, std::vector<Label>& labels,
+                             uint32_t resource_begin, uint32_t resource_count, uint32_t Raw::*scope_begin,
+                             uint32_t Raw::*scope_count, uint32_t Raw::*context_begin,
+                             uint32_t Raw::*context_count, Reject&& reject) {
+  uint32_t cbegin = resource_begin, ccount = resource_count;
+  uint32_t built_begin = 0, built_count = 0;
+  size_t kept = first;
+  for (size_t i = first; i < raw.size();) {
+    size_t end = i + 1;  // the point's samples: [i, end)
+    while (end < raw.size() && raw[end].index == raw[i].index) ++end;
+    const uint32_t sbegin = raw[i].*scope_begin, scount = raw[i].*scope_count;
+    if (scount == 0) {
+      cbegin = resource_begin;
+      ccount = resource_count;
+    } else if (sbegin != built_begin || scount != built_count) {
+      built_begin = sbegin;
+      built_count = scount;
+      cbegin = append_scope_context(labels, sbegin, scount, resource_begin, resource_count, &ccount);
+    }
+    auto context = std::span<const Label>(labels).subspan(cbegin, ccount);
+    bool over = false;
+    for (size_t k = i; k < end; ++k) {
+      auto own = std::span<const Label>(labels).subspan(raw[k].label_begin, raw[k].label_count);
+      over |= merged_label_count(own, context) > kMaxLabels;
+    }
+    if (over) {
+      reject(raw[i].index, fmt::format("more than {} labels with the resource attributes", kMaxLabels));
+    } else {
+      for (size_t k = i; k < end; ++k) {
+        raw[k].*context_begin = cbegin;
+        raw[k].*context_count = ccount;
+        raw[kept++] = raw[k];
+      }
+    }
+    i = end;
+  }
+  raw.resize(kept);
 }
 
 // The text of an le label ("+Inf", or the shortest text that reads back as le).

@@ -97,40 +97,10 @@ void OtlpProtoParser::Impl::resource_metrics(const pb::metrics::v1::ResourceMetr
     return;
   }
   uint32_t rcount = static_cast<uint32_t>(labels.size() - rbegin);
-  // Context labels per scope, as parser.cc builds them: the scope's, then the
-  // resource's the scope does not name.
-  uint32_t cbegin = rbegin, ccount = rcount, built_begin = 0, built_count = 0;
-  size_t kept = first;
-  for (size_t i = first; i < raw.size();) {
-    size_t end = i + 1;
-    while (end < raw.size() && raw[end].index == raw[i].index) ++end;
-    uint32_t sbegin = raw[i].context_begin, scount = raw[i].context_count;
-    if (scount == 0) {
-      cbegin = rbegin;
-      ccount = rcount;
-    } else if (sbegin != built_begin || scount != built_count) {
-      built_begin = sbegin;
-      built_count = scount;
-      cbegin = append_scope_context(labels, sbegin, scount, rbegin, rcount, &ccount);
-    }
-    auto context = std::span<const Label>(labels).subspan(cbegin, ccount);
-    bool over = false;
-    for (size_t k = i; k < end; ++k) {
-      auto own = std::span<const Label>(labels).subspan(raw[k].label_begin, raw[k].label_count);
-      over |= merged_label_count(own, context) > kMaxLabels;
-    }
-    if (over) {
-      reject(raw[i].index, fmt::format("more than {} labels with the resource attributes", kMaxLabels));
-    } else {
-      for (size_t k = i; k < end; ++k) {
-        raw[k].context_begin = cbegin;
-        raw[k].context_count = ccount;
-        raw[kept++] = raw[k];
-      }
-    }
-    i = end;
-  }
-  raw.resize(kept);
+  // A scope's context labels are in context_begin/count until its resource's are added.
+  attach_resource_context(raw, first, labels, rbegin, rcount, &RawSample::context_begin, &RawSample::context_count,
+                          &RawSample::context_begin, &RawSample::context_count,
+                          [this](uint32_t index, std::string_view why) { reject(index, why); });
 }
 
 void OtlpProtoParser::Impl::scope_metrics(const pb::metrics::v1::ScopeMetrics& sm) {

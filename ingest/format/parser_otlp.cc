@@ -50,40 +50,10 @@ bool Parser::Impl::otlp_resource_metrics(od::value v) {
   }
   // A sample's context labels: its scope's attributes, then the resource's that the
   // scope does not name (a point's own attributes win over both, a scope's over the
-  // resource's). Built once per scope, in labels.
-  uint32_t cbegin = rbegin, ccount = rcount;
-  uint32_t built_begin = 0, built_count = 0;
-  size_t kept = first;
-  for (size_t i = first; i < raw.size();) {
-    size_t end = i + 1;  // the point's samples: [i, end)
-    while (end < raw.size() && raw[end].index == raw[i].index) ++end;
-    const RawSample& s = raw[i];
-    if (s.scope_count == 0) {
-      cbegin = rbegin;
-      ccount = rcount;
-    } else if (s.scope_begin != built_begin || s.scope_count != built_count) {
-      built_begin = s.scope_begin;
-      built_count = s.scope_count;
-      cbegin = append_scope_context(labels, built_begin, built_count, rbegin, rcount, &ccount);
-    }
-    auto context = std::span<const Label>(labels).subspan(cbegin, ccount);
-    bool over = false;
-    for (size_t k = i; k < end; ++k) {
-      auto own = std::span<const Label>(labels).subspan(raw[k].label_begin, raw[k].label_count);
-      over |= merged_label_count(own, context) > kMaxLabels;
-    }
-    if (over) {
-      reject(s.index, fmt::format("more than {} labels with the resource attributes", kMaxLabels));
-    } else {
-      for (size_t k = i; k < end; ++k) {
-        raw[k].resource_begin = cbegin;
-        raw[k].resource_count = ccount;
-        raw[kept++] = raw[k];
-      }
-    }
-    i = end;
-  }
-  raw.resize(kept);
+  // resource's).
+  attach_resource_context(raw, first, labels, rbegin, rcount, &RawSample::scope_begin, &RawSample::scope_count,
+                          &RawSample::resource_begin, &RawSample::resource_count,
+                          [this](uint32_t index, std::string_view why) { reject(index, why); });
   return true;
 }
 

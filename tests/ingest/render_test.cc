@@ -11,6 +11,23 @@
 
 using namespace ingest;
 
+namespace {
+
+// The window of two samples, 1 then 2, at the given times: what the series and the
+// Prometheus renderings below are checked with.
+Aggregate one_then_two(int64_t first_ts_ns, int64_t last_ts_ns) {
+  Aggregate a;
+  a.count = 2;
+  a.sum = 3;
+  a.min = a.first = a.p50 = 1;
+  a.max = a.last = a.p90 = a.p99 = 2;
+  a.first_ts_ns = first_ts_ns;
+  a.last_ts_ns = last_ts_ns;
+  return a;
+}
+
+}  // namespace
+
 TEST_CASE("series keys are canonical and parse back") {
   std::vector<Label> labels = {{"zone", "a\"b"}, {"host", "h\\1\nx"}, {"dc", ""}};
   std::string key = make_series_key("cpu.temp", labels);
@@ -102,18 +119,7 @@ TEST_CASE("timestamps convert between seconds and nanoseconds exactly") {
 }
 
 TEST_CASE("series body: field order / labels / nulls for an empty window") {
-  Aggregate a;
-  a.count = 2;
-  a.sum = 3;
-  a.min = 1;
-  a.max = 2;
-  a.first = 1;
-  a.last = 2;
-  a.first_ts_ns = 1732700000'000000000;
-  a.last_ts_ns = 1732700002'500000000;
-  a.p50 = 1;
-  a.p90 = 2;
-  a.p99 = 2;
+  Aggregate a = one_then_two(1732700000'000000000, 1732700002'500000000);
   std::string key = make_series_key("m", std::vector<Label>{{"h", "a\"\tb"}});
   std::string key_json, out;
   append_json_string(key_json, key);
@@ -156,17 +162,7 @@ TEST_CASE("metric body and metrics list") {
 }
 
 TEST_CASE("Prometheus text: families / escaping / label names made valid") {
-  Aggregate a;
-  a.count = 2;
-  a.sum = 3;
-  a.min = 1;
-  a.max = 2;
-  a.first = 1;
-  a.last = 2;
-  a.first_ts_ns = 0;
-  a.last_ts_ns = 2'000'000'000;
-  a.p50 = 1;
-  a.p90 = a.p99 = 2;
+  Aggregate a = one_then_two(0, 2'000'000'000);
   Aggregate overflow = a;
   overflow.sum = std::numeric_limits<double>::infinity();
   std::vector<PromMetric> metrics = {{"cpu.temp", 1, &a}, {"big", 1, &overflow}};

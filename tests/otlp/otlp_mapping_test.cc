@@ -60,6 +60,46 @@ TEST_CASE("OTLP: the JSON and protobuf forms of one request give the same sample
   }
 }
 
+TEST_CASE("OTLP protobuf: point labels and resource attributes together are held to the label limit") {
+  // As the JSON form's test (tests/ingest/parser_test.cc): 20 resource attributes; a
+  // point with 20 own names (40 together: over), one with 12 (32: at the limit), one
+  // with 20 of which 10 repeat a resource name (30).
+  namespace pb = opentelemetry::proto;
+  pb::collector::metrics::v1::ExportMetricsServiceRequest req;
+  auto add_attributes = [](auto* list, const char* prefix, int from, int to) {
+    for (int i = from; i < to; ++i) {
+      auto* kv = list->Add();
+      kv->set_key(fmt::format("{}{}", prefix, i));
+      kv->mutable_value()->set_string_value("v");
+    }
+  };
+  auto* rm = req.add_resource_metrics();
+  add_attributes(rm->mutable_resource()->mutable_attributes(), "r", 0, 20);
+  auto* gauge = rm->add_scope_metrics()->add_metrics();
+  gauge->set_name("m");
+  const struct {
+    const char* prefix;
+    int from, to;
+  } points[] = {{"p", 0, 20}, {"p", 0, 12}, {"r", 10, 30}};
+  double value = 1;
+  for (const auto& pt : points) {
+    auto* p = gauge->mutable_gauge()->add_data_points();
+    p->set_time_unix_nano(uint64_t(kT0));
+    p->set_as_double(value++);
+    add_attributes(p->mutable_attributes(), pt.prefix, pt.from, pt.to);
+  }
+  OtlpProtoParser proto;
+  ParseResult r = proto.parse(req.SerializeAsString());
+  REQUIRE(r.ok);
+  CHECK(r.rejected == 1);
+  INFO(r.error);
+  CHECK(r.error.find("more than 32 labels with the resource attributes") != std::string::npos);
+  REQUIRE(proto.samples().size() == 2);
+  CHECK(proto.samples()[0].value == 2);
+  CHECK(proto.samples()[0].labels.size() + proto.samples()[0].resource_labels.size() == 32);
+  CHECK(proto.samples()[1].value == 3);
+}
+
 TEST_CASE("OTLP: sums: monotonic ones are counters, delta points are flagged") {
   Parser p;
   REQUIRE(p.parse(mixed_request_json()).ok);

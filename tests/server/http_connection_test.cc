@@ -38,33 +38,25 @@ TEST_CASE("pipelined requests are answered in order on one connection", "[server
 TEST_CASE("HTTP/1.0 with and without keep-alive, and HEAD", "[server]") {
   Fixture f;
   int fd = connect_to(f.port);
-  send_all(fd, "GET /v1/series/mem HTTP/1.0\r\n\r\n");
   std::string buf;
-  auto r = read_response(fd, buf);
-  REQUIRE(r);
-  CHECK(r->status == 200);
-  CHECK(r->header("connection") == "close");
+  Response r = exchange(fd, buf, "GET /v1/series/mem HTTP/1.0\r\n\r\n");
+  CHECK(r.status == 200);
+  CHECK(r.header("connection") == "close");
   CHECK(closed_by_server(fd));
   close(fd);
 
   fd = connect_to(f.port);
   buf.clear();
   for (int i = 0; i < 2; ++i) {
-    send_all(fd, "GET /v1/series/mem HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-    r = read_response(fd, buf);
-    REQUIRE(r);
-    CHECK(r->header("connection") == "keep-alive");
-    CHECK(r->body == series_body(kMem));
+    r = exchange(fd, buf, "GET /v1/series/mem HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    CHECK(r.header("connection") == "keep-alive");
+    CHECK(r.body == series_body(kMem));
   }
-  send_all(fd, "HEAD /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
-  r = read_response(fd, buf, /*head_request=*/true);
-  REQUIRE(r);
-  CHECK(r->status == 200);
-  CHECK(r->header("content-length") == std::to_string(series_body(kMem).size()));
-  send_all(fd, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");  // HEAD sent no body
-  r = read_response(fd, buf);
-  REQUIRE(r);
-  CHECK(r->body == series_body(kMem));
+  r = exchange(fd, buf, "HEAD /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n", /*head_request=*/true);
+  CHECK(r.status == 200);
+  CHECK(r.header("content-length") == std::to_string(series_body(kMem).size()));
+  r = exchange(fd, buf, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");  // HEAD sent no body
+  CHECK(r.body == series_body(kMem));
   close(fd);
 }
 
@@ -82,24 +74,20 @@ TEST_CASE("errors: 404 keeps the connection, 405 400 431 413 close only theirs",
   {
     int fd = connect_to(f.port);
     std::string buf;
-    send_all(fd, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
-    auto r = read_response(fd, buf);
-    REQUIRE(r);
-    CHECK(r->status == 404);
-    CHECK(r->header("content-type") == "application/json");
-    r = read_response(fd, buf);
-    REQUIRE(r);
-    CHECK(r->status == 200);
+    Response r = exchange(fd, buf, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+    CHECK(r.status == 404);
+    CHECK(r.header("content-type") == "application/json");
+    auto next = read_response(fd, buf);
+    REQUIRE(next);
+    CHECK(next->status == 200);
     close(fd);
   }
   {
     int fd = connect_to(f.port);
     std::string buf;
-    send_all(fd, "DELETE /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
-    auto r = read_response(fd, buf);
-    REQUIRE(r);
-    CHECK(r->status == 405);
-    CHECK(r->header("allow") == "GET, HEAD");
+    Response r = exchange(fd, buf, "DELETE /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+    CHECK(r.status == 405);
+    CHECK(r.header("allow") == "GET, HEAD");
     close(fd);
   }
   struct Case {
@@ -118,12 +106,10 @@ TEST_CASE("errors: 404 keeps the connection, 405 400 431 413 close only theirs",
     INFO(c.request.substr(0, 60));
     int fd = connect_to(f.port);
     std::string buf;
-    send_all(fd, c.request);
-    auto r = read_response(fd, buf);
-    REQUIRE(r);
-    CHECK(r->status == c.status);
-    CHECK(r->header("connection") == "close");
-    CHECK(r->body.starts_with("{\"error\":"));
+    Response r = exchange(fd, buf, c.request);
+    CHECK(r.status == c.status);
+    CHECK(r.header("connection") == "close");
+    CHECK(r.body.starts_with("{\"error\":"));
     CHECK(closed_by_server(fd));
     close(fd);
     CHECK(bystander_ok());
@@ -140,8 +126,7 @@ TEST_CASE("idle and slow clients time out", "[server]") {
 
   int idle = connect_to(f.port);
   std::string buf;
-  send_all(idle, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
-  REQUIRE(read_response(idle, buf));
+  exchange(idle, buf, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
   CHECK(closed_by_server(idle));  // within the 10 s receive timeout
   close(idle);
 
@@ -216,11 +201,9 @@ TEST_CASE("shutdown drains: open connections get their next answer with Connecti
   // answers are keep-alive ones, hence the bounded loop.
   bool told_to_close = false;
   for (int i = 0; i < 1000 && !told_to_close; ++i) {
-    send_all(a, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
-    auto r = read_response(a, abuf);
-    REQUIRE(r);
-    CHECK(r->status == 200);
-    told_to_close = r->header("connection") == "close";
+    Response r = exchange(a, abuf, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+    CHECK(r.status == 200);
+    told_to_close = r.header("connection") == "close";
     if (!told_to_close) std::this_thread::sleep_for(1ms);
   }
   CHECK(told_to_close);
@@ -246,8 +229,7 @@ TEST_CASE("shutdown: a connection idle for the whole grace is closed, the loop e
   Fixture f(o);
   int fd = connect_to(f.port);
   std::string buf;
-  send_all(fd, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
-  REQUIRE(read_response(fd, buf));
+  exchange(fd, buf, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
   f.stop();  // joins the server thread: the grace timer must end the loop
   CHECK(closed_by_server(fd));
   close(fd);
@@ -408,18 +390,14 @@ TEST_CASE("a server driven by the caller's own event_base_dispatch serves and dr
   int fd = connect_to(port);
   std::string buf;
   for (int i = 0; i < 3; ++i) {  // keep-alive: the same connection each time
-    send_all(fd, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
-    auto r = read_response(fd, buf);
-    REQUIRE(r);
-    CHECK(r->body == series_body(kMem));
+    Response r = exchange(fd, buf, "GET /v1/series/mem HTTP/1.1\r\nHost: t\r\n\r\n");
+    CHECK(r.body == series_body(kMem));
   }
   own.request_shutdown();  // the drain: the next answer closes
   for (int i = 0; i < 1000 && f.store->reader_counter(2, server::kAccepting) != 0; ++i) std::this_thread::sleep_for(5ms);
   REQUIRE(f.store->reader_counter(2, server::kAccepting) == 0);  // draining now
-  send_all(fd, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
-  auto r = read_response(fd, buf);
-  REQUIRE(r);
-  CHECK(r->header("connection") == "close");
+  Response r = exchange(fd, buf, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+  CHECK(r.header("connection") == "close");
   CHECK(closed_by_server(fd));
   own.stop();
   close(fd);

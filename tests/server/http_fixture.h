@@ -194,6 +194,15 @@ inline bool closed_by_server(int fd) {
   return false;
 }
 
+// Sends `request` on the open connection fd and reads its response (buf keeps what came
+// after it); the test fails when none came.
+inline Response exchange(int fd, std::string& buf, const std::string& request, bool head_request = false) {
+  send_all(fd, request);
+  auto r = read_response(fd, buf, head_request);
+  REQUIRE(r);
+  return *r;
+}
+
 inline Response get(uint16_t port, const std::string& target, const std::string& extra_headers = "") {
   int fd = connect_to(port);
   send_all(fd, "GET " + target + " HTTP/1.1\r\nHost: t\r\n" + extra_headers + "\r\n");

@@ -32,18 +32,24 @@ TEST_CASE("parse_request: a keep-alive GET, parsed in place", "[http]") {
 TEST_CASE("parse_request: versions, Connection, bodies and malformed input", "[http]") {
   using namespace server::http;
   Request r;
-  REQUIRE(parse_request("GET / HTTP/1.0\r\n\r\n", 8192, r) == Parse::complete);
-  CHECK_FALSE(r.keep_alive);
-  REQUIRE(parse_request("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", 8192, r) == Parse::complete);
-  CHECK(r.keep_alive);
-  REQUIRE(parse_request("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", 8192, r) == Parse::complete);
-  CHECK_FALSE(r.keep_alive);
-  REQUIRE(parse_request("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n", 8192, r) == Parse::complete);
-  CHECK(r.has_body);
-  REQUIRE(parse_request("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", 8192, r) == Parse::complete);
-  CHECK_FALSE(r.has_body);
-  REQUIRE(parse_request("GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n", 8192, r) == Parse::complete);
-  CHECK(r.has_body);
+  // Complete heads: whether the connection stays open, and whether a body follows.
+  const struct {
+    const char* head;
+    bool keep_alive, has_body;
+  } complete[] = {
+      {"GET / HTTP/1.0\r\n\r\n", false, false},
+      {"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true, false},
+      {"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", false, false},
+      {"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n", true, true},
+      {"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", true, false},
+      {"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n", true, true},
+  };
+  for (const auto& c : complete) {
+    INFO(c.head);
+    REQUIRE(parse_request(c.head, 8192, r) == Parse::complete);
+    CHECK(r.keep_alive == c.keep_alive);
+    CHECK(r.has_body == c.has_body);
+  }
   CHECK(parse_request("GET / HTTP/1.1\r\n\r\n", 8192, r) == Parse::bad_request);  // no Host
   CHECK(parse_request("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 8192, r) ==
         Parse::bad_request);

@@ -14,13 +14,18 @@ SnapshotBuilder sample(size_t n) {
   for (size_t i = 0; i < n; ++i) b.add(fmt::format("key-{}", i), fmt::format("{{\"value\":{}}}", i));
   return b;
 }
+
+// The keys key-FROM, key-(FROM+STEP), ... below n: what a list of the sample refers to.
+std::vector<std::string> every_nth_key(size_t n, size_t from, size_t step) {
+  std::vector<std::string> keys;
+  for (size_t i = from; i < n; i += step) keys.push_back(fmt::format("key-{}", i));
+  return keys;
+}
 }  // namespace
 
 TEST_CASE("records round-trip through the format", "[snapshot]") {
   SnapshotBuilder b = sample(1000);
-  std::vector<std::string> odd;
-  for (int i = 1; i < 1000; i += 2) odd.push_back(fmt::format("key-{}", i));
-  b.add_list("odd", odd);
+  b.add_list("odd", every_nth_key(1000, 1, 2));
   auto bytes = b.serialize(7, 1234);
   REQUIRE(bytes.size() == b.serialized_size());
   SnapshotView v(bytes);
@@ -131,9 +136,7 @@ TEST_CASE("corrupt headers are refused with a reason", "[snapshot]") {
 
 TEST_CASE("random corruption of the body never reads out of bounds", "[snapshot]") {
   SnapshotBuilder b = sample(200);
-  std::vector<std::string> keys;
-  for (int i = 0; i < 200; i += 3) keys.push_back(fmt::format("key-{}", i));
-  b.add_list("some", keys);
+  b.add_list("some", every_nth_key(200, 0, 3));
   auto good = b.serialize(9, 0);
   std::mt19937_64 rng(42);
   int detected = 0;

@@ -21,24 +21,16 @@ using fuzz_replica::kClock;
 
 // A dictionary to refer to: the payload a leader stages for a few series.
 void prime(Replica& replica, Aggregator& aggregator) {
-  static const Label host[] = {{"host", "a"}};
-  static const Label le[] = {{"le", "1"}};
-  Sample samples[] = {
-      Sample{"cpu", "", host, {}, 1.5, 0, SampleKind::gauge},
-      Sample{"jobs", "_total", {}, {}, 7, kClock - 1'000'000, SampleKind::counter},
-      Sample{"req", "_bucket", le, {}, 3, 0, SampleKind::bucket},
-  };
   std::string urls[] = {"synthetic://"};
   replica.stage_begin(config(), urls);
-  replica.stage(0, samples, kClock - 2'000'000'000);
+  replica.stage(0, fuzz_replica::prime_samples(), kClock - 2'000'000'000);
   replica.apply(replica.take_staged(), 1, kClock - 2'000'000'000, aggregator, nullptr, nullptr);
 }
 
 std::string dump(Aggregator& aggregator) {
   shm::SnapshotBuilder b;
   aggregator.build(b, kClock);
-  std::vector<std::byte> bytes = b.serialize(1, 0);
-  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  return fuzz_replica::snapshot_bytes(b);
 }
 
 }  // namespace

@@ -20,16 +20,9 @@ using fuzz_replica::config;
 using fuzz_replica::kClock;
 
 PartitionState primed() {
-  static const Label host[] = {{"host", "a"}};
-  static const Label le[] = {{"le", "1"}};
-  Sample samples[] = {
-      Sample{"cpu", "", host, {}, 1.5, 0, SampleKind::gauge},
-      Sample{"jobs", "_total", {}, {}, 7, kClock - 1'000'000, SampleKind::counter},
-      Sample{"req", "_bucket", le, {}, 3, 0, SampleKind::bucket},
-  };
   PartitionWriter writer("synthetic://", 3, 1);
   PartitionState state(0, config());
-  for (auto& e : writer.encode(5, kClock - 2'000'000'000, samples, config(), shm::SourceStatus{}))
+  for (auto& e : writer.encode(5, kClock - 2'000'000'000, fuzz_replica::prime_samples(), config(), shm::SourceStatus{}))
     state.apply(e.bytes, 1);
   return state;
 }
@@ -38,8 +31,7 @@ std::string dump(PartitionState& state) {
   shm::SnapshotBuilder b;
   AggregatorPart part{&state.aggregator(), state.clock()};
   build_parts(b, std::span<const AggregatorPart>(&part, 1));
-  std::vector<std::byte> bytes = b.serialize(1, 0);
-  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  return fuzz_replica::snapshot_bytes(b);
 }
 
 }  // namespace
