@@ -22,16 +22,20 @@
 #   rate     wrk with CONNS connections: requests/s, and the CPU time (utime+stime from
 #            /proc) of the node's readers per request. For A the readers of B serve the
 #            remote part: their CPU is reported apart (peer_us/req).
-# Every answer must be 2xx and, on A, no answer may say Telemetryd-Partial: true (checked
-# once per kind before the runs): the script fails otherwise.
+# Every answer must be 2xx, and each kind's first answer on A, before and after its runs,
+# complete: the script fails otherwise. Each run also counts the answers that said
+# Telemetryd-Partial: true (`partial`) and the partitions A or B took or gave up meanwhile
+# (`moves`, from their logs): a node whose writer misses its membership heartbeats (a
+# starved core) loses its partitions to the other for a while. Such runs are in
+# results.tsv but left out of the medians, which say how many runs they are of.
 # Output: OUT/results.tsv (every run), OUT/summary.txt (medians, and A's rate as a ratio
 # of the standalone's).
 #
-# QUICK=1 is the ctest profile (bench/CMakeLists.txt, `bench.partition_queries_quick`):
+# QUICK=1 is the ctest profile (tests/ops/CMakeLists.txt, `ops.partition_queries`):
 # 1 run of 1 s per kind on the default engine, the same checks, no figures worth quoting.
 #
 # Environment: HOSTS=1000 METRICS=100 CONNS=16 LAT_CONNS=1 DURATION=5 RUNS=3
-#   ENGINES="io_uring epoll" INTERVAL=5s WORKERS=2 WRK_CPU=0 SRV_CPU=1 BUILD=build
+#   ENGINES="io_uring epoll" INTERVAL=5s LEASE=6s WORKERS=2 WRK_CPU=0 SRV_CPU=1 BUILD=build
 #   OUT=/tmp/telemetryd-partition-queries KINDS="series-local ..." (all five)
 #   TELEMETRYD= TELEMETRYCTL= (prebuilt binaries; else BUILD is built)
 set -euo pipefail
@@ -45,6 +49,7 @@ METRICS=${METRICS:-100}
 CONNS=${CONNS:-16}
 LAT_CONNS=${LAT_CONNS:-1}
 INTERVAL=${INTERVAL:-5s}
+LEASE=${LEASE:-6s}
 WORKERS=${WORKERS:-2}
 WRK_CPU=${WRK_CPU:-0}
 SRV_CPU=${SRV_CPU:-1}
@@ -113,7 +118,7 @@ start_node() {
         --reader-engine "$engine" --source "$SOURCE")
   # A cluster per engine (its own name): the partitions are placed afresh each time.
   [ "$n" = s ] || args+=(--cluster "redis://127.0.0.1:$REDIS_PORT" --cluster-name "pq-$engine"
-                         --node-id "$n" --partitions 16 --replication-factor 1)
+                         --node-id "$n" --lease "$LEASE" --partitions 16 --replication-factor 1)
   taskset -c "$SRV_CPU" "$TELEMETRYD" "${args[@]}" &
   PID[$n]=$!
 }
@@ -205,10 +210,13 @@ run_wrk() {  # node conns kind: prints the RESULT line
     wrk -t1 -c"$2" -d"$DURATION"s --timeout 5s -s "$ROOT_DIR/bench/wrk/random_series.lua" \
     "http://127.0.0.1:${PORT[$1]}" | grep '^RESULT' || fail "wrk against $1 ($3) printed no result"
 }
+# Partitions taken or given up so far by A and B under this engine (their log lines).
+moves() { cat "$OUT/a-$1.log" "$OUT/b-$1.log" | grep -c 'partitioned cluster: \(holding partition\|partition [0-9]* released\)' || true; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 per_req() { awk -v t="$1" -v n="$2" -v hz="$HZ" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }'; }
 
-echo -e "engine\tkind\tnode\tmode\trun\tconns\trps\tp50_us\tp99_us\tnon2xx\tsocket_errors\treader_us_per_req\tpeer_us_per_req" >"$RES"
+echo -e "engine\tkind\tnode\tmode\trun\tconns\trps\tp50_us\tp99_us\tnon2xx\tsocket_errors\tpartial\tmoves\treader_us_per_req\tpeer_us_per_req" >"$RES"
+FAILED=()
 echo "== $HOSTS x $METRICS series, engines: $ENGINES, out $OUT"
 for engine in $ENGINES; do
   echo "== engine $engine"
@@ -223,16 +231,19 @@ for engine in $ENGINES; do
       for r in $(seq "$RUNS"); do
         for mode in latency rate; do
           c=$LAT_CONNS; [ "$mode" = rate ] && c=$CONNS
+          m0=$(moves "$engine")
           t0=$(reader_ticks "$node"); p0=0; [ "$node" = a ] && p0=$(reader_ticks b)
           line=$(run_wrk "$node" "$c" "$kind")
           t1=$(reader_ticks "$node"); p1=0; [ "$node" = a ] && p1=$(reader_ticks b)
+          m1=$(moves "$engine")
           n=$(field requests "$line")
           peer="-"; [ "$node" = a ] && peer=$(per_req $((p1 - p0)) "$n")
-          printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$engine" "$kind" "$node" "$mode" "$r" "$c" \
+          printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$engine" "$kind" "$node" "$mode" "$r" "$c" \
             "$(field rps "$line")" "$(field p50_us "$line")" "$(field p99_us "$line")" "$(field non2xx "$line")" \
-            "$(field socket_errors "$line")" "$(per_req $((t1 - t0)) "$n")" "$peer" | tee -a "$RES"
+            "$(field socket_errors "$line")" "$(field partial "$line")" $((m1 - m0)) \
+            "$(per_req $((t1 - t0)) "$n")" "$peer" | tee -a "$RES"
           [ "$(field non2xx "$line")" = 0 ] && [ "$(field socket_errors "$line")" = 0 ] ||
-            fail "$engine $kind on $node: $line"
+            FAILED+=("$engine $kind on $node ($mode, run $r): $line")
         done
       done
     done
@@ -243,21 +254,34 @@ done
 
 $PY - "$RES" >"$OUT/summary.txt" <<'PYEOF'
 import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+all_rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+rows = [r for r in all_rows if r["partial"] == "0" and r["moves"] == "0"]
+if len(rows) < len(all_rows):
+    print(f"left out: {len(all_rows) - len(rows)} of {len(all_rows)} runs (partial answers or partitions moved):")
+    for r in all_rows:
+        if r not in rows:
+            print(f"  {r['engine']} {r['kind']} {r['node']} {r['mode']} run {r['run']}: partial {r['partial']}, moves {r['moves']}")
 def med(engine, kind, node, mode, k):
     v = [float(r[k]) for r in rows if (r["engine"], r["kind"], r["node"], r["mode"]) == (engine, kind, node, mode) and r[k] != "-"]
     return statistics.median(v) if v else float("nan")
+def n(engine, kind):
+    return min(sum(1 for r in rows if (r["engine"], r["kind"], r["node"], r["mode"]) == (engine, kind, node, mode))
+               for node in ("a", "s") for mode in ("latency", "rate"))
 print(f"{'engine':8} {'kind':13} {'A p50_us':>8} {'A p99_us':>8} {'S p50_us':>8} {'S p99_us':>8} "
-      f"{'A rps':>8} {'S rps':>8} {'A/S':>5} {'A us/req':>8} {'B us/req':>8} {'S us/req':>8}")
+      f"{'A rps':>8} {'S rps':>8} {'A/S':>5} {'A us/req':>8} {'B us/req':>8} {'S us/req':>8} {'runs':>4}")
 seen = []
-for r in rows:
+for r in all_rows:
     if (r["engine"], r["kind"]) not in seen: seen.append((r["engine"], r["kind"]))
 for e, k in seen:
     ar, sr = med(e, k, "a", "rate", "rps"), med(e, k, "s", "rate", "rps")
     print(f"{e:8} {k:13} {med(e,k,'a','latency','p50_us'):8.0f} {med(e,k,'a','latency','p99_us'):8.0f} "
           f"{med(e,k,'s','latency','p50_us'):8.0f} {med(e,k,'s','latency','p99_us'):8.0f} "
           f"{ar:8.0f} {sr:8.0f} {ar / sr:5.2f} {med(e,k,'a','rate','reader_us_per_req'):8.1f} "
-          f"{med(e,k,'a','rate','peer_us_per_req'):8.1f} {med(e,k,'s','rate','reader_us_per_req'):8.1f}")
+          f"{med(e,k,'a','rate','peer_us_per_req'):8.1f} {med(e,k,'s','rate','reader_us_per_req'):8.1f} {n(e,k):4d}")
 PYEOF
 cat "$OUT/summary.txt"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  printf 'non-2xx answers or socket errors: %s\n' "${FAILED[@]}" >&2
+  fail "${#FAILED[@]} runs had non-2xx answers or socket errors (results in $OUT/results.tsv)"
+fi
 echo "partition_queries: PASS"
