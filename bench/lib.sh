@@ -1,6 +1,6 @@
 # bench/lib.sh: what the benchmark scripts (chaos.sh, cluster_chaos.sh, soak.sh, flood.sh,
-# http.sh) share, sourced after `cd` to the project root: the traps, stopping a process,
-# waiting for a server to answer, and the clock of a run's event log.
+# http.sh, partition_queries.sh) share, sourced after `cd` to the project root: the traps,
+# stopping a process, waiting for a server to answer, and the clock of a run's event log.
 
 # on_exit CLEANUP: CLEANUP runs when the script ends, however it ends; Ctrl-C and
 # SIGTERM end it with status 130 (so CLEANUP runs once, from the EXIT trap).

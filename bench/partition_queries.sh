@@ -124,8 +124,15 @@ start_node() {
 }
 ctl() { "$TELEMETRYCTL" -s "${SOCK[$1]}" "${@:2}"; }
 
-# Until A's /v1/metrics is complete and counts every series (HOSTS x METRICS): both nodes
-# hold their partitions ready and have applied an interval of the source.
+# Until A's /v1/metrics is complete and counts every series (HOSTS x METRICS), and A
+# holds exactly half the partitions, ready: both nodes hold theirs, neither has taken the
+# other's, and both have applied an interval of the source.
+a_ready_partitions() {  # the partitions A holds, or -1 while one of them is not ready
+  ctl a show cluster json 2>/dev/null | $PY -c '
+import json, sys
+held = json.load(sys.stdin)["partitioning"]["held"]
+print(len(held) if all(h["state"] == "ready" for h in held) else -1)' 2>/dev/null
+}
 wait_cluster() {
   local url="http://127.0.0.1:${PORT[a]}/v1/metrics" n
   for _ in $(seq 600); do
@@ -133,7 +140,7 @@ wait_cluster() {
 import json, sys
 m = json.load(sys.stdin)
 sys.exit(0 if not m["partial"] and sum(x["series_count"] for x in m["metrics"]) == int(sys.argv[1]) else 1)' \
-      $((HOSTS * METRICS)) 2>/dev/null && return 0
+      $((HOSTS * METRICS)) 2>/dev/null && [ "$(a_ready_partitions)" = 8 ] && return 0
     for n in a b; do kill -0 "${PID[$n]}" 2>/dev/null || fail "node $n exited (see $OUT/$n-*.log)"; done
     sleep 0.2
   done
