@@ -243,11 +243,12 @@ for engine in $ENGINES; do
           line=$(run_wrk "$node" "$c" "$kind")
           t1=$(reader_ticks "$node"); p1=0; [ "$node" = a ] && p1=$(reader_ticks b)
           m1=$(moves "$engine")
+          moved=0; [ "$node" = a ] && moved=$((m1 - m0))  # the standalone does not care
           n=$(field requests "$line")
           peer="-"; [ "$node" = a ] && peer=$(per_req $((p1 - p0)) "$n")
           printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$engine" "$kind" "$node" "$mode" "$r" "$c" \
             "$(field rps "$line")" "$(field p50_us "$line")" "$(field p99_us "$line")" "$(field non2xx "$line")" \
-            "$(field socket_errors "$line")" "$(field partial "$line")" $((m1 - m0)) \
+            "$(field socket_errors "$line")" "$(field partial "$line")" "$moved" \
             "$(per_req $((t1 - t0)) "$n")" "$peer" | tee -a "$RES"
           [ "$(field non2xx "$line")" = 0 ] && [ "$(field socket_errors "$line")" = 0 ] ||
             FAILED+=("$engine $kind on $node ($mode, run $r): $line")
