@@ -3,7 +3,7 @@
 --   WRK_SEED=1               seed; thread i uses WRK_SEED + i
 -- Counts non-2xx responses, and those that say `Telemetryd-Partial: true` (a partitioned
 -- node's answer without some partitions), and prints one machine-readable RESULT line at
--- the end (latencies in microseconds).
+-- the end (latencies in microseconds; socket_errors last, as bench/soak.sh expects).
 local threads = {}
 
 function setup(thread)
@@ -42,8 +42,8 @@ function done(summary, latency, requests)
   local e = summary.errors
   local sock_err = e.connect + e.read + e.write + e.timeout
   io.write(string.format(
-    "RESULT requests=%d duration_s=%.3f rps=%.1f p50_us=%d p99_us=%d p999_us=%d max_us=%d non2xx=%d socket_errors=%d partial=%d\n",
+    "RESULT requests=%d duration_s=%.3f rps=%.1f p50_us=%d p99_us=%d p999_us=%d max_us=%d partial=%d non2xx=%d socket_errors=%d\n",
     summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
     latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
-    bad, sock_err, partial_total))
+    partial_total, bad, sock_err))
 end
