@@ -1,8 +1,8 @@
 # bench/lib.sh: what the benchmark scripts (chaos.sh, cluster_chaos.sh, soak.sh, flood.sh,
-# http.sh) share, sourced after `cd` to the project root: the traps, stopping a process,
-# waiting for a server to answer, the clock of a run's event log, and what the two chaos
-# scripts share (the QUICK profile, the output folder, `show workers`, the victims'
-# draws and the verdict's PASS/FAIL lines).
+# http.sh, partition_queries.sh) share, sourced after `cd` to the project root: the traps,
+# stopping a process, waiting for a server to answer, the clock of a run's event log, and
+# what the two chaos scripts share (the QUICK profile, the output folder, `show workers`,
+# the victims' draws and the verdict's PASS/FAIL lines).
 
 # on_exit CLEANUP: CLEANUP runs when the script ends, however it ends; Ctrl-C and
 # SIGTERM end it with status 130 (so CLEANUP runs once, from the EXIT trap).
