@@ -35,6 +35,8 @@ namespace {
 constexpr size_t kConnectionsPerPeer = 4;      // requests to one node in flight at once
 constexpr uint64_t kSuspectForMs = 3000;       // a holder that failed is asked last for this long
 constexpr std::string_view kPartsPath = "/internal/v1/parts/";
+constexpr size_t kMergedCacheBytes = size_t{32} << 20;  // merged answers kept per reader
+constexpr size_t kMergedCacheEntries = 1024;
 
 // "1,5,9" -> partitions below `limit`, ascending, each once; nullopt when malformed.
 std::optional<std::vector<uint32_t>> parse_partition_list(std::string_view text, uint32_t limit) {
@@ -530,6 +532,14 @@ void HttpServer::Impl::answer(Conn& c, Fanout& f) {
   if (!m.generations.empty()) extra.pop_back();
   extra += "\r\n";
   const uint64_t gen = f.generation;
+  // A merged answer is a function of its partitions' generations: while none moved, the
+  // bytes merged last time are the answer (merging a rollup's partials is most of its cost).
+  std::string cache_key;
+  if (f.kind != PartKind::series && f.missing.empty()) {
+    cache_key = fmt::format("{}{}?{}", char('0' + int(f.kind)), f.name, f.query_string);
+    auto it = merged_cache.find(cache_key);
+    if (it != merged_cache.end() && it->second.extra == extra) return respond_parts(c, req, gen, it->second.body, extra);
+  }
   switch (f.kind) {
     case PartKind::series:
       if (!m.records.empty()) return respond_parts(c, req, gen, m.records.front()->b, extra);
@@ -574,7 +584,23 @@ void HttpServer::Impl::answer(Conn& c, Fanout& f) {
   }
   append_partial_fields(body, f.missing);
   body.append("}");
+  if (!cache_key.empty()) remember_merged(std::move(cache_key), extra, body);
   respond_parts(c, req, gen, body, extra);
+}
+
+// Bounded: an answer larger than a quarter of the budget is not kept, and the whole cache
+// is dropped when it would pass the budget (generations move every interval anyway).
+void HttpServer::Impl::remember_merged(std::string key, const std::string& extra, const std::string& data) {
+  if (data.size() > kMergedCacheBytes / 4) return;
+  if (merged_cache_bytes + data.size() > kMergedCacheBytes || merged_cache.size() >= kMergedCacheEntries) {
+    merged_cache.clear();
+    merged_cache_bytes = 0;
+  }
+  MergedAnswer& e = merged_cache[std::move(key)];
+  merged_cache_bytes -= e.body.size();
+  e.extra = extra;
+  e.body = data;
+  merged_cache_bytes += data.size();
 }
 
 // A merged answer with an ETag over its generations and bytes: two nodes answering from

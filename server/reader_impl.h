@@ -18,6 +18,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "server/http.h"
@@ -132,6 +133,12 @@ struct HttpServer::Impl {
   bool map_known = false;  // map is the one of map_generation
   std::unique_ptr<Peers, FreePeers> peers;
   size_t fanouts_waiting = 0;
+  struct MergedAnswer {
+    std::string extra;  // its header lines, the generations among them: the cache's check
+    std::string body;
+  };
+  std::unordered_map<std::string, MergedAnswer> merged_cache;  // by kind, name and query
+  size_t merged_cache_bytes = 0;
 
   std::string key;   // scratch: the record key of a lookup
   std::string body;  // scratch: bodies rendered by the server itself
@@ -221,6 +228,7 @@ struct HttpServer::Impl {
   void drop_fanout(Conn& c);  // the connection closes while it waits
   void answer(Conn& c, Fanout& f);
   void respond_parts(Conn& c, const Request& req, uint64_t generation, std::string_view data, std::string_view extra);
+  void remember_merged(std::string key, const std::string& extra, const std::string& data);
   bool merge_metric(std::string& out, std::string_view metric, std::vector<const wire::Frame*>& partials);
 };
 
