@@ -1,6 +1,8 @@
 // server/partition_map.cc: the holder map's bytes (layout in partition_map.h).
 #include "server/partition_map.h"
 
+#include "server/bytes_le.h"
+
 namespace server {
 namespace {
 
@@ -8,33 +10,13 @@ constexpr uint32_t kVersion = 1;
 
 template <typename T>
 void put(std::string& out, T v) {
-  char b[sizeof(T)];
-  for (size_t i = 0; i < sizeof(T); ++i) b[i] = char(uint64_t(v) >> (8 * i) & 0xff);
-  out.append(b, sizeof b);
+  le::put(out, uint64_t(v), sizeof(T));
 }
 
-struct Cursor {
-  std::string_view in;
-  bool ok = true;
+struct Cursor : le::Reader {
   template <typename T>
   T get() {
-    if (in.size() < sizeof(T)) {
-      ok = false;
-      return 0;
-    }
-    uint64_t v = 0;
-    for (size_t i = 0; i < sizeof(T); ++i) v |= uint64_t(uint8_t(in[i])) << (8 * i);
-    in.remove_prefix(sizeof(T));
-    return T(v);
-  }
-  std::string_view bytes(size_t n) {
-    if (in.size() < n) {
-      ok = false;
-      return {};
-    }
-    std::string_view b = in.substr(0, n);
-    in.remove_prefix(n);
-    return b;
+    return T(le::Reader::get(sizeof(T)));
   }
 };
 
@@ -60,7 +42,7 @@ std::string encode_partition_map(const PartitionMap& map) {
 }
 
 std::optional<PartitionMap> decode_partition_map(std::string_view bytes) {
-  Cursor c{bytes};
+  Cursor c{{bytes}};
   PartitionMap map;
   if (c.get<uint32_t>() != kVersion) return std::nullopt;
   map.partitions = c.get<uint32_t>();

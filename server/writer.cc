@@ -24,6 +24,20 @@ constexpr timeval kHeartbeatEvery{0, 100'000};
 
 namespace server {
 
+ingest::OtlpOptions otlp_receiver_options(const Options& options, std::string name) {
+  auto [host, port] = parse_listen(options.otlp_listen);
+  ingest::OtlpOptions o;
+  o.host = host;
+  o.port = port;
+  o.max_body_bytes = options.otlp_max_body;
+  o.max_pending = options.otlp_max_pending;
+  o.retry_after = options.ingest.interval;
+  o.max_delta_series = options.ingest.max_series_per_source;
+  o.delta_expire = options.ingest.expire_after;
+  if (!name.empty()) o.name = std::move(name);
+  return o;
+}
+
 namespace log = common::log;
 
 namespace {
@@ -306,16 +320,8 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
     // Bound here rather than in the supervisor: the receiver is the writer's, and
     // SO_REUSEADDR lets a restarted writer bind the same address at once. A failure
     // (address in use, no permission) cannot be fixed by restarting.
-    auto [host, port] = parse_listen(options.otlp_listen);
-    ingest::OtlpOptions o;
-    o.host = host;
-    o.port = port;
-    o.max_body_bytes = options.otlp_max_body;
-    o.max_pending = options.otlp_max_pending;
-    o.retry_after = options.ingest.interval;
-    o.max_delta_series = options.ingest.max_series_per_source;
-    o.delta_expire = options.ingest.expire_after;
-    if (!options.cluster.empty()) o.name = "otlp://cluster";  // one push source, whichever node leads
+    // A cluster's is one push source, whichever node leads.
+    ingest::OtlpOptions o = otlp_receiver_options(options, options.cluster.empty() ? "" : "otlp://cluster");
     try {
       w.otlp = std::make_unique<ingest::OtlpReceiver>(w.base, o);
     } catch (const std::exception& e) {
@@ -329,7 +335,7 @@ int run_writer(shm::Store& store, const CommandLine& command_line, const Options
       if (!a || a->count == 0) return std::nullopt;
       return std::make_pair(a->last, a->last_ts_ns);
     });
-    log::info("OTLP/HTTP receiver listening on {}:{} (source {})", host, w.otlp->port(), w.otlp->url());
+    log::info("OTLP/HTTP receiver listening on {}:{} (source {})", o.host, w.otlp->port(), w.otlp->url());
   }
   if (!options.cluster.empty() && !options.state_dir.empty())
     log::info("state-dir {} is not used by a cluster node: its state is the cluster's log", options.state_dir);

@@ -9,6 +9,10 @@
 #include "server/config.h"
 #include "shm/shm.h"
 
+namespace ingest {
+struct OtlpOptions;
+}
+
 namespace server {
 
 // Runs until SIGTERM/SIGINT. SIGHUP re-reads the configuration (file + command line)
@@ -19,6 +23,10 @@ namespace server {
 int run_writer(shm::Store& store, const CommandLine& command_line, const Options& options);
 // run_writer's part for a partitioned cluster's node (partitions > 1; writer_partitioned.cc).
 int run_partitioned_writer(shm::Store& store, const Options& options);
+
+// The OTLP/HTTP receiver's settings from the service's (otlp-listen and its limits),
+// its push source named `name`.
+ingest::OtlpOptions otlp_receiver_options(const Options& options, std::string name);
 
 // What every writer process arms alike on its loop: SIGTERM, SIGINT, SIGHUP and SIGUSR1
 // (then unblocked: one sent before arrives now) and a heartbeat every `beat_every`.

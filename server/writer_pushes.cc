@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "ingest/replica/replica.h"
 #include "ingest/source/otlp_receiver.h"
+#include "server/writer.h"
 
 namespace server {
 
@@ -28,7 +29,7 @@ uint64_t number_after(const std::string& why, std::string_view marker) {
 
 struct PartitionedPushes::Impl {
   Impl(event_base* base, const Options& o, cluster::PartitionedNode& n, ingest::HeldPartitions& h)
-      : options(o), node(n), held(h), receiver(base, receiver_options(o)), source(receiver.url()) {
+      : options(o), node(n), held(h), receiver(base, otlp_receiver_options(o, "otlp-push:" + o.node_id)), source(receiver.url()) {
     status.url = source;
     status.format = "otlp";
     receiver.set_refusal("this node has not joined the partitioned cluster yet (no epoch for its pushes): retry");
@@ -41,19 +42,6 @@ struct PartitionedPushes::Impl {
     });
   }
 
-  static ingest::OtlpOptions receiver_options(const Options& options) {
-    auto [host, port] = parse_listen(options.otlp_listen);
-    ingest::OtlpOptions o;
-    o.host = host;
-    o.port = port;
-    o.max_body_bytes = options.otlp_max_body;
-    o.max_pending = options.otlp_max_pending;
-    o.retry_after = options.ingest.interval;
-    o.max_delta_series = options.ingest.max_series_per_source;
-    o.delta_expire = options.ingest.expire_after;
-    o.name = "otlp-push:" + options.node_id;
-    return o;
-  }
 
   const Options& options;
   cluster::PartitionedNode& node;
